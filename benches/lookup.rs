@@ -1,0 +1,2 @@
+//! Micro-benchmarks (placeholder until the lookup bench lands).
+fn main() {}

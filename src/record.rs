@@ -1,0 +1,145 @@
+//! The session record and its expiry rules. Pure: every decision takes `now`
+//! (milliseconds since the Unix epoch) as a parameter.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch.
+pub type UnixMillis = u64;
+
+/// One session, as both tiers store it (encoded by [`crate::codec`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Incremented on every write; every DynamoDB write is conditional on it.
+    pub version: u64,
+    /// The bound user; `None` while anonymous.
+    pub user_id: Option<String>,
+    /// The bound user's role.
+    pub role: Option<String>,
+    /// Application data.
+    pub data: BTreeMap<String, String>,
+    /// When the session was created.
+    pub created_at: UnixMillis,
+    /// Last activity, refreshed coarsely (see [`Policy::touch_interval_ms`]).
+    pub last_seen_at: UnixMillis,
+    /// Idle timeout in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Absolute expiry: the session ends then, however active.
+    pub absolute_expiry: UnixMillis,
+}
+
+/// The expiry policy applied to new sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// A session unused for this long ends.
+    pub idle_timeout_ms: u64,
+    /// A session ends this long after it was created, however active.
+    pub absolute_timeout_ms: u64,
+    /// `last_seen_at` is written back at most this often per session.
+    pub touch_interval_ms: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            idle_timeout_ms: 30 * 60 * 1000,
+            absolute_timeout_ms: 12 * 60 * 60 * 1000,
+            touch_interval_ms: 60 * 1000,
+        }
+    }
+}
+
+impl SessionRecord {
+    /// A fresh record at version 1.
+    pub fn new(policy: &Policy, now: UnixMillis) -> Self {
+        SessionRecord {
+            version: 1,
+            user_id: None,
+            role: None,
+            data: BTreeMap::new(),
+            created_at: now,
+            last_seen_at: now,
+            idle_timeout_ms: policy.idle_timeout_ms,
+            absolute_expiry: now.saturating_add(policy.absolute_timeout_ms),
+        }
+    }
+
+    /// The instant the session ends unless it is used before then.
+    pub fn expires_at(&self) -> UnixMillis {
+        self.last_seen_at
+            .saturating_add(self.idle_timeout_ms)
+            .min(self.absolute_expiry)
+    }
+
+    /// Whether the session may be served at `now`.
+    pub fn is_live(&self, now: UnixMillis) -> bool {
+        now < self.expires_at()
+    }
+
+    /// Whether `last_seen_at` is stale enough to be written back at `now`.
+    pub fn needs_touch(&self, policy: &Policy, now: UnixMillis) -> bool {
+        now.saturating_sub(self.last_seen_at) >= policy.touch_interval_ms
+    }
+
+    /// The DynamoDB `exp` attribute (epoch seconds, rounded up): TTL may
+    /// delete the item after this.
+    pub fn ttl_epoch_secs(&self) -> u64 {
+        self.expires_at().div_ceil(1000)
+    }
+
+    /// The successor of this record: same content, version + 1.
+    pub fn next_version(&self) -> Self {
+        SessionRecord {
+            version: self.version + 1,
+            ..self.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: u64 = 60_000;
+
+    fn policy() -> Policy {
+        Policy {
+            idle_timeout_ms: 10 * MIN,
+            absolute_timeout_ms: 60 * MIN,
+            touch_interval_ms: MIN,
+        }
+    }
+
+    #[test]
+    fn idle_expiry() {
+        let r = SessionRecord::new(&policy(), 1_000_000);
+        assert!(r.is_live(1_000_000));
+        assert!(r.is_live(1_000_000 + 10 * MIN - 1));
+        assert!(!r.is_live(1_000_000 + 10 * MIN));
+    }
+
+    #[test]
+    fn activity_extends_idle_but_never_past_absolute() {
+        let mut r = SessionRecord::new(&policy(), 0);
+        r.last_seen_at = 55 * MIN;
+        assert_eq!(r.expires_at(), 60 * MIN);
+        assert!(r.is_live(60 * MIN - 1));
+        assert!(!r.is_live(60 * MIN));
+    }
+
+    #[test]
+    fn touch_is_coarse() {
+        let r = SessionRecord::new(&policy(), 0);
+        assert!(!r.needs_touch(&policy(), MIN - 1));
+        assert!(r.needs_touch(&policy(), MIN));
+    }
+
+    #[test]
+    fn ttl_rounds_up_to_seconds() {
+        let mut r = SessionRecord::new(&policy(), 1);
+        r.idle_timeout_ms = 1000;
+        assert_eq!(r.expires_at(), 1001);
+        assert_eq!(r.ttl_epoch_secs(), 2);
+    }
+}

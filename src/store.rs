@@ -1,0 +1,563 @@
+//! [`TieredStore`]: the coordinator. It decides the order of writes across the
+//! sled tier ([`SledCache`]) and the DynamoDB tier ([`DynamoTier`]). DynamoDB
+//! is the truth; sled may hold less, never more for longer than the lease.
+//!
+//! # Operations: order of writes, and what each failure leaves behind
+//!
+//! | operation | steps, in order | a failure at step N leaves |
+//! |---|---|---|
+//! | `load` | 1. sled get; a hit within the lease is decoded, expiry-checked, served. 2. on a miss: if tombstoned, `None` without asking DynamoDB. 3. one consistent DynamoDB get per key at a time (concurrent misses share it). 4. fill sled, unless a tombstone or a newer version is there. 5. if `last_seen_at` is older than the touch interval, a conditional write of the next version | 1: cache error, nothing written. 3: `Err` (503), nothing written. 4: not served if a tombstone appeared meanwhile. 5: unreachable → served as loaded (touch is best effort); version conflict → the record is re-read |
+//! | `create` | 1. DynamoDB put conditional on `attribute_not_exists`. 2. fill sled | 1: `Err`, no token issued, nothing written anywhere. 2: the session exists in DynamoDB and is loaded on first use |
+//! | `update` | 1. refuse if tombstoned here. 2. DynamoDB put conditional on the caller's `version`. 3. fill sled | 2: conflict (changed or deleted elsewhere) → `Conflict` and the stale cached copy is evicted; unreachable → `Err`, nothing written. 3: as for `create` |
+//! | `regenerate` | 1. durable tombstone + outbox entry for the old key (one sled transaction, flushed). 2. ONE `TransactWriteItems`: delete old (conditional on its version), put new (`attribute_not_exists`). 3. ack the outbox, fill sled with the new record | 1: `Err`, nothing changed. 2: conflict → the transaction wrote nothing; the tombstone and outbox entry this call wrote are lifted, `Conflict` returned; unreachable or unknown outcome → fail closed: the old token stays dead here and the outbox deletes it from DynamoDB once reachable; no new token is issued |
+//! | `destroy` | 1. if not cached, confirm existence in DynamoDB (so unknown tokens write nothing). 2. durable tombstone + outbox entry (one transaction, flushed). 3. unconditional DynamoDB delete. 4. ack the outbox | 1: unreachable → proceed anyway (fail closed). 2: `Err`, nothing changed. 3: the token is already dead here; the outbox retries the delete until DynamoDB confirms (`Destroyed::Pending`) |
+//! | `drain_outbox` | for each pending revocation: DynamoDB delete, then ack | the entry stays and is retried with backoff |
+//!
+//! A crash between any two steps is covered by the same column: sled writes
+//! before DynamoDB calls are flushed, so a revocation is never forgotten, and
+//! nothing is issued to a client before DynamoDB has it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use edge_session_sync::{Conflict, DynamoTier, Item, RotateConflict, StoreError};
+use tokio::sync::OnceCell;
+
+use crate::cache::{CacheError, FillOutcome, SledCache, Tombstone};
+use crate::codec::{self, DecodeError};
+use crate::record::{Policy, SessionRecord, UnixMillis};
+use crate::token::{SessionToken, StorageKey};
+
+/// A live session as loaded: its key and record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The storage key (hashed token).
+    pub key: StorageKey,
+    /// The record.
+    pub record: SessionRecord,
+}
+
+/// The user a session is bound to by `regenerate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserBinding {
+    /// The user.
+    pub user_id: String,
+    /// The user's role.
+    pub role: Option<String>,
+}
+
+/// What `destroy` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destroyed {
+    /// Dead on this node and deleted from DynamoDB.
+    Confirmed,
+    /// Dead on this node; the DynamoDB delete waits in the durable outbox.
+    Pending,
+    /// There was no such session; nothing was written.
+    NotFound,
+}
+
+/// What one outbox pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Revocations DynamoDB confirmed in this pass.
+    pub confirmed: usize,
+    /// Revocations still waiting.
+    pub remaining: usize,
+}
+
+/// A tier failed. Expected outcomes (miss, conflict) are values, not errors.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// DynamoDB did not complete the call.
+    #[error(transparent)]
+    Dynamo(#[from] StoreError),
+    /// The local cache failed.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// DynamoDB holds a record this build cannot read.
+    #[error("stored session record: {0}")]
+    Corrupt(#[from] DecodeError),
+}
+
+impl Error {
+    /// DynamoDB could not be reached: the 503 `store_unavailable` case.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Dynamo(e) if e.is_unavailable())
+    }
+}
+
+/// Settings for a [`TieredStore`].
+#[derive(Debug, Clone, Copy)]
+pub struct StoreSettings {
+    /// Expiry policy for new sessions.
+    pub policy: Policy,
+    /// A cached record confirmed longer ago than this is re-checked against
+    /// DynamoDB (one consistent read of `ver`) before it is served.
+    pub revalidate_after_ms: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            policy: Policy::default(),
+            revalidate_after_ms: 30_000,
+        }
+    }
+}
+
+type Fetch = Result<Option<Item>, StoreError>;
+
+/// The two-tier session store. Cheap to clone.
+#[derive(Clone)]
+pub struct TieredStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cache: SledCache,
+    dynamo: DynamoTier,
+    settings: StoreSettings,
+    inflight: Mutex<HashMap<StorageKey, Arc<OnceCell<Fetch>>>>,
+}
+
+impl std::fmt::Debug for TieredStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TieredStore")
+            .field("table", &self.inner.dynamo.table())
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn item_of(key: &StorageKey, record: &SessionRecord, body: Vec<u8>) -> Item {
+    Item {
+        sid: key.0,
+        uid: record.user_id.clone(),
+        ver: record.version,
+        exp: record.ttl_epoch_secs(),
+        body,
+    }
+}
+
+fn nonce() -> u64 {
+    getrandom::u64().expect("the OS CSPRNG is unavailable")
+}
+
+impl TieredStore {
+    /// A store over `cache` and `dynamo`.
+    pub fn new(cache: SledCache, dynamo: DynamoTier, settings: StoreSettings) -> Self {
+        TieredStore {
+            inner: Arc::new(Inner {
+                cache,
+                dynamo,
+                settings,
+                inflight: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The sled tier (for audits, metrics and tests).
+    pub fn cache(&self) -> &SledCache {
+        &self.inner.cache
+    }
+
+    /// The DynamoDB tier (for audits, metrics and tests).
+    pub fn dynamo(&self) -> &DynamoTier {
+        &self.inner.dynamo
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &StoreSettings {
+        &self.inner.settings
+    }
+
+    /// The live session for `token`, or `None` (unknown, expired, revoked).
+    /// Never writes anything for a token the server did not issue.
+    pub async fn load(
+        &self,
+        token: &SessionToken,
+        now: UnixMillis,
+    ) -> Result<Option<Session>, Error> {
+        self.load_key(token.storage_key(), now).await
+    }
+
+    /// [`load`](Self::load) by storage key.
+    pub async fn load_key(
+        &self,
+        key: StorageKey,
+        now: UnixMillis,
+    ) -> Result<Option<Session>, Error> {
+        let cache = &self.inner.cache;
+        let mut revalidate = None;
+        if let Some(hit) = cache.get(&key)? {
+            match codec::decode(hit.bytes()) {
+                Ok(record)
+                    if now.saturating_sub(hit.fetched_at)
+                        < self.inner.settings.revalidate_after_ms =>
+                {
+                    return self.serve(key, record, now).await;
+                }
+                Ok(record) => revalidate = Some(record),
+                Err(err) => {
+                    tracing::warn!(%err, "evicting an undecodable cached record");
+                    cache.evict(&key)?;
+                }
+            }
+        } else if cache.is_tombstoned(&key)? {
+            return Ok(None);
+        }
+        if let Some(record) = revalidate {
+            match self.inner.dynamo.get_version(key.as_bytes()).await? {
+                Some(ver) if ver == record.version => {
+                    let bytes = codec::encode(&record);
+                    return match cache.fill(&key, now, ver, &bytes)? {
+                        FillOutcome::Tombstoned => Ok(None),
+                        FillOutcome::Filled | FillOutcome::Superseded => {
+                            self.serve(key, record, now).await
+                        }
+                    };
+                }
+                Some(_) => {}
+                None => {
+                    cache.evict(&key)?;
+                    return Ok(None);
+                }
+            }
+        }
+        match self.fetch(key).await? {
+            None => Ok(None),
+            Some(item) => self.accept(key, item, now).await,
+        }
+    }
+
+    /// A record read from DynamoDB: check it, fill the cache, serve it.
+    async fn accept(
+        &self,
+        key: StorageKey,
+        item: Item,
+        now: UnixMillis,
+    ) -> Result<Option<Session>, Error> {
+        let record = codec::decode(&item.body)?;
+        if !record.is_live(now) {
+            self.inner.cache.evict(&key)?;
+            return Ok(None);
+        }
+        match self.inner.cache.fill(&key, now, item.ver, &item.body)? {
+            FillOutcome::Tombstoned => Ok(None),
+            FillOutcome::Filled | FillOutcome::Superseded => self.serve(key, record, now).await,
+        }
+    }
+
+    /// Expiry check and coarse touch of a record about to be served.
+    async fn serve(
+        &self,
+        key: StorageKey,
+        record: SessionRecord,
+        now: UnixMillis,
+    ) -> Result<Option<Session>, Error> {
+        if !record.is_live(now) {
+            return Ok(None);
+        }
+        if !record.needs_touch(&self.inner.settings.policy, now) {
+            return Ok(Some(Session { key, record }));
+        }
+        let mut next = record.next_version();
+        next.last_seen_at = now;
+        let body = codec::encode(&next);
+        match self
+            .inner
+            .dynamo
+            .update(&item_of(&key, &next, body.clone()), record.version)
+            .await
+        {
+            Ok(Ok(())) => match self.inner.cache.fill(&key, now, next.version, &body)? {
+                FillOutcome::Tombstoned => Ok(None),
+                FillOutcome::Filled | FillOutcome::Superseded => {
+                    Ok(Some(Session { key, record: next }))
+                }
+            },
+            Ok(Err(Conflict)) => {
+                // Changed or deleted elsewhere: the cached copy is stale.
+                self.inner.cache.evict(&key)?;
+                match self.inner.dynamo.get(key.as_bytes()).await? {
+                    None => Ok(None),
+                    Some(item) => {
+                        let record = codec::decode(&item.body)?;
+                        if !record.is_live(now) {
+                            return Ok(None);
+                        }
+                        match self.inner.cache.fill(&key, now, item.ver, &item.body)? {
+                            FillOutcome::Tombstoned => Ok(None),
+                            _ => Ok(Some(Session { key, record })),
+                        }
+                    }
+                }
+            }
+            Err(err) if err.is_unavailable() => {
+                tracing::debug!(%err, "touch skipped: DynamoDB unreachable");
+                Ok(Some(Session { key, record }))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// One consistent DynamoDB read per key at a time: concurrent misses on
+    /// the same key wait for the first one's answer.
+    async fn fetch(&self, key: StorageKey) -> Fetch {
+        let cell = {
+            let mut inflight = self
+                .inner
+                .inflight
+                .lock()
+                .expect("inflight map poisoned by a panic");
+            Arc::clone(inflight.entry(key).or_default())
+        };
+        let result = cell
+            .get_or_init(|| async {
+                let result = self.inner.dynamo.get(key.as_bytes()).await;
+                // Later misses must read afresh, not reuse this answer.
+                let mut inflight = self
+                    .inner
+                    .inflight
+                    .lock()
+                    .expect("inflight map poisoned by a panic");
+                if inflight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                    inflight.remove(&key);
+                }
+                result
+            })
+            .await;
+        result.clone()
+    }
+
+    /// A new anonymous session holding `data`. Issued only once DynamoDB has it.
+    pub async fn create(
+        &self,
+        data: BTreeMap<String, String>,
+        now: UnixMillis,
+    ) -> Result<(SessionToken, Session), Error> {
+        loop {
+            let token = SessionToken::generate();
+            let key = token.storage_key();
+            let mut record = SessionRecord::new(&self.inner.settings.policy, now);
+            record.data = data.clone();
+            let body = codec::encode(&record);
+            // A conflict means a 256-bit collision: draw again.
+            if self
+                .inner
+                .dynamo
+                .create(&item_of(&key, &record, body.clone()))
+                .await?
+                .is_ok()
+            {
+                self.inner.cache.fill(&key, now, record.version, &body)?;
+                return Ok((token, Session { key, record }));
+            }
+        }
+    }
+
+    /// Replace `session`'s data, conditional on its version being unchanged
+    /// since it was loaded. A destroyed session is never written back.
+    pub async fn update(
+        &self,
+        session: &Session,
+        data: BTreeMap<String, String>,
+        now: UnixMillis,
+    ) -> Result<Result<Session, Conflict>, Error> {
+        let key = session.key;
+        if self.inner.cache.is_tombstoned(&key)? {
+            return Ok(Err(Conflict));
+        }
+        let mut next = session.record.next_version();
+        next.data = data;
+        next.last_seen_at = now.max(next.last_seen_at);
+        let body = codec::encode(&next);
+        match self
+            .inner
+            .dynamo
+            .update(&item_of(&key, &next, body.clone()), session.record.version)
+            .await?
+        {
+            Ok(()) => match self.inner.cache.fill(&key, now, next.version, &body)? {
+                // Destroyed on this node while the write was in flight: the
+                // destroy's DynamoDB delete removes what was just written.
+                FillOutcome::Tombstoned => Ok(Err(Conflict)),
+                _ => Ok(Ok(Session { key, record: next })),
+            },
+            Err(Conflict) => {
+                self.inner.cache.evict(&key)?;
+                Ok(Err(Conflict))
+            }
+        }
+    }
+
+    /// Replace `old` by a new session with a new token (login, privilege
+    /// change). `binding` binds a user (`None` keeps the old binding);
+    /// `keep_data` carries the application data over. The old token is dead
+    /// in both tiers when this returns `Ok(Ok(_))`.
+    pub async fn regenerate(
+        &self,
+        old: &Session,
+        binding: Option<UserBinding>,
+        keep_data: bool,
+        now: UnixMillis,
+    ) -> Result<Result<(SessionToken, Session), RotateConflict>, Error> {
+        let cache = &self.inner.cache;
+        if cache.is_tombstoned(&old.key)? {
+            return Ok(Err(RotateConflict::OldChanged));
+        }
+        let tomb = Tombstone {
+            keep_until: old.record.absolute_expiry.max(now),
+            nonce: nonce(),
+        };
+        cache.revoke(&old.key, tomb, now, true)?;
+        cache.flush().await?;
+
+        let token = SessionToken::generate();
+        let key = token.storage_key();
+        let mut record = SessionRecord::new(&self.inner.settings.policy, now);
+        match binding {
+            Some(b) => {
+                record.user_id = Some(b.user_id);
+                record.role = b.role;
+            }
+            None => {
+                record.user_id.clone_from(&old.record.user_id);
+                record.role.clone_from(&old.record.role);
+            }
+        }
+        if keep_data {
+            record.data.clone_from(&old.record.data);
+        }
+        let body = codec::encode(&record);
+        match self
+            .inner
+            .dynamo
+            .rotate(
+                old.key.as_bytes(),
+                old.record.version,
+                &item_of(&key, &record, body.clone()),
+            )
+            .await
+        {
+            Ok(Ok(())) => {
+                cache.ack(&old.key, tomb.nonce)?;
+                cache.fill(&key, now, record.version, &body)?;
+                Ok(Ok((token, Session { key, record })))
+            }
+            Ok(Err(conflict)) => {
+                // Nothing was written in DynamoDB: undo this call's revocation
+                // (unless another revocation of the key replaced it).
+                cache.lift(&old.key, tomb.nonce)?;
+                Ok(Err(conflict))
+            }
+            Err(err) => {
+                tracing::warn!(%err, "regenerate failed; the old session stays revoked and its delete is queued");
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Revoke the session under `token` in both tiers.
+    pub async fn destroy(&self, token: &SessionToken, now: UnixMillis) -> Result<Destroyed, Error> {
+        self.destroy_key(token.storage_key(), now).await
+    }
+
+    /// [`destroy`](Self::destroy) by storage key (admin revoke, "my sessions").
+    pub async fn destroy_key(&self, key: StorageKey, now: UnixMillis) -> Result<Destroyed, Error> {
+        let cache = &self.inner.cache;
+        if cache.is_tombstoned(&key)? {
+            // Already revoked here; report whether DynamoDB has confirmed it.
+            return Ok(if cache.is_pending(&key)? {
+                Destroyed::Pending
+            } else {
+                Destroyed::Confirmed
+            });
+        }
+        let policy_bound = now.saturating_add(self.inner.settings.policy.absolute_timeout_ms);
+        let keep_until = match cache.get(&key)? {
+            Some(hit) => {
+                codec::decode(hit.bytes()).map_or(policy_bound, |r| r.absolute_expiry.max(now))
+            }
+            None => match self.inner.dynamo.get(key.as_bytes()).await {
+                Ok(None) => return Ok(Destroyed::NotFound),
+                Ok(Some(item)) => {
+                    codec::decode(&item.body).map_or(policy_bound, |r| r.absolute_expiry.max(now))
+                }
+                // Cannot tell whether it exists: fail closed.
+                Err(err) if err.is_unavailable() => policy_bound,
+                Err(err) => return Err(err.into()),
+            },
+        };
+        let tomb = Tombstone {
+            keep_until,
+            nonce: nonce(),
+        };
+        cache.revoke(&key, tomb, now, true)?;
+        cache.flush().await?;
+        match self.inner.dynamo.delete(key.as_bytes()).await {
+            Ok(_) => {
+                cache.ack(&key, tomb.nonce)?;
+                Ok(Destroyed::Confirmed)
+            }
+            Err(err) => {
+                tracing::warn!(%err, "revocation queued in the outbox");
+                Ok(Destroyed::Pending)
+            }
+        }
+    }
+
+    /// One pass over the outbox: replay up to `limit` pending deletes. Stops
+    /// at the first one DynamoDB does not confirm.
+    pub async fn drain_outbox(&self, limit: usize) -> Result<DrainReport, Error> {
+        let cache = &self.inner.cache;
+        let mut report = DrainReport::default();
+        for (key, entry) in cache.pending(limit)? {
+            self.inner.dynamo.delete(key.as_bytes()).await?;
+            cache.ack(&key, entry.nonce)?;
+            report.confirmed += 1;
+        }
+        report.remaining = cache.outbox_len();
+        Ok(report)
+    }
+
+    /// Background upkeep until `shutdown` resolves: replay the outbox (with
+    /// exponential backoff while DynamoDB is unreachable) and sweep expired
+    /// tombstones once a minute.
+    pub async fn maintain(
+        self,
+        clock: fn() -> UnixMillis,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        const BASE: Duration = Duration::from_millis(250);
+        const MAX: Duration = Duration::from_secs(30);
+        let mut backoff = BASE;
+        let mut last_sweep = 0;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            if self.inner.cache.outbox_len() > 0 {
+                match self.drain_outbox(256).await {
+                    Ok(_) => backoff = BASE,
+                    Err(err) => {
+                        backoff = (backoff * 2).min(MAX);
+                        tracing::warn!(%err, retry_in_ms = backoff.as_millis() as u64, "outbox replay failed");
+                    }
+                }
+            }
+            let now = clock();
+            if now.saturating_sub(last_sweep) >= 60_000 {
+                last_sweep = now;
+                if let Err(err) = self.inner.cache.sweep(now) {
+                    tracing::warn!(%err, "tombstone sweep failed");
+                }
+            }
+        }
+    }
+}

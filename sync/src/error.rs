@@ -1,0 +1,107 @@
+//! Errors (the call did not complete as a call) and expected outcomes (values).
+
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+
+/// How a failed call should be treated by the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// DynamoDB could not be reached or did not answer in time (connect
+    /// refused, timeout, a cut response, 5xx, throttling after the SDK's
+    /// retries). The outcome of a write that failed this way is unknown.
+    Unavailable,
+    /// DynamoDB answered and refused the request (validation, missing table,
+    /// access denied). Retrying the same request will not help.
+    Rejected,
+    /// DynamoDB returned an item that edge-session did not write.
+    Malformed,
+}
+
+/// A DynamoDB call that did not complete.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("dynamodb {op} failed ({kind:?}): {message}")]
+pub struct StoreError {
+    /// The operation (`get`, `create`, `rotate`, ...).
+    pub op: &'static str,
+    /// How to treat it.
+    pub kind: ErrorKind,
+    /// What the SDK or the service said. Never contains a session token: the
+    /// only key this crate sees is the hashed `sid`.
+    pub message: String,
+}
+
+impl StoreError {
+    pub(crate) fn new(op: &'static str, kind: ErrorKind, message: impl Into<String>) -> Self {
+        StoreError {
+            op,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// True when DynamoDB could not be reached: the 503 `store_unavailable` case.
+    pub fn is_unavailable(&self) -> bool {
+        self.kind == ErrorKind::Unavailable
+    }
+}
+
+/// A conditional write found the item not in the state it expected (another
+/// writer changed or deleted it, or a new key already exists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conflict;
+
+/// Why `rotate`'s transaction was cancelled. Nothing was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RotateConflict {
+    /// The old item is gone or no longer at the expected version.
+    OldChanged,
+    /// An item with the new key already exists.
+    NewExists,
+    /// Another transaction was touching one of the items; safe to retry.
+    TransactionInProgress,
+}
+
+/// Classify an SDK error: whether the service answered at all, and with what.
+pub(crate) fn classify<E>(op: &'static str, err: &SdkError<E, HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            let inner = service.err();
+            let code = inner.code().unwrap_or("Unknown");
+            let message = format!("{code}: {}", inner.message().unwrap_or(""));
+            let kind = match code {
+                "ThrottlingException"
+                | "ProvisionedThroughputExceededException"
+                | "RequestLimitExceeded"
+                | "InternalServerError"
+                | "ServiceUnavailable"
+                | "LimitExceededException" => ErrorKind::Unavailable,
+                _ if service.raw().status().is_server_error() => ErrorKind::Unavailable,
+                _ => ErrorKind::Rejected,
+            };
+            StoreError::new(op, kind, message)
+        }
+        SdkError::ConstructionFailure(_) => {
+            StoreError::new(op, ErrorKind::Rejected, error_chain(err))
+        }
+        // Timeouts, dispatch failures (refused, reset), and responses that
+        // could not be parsed (a body cut halfway) all mean "no answer".
+        _ => StoreError::new(op, ErrorKind::Unavailable, error_chain(err)),
+    }
+}
+
+/// The error and its sources on one line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        out.push_str(": ");
+        out.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    out
+}

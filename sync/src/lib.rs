@@ -1,0 +1,27 @@
+//! `edge-session-sync`: everything edge-session says to DynamoDB.
+//!
+//! # Layout
+//!
+//! - [`item`]: the table's item shape ([`Item`]) and its pure mapping to and
+//!   from DynamoDB attribute maps.
+//! - [`error`]: [`StoreError`] (the call did not complete) and the expected
+//!   outcomes that are values, not errors ([`Conflict`], [`RotateConflict`]).
+//! - [`client`]: building an SDK client for a real endpoint or the embedded one,
+//!   with the SDK's own timeouts and retry policy.
+//! - [`tier`]: [`DynamoTier`], the typed operations (`create`, `get`, `update`,
+//!   `rotate`, `delete`, `list_by_user`) and `provision`.
+//!
+//! This crate knows nothing of actix or sled: it stores opaque bytes (`body`)
+//! plus the few indexed attributes (`sid`, `uid`, `ver`, `exp`).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod client;
+mod error;
+mod item;
+mod tier;
+
+pub use client::{ClientSettings, Endpoint};
+pub use error::{Conflict, ErrorKind, RotateConflict, StoreError};
+pub use item::{Item, ItemError, SID_LEN};
+pub use tier::{DynamoTier, ProvisionReport};

@@ -1,0 +1,495 @@
+//! [`DynamoTier`]: typed operations on the session table.
+//!
+//! Every write is conditional: `create` on `attribute_not_exists(sid)`,
+//! `update` on `ver`, `rotate` is one `TransactWriteItems` (delete the old
+//! item conditional on its `ver`, put the new one conditional on
+//! `attribute_not_exists`). Reads are strongly consistent, except the GSI
+//! query, which DynamoDB only serves eventually consistent.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::operation::create_table::CreateTableError;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType,
+    StreamSpecification, StreamViewType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
+    TransactWriteItem,
+};
+use aws_sdk_dynamodb::Client;
+
+use crate::error::{classify, Conflict, ErrorKind, RotateConflict, StoreError};
+use crate::item::{self, Item, SID_LEN};
+
+/// Name of the GSI on `uid`.
+pub const UID_INDEX: &str = "uid-index";
+
+/// The session table, reached through the official SDK.
+#[derive(Clone, Debug)]
+pub struct DynamoTier {
+    client: Client,
+    table: String,
+}
+
+/// What `provision` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionReport {
+    /// The table did not exist and was created.
+    pub created: bool,
+    /// TTL on `exp` was switched on by this call.
+    pub ttl_enabled: bool,
+}
+
+fn malformed(op: &'static str, err: impl std::fmt::Display) -> StoreError {
+    StoreError::new(op, ErrorKind::Malformed, err.to_string())
+}
+
+impl DynamoTier {
+    /// A tier over `table` using `client`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoTier {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The underlying SDK client (for the stream follower and tests).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Put a new item, conditional on no item having its `sid`.
+    pub async fn create(&self, item: &Item) -> Result<Result<(), Conflict>, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item.to_attributes()))
+            .condition_expression("attribute_not_exists(sid)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Ok(())),
+            Err(err)
+                if matches!(
+                    err.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(Err(Conflict))
+            }
+            Err(err) => Err(classify("create", &err)),
+        }
+    }
+
+    /// Strongly consistent read of one item.
+    pub async fn get(&self, sid: &[u8; SID_LEN]) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(item::key(sid)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|err| classify("get", &err))?;
+        match out.item {
+            None => Ok(None),
+            Some(map) => Item::from_attributes(&map)
+                .map(Some)
+                .map_err(|e| malformed("get", e)),
+        }
+    }
+
+    /// Strongly consistent read of `ver` alone: the cheap lease check.
+    pub async fn get_version(&self, sid: &[u8; SID_LEN]) -> Result<Option<u64>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(item::key(sid)))
+            .consistent_read(true)
+            .projection_expression("ver")
+            .send()
+            .await
+            .map_err(|err| classify("get_version", &err))?;
+        match out.item {
+            None => Ok(None),
+            Some(map) => item::number(&map, item::VER)
+                .map(Some)
+                .map_err(|e| malformed("get_version", e)),
+        }
+    }
+
+    /// Replace the item, conditional on its stored `ver` being `expected_ver`.
+    /// A missing item is a conflict too: a deleted session is never written back.
+    pub async fn update(
+        &self,
+        item: &Item,
+        expected_ver: u64,
+    ) -> Result<Result<(), Conflict>, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item.to_attributes()))
+            .condition_expression("ver = :expected")
+            .expression_attribute_values(":expected", AttributeValue::N(expected_ver.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Ok(())),
+            Err(err)
+                if matches!(
+                    err.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(Err(Conflict))
+            }
+            Err(err) => Err(classify("update", &err)),
+        }
+    }
+
+    /// In ONE transaction: delete `old_sid` if its `ver` is `old_ver`, and put
+    /// `new` if its `sid` is free. Both happen or neither does.
+    pub async fn rotate(
+        &self,
+        old_sid: &[u8; SID_LEN],
+        old_ver: u64,
+        new: &Item,
+    ) -> Result<Result<(), RotateConflict>, StoreError> {
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(item::key(old_sid)))
+            .condition_expression("ver = :expected")
+            .expression_attribute_values(":expected", AttributeValue::N(old_ver.to_string()))
+            .build()
+            .map_err(|e| StoreError::new("rotate", ErrorKind::Rejected, e.to_string()))?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(new.to_attributes()))
+            .condition_expression("attribute_not_exists(sid)")
+            .build()
+            .map_err(|e| StoreError::new("rotate", ErrorKind::Rejected, e.to_string()))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().delete(delete).build())
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Ok(())),
+            Err(err) => match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => {
+                    let codes: Vec<&str> = cancel
+                        .cancellation_reasons()
+                        .iter()
+                        .map(|r| r.code().unwrap_or("None"))
+                        .collect();
+                    match rotate_outcome(&codes) {
+                        Some(conflict) => Ok(Err(conflict)),
+                        None => Err(StoreError::new(
+                            "rotate",
+                            ErrorKind::Unavailable,
+                            format!("transaction cancelled: {codes:?}"),
+                        )),
+                    }
+                }
+                Some(TransactWriteItemsError::TransactionInProgressException(_)) => {
+                    Ok(Err(RotateConflict::TransactionInProgress))
+                }
+                _ => Err(classify("rotate", &err)),
+            },
+        }
+    }
+
+    /// Delete the item whatever its version (a revocation must win over any
+    /// concurrent write). Returns the deleted item's `ver`, `None` if there
+    /// was none. Idempotent.
+    pub async fn delete(&self, sid: &[u8; SID_LEN]) -> Result<Option<u64>, StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(item::key(sid)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(
+                |err: aws_sdk_dynamodb::error::SdkError<DeleteItemError, _>| {
+                    classify("delete", &err)
+                },
+            )?;
+        match out.attributes {
+            None => Ok(None),
+            Some(map) => item::number(&map, item::VER)
+                .map(Some)
+                .map_err(|e| malformed("delete", e)),
+        }
+    }
+
+    /// Every item bound to `uid`, through the GSI (eventually consistent).
+    pub async fn list_by_user(&self, uid: &str) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(UID_INDEX)
+                .key_condition_expression("uid = :u")
+                .expression_attribute_values(":u", AttributeValue::S(uid.to_owned()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|err| classify("list_by_user", &err))?;
+            for map in out.items() {
+                items.push(Item::from_attributes(map).map_err(|e| malformed("list_by_user", e))?);
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// Cheap reachability check: the table exists and answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| classify("ping", &err))
+    }
+
+    /// Create the table (key `sid`, GSI `uid-index`, stream NEW_AND_OLD_IMAGES,
+    /// TTL on `exp`) or check that an existing one has that shape. Idempotent.
+    pub async fn provision(&self) -> Result<ProvisionReport, StoreError> {
+        let op = "provision";
+        let created = match self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr_def(item::SID, ScalarAttributeType::B)?)
+            .attribute_definitions(attr_def(item::UID, ScalarAttributeType::S)?)
+            .key_schema(hash_key(item::SID)?)
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(UID_INDEX)
+                    .key_schema(hash_key(item::UID)?)
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    )
+                    .build()
+                    .map_err(|e| StoreError::new(op, ErrorKind::Rejected, e.to_string()))?,
+            )
+            .stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewAndOldImages)
+                    .build()
+                    .map_err(|e| StoreError::new(op, ErrorKind::Rejected, e.to_string()))?,
+            )
+            .send()
+            .await
+        {
+            Ok(_) => true,
+            Err(err)
+                if matches!(
+                    err.as_service_error(),
+                    Some(CreateTableError::ResourceInUseException(_))
+                ) =>
+            {
+                false
+            }
+            Err(err) => return Err(classify(op, &err)),
+        };
+        self.wait_active().await?;
+        self.check_shape().await?;
+        let ttl = self
+            .client
+            .describe_time_to_live()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|err| classify(op, &err))?;
+        let ttl_on = ttl.time_to_live_description().is_some_and(|d| {
+            d.attribute_name() == Some(item::EXP)
+                && matches!(
+                    d.time_to_live_status(),
+                    Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+                )
+        });
+        if !ttl_on {
+            self.client
+                .update_time_to_live()
+                .table_name(&self.table)
+                .time_to_live_specification(
+                    TimeToLiveSpecification::builder()
+                        .enabled(true)
+                        .attribute_name(item::EXP)
+                        .build()
+                        .map_err(|e| StoreError::new(op, ErrorKind::Rejected, e.to_string()))?,
+                )
+                .send()
+                .await
+                .map_err(|err| classify(op, &err))?;
+        }
+        Ok(ProvisionReport {
+            created,
+            ttl_enabled: !ttl_on,
+        })
+    }
+
+    async fn wait_active(&self) -> Result<(), StoreError> {
+        for _ in 0..600 {
+            let out = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(|err| classify("provision", &err))?;
+            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(StoreError::new(
+            "provision",
+            ErrorKind::Unavailable,
+            "table did not become ACTIVE within 120 s",
+        ))
+    }
+
+    /// An existing table must have the key, the GSI and a stream we can follow.
+    async fn check_shape(&self) -> Result<(), StoreError> {
+        let op = "provision";
+        let out = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|err| classify(op, &err))?;
+        let table = out
+            .table()
+            .ok_or_else(|| StoreError::new(op, ErrorKind::Malformed, "no table description"))?;
+        let mut problems = Vec::new();
+        let key_ok = table.key_schema().len() == 1
+            && table.key_schema()[0].attribute_name() == item::SID
+            && table.key_schema()[0].key_type() == &KeyType::Hash;
+        if !key_ok {
+            problems.push("partition key must be `sid` (B) with no sort key".to_owned());
+        }
+        let sid_binary = table.attribute_definitions().iter().any(|d| {
+            d.attribute_name() == item::SID && d.attribute_type() == &ScalarAttributeType::B
+        });
+        if !sid_binary {
+            problems.push("`sid` must be of type B".to_owned());
+        }
+        let gsi_ok = table.global_secondary_indexes().iter().any(|g| {
+            g.index_name() == Some(UID_INDEX)
+                && g.key_schema().first().map(|k| k.attribute_name()) == Some(item::UID)
+        });
+        if !gsi_ok {
+            problems.push(format!("GSI `{UID_INDEX}` on `uid` is missing"));
+        }
+        let stream_ok = table
+            .stream_specification()
+            .is_some_and(|s| s.stream_enabled());
+        if !stream_ok {
+            problems.push(
+                "the table's stream is not enabled (NEW_AND_OLD_IMAGES or KEYS_ONLY)".to_owned(),
+            );
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::new(
+                op,
+                ErrorKind::Rejected,
+                format!(
+                    "table `{}` exists with the wrong shape: {}",
+                    self.table,
+                    problems.join("; ")
+                ),
+            ))
+        }
+    }
+}
+
+fn attr_def(name: &str, ty: ScalarAttributeType) -> Result<AttributeDefinition, StoreError> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ty)
+        .build()
+        .map_err(|e| StoreError::new("provision", ErrorKind::Rejected, e.to_string()))
+}
+
+fn hash_key(name: &str) -> Result<KeySchemaElement, StoreError> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(KeyType::Hash)
+        .build()
+        .map_err(|e| StoreError::new("provision", ErrorKind::Rejected, e.to_string()))
+}
+
+/// Map a cancelled transaction's reasons (in item order: delete, put) to an
+/// outcome. `None` when the cancellation is not a conflict (throttling,
+/// capacity): the caller treats it as unavailable.
+fn rotate_outcome(codes: &[&str]) -> Option<RotateConflict> {
+    let code = |i: usize| codes.get(i).copied().unwrap_or("None");
+    if code(0) == "ConditionalCheckFailed" {
+        Some(RotateConflict::OldChanged)
+    } else if code(1) == "ConditionalCheckFailed" {
+        Some(RotateConflict::NewExists)
+    } else if codes.contains(&"TransactionConflict") {
+        Some(RotateConflict::TransactionInProgress)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancellation_reasons_map_to_typed_outcomes() {
+        assert_eq!(
+            rotate_outcome(&["ConditionalCheckFailed", "None"]),
+            Some(RotateConflict::OldChanged)
+        );
+        assert_eq!(
+            rotate_outcome(&["None", "ConditionalCheckFailed"]),
+            Some(RotateConflict::NewExists)
+        );
+        assert_eq!(
+            rotate_outcome(&["ConditionalCheckFailed", "ConditionalCheckFailed"]),
+            Some(RotateConflict::OldChanged)
+        );
+        assert_eq!(
+            rotate_outcome(&["TransactionConflict", "None"]),
+            Some(RotateConflict::TransactionInProgress)
+        );
+        assert_eq!(rotate_outcome(&["ThrottlingError", "None"]), None);
+        assert_eq!(rotate_outcome(&[]), None);
+    }
+}

@@ -1,0 +1,542 @@
+//! The two-tier core against a real DynamoDB-wire server: each security
+//! property is a test named after the attack it stops.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use base64::Engine as _;
+use edge_session::cache::FillOutcome;
+use edge_session::store::{Destroyed, StoreSettings, UserBinding};
+use edge_session::sync::{ClientSettings, DynamoTier, Endpoint, RotateConflict};
+use edge_session::{codec, Policy, SessionToken, SledCache, TieredStore};
+
+use crate::harness::{now, Cluster};
+
+const MIN: u64 = 60_000;
+
+fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn alice() -> Option<UserBinding> {
+    Some(UserBinding {
+        user_id: "alice".into(),
+        role: Some("admin".into()),
+    })
+}
+
+#[tokio::test]
+async fn planted_token_is_not_adopted() {
+    let cluster = Cluster::new().await;
+    let node = cluster.node(StoreSettings::default());
+    let planted = SessionToken::generate();
+    let t = now();
+
+    assert_eq!(node.load(&planted, t).await.unwrap(), None);
+    // A logout carrying it writes nothing either.
+    assert_eq!(
+        node.destroy(&planted, t).await.unwrap(),
+        Destroyed::NotFound
+    );
+    assert_eq!(node.load(&planted, t).await.unwrap(), None);
+
+    assert!(
+        node.cache().dump().unwrap().is_empty(),
+        "nothing written to sled"
+    );
+    assert!(
+        cluster.scan().await.is_empty(),
+        "nothing written to DynamoDB"
+    );
+}
+
+#[tokio::test]
+async fn pre_login_token_is_dead_after_regenerate() {
+    let cluster = Cluster::new().await;
+    let node = cluster.node(StoreSettings::default());
+    let t = now();
+    let (old_token, anon) = node.create(data(&[("cart", "3 items")]), t).await.unwrap();
+    let loaded = node
+        .load(&old_token, t)
+        .await
+        .unwrap()
+        .expect("fresh session loads");
+    assert_eq!(loaded, anon);
+
+    let (new_token, bound) = node
+        .regenerate(&loaded, alice(), true, t)
+        .await
+        .unwrap()
+        .expect("no conflict");
+    assert_ne!(new_token, old_token);
+    assert_eq!(bound.record.user_id.as_deref(), Some("alice"));
+    assert_eq!(bound.record.data, data(&[("cart", "3 items")]));
+
+    // The old token loads as nothing, here and on a node with a cold cache.
+    assert_eq!(node.load(&old_token, t).await.unwrap(), None);
+    let other = cluster.node(StoreSettings::default());
+    assert_eq!(other.load(&old_token, t).await.unwrap(), None);
+
+    // Inspect both tiers directly.
+    let old_key = old_token.storage_key();
+    assert!(
+        cluster
+            .tier
+            .get(old_key.as_bytes())
+            .await
+            .unwrap()
+            .is_none(),
+        "old item deleted"
+    );
+    assert!(
+        node.cache().get(&old_key).unwrap().is_none(),
+        "old record evicted"
+    );
+    assert!(
+        node.cache().tombstone_of(&old_key).unwrap().is_some(),
+        "tombstone written"
+    );
+    assert_eq!(node.cache().outbox_len(), 0, "revocation confirmed");
+    let new_item = cluster
+        .tier
+        .get(bound.key.as_bytes())
+        .await
+        .unwrap()
+        .expect("new item stored");
+    assert_eq!(new_item.uid.as_deref(), Some("alice"));
+
+    // The new token loads the bound user on both nodes.
+    for n in [&node, &other] {
+        let s = n
+            .load(&new_token, t)
+            .await
+            .unwrap()
+            .expect("new token loads");
+        assert_eq!(s.record.user_id.as_deref(), Some("alice"));
+        assert_eq!(s.record.role.as_deref(), Some("admin"));
+    }
+}
+
+#[tokio::test]
+async fn regenerate_is_all_or_nothing() {
+    let cluster = Cluster::new().await;
+    let a = cluster.node(StoreSettings::default());
+    let b = cluster.node(StoreSettings::default());
+    let t = now();
+    let (token, _) = a.create(BTreeMap::new(), t).await.unwrap();
+    let on_a = a.load(&token, t).await.unwrap().unwrap();
+    // Node B writes the session meanwhile: A's copy is now one version behind.
+    let on_b = b.load(&token, t).await.unwrap().unwrap();
+    let written = b
+        .update(&on_b, data(&[("k", "from b")]), t)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let outcome = a.regenerate(&on_a, alice(), false, t).await.unwrap();
+    assert_eq!(outcome.map(|_| ()), Err(RotateConflict::OldChanged));
+
+    // DynamoDB holds exactly B's write: no new item, the old one intact.
+    let items = cluster.scan().await;
+    assert_eq!(items.len(), 1, "no new item, no half-done state");
+    let item = cluster
+        .tier
+        .get(on_a.key.as_bytes())
+        .await
+        .unwrap()
+        .expect("old item intact");
+    assert_eq!(item.ver, written.record.version);
+    assert_eq!(item.uid, None, "not elevated");
+    assert_eq!(codec::decode(&item.body).unwrap(), written.record);
+    // A's provisional revocation was lifted, nothing queued; the session still
+    // works everywhere, unelevated.
+    assert!(!a.cache().is_tombstoned(&on_a.key).unwrap());
+    assert_eq!(a.cache().outbox_len(), 0);
+    let reloaded = a.load(&token, t).await.unwrap().expect("still loads");
+    assert_eq!(reloaded.record, written.record);
+
+    // With the fresh version the same regenerate goes through.
+    assert!(a
+        .regenerate(&reloaded, alice(), false, t)
+        .await
+        .unwrap()
+        .is_ok());
+}
+
+#[tokio::test]
+async fn logout_race_cannot_resurrect_session() {
+    let cluster = Cluster::new().await;
+    let node = cluster.node(StoreSettings::default());
+    let t = now();
+    let (token, _) = node.create(BTreeMap::new(), t).await.unwrap();
+    // A request loads the session, then a logout lands before it writes.
+    let in_flight = node.load(&token, t).await.unwrap().unwrap();
+    assert_eq!(node.destroy(&token, t).await.unwrap(), Destroyed::Confirmed);
+    let late = node
+        .update(&in_flight, data(&[("written", "after logout")]), t)
+        .await
+        .unwrap();
+    assert!(late.is_err(), "the late write is refused");
+    assert!(
+        cluster.scan().await.is_empty(),
+        "nothing written back to DynamoDB"
+    );
+    assert!(
+        node.cache().get(&in_flight.key).unwrap().is_none(),
+        "nothing cached"
+    );
+    assert_eq!(node.load(&token, t).await.unwrap(), None);
+
+    // Same race across nodes: B loaded it, A logs out, B's write is refused by
+    // DynamoDB's version condition.
+    let a = cluster.node(StoreSettings::default());
+    let b = cluster.node(StoreSettings::default());
+    let (token, _) = a.create(BTreeMap::new(), t).await.unwrap();
+    let on_b = b.load(&token, t).await.unwrap().unwrap();
+    assert_eq!(a.destroy(&token, t).await.unwrap(), Destroyed::Confirmed);
+    assert!(b
+        .update(&on_b, data(&[("written", "after logout")]), t)
+        .await
+        .unwrap()
+        .is_err());
+    assert!(
+        cluster.scan().await.is_empty(),
+        "nothing resurrected in DynamoDB"
+    );
+    assert!(
+        b.cache().get(&on_b.key).unwrap().is_none(),
+        "B evicted its stale copy"
+    );
+    assert_eq!(b.load(&token, t).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cache_fill_never_overwrites_tombstone() {
+    let cluster = Cluster::new().await;
+    let writer = cluster.node(StoreSettings::default());
+    let node = cluster.node(StoreSettings::default());
+    let t = now();
+    let mut loaded_before_destroy = 0;
+    for i in 0..200 {
+        let (token, _) = writer.create(BTreeMap::new(), t).await.unwrap();
+        // A cold-cache load (DynamoDB read, then fill) races a destroy on the
+        // same node; alternate which one is polled first.
+        let load = {
+            let node = node.clone();
+            let token = token.clone();
+            tokio::spawn(async move { node.load(&token, t).await })
+        };
+        let destroy = {
+            let node = node.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                node.destroy(&token, t).await
+            })
+        };
+        let (loaded, destroyed) = (
+            load.await.unwrap().unwrap(),
+            destroy.await.unwrap().unwrap(),
+        );
+        assert_eq!(destroyed, Destroyed::Confirmed);
+        loaded_before_destroy += usize::from(loaded.is_some());
+        let key = token.storage_key();
+        assert!(
+            node.cache().get(&key).unwrap().is_none(),
+            "iteration {i}: a fill landed over the tombstone"
+        );
+        assert_eq!(node.load(&token, t).await.unwrap(), None, "iteration {i}");
+        // A fill of the pre-destroy copy arriving late is refused too.
+        let stale = writer
+            .cache()
+            .get(&key)
+            .unwrap()
+            .expect("writer still caches its copy");
+        assert_eq!(
+            node.cache()
+                .fill(&key, t, stale.version, stale.bytes())
+                .unwrap(),
+            FillOutcome::Tombstoned
+        );
+    }
+    // Both interleavings happened (otherwise the race was not exercised).
+    println!("loads that won the race: {loaded_before_destroy}/200");
+}
+
+#[tokio::test]
+async fn expired_session_is_rejected_in_both_tiers() {
+    let policy = Policy {
+        idle_timeout_ms: 10 * MIN,
+        absolute_timeout_ms: 60 * MIN,
+        touch_interval_ms: MIN,
+    };
+    let settings = StoreSettings {
+        policy,
+        ..StoreSettings::default()
+    };
+    let cluster = Cluster::new().await;
+    let node = cluster.node(settings);
+    let t0 = now();
+
+    // Idle: unused for the idle timeout.
+    let (idle, _) = node.create(BTreeMap::new(), t0).await.unwrap();
+    assert!(node.load(&idle, t0 + 10 * MIN - 1).await.unwrap().is_some());
+    // That load touched it: the idle clock restarted.
+    assert!(node.load(&idle, t0 + 19 * MIN).await.unwrap().is_some());
+    let idle_at = t0 + 29 * MIN;
+    assert_eq!(
+        node.load(&idle, idle_at).await.unwrap(),
+        None,
+        "sled tier rejects"
+    );
+    assert_eq!(
+        cluster.node(settings).load(&idle, idle_at).await.unwrap(),
+        None,
+        "DynamoDB tier rejects"
+    );
+    assert!(
+        cluster
+            .tier
+            .get(idle.storage_key().as_bytes())
+            .await
+            .unwrap()
+            .is_some(),
+        "TTL is lazy"
+    );
+
+    // Absolute: used every 5 minutes, still over at 60 minutes.
+    let (busy, _) = node.create(BTreeMap::new(), t0).await.unwrap();
+    for m in (5..60).step_by(5) {
+        assert!(
+            node.load(&busy, t0 + m * MIN).await.unwrap().is_some(),
+            "alive at {m} min"
+        );
+    }
+    let over = t0 + 60 * MIN;
+    assert_eq!(
+        node.load(&busy, over).await.unwrap(),
+        None,
+        "sled tier rejects"
+    );
+    assert_eq!(
+        cluster.node(settings).load(&busy, over).await.unwrap(),
+        None,
+        "DynamoDB tier rejects"
+    );
+    assert!(
+        cluster
+            .tier
+            .get(busy.storage_key().as_bytes())
+            .await
+            .unwrap()
+            .is_some(),
+        "TTL is lazy"
+    );
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn raw_tokens_are_never_stored() {
+    let cluster = Cluster::new().await;
+    let node = cluster.node(StoreSettings::default());
+    let t = now();
+    let mut tokens = Vec::new();
+    for i in 0..5 {
+        let (token, s) = node
+            .create(data(&[("i", &i.to_string())]), t)
+            .await
+            .unwrap();
+        let s = node
+            .update(&s, data(&[("i", "updated")]), t)
+            .await
+            .unwrap()
+            .unwrap();
+        let (new, _) = node
+            .regenerate(&s, alice(), true, t)
+            .await
+            .unwrap()
+            .unwrap();
+        tokens.push(token);
+        tokens.push(new);
+    }
+    node.destroy(&tokens[1], t).await.unwrap();
+
+    let dump = node.cache().dump().unwrap();
+    assert!(!dump.is_empty());
+    let items = cluster.scan().await;
+    assert!(!items.is_empty());
+    for token in &tokens {
+        let raw = token.expose_bytes();
+        let text = token.expose();
+        let b64std = base64::engine::general_purpose::STANDARD.encode(raw);
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let needles: [&[u8]; 4] = [raw, text.as_bytes(), b64std.as_bytes(), hex.as_bytes()];
+        for (tree, k, v) in &dump {
+            for needle in needles {
+                assert!(
+                    !contains(k, needle) && !contains(v, needle),
+                    "token found in sled tree {tree}"
+                );
+            }
+        }
+        for item in &items {
+            for (name, value) in item {
+                let bytes: Vec<u8> = match value {
+                    AttributeValue::B(b) => b.as_ref().to_vec(),
+                    AttributeValue::S(s) | AttributeValue::N(s) => s.as_bytes().to_vec(),
+                    other => format!("{other:?}").into_bytes(),
+                };
+                for needle in needles {
+                    assert!(
+                        !contains(&bytes, needle),
+                        "token found in DynamoDB attribute {name}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn tombstones_survive_restart() {
+    let cluster = Cluster::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = now();
+    let node = cluster.node_at(dir.path(), StoreSettings::default());
+    let (logged_out, _) = node.create(BTreeMap::new(), t).await.unwrap();
+    let (pre_login, s) = node.create(BTreeMap::new(), t).await.unwrap();
+    let (logged_in, _) = node
+        .regenerate(&s, alice(), false, t)
+        .await
+        .unwrap()
+        .unwrap();
+    node.destroy(&logged_out, t).await.unwrap();
+    // Keep copies of the revoked items, to put back behind the node's back.
+    let revoked: Vec<_> = [&logged_out, &pre_login]
+        .iter()
+        .map(|t| t.storage_key())
+        .collect();
+    drop(node);
+
+    let node = cluster.node_at(dir.path(), StoreSettings::default());
+    assert_eq!(node.load(&logged_out, t).await.unwrap(), None);
+    assert_eq!(node.load(&pre_login, t).await.unwrap(), None);
+    assert!(
+        node.load(&logged_in, t).await.unwrap().is_some(),
+        "live session survives restart"
+    );
+    // Even if a stale replica wrote the items back, this node refuses them:
+    // the tombstones themselves survived, not just DynamoDB's deletes.
+    for key in &revoked {
+        assert!(node.cache().is_tombstoned(key).unwrap());
+        let mut record = edge_session::SessionRecord::new(&Policy::default(), t);
+        record.user_id = Some("alice".into());
+        let item = edge_session::sync::Item {
+            sid: key.0,
+            uid: record.user_id.clone(),
+            ver: record.version,
+            exp: record.ttl_epoch_secs(),
+            body: codec::encode(&record),
+        };
+        cluster.tier.create(&item).await.unwrap().unwrap();
+    }
+    assert_eq!(node.load(&logged_out, t).await.unwrap(), None);
+    assert_eq!(node.load(&pre_login, t).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn logout_during_dynamodb_outage_is_queued_and_replayed() {
+    let cluster = Cluster::new().await;
+    let cache = SledCache::temporary().unwrap();
+    let live = TieredStore::new(
+        cache.clone(),
+        cluster.tier.clone(),
+        StoreSettings::default(),
+    );
+    // The same node, its DynamoDB unreachable: a port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let dead_client = ClientSettings {
+        endpoint: Endpoint::Embedded(dead_url),
+        connect_timeout: Duration::from_millis(200),
+        max_attempts: 1,
+        ..ClientSettings::default()
+    }
+    .build()
+    .await;
+    let down = TieredStore::new(
+        cache.clone(),
+        DynamoTier::new(dead_client, cluster.tier.table()),
+        StoreSettings::default(),
+    );
+    let t = now();
+    let (token, _) = live.create(BTreeMap::new(), t).await.unwrap();
+    assert!(live.load(&token, t).await.unwrap().is_some());
+
+    assert_eq!(down.destroy(&token, t).await.unwrap(), Destroyed::Pending);
+    assert_eq!(
+        down.load(&token, t).await.unwrap(),
+        None,
+        "dead on this node at once"
+    );
+    assert_eq!(cache.outbox_len(), 1);
+    // Login is refused outright while DynamoDB is down: no token issued.
+    let err = down.create(BTreeMap::new(), t).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    assert!(down.drain_outbox(10).await.is_err());
+    assert!(
+        cluster
+            .tier
+            .get(token.storage_key().as_bytes())
+            .await
+            .unwrap()
+            .is_some(),
+        "still in DynamoDB"
+    );
+
+    // DynamoDB is back: the outbox drains and the tiers agree.
+    let report = live.drain_outbox(10).await.unwrap();
+    assert_eq!((report.confirmed, report.remaining), (1, 0));
+    assert!(cluster
+        .tier
+        .get(token.storage_key().as_bytes())
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        cluster
+            .node(StoreSettings::default())
+            .load(&token, t)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn stale_cache_is_revalidated_after_the_lease() {
+    let settings = StoreSettings {
+        revalidate_after_ms: 5_000,
+        ..StoreSettings::default()
+    };
+    let cluster = Cluster::new().await;
+    let a = cluster.node(settings);
+    let b = cluster.node(settings);
+    let t = now();
+    let (token, _) = a.create(BTreeMap::new(), t).await.unwrap();
+    assert!(b.load(&token, t).await.unwrap().is_some(), "B caches it");
+    a.destroy(&token, t).await.unwrap();
+    // Within the lease B may still serve its copy; past it, B asks DynamoDB.
+    assert_eq!(b.load(&token, t + 5_000).await.unwrap(), None);
+    assert!(b.cache().get(&token.storage_key()).unwrap().is_none());
+}

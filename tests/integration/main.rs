@@ -1,0 +1,8 @@
+//! Integration tests: one binary. Every test talks to a real DynamoDB-wire
+//! server through the official AWS SDK: the embedded dynoxide server started
+//! by the harness on 127.0.0.1:0, or the endpoint named by
+//! `EDGE_SESSION_TEST_DYNAMODB_ENDPOINT` (see `harness`).
+
+mod core;
+mod harness;
+mod model;
