@@ -7,6 +7,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use std::sync::LazyLock;
 
 /// Raw token length in bytes.
 pub const TOKEN_BYTES: usize = 32;
@@ -74,7 +75,13 @@ impl SessionToken {
 
     /// The key both tiers store this session under.
     pub fn storage_key(&self) -> StorageKey {
-        StorageKey(blake3::derive_key(STORAGE_KEY_CONTEXT, &self.0))
+        // Same output as `blake3::derive_key(STORAGE_KEY_CONTEXT, token)`, without
+        // re-hashing the context on every call.
+        static DERIVER: LazyLock<blake3::Hasher> =
+            LazyLock::new(|| blake3::Hasher::new_derive_key(STORAGE_KEY_CONTEXT));
+        let mut hasher = DERIVER.clone();
+        hasher.update(&self.0);
+        StorageKey(*hasher.finalize().as_bytes())
     }
 }
 
@@ -178,6 +185,15 @@ mod tests {
         assert_ne!(
             t.storage_key().0,
             *blake3::hash(t.expose_bytes()).as_bytes()
+        );
+    }
+
+    #[test]
+    fn storage_key_is_blake3_derive_key() {
+        let t = SessionToken::generate();
+        assert_eq!(
+            t.storage_key().0,
+            blake3::derive_key(STORAGE_KEY_CONTEXT, t.expose_bytes())
         );
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
 use edge_session::cache::FillOutcome;
-use edge_session::store::{Destroyed, StoreSettings, UserBinding};
+use edge_session::store::{Destroyed, NewSession, SessionChange, StoreSettings, UserBinding};
 use edge_session::sync::{ClientSettings, DynamoTier, Endpoint, RotateConflict};
 use edge_session::{codec, Policy, SessionToken, SledCache, TieredStore};
 
@@ -59,7 +59,10 @@ async fn pre_login_token_is_dead_after_regenerate() {
     let cluster = Cluster::new().await;
     let node = cluster.node(StoreSettings::default());
     let t = now();
-    let (old_token, anon) = node.create(data(&[("cart", "3 items")]), t).await.unwrap();
+    let (old_token, anon) = node
+        .create(NewSession::anonymous(data(&[("cart", "3 items")])), t)
+        .await
+        .unwrap();
     let loaded = node
         .load(&old_token, t)
         .await
@@ -127,12 +130,15 @@ async fn regenerate_is_all_or_nothing() {
     let a = cluster.node(StoreSettings::default());
     let b = cluster.node(StoreSettings::default());
     let t = now();
-    let (token, _) = a.create(BTreeMap::new(), t).await.unwrap();
+    let (token, _) = a
+        .create(NewSession::anonymous(BTreeMap::new()), t)
+        .await
+        .unwrap();
     let on_a = a.load(&token, t).await.unwrap().unwrap();
     // Node B writes the session meanwhile: A's copy is now one version behind.
     let on_b = b.load(&token, t).await.unwrap().unwrap();
     let written = b
-        .update(&on_b, data(&[("k", "from b")]), t)
+        .update(&on_b, SessionChange::data(data(&[("k", "from b")])), t)
         .await
         .unwrap()
         .unwrap();
@@ -172,12 +178,19 @@ async fn logout_race_cannot_resurrect_session() {
     let cluster = Cluster::new().await;
     let node = cluster.node(StoreSettings::default());
     let t = now();
-    let (token, _) = node.create(BTreeMap::new(), t).await.unwrap();
+    let (token, _) = node
+        .create(NewSession::anonymous(BTreeMap::new()), t)
+        .await
+        .unwrap();
     // A request loads the session, then a logout lands before it writes.
     let in_flight = node.load(&token, t).await.unwrap().unwrap();
     assert_eq!(node.destroy(&token, t).await.unwrap(), Destroyed::Confirmed);
     let late = node
-        .update(&in_flight, data(&[("written", "after logout")]), t)
+        .update(
+            &in_flight,
+            SessionChange::data(data(&[("written", "after logout")])),
+            t,
+        )
         .await
         .unwrap();
     assert!(late.is_err(), "the late write is refused");
@@ -195,11 +208,18 @@ async fn logout_race_cannot_resurrect_session() {
     // DynamoDB's version condition.
     let a = cluster.node(StoreSettings::default());
     let b = cluster.node(StoreSettings::default());
-    let (token, _) = a.create(BTreeMap::new(), t).await.unwrap();
+    let (token, _) = a
+        .create(NewSession::anonymous(BTreeMap::new()), t)
+        .await
+        .unwrap();
     let on_b = b.load(&token, t).await.unwrap().unwrap();
     assert_eq!(a.destroy(&token, t).await.unwrap(), Destroyed::Confirmed);
     assert!(b
-        .update(&on_b, data(&[("written", "after logout")]), t)
+        .update(
+            &on_b,
+            SessionChange::data(data(&[("written", "after logout")])),
+            t
+        )
         .await
         .unwrap()
         .is_err());
@@ -222,7 +242,10 @@ async fn cache_fill_never_overwrites_tombstone() {
     let t = now();
     let mut loaded_before_destroy = 0;
     for i in 0..200 {
-        let (token, _) = writer.create(BTreeMap::new(), t).await.unwrap();
+        let (token, _) = writer
+            .create(NewSession::anonymous(BTreeMap::new()), t)
+            .await
+            .unwrap();
         // A cold-cache load (DynamoDB read, then fill) races a destroy on the
         // same node; alternate which one is polled first.
         let load = {
@@ -285,7 +308,10 @@ async fn expired_session_is_rejected_in_both_tiers() {
     let t0 = now();
 
     // Idle: unused for the idle timeout.
-    let (idle, _) = node.create(BTreeMap::new(), t0).await.unwrap();
+    let (idle, _) = node
+        .create(NewSession::anonymous(BTreeMap::new()), t0)
+        .await
+        .unwrap();
     assert!(node.load(&idle, t0 + 10 * MIN - 1).await.unwrap().is_some());
     // That load touched it: the idle clock restarted.
     assert!(node.load(&idle, t0 + 19 * MIN).await.unwrap().is_some());
@@ -311,7 +337,10 @@ async fn expired_session_is_rejected_in_both_tiers() {
     );
 
     // Absolute: used every 5 minutes, still over at 60 minutes.
-    let (busy, _) = node.create(BTreeMap::new(), t0).await.unwrap();
+    let (busy, _) = node
+        .create(NewSession::anonymous(BTreeMap::new()), t0)
+        .await
+        .unwrap();
     for m in (5..60).step_by(5) {
         assert!(
             node.load(&busy, t0 + m * MIN).await.unwrap().is_some(),
@@ -352,11 +381,11 @@ async fn raw_tokens_are_never_stored() {
     let mut tokens = Vec::new();
     for i in 0..5 {
         let (token, s) = node
-            .create(data(&[("i", &i.to_string())]), t)
+            .create(NewSession::anonymous(data(&[("i", &i.to_string())])), t)
             .await
             .unwrap();
         let s = node
-            .update(&s, data(&[("i", "updated")]), t)
+            .update(&s, SessionChange::data(data(&[("i", "updated")])), t)
             .await
             .unwrap()
             .unwrap();
@@ -412,8 +441,14 @@ async fn tombstones_survive_restart() {
     let dir = tempfile::tempdir().unwrap();
     let t = now();
     let node = cluster.node_at(dir.path(), StoreSettings::default());
-    let (logged_out, _) = node.create(BTreeMap::new(), t).await.unwrap();
-    let (pre_login, s) = node.create(BTreeMap::new(), t).await.unwrap();
+    let (logged_out, _) = node
+        .create(NewSession::anonymous(BTreeMap::new()), t)
+        .await
+        .unwrap();
+    let (pre_login, s) = node
+        .create(NewSession::anonymous(BTreeMap::new()), t)
+        .await
+        .unwrap();
     let (logged_in, _) = node
         .regenerate(&s, alice(), false, t)
         .await
@@ -480,7 +515,10 @@ async fn logout_during_dynamodb_outage_is_queued_and_replayed() {
         StoreSettings::default(),
     );
     let t = now();
-    let (token, _) = live.create(BTreeMap::new(), t).await.unwrap();
+    let (token, _) = live
+        .create(NewSession::anonymous(BTreeMap::new()), t)
+        .await
+        .unwrap();
     assert!(live.load(&token, t).await.unwrap().is_some());
 
     assert_eq!(down.destroy(&token, t).await.unwrap(), Destroyed::Pending);
@@ -491,7 +529,10 @@ async fn logout_during_dynamodb_outage_is_queued_and_replayed() {
     );
     assert_eq!(cache.outbox_len(), 1);
     // Login is refused outright while DynamoDB is down: no token issued.
-    let err = down.create(BTreeMap::new(), t).await.unwrap_err();
+    let err = down
+        .create(NewSession::anonymous(BTreeMap::new()), t)
+        .await
+        .unwrap_err();
     assert!(err.is_unavailable(), "{err}");
     assert!(down.drain_outbox(10).await.is_err());
     assert!(
@@ -533,7 +574,10 @@ async fn stale_cache_is_revalidated_after_the_lease() {
     let a = cluster.node(settings);
     let b = cluster.node(settings);
     let t = now();
-    let (token, _) = a.create(BTreeMap::new(), t).await.unwrap();
+    let (token, _) = a
+        .create(NewSession::anonymous(BTreeMap::new()), t)
+        .await
+        .unwrap();
     assert!(b.load(&token, t).await.unwrap().is_some(), "B caches it");
     a.destroy(&token, t).await.unwrap();
     // Within the lease B may still serve its copy; past it, B asks DynamoDB.

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use edge_session::store::{Destroyed, Session, StoreSettings, UserBinding};
+use edge_session::store::{
+    Destroyed, NewSession, Session, SessionChange, StoreSettings, UserBinding,
+};
 use edge_session::SessionToken;
 use proptest::prelude::*;
 
@@ -81,7 +83,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     for (step, op) in ops.into_iter().enumerate() {
         match op {
             Op::Create(v) => {
-                let (token, s) = a.create(value(v), t).await.unwrap();
+                let (token, s) = a.create(NewSession::anonymous(value(v)), t).await.unwrap();
                 model.push(Model {
                     alive: true,
                     version: 1,
@@ -131,7 +133,10 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 };
                 let m = &mut model[slot];
                 let expect_ok = m.alive && handle.record.version == m.version;
-                let got = a.update(&handle, value(v), t).await.unwrap();
+                let got = a
+                    .update(&handle, SessionChange::data(value(v)), t)
+                    .await
+                    .unwrap();
                 prop_assert_eq!(got.is_ok(), expect_ok, "step {}: update outcome", step);
                 if let Ok(new) = got {
                     m.version += 1;
