@@ -299,11 +299,6 @@ impl SledCache {
         Ok(out)
     }
 
-    /// Whether a revocation of `key` waits for DynamoDB.
-    pub fn is_pending(&self, key: &StorageKey) -> Result<bool, CacheError> {
-        Ok(self.outbox.contains_key(key.as_bytes())?)
-    }
-
     /// Revocations waiting for DynamoDB.
     pub fn outbox_len(&self) -> usize {
         self.outbox.len()

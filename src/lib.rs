@@ -14,16 +14,26 @@
 //!   both tiers; its module doc is the contract.
 //! - [`embedded`]: the in-process DynamoDB-compatible server (dynoxide) for
 //!   the default `dynamodb.endpoint = "embedded"`.
+//! - [`config`]: layered configuration (file, then `EDGE_SESSION__*` env).
+//! - [`http`]: the browser routes, the `/v1` service API, operations.
+//! - [`app`]: [`app::Application`], a node assembled from a config.
+//! - [`adapter`]: `actix_session::storage::SessionStore` for [`TieredStore`].
+//! - [`telemetry`]: logging and the Prometheus recorder.
 //! - DynamoDB itself lives in the `edge-session-sync` crate, re-exported as
 //!   [`sync`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod adapter;
+pub mod app;
 pub mod cache;
 pub mod codec;
+pub mod config;
 pub mod embedded;
+pub mod http;
 pub mod record;
 pub mod store;
+pub mod telemetry;
 pub mod token;
 
 pub use edge_session_sync as sync;

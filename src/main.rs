@@ -1,45 +1,130 @@
-//! `edge-session`: run a node. Until the HTTP layer lands, `serve` starts the
-//! embedded DynamoDB-compatible store under `./data`, provisions the table,
-//! opens the sled cache and reports ready.
+//! `edge-session`: the command line. Thin: configuration, telemetry, then
+//! the [`Application`](edge_session::app::Application).
 
-use std::time::Duration;
+use std::io::{BufRead as _, IsTerminal as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
-use edge_session::embedded::EmbeddedDynamo;
-use edge_session::store::StoreSettings;
-use edge_session::sync::{ClientSettings, DynamoTier, Endpoint};
-use edge_session::{SledCache, TieredStore};
+use clap::{Parser, Subcommand};
+use edge_session::app::{dynamo_tier, Application};
+use edge_session::config::Config;
+use edge_session::http::auth::hash_password;
+use edge_session::telemetry;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let data_dir = std::path::PathBuf::from("data");
-    let embedded =
-        EmbeddedDynamo::start_file(&data_dir.join("dynamodb.sqlite3"), Duration::from_secs(60))
-            .context("starting the embedded DynamoDB store")?;
-    let client = ClientSettings {
-        endpoint: Endpoint::Embedded(embedded.url()),
-        ..ClientSettings::default()
+#[derive(Parser)]
+#[command(
+    name = "edge-session",
+    version,
+    about = "Edge session server: sled cache in front of DynamoDB"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (the default).
+    Serve {
+        /// Configuration file (default ./config.toml; missing is fine when not given explicitly).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Create the DynamoDB table (TTL, GSI, stream) or check an existing one.
+    Provision {
+        /// Configuration file (default ./config.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Read a password on stdin, print its argon2id PHC string.
+    HashPassword,
+}
+
+fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
+    let required = path.is_some();
+    let path = path.unwrap_or_else(|| PathBuf::from("config.toml"));
+    Config::load(&path, required)
+        .map_err(|e| anyhow::anyhow!("{e} (config file: {})", path.display()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Serve { config: None }) {
+        Command::Serve { config } => load_config(config).and_then(|config| {
+            telemetry::init_logging(&config.log);
+            actix_web::rt::System::new().block_on(serve(config))
+        }),
+        Command::Provision { config } => load_config(config).and_then(|config| {
+            telemetry::init_logging(&config.log);
+            actix_web::rt::System::new().block_on(provision(config))
+        }),
+        Command::HashPassword => hash_from_stdin(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("edge-session: error: {err:#}");
+            ExitCode::FAILURE
+        }
     }
-    .build()
-    .await;
-    let tier = DynamoTier::new(client, "edge-sessions");
-    tier.provision()
-        .await
-        .context("provisioning the session table")?;
-    let cache = SledCache::open(&data_dir.join("cache")).context("opening the sled cache")?;
-    let store = TieredStore::new(cache, tier, StoreSettings::default());
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let demo_users: Vec<_> = config
+        .auth
+        .users
+        .iter()
+        .filter(|u| u.demo)
+        .map(|u| u.user_id.clone())
+        .collect();
+    let listen = config.listen_addr();
+    if !demo_users.is_empty() && !listen.ip().is_loopback() {
+        tracing::warn!(
+            users = ?demo_users,
+            %listen,
+            "demo users with published passwords are enabled on a non-loopback address; remove them from [[auth.users]]"
+        );
+    }
+    if config.api.keys.is_empty() {
+        tracing::info!("no api.keys configured: the /v1 service API refuses every call");
+    }
+    let app = Application::build(config).await?;
+    println!("edge-session listening on {}", app.url());
+    app.run_until_stopped().await
+}
+
+async fn provision(config: Config) -> anyhow::Result<()> {
+    let (tier, embedded) = dynamo_tier(&config, true).await?;
     println!(
-        "edge-session store ready: embedded DynamoDB at {}, sled cache under {}",
-        embedded.url(),
-        data_dir.display()
+        "table `{}` is ready (TTL on `exp`, GSI `uid-index`, stream on)",
+        tier.table()
     );
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    store
-        .cache()
-        .flush()
-        .await
-        .context("flushing the sled cache")?;
+    if let Some(embedded) = embedded {
+        tokio::task::spawn_blocking(move || embedded.stop())
+            .await
+            .context("stopping the embedded store")?;
+    }
+    Ok(())
+}
+
+fn hash_from_stdin() -> anyhow::Result<()> {
+    if std::io::stdin().is_terminal() {
+        eprintln!("password (input is not hidden; pipe it in to keep it off the screen):");
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    let password = line
+        .strip_suffix('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .unwrap_or(&line);
+    anyhow::ensure!(!password.is_empty(), "empty password");
+    println!(
+        "{}",
+        hash_password(password).map_err(|e| anyhow::anyhow!("hashing: {e}"))?
+    );
     Ok(())
 }

@@ -96,6 +96,8 @@ pub enum Destroyed {
     Pending,
     /// There was no such session; nothing was written.
     NotFound,
+    /// It was already revoked on this node; nothing was written.
+    AlreadyRevoked,
 }
 
 /// What the sled tier alone says about a key.
@@ -243,7 +245,15 @@ impl TieredStore {
         key: StorageKey,
         now: UnixMillis,
     ) -> Result<Option<Session>, Error> {
-        match self.lookup_cached(&key, now)? {
+        let lookup = self.lookup_cached(&key, now)?;
+        let result = match &lookup {
+            CacheLookup::Fresh(_) => "hit",
+            CacheLookup::Stale(_) => "stale",
+            CacheLookup::Revoked => "revoked",
+            CacheLookup::Miss => "miss",
+        };
+        metrics::counter!("edge_session_cache_lookups_total", "result" => result).increment(1);
+        match lookup {
             CacheLookup::Fresh(record) => self.serve(key, record, now).await,
             CacheLookup::Revoked => Ok(None),
             CacheLookup::Stale(record) => self.revalidate(key, record, now).await,
@@ -563,12 +573,7 @@ impl TieredStore {
     pub async fn destroy_key(&self, key: StorageKey, now: UnixMillis) -> Result<Destroyed, Error> {
         let cache = &self.inner.cache;
         if cache.is_tombstoned(&key)? {
-            // Already revoked here; report whether DynamoDB has confirmed it.
-            return Ok(if cache.is_pending(&key)? {
-                Destroyed::Pending
-            } else {
-                Destroyed::Confirmed
-            });
+            return Ok(Destroyed::AlreadyRevoked);
         }
         let policy_bound = now.saturating_add(self.inner.settings.policy.absolute_timeout_ms);
         let keep_until = match cache.get(&key)? {
@@ -601,6 +606,69 @@ impl TieredStore {
                 Ok(Destroyed::Pending)
             }
         }
+    }
+
+    /// The live sessions bound to `user_id`, oldest first: the GSI listing
+    /// (eventually consistent), minus expired records and sessions revoked on
+    /// this node.
+    pub async fn list_user_sessions(
+        &self,
+        user_id: &str,
+        now: UnixMillis,
+    ) -> Result<Vec<Session>, Error> {
+        let mut out = Vec::new();
+        for item in self.inner.dynamo.list_by_user(user_id).await? {
+            let key = StorageKey(item.sid);
+            if self.inner.cache.is_tombstoned(&key)? {
+                continue;
+            }
+            let record = match codec::decode(&item.body) {
+                Ok(record) => record,
+                Err(err) => {
+                    tracing::warn!(%err, "skipping an undecodable item in a user listing");
+                    continue;
+                }
+            };
+            if record.user_id.as_deref() == Some(user_id) && record.is_live(now) {
+                out.push(Session { key, record });
+            }
+        }
+        out.sort_by_key(|s| (s.record.created_at, s.key));
+        Ok(out)
+    }
+
+    /// Revoke the session under `key` if it is bound to `user_id` (checked
+    /// with a consistent read). `false`: no such session of that user.
+    pub async fn revoke_user_session(
+        &self,
+        user_id: &str,
+        key: StorageKey,
+        now: UnixMillis,
+    ) -> Result<bool, Error> {
+        match self.inner.dynamo.get(key.as_bytes()).await? {
+            Some(item) if item.uid.as_deref() == Some(user_id) => Ok(matches!(
+                self.destroy_key(key, now).await?,
+                Destroyed::Confirmed | Destroyed::Pending
+            )),
+            _ => Ok(false),
+        }
+    }
+
+    /// Revoke every session bound to `user_id` ("log out everywhere").
+    /// Returns how many were revoked.
+    pub async fn revoke_user(&self, user_id: &str, now: UnixMillis) -> Result<usize, Error> {
+        let mut revoked = 0;
+        for item in self.inner.dynamo.list_by_user(user_id).await? {
+            if item.uid.as_deref() == Some(user_id)
+                && matches!(
+                    self.destroy_key(StorageKey(item.sid), now).await?,
+                    Destroyed::Confirmed | Destroyed::Pending
+                )
+            {
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
     }
 
     /// One pass over the outbox: replay up to `limit` pending deletes. Stops

@@ -11,7 +11,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_dynamodb::config::Credentials;
 
 /// Where the table lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Endpoint {
     /// The SDK's regional default, credentials from the standard AWS chain.
     Aws,
@@ -21,6 +21,34 @@ pub enum Endpoint {
     /// The in-process embedded server at this URL, with static dummy
     /// credentials (it checks none).
     Embedded(String),
+    /// A DynamoDB-compatible server at `url` with static credentials
+    /// (DynamoDB Local and other emulators).
+    Static {
+        /// Endpoint URL.
+        url: String,
+        /// Access key id.
+        access_key_id: String,
+        /// Secret access key.
+        secret_access_key: String,
+    },
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Aws => f.write_str("Aws"),
+            Endpoint::Url(url) => f.debug_tuple("Url").field(url).finish(),
+            Endpoint::Embedded(url) => f.debug_tuple("Embedded").field(url).finish(),
+            // The secret stays out of logs.
+            Endpoint::Static {
+                url, access_key_id, ..
+            } => f
+                .debug_struct("Static")
+                .field("url", url)
+                .field("access_key_id", access_key_id)
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 /// Client settings. Every field has a production default.
@@ -66,22 +94,31 @@ impl ClientSettings {
             .with_initial_backoff(Duration::from_millis(20))
             .with_max_backoff(Duration::from_millis(500));
         let region = Region::new(self.region.clone());
-        let config = match &self.endpoint {
-            Endpoint::Embedded(url) => aws_sdk_dynamodb::Config::builder()
+        let fixed = match &self.endpoint {
+            Endpoint::Embedded(url) => Some((url, "edge-session", "embedded")),
+            Endpoint::Static {
+                url,
+                access_key_id,
+                secret_access_key,
+            } => Some((url, access_key_id.as_str(), secret_access_key.as_str())),
+            Endpoint::Aws | Endpoint::Url(_) => None,
+        };
+        let config = match fixed {
+            Some((url, id, secret)) => aws_sdk_dynamodb::Config::builder()
                 .behavior_version(BehaviorVersion::latest())
                 .region(region)
                 .endpoint_url(url)
                 .credentials_provider(Credentials::new(
-                    "edge-session",
-                    "embedded",
+                    id,
+                    secret,
                     None,
                     None,
-                    "embedded",
+                    "edge-session-static",
                 ))
                 .timeout_config(timeouts)
                 .retry_config(retries)
                 .build(),
-            Endpoint::Aws | Endpoint::Url(_) => {
+            None => {
                 let shared = aws_config::defaults(BehaviorVersion::latest())
                     .region(region)
                     .timeout_config(timeouts)

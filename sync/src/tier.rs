@@ -24,6 +24,21 @@ use aws_sdk_dynamodb::Client;
 use crate::error::{classify, Conflict, ErrorKind, RotateConflict, StoreError};
 use crate::item::{self, Item, SID_LEN};
 
+/// Record the latency of every DynamoDB call, by operation.
+trait Timed: std::future::Future + Sized {
+    fn timed(self, op: &'static str) -> impl std::future::Future<Output = Self::Output> {
+        async move {
+            let started = std::time::Instant::now();
+            let out = self.await;
+            metrics::histogram!("edge_session_dynamodb_call_duration_seconds", "op" => op)
+                .record(started.elapsed().as_secs_f64());
+            out
+        }
+    }
+}
+
+impl<F: std::future::Future> Timed for F {}
+
 /// Name of the GSI on `uid`.
 pub const UID_INDEX: &str = "uid-index";
 
@@ -75,6 +90,7 @@ impl DynamoTier {
             .set_item(Some(item.to_attributes()))
             .condition_expression("attribute_not_exists(sid)")
             .send()
+            .timed("create")
             .await;
         match result {
             Ok(_) => Ok(Ok(())),
@@ -99,6 +115,7 @@ impl DynamoTier {
             .set_key(Some(item::key(sid)))
             .consistent_read(true)
             .send()
+            .timed("get")
             .await
             .map_err(|err| classify("get", &err))?;
         match out.item {
@@ -119,6 +136,7 @@ impl DynamoTier {
             .consistent_read(true)
             .projection_expression("ver")
             .send()
+            .timed("get_version")
             .await
             .map_err(|err| classify("get_version", &err))?;
         match out.item {
@@ -144,6 +162,7 @@ impl DynamoTier {
             .condition_expression("ver = :expected")
             .expression_attribute_values(":expected", AttributeValue::N(expected_ver.to_string()))
             .send()
+            .timed("update")
             .await;
         match result {
             Ok(_) => Ok(Ok(())),
@@ -186,6 +205,7 @@ impl DynamoTier {
             .transact_items(TransactWriteItem::builder().delete(delete).build())
             .transact_items(TransactWriteItem::builder().put(put).build())
             .send()
+            .timed("rotate")
             .await;
         match result {
             Ok(_) => Ok(Ok(())),
@@ -224,6 +244,7 @@ impl DynamoTier {
             .set_key(Some(item::key(sid)))
             .return_values(ReturnValue::AllOld)
             .send()
+            .timed("delete")
             .await
             .map_err(
                 |err: aws_sdk_dynamodb::error::SdkError<DeleteItemError, _>| {
@@ -252,6 +273,7 @@ impl DynamoTier {
                 .expression_attribute_values(":u", AttributeValue::S(uid.to_owned()))
                 .set_exclusive_start_key(start.take())
                 .send()
+                .timed("list_by_user")
                 .await
                 .map_err(|err| classify("list_by_user", &err))?;
             for map in out.items() {
@@ -270,6 +292,7 @@ impl DynamoTier {
             .describe_table()
             .table_name(&self.table)
             .send()
+            .timed("ping")
             .await
             .map(|_| ())
             .map_err(|err| classify("ping", &err))

@@ -107,3 +107,140 @@ impl Cluster {
         }
     }
 }
+
+/// The API key every test node accepts.
+pub const API_KEY: &str = "test-api-key-0123456789abcdef";
+
+/// Passwords of the test users (alice is an admin, bob a user).
+pub const ALICE_PASSWORD: &str = "alice-password-for-tests";
+pub const BOB_PASSWORD: &str = "bob-password-for-tests";
+
+fn user_hashes() -> &'static (String, String) {
+    static HASHES: OnceLock<(String, String)> = OnceLock::new();
+    HASHES.get_or_init(|| {
+        use edge_session::http::auth::hash_password;
+        (
+            hash_password(ALICE_PASSWORD).unwrap(),
+            hash_password(BOB_PASSWORD).unwrap(),
+        )
+    })
+}
+
+/// The `[dynamodb]` lines pointing a node at the harness endpoint and `table`.
+pub fn dynamodb_toml(table: &str) -> String {
+    let endpoint = match endpoint() {
+        Endpoint::Embedded(url) => {
+            format!("endpoint = \"{url}\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"")
+        }
+        Endpoint::Url(url) => format!("endpoint = \"{url}\""),
+        _ => "endpoint = \"aws\"".to_owned(),
+    };
+    format!("[dynamodb]\n{endpoint}\ntable = \"{table}\"\nprovision_on_start = true\nmax_attempts = 2\n")
+}
+
+/// A node's whole config over `table`, with test users and key; `extra` is
+/// appended (TOML).
+pub fn node_toml(data_dir: &std::path::Path, table: &str, extra: &str) -> String {
+    let (alice, bob) = user_hashes();
+    format!(
+        "data_dir = \"{}\"\n{extra}\n[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nshutdown_timeout_secs = 5\n\
+         {}\n[api]\nkeys = [\"{API_KEY}\"]\n\
+         [[auth.users]]\nuser_id = \"alice\"\npassword_hash = \"{alice}\"\nrole = \"admin\"\n\
+         [[auth.users]]\nuser_id = \"bob\"\npassword_hash = \"{bob}\"\nrole = \"user\"\n",
+        data_dir.display(),
+        dynamodb_toml(table)
+    )
+}
+
+/// A fresh table name.
+pub fn table_name() -> String {
+    format!("edge-session-test-{:016x}", getrandom::u64().unwrap())
+}
+
+/// A node running in this process on 127.0.0.1:0.
+pub struct TestNode {
+    pub url: String,
+    pub store: TieredStore,
+    pub client: reqwest::Client,
+    handle: actix_web::dev::ServerHandle,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestNode {
+    /// A node over a fresh table.
+    pub async fn spawn() -> Self {
+        Self::spawn_on(&table_name(), "").await
+    }
+
+    /// A node over `table` (several nodes may share one), `extra` TOML
+    /// prepended to its config's top level.
+    pub async fn spawn_on(table: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = edge_session::config::Config::from_toml(&node_toml(dir.path(), table, extra))
+            .expect("test config");
+        let app = edge_session::app::Application::build(config)
+            .await
+            .expect("node builds");
+        let url = app.url();
+        let store = app.store().clone();
+        let handle = app.handle();
+        let task = tokio::spawn(app.run_until_stopped());
+        TestNode {
+            url,
+            store,
+            client: client(),
+            handle,
+            task: Some(task),
+            _dir: Some(dir),
+        }
+    }
+
+    /// Stop gracefully and wait.
+    pub async fn stop(mut self) {
+        self.handle.stop(true).await;
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// A `/v1` request with the API key.
+    pub fn v1(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.at(path))
+            .bearer_auth(API_KEY)
+    }
+}
+
+/// An HTTP client that follows no redirects and keeps no cookies: tests
+/// handle `Set-Cookie` and `Cookie` themselves.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The `Set-Cookie` header for the session cookie, if any.
+pub fn session_set_cookie(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("__Host-sid="))
+        .map(str::to_owned)
+}
+
+/// The session cookie's value from a response (panics if none was set).
+pub fn session_cookie(res: &reqwest::Response) -> String {
+    let header = session_set_cookie(res).expect("response sets the session cookie");
+    header["__Host-sid=".len()..]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}

@@ -3,6 +3,9 @@
 //! by the harness on 127.0.0.1:0, or the endpoint named by
 //! `EDGE_SESSION_TEST_DYNAMODB_ENDPOINT` (see `harness`).
 
+mod adapter;
 mod core;
 mod harness;
+mod http;
 mod model;
+mod process;

@@ -1,0 +1,205 @@
+//! [`Application`]: a node built from a [`Config`]: the embedded store (if
+//! configured), the DynamoDB tier, the sled cache, the coordinator, the
+//! background upkeep and the HTTP server on its bound listener.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::HttpServer;
+use anyhow::Context as _;
+use secrecy::ExposeSecret;
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::embedded::EmbeddedDynamo;
+use crate::http::{self, auth, AppState};
+use crate::record::Policy;
+use crate::store::StoreSettings;
+use crate::sync::{ClientSettings, DynamoTier, Endpoint};
+use crate::{telemetry, SledCache, TieredStore};
+
+/// A node, bound and ready to run.
+pub struct Application {
+    addr: SocketAddr,
+    tls: bool,
+    server: Server,
+    store: TieredStore,
+    embedded: Option<EmbeddedDynamo>,
+    stop_upkeep: oneshot::Sender<()>,
+    upkeep: tokio::task::JoinHandle<()>,
+}
+
+/// The DynamoDB tier for `config` (starting the embedded server if asked),
+/// provisioned when embedded or `dynamodb.provision_on_start`.
+pub async fn dynamo_tier(
+    config: &Config,
+    provision: bool,
+) -> anyhow::Result<(DynamoTier, Option<EmbeddedDynamo>)> {
+    let d = &config.dynamodb;
+    let (endpoint, embedded) = match d.endpoint.as_str() {
+        "embedded" => {
+            let path = config.data_dir.join("dynamodb.sqlite3");
+            let server =
+                EmbeddedDynamo::start_file(&path, Duration::from_secs(d.ttl_sweep_secs.max(1)))
+                    .with_context(|| {
+                        format!("starting the embedded DynamoDB store at {}", path.display())
+                    })?;
+            (Endpoint::Embedded(server.url()), Some(server))
+        }
+        "aws" => (Endpoint::Aws, None),
+        url => match (&d.access_key_id, &d.secret_access_key) {
+            (Some(id), Some(secret)) => (
+                Endpoint::Static {
+                    url: url.to_owned(),
+                    access_key_id: id.clone(),
+                    secret_access_key: secret.expose_secret().to_owned(),
+                },
+                None,
+            ),
+            _ => (Endpoint::Url(url.to_owned()), None),
+        },
+    };
+    let client = ClientSettings {
+        endpoint,
+        region: d.region.clone(),
+        connect_timeout: Duration::from_millis(d.connect_timeout_ms),
+        attempt_timeout: Duration::from_millis(d.attempt_timeout_ms),
+        operation_timeout: Duration::from_millis(d.operation_timeout_ms),
+        max_attempts: d.max_attempts,
+    }
+    .build()
+    .await;
+    let tier = DynamoTier::new(client, d.table.clone());
+    if provision || embedded.is_some() || d.provision_on_start {
+        tier.provision()
+            .await
+            .with_context(|| format!("provisioning DynamoDB table `{}`", d.table))?;
+    }
+    Ok((tier, embedded))
+}
+
+fn load_tls(config: &crate::config::TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&config.cert)
+        .with_context(|| format!("reading `server.tls.cert` {}", config.cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing `server.tls.cert` {}", config.cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&config.key)
+        .with_context(|| format!("reading `server.tls.key` {}", config.key.display()))?;
+    rustls::ServerConfig::builder_with_provider(
+        rustls::crypto::aws_lc_rs::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .context("TLS protocol versions")?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("`server.tls.cert` and `server.tls.key` do not form a usable pair")
+}
+
+impl Application {
+    /// Build a node: open both tiers, bind the listener (port 0 allowed).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating `data_dir` {}", config.data_dir.display()))?;
+        let (tier, embedded) = dynamo_tier(&config, false).await?;
+        let cache_dir = config.data_dir.join("cache");
+        let cache = SledCache::open(&cache_dir)
+            .with_context(|| format!("opening the sled cache at {}", cache_dir.display()))?;
+        let s = &config.session;
+        let settings = StoreSettings {
+            policy: Policy {
+                idle_timeout_ms: s.idle_timeout_secs * 1000,
+                absolute_timeout_ms: s.absolute_timeout_secs * 1000,
+                touch_interval_ms: s.touch_interval_secs * 1000,
+            },
+            revalidate_after_ms: config.cache.revalidate_after_ms,
+        };
+        let store = TieredStore::new(cache, tier, settings);
+        let state = AppState {
+            store: store.clone(),
+            users: auth::Users::new(&config.auth.users),
+            api_keys: auth::ApiKeys::new(&config.api.keys),
+            cookie_name: config.cookie.name.clone(),
+            cookie_secure: config.cookie.secure,
+            max_body_bytes: config.server.max_body_bytes,
+            metrics: telemetry::metrics_handle(),
+        };
+
+        let listen = config.listen_addr();
+        let listener = TcpListener::bind(listen)
+            .with_context(|| format!("binding `server.listen` {listen}"))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        let mut server = HttpServer::new(move || http::app(state.clone()))
+            .shutdown_timeout(config.server.shutdown_timeout_secs)
+            .max_connection_rate(4096);
+        if config.server.workers > 0 {
+            server = server.workers(config.server.workers);
+        }
+        let tls = config.server.tls.is_some();
+        let server = match &config.server.tls {
+            Some(tls) => server.listen_rustls_0_23(listener, load_tls(tls)?)?,
+            None => server.listen(listener)?,
+        }
+        .run();
+
+        let (stop_upkeep, stopped) = oneshot::channel();
+        let upkeep = tokio::spawn(store.clone().maintain(crate::http::now, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Application {
+            addr,
+            tls,
+            server,
+            store,
+            embedded,
+            stop_upkeep,
+            upkeep,
+        })
+    }
+
+    /// The bound address (the real port when `server.listen` used port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR:PORT` or `https://ADDR:PORT`.
+    pub fn url(&self) -> String {
+        format!(
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.addr
+        )
+    }
+
+    /// The node's store.
+    pub fn store(&self) -> &TieredStore {
+        &self.store
+    }
+
+    /// A handle to stop the server gracefully (tests).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serve until stopped (SIGTERM/SIGINT or [`ServerHandle::stop`]):
+    /// in-flight requests finish, upkeep stops, sled is flushed, the embedded
+    /// store shuts down.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let served = self.server.await;
+        let _ = self.stop_upkeep.send(());
+        let _ = self.upkeep.await;
+        self.store
+            .cache()
+            .flush()
+            .await
+            .context("flushing the sled cache")?;
+        if let Some(embedded) = self.embedded {
+            tokio::task::spawn_blocking(move || embedded.stop())
+                .await
+                .context("stopping the embedded store")?;
+        }
+        served.context("HTTP server")
+    }
+}

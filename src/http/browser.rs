@@ -1,0 +1,325 @@
+//! Browser routes. The session token lives only in the `__Host-sid` cookie.
+//!
+//! Login always goes through the store's one-transaction `regenerate`, so
+//! the identifier the browser carried before login (possibly planted by an
+//! attacker) is dead in both tiers afterwards. A failed login leaves the
+//! session exactly as it was.
+
+use actix_web::http::header::{self, ContentType};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::auth::SignedIn;
+use super::page::{self, SessionRow};
+use super::{check_same_origin, now, secs, wants_json, ApiError, AppState};
+use crate::store::{NewSession, Session, UserBinding};
+use crate::token::{SessionToken, StorageKey};
+
+/// A login form or JSON body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginForm {
+    username: String,
+    password: String,
+}
+
+fn html(status: StatusCode, body: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type(ContentType::html())
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body)
+}
+
+/// `GET /`: the login page (issuing an anonymous session if the browser has
+/// none) or the signed-in view.
+pub async fn index(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match state.cookie_session(&req).await? {
+        Some((_, session)) if session.record.user_id.is_some() => {
+            let user = session.record.user_id.clone().unwrap_or_default();
+            let rows = list_rows(&state, &user, Some(&session)).await?;
+            Ok(html(
+                StatusCode::OK,
+                page::signed_in(&user, session.record.role.as_deref().unwrap_or(""), &rows),
+            ))
+        }
+        Some(_) => Ok(html(StatusCode::OK, page::login(None))),
+        None => {
+            let (token, _) = state.store.create(NewSession::default(), now()).await?;
+            let mut res = html(StatusCode::OK, page::login(None));
+            res.add_cookie(&state.session_cookie(&token))
+                .map_err(|_| internal())?;
+            Ok(res)
+        }
+    }
+}
+
+fn internal() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+}
+
+/// Parse a login body: form or JSON, by content type.
+fn parse_login(req: &HttpRequest, body: &[u8]) -> Result<LoginForm, ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/json" => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request("malformed_json", format!("login body: {e}"))),
+        "application/x-www-form-urlencoded" => serde_urlencoded::from_bytes(body)
+            .map_err(|e| ApiError::bad_request("malformed_form", format!("login form: {e}"))),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send application/x-www-form-urlencoded or application/json",
+        )),
+    }
+}
+
+/// `POST /login`.
+pub async fn login(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    check_same_origin(&req)?;
+    let form = parse_login(&req, &body)?;
+    let json = wants_json(&req);
+    if form.username.len() > 256 || form.password.len() > 1024 {
+        return Err(ApiError::bad_request(
+            "malformed_input",
+            "username or password too long",
+        ));
+    }
+    let users = state.users.clone();
+    let signed_in = web::block(move || users.verify(&form.username, &form.password))
+        .await
+        .map_err(|_| internal())?;
+    let Some(SignedIn { user_id, role }) = signed_in else {
+        // Nothing about the session changes on a failed login.
+        return Ok(if json {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "wrong username or password",
+            )
+            .into_response()
+        } else {
+            html(
+                StatusCode::UNAUTHORIZED,
+                page::login(Some("Wrong username or password.")),
+            )
+        });
+    };
+    let binding = UserBinding {
+        user_id: user_id.clone(),
+        role: Some(role),
+    };
+    let token = sign_in(&state, &req, binding).await?;
+    let mut res = if json {
+        HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(serde_json::json!({ "user_id": user_id }))
+    } else {
+        HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, "/"))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .finish()
+    };
+    res.add_cookie(&state.session_cookie(&token))
+        .map_err(|_| internal())?;
+    Ok(res)
+}
+
+impl ApiError {
+    fn into_response(self) -> HttpResponse {
+        actix_web::ResponseError::error_response(&self)
+    }
+}
+
+/// Bind `binding` to a NEW session: regenerate the browser's current one (its
+/// token dies in both tiers), or create one if it has none.
+async fn sign_in(
+    state: &AppState,
+    req: &HttpRequest,
+    binding: UserBinding,
+) -> Result<SessionToken, ApiError> {
+    for _ in 0..3 {
+        let t = now();
+        let Some((_, current)) = state.cookie_session(req).await? else {
+            let (token, _) = state
+                .store
+                .create(
+                    NewSession {
+                        binding: Some(binding),
+                        ..NewSession::default()
+                    },
+                    t,
+                )
+                .await?;
+            return Ok(token);
+        };
+        // Keep the data only when the same user signs in again: an anonymous
+        // session's data may have been planted along with its cookie.
+        let keep = current.record.user_id.as_deref() == Some(binding.user_id.as_str());
+        match state
+            .store
+            .regenerate(&current, Some(binding.clone()), keep, t)
+            .await?
+        {
+            Ok((token, _)) => return Ok(token),
+            // Changed meanwhile (a touch, another tab): reload and retry.
+            Err(_) => continue,
+        }
+    }
+    Err(ApiError::conflict())
+}
+
+/// `POST /logout`: destroy in both tiers, expire the cookie.
+pub async fn logout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    check_same_origin(&req)?;
+    if let Some(token) = state.cookie_token(&req) {
+        state.store.destroy(&token, now()).await?;
+    }
+    let mut res = if wants_json(&req) {
+        HttpResponse::NoContent()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .finish()
+    } else {
+        HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, "/"))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .finish()
+    };
+    res.add_cookie(&state.removal_cookie())
+        .map_err(|_| internal())?;
+    Ok(res)
+}
+
+/// The signed-in user's session, or 401.
+async fn signed_in_session(
+    state: &AppState,
+    req: &HttpRequest,
+) -> Result<(String, Session), ApiError> {
+    match state.cookie_session(req).await? {
+        Some((_, session)) => match session.record.user_id.clone() {
+            Some(user) => Ok((user, session)),
+            None => Err(ApiError::unauthenticated()),
+        },
+        None => Err(ApiError::unauthenticated()),
+    }
+}
+
+/// `GET /whoami`.
+pub async fn whoami(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (user, session) = signed_in_session(&state, &req).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({
+            "user_id": user,
+            "role": session.record.role,
+            "created_at": secs(session.record.created_at),
+            "expires_at": secs(session.record.expires_at()),
+        })))
+}
+
+/// The user's live sessions (GSI listing, expiry and local revocations
+/// applied).
+async fn list_rows(
+    state: &AppState,
+    user: &str,
+    current: Option<&Session>,
+) -> Result<Vec<SessionRow>, ApiError> {
+    let sessions = state.store.list_user_sessions(user, now()).await?;
+    Ok(sessions
+        .into_iter()
+        .map(|s| SessionRow {
+            handle: s.key.handle(),
+            created_at: secs(s.record.created_at),
+            last_seen_at: secs(s.record.last_seen_at),
+            current: current.is_some_and(|c| c.key == s.key),
+        })
+        .collect())
+}
+
+/// `GET /me/sessions`.
+pub async fn my_sessions(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (user, session) = signed_in_session(&state, &req).await?;
+    let rows = list_rows(&state, &user, Some(&session)).await?;
+    let body: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "handle": r.handle, "created_at": r.created_at, "last_seen_at": r.last_seen_at, "current": r.current,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(body))
+}
+
+/// Revoke `handle` if it is one of `user`'s sessions; 404 otherwise (an
+/// unknown handle and another user's handle are indistinguishable).
+pub(crate) async fn revoke_handle(
+    state: &AppState,
+    user: &str,
+    handle: &str,
+) -> Result<(), ApiError> {
+    let key = StorageKey::from_handle(handle).ok_or_else(ApiError::unknown_session)?;
+    if state.store.revoke_user_session(user, key, now()).await? {
+        Ok(())
+    } else {
+        Err(ApiError::unknown_session())
+    }
+}
+
+/// `DELETE /me/sessions/{handle}`.
+pub async fn revoke_mine(
+    req: HttpRequest,
+    handle: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    check_same_origin(&req)?;
+    let (user, _) = signed_in_session(&state, &req).await?;
+    revoke_handle(&state, &user, &handle).await?;
+    Ok(HttpResponse::NoContent()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish())
+}
+
+/// `POST /me/sessions/{handle}/revoke`: the same for a plain HTML form.
+pub async fn revoke_mine_form(
+    req: HttpRequest,
+    handle: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    check_same_origin(&req)?;
+    let (user, _) = signed_in_session(&state, &req).await?;
+    revoke_handle(&state, &user, &handle).await?;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish())
+}

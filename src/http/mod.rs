@@ -1,0 +1,203 @@
+//! The HTTP surface: browser routes (cookie), the `/v1` service API (bearer
+//! key, `X-Session-Token`), and operations. See `shared/API.md`.
+//!
+//! - [`browser`] serves the login page, `/login`, `/logout`, `/whoami`, `/me/sessions`.
+//! - [`service`] serves `/v1`.
+//! - [`ops`] serves `/healthz`, `/readyz`, `/metrics`.
+//! - [`error`] is the JSON error shape.
+
+pub mod auth;
+pub mod browser;
+pub mod error;
+pub mod ops;
+pub mod page;
+pub mod service;
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use actix_web::body::MessageBody;
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::{ErrorHandlers, Next};
+use actix_web::{web, HttpRequest};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::record::UnixMillis;
+use crate::store::{Session, TieredStore};
+use crate::token::SessionToken;
+
+pub use error::ApiError;
+
+/// Everything a handler needs. Shared by all workers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The two-tier store.
+    pub store: TieredStore,
+    /// Login-page users.
+    pub users: auth::Users,
+    /// Service API keys.
+    pub api_keys: auth::ApiKeys,
+    /// Session cookie name.
+    pub cookie_name: String,
+    /// Session cookie `Secure` attribute.
+    pub cookie_secure: bool,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+    /// Prometheus renderer.
+    pub metrics: PrometheusHandle,
+}
+
+/// Wall-clock now.
+pub fn now() -> UnixMillis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Milliseconds to whole epoch seconds, for JSON.
+pub fn secs(ms: UnixMillis) -> u64 {
+    ms / 1000
+}
+
+impl AppState {
+    /// The session token from the cookie, if it parses. Malformed values are
+    /// treated as no cookie at all.
+    pub fn cookie_token(&self, req: &HttpRequest) -> Option<SessionToken> {
+        req.cookie(&self.cookie_name)
+            .and_then(|c| SessionToken::parse(c.value()).ok())
+    }
+
+    /// The live session carried by the cookie.
+    pub async fn cookie_session(
+        &self,
+        req: &HttpRequest,
+    ) -> Result<Option<(SessionToken, Session)>, ApiError> {
+        let Some(token) = self.cookie_token(req) else {
+            return Ok(None);
+        };
+        Ok(self.store.load(&token, now()).await?.map(|s| (token, s)))
+    }
+
+    /// The `Set-Cookie` for `token`: `__Host-` rules (Secure, Path=/, no
+    /// Domain), HttpOnly, SameSite=Strict. A browser-session cookie: the
+    /// server-side record enforces the idle and absolute timeouts.
+    pub fn session_cookie(&self, token: &SessionToken) -> Cookie<'static> {
+        Cookie::build(self.cookie_name.clone(), token.expose())
+            .path("/")
+            .secure(self.cookie_secure)
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .finish()
+    }
+
+    /// A `Set-Cookie` that removes the session cookie.
+    pub fn removal_cookie(&self) -> Cookie<'static> {
+        let mut cookie = Cookie::build(self.cookie_name.clone(), "")
+            .path("/")
+            .secure(self.cookie_secure)
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .finish();
+        cookie.make_removal();
+        cookie
+    }
+}
+
+/// State-changing browser routes refuse cross-origin requests: an `Origin`
+/// header that is not this server's own origin, or `Sec-Fetch-Site:
+/// cross-site`, gets 403. (No `Origin` at all: a non-browser client; the
+/// SameSite=Strict cookie already keeps cross-site browser requests out.)
+pub fn check_same_origin(req: &HttpRequest) -> Result<(), ApiError> {
+    if let Some(site) = req.headers().get("sec-fetch-site") {
+        if site.as_bytes().eq_ignore_ascii_case(b"cross-site") {
+            return Err(ApiError::cross_origin());
+        }
+    }
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let info = req.connection_info();
+    let own = format!("{}://{}", info.scheme(), info.host());
+    match origin.to_str() {
+        Ok(origin) if origin.eq_ignore_ascii_case(&own) => Ok(()),
+        _ => Err(ApiError::cross_origin()),
+    }
+}
+
+/// Whether the client asked for JSON (JSON body or `Accept`), else a form.
+pub fn wants_json(req: &HttpRequest) -> bool {
+    let has = |name: header::HeaderName| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("application/json"))
+    };
+    has(header::CONTENT_TYPE) || has(header::ACCEPT)
+}
+
+/// Per-route request metrics and one structured log line per request.
+/// Never logs headers, cookies or bodies.
+async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let res = next.call(req).await?;
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let status = res.status().as_u16();
+    let elapsed = started.elapsed().as_secs_f64();
+    metrics::histogram!("edge_session_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
+        .record(elapsed);
+    metrics::counter!("edge_session_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status.to_string())
+        .increment(1);
+    tracing::debug!(%method, %route, status, elapsed_ms = elapsed * 1000.0, "request");
+    Ok(res)
+}
+
+/// Register every route on `cfg`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/healthz").route(web::get().to(ops::healthz)))
+        .service(web::resource("/readyz").route(web::get().to(ops::readyz)))
+        .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
+        .service(web::resource("/").route(web::get().to(browser::index)))
+        .service(web::resource("/login").route(web::post().to(browser::login)))
+        .service(web::resource("/logout").route(web::post().to(browser::logout)))
+        .service(web::resource("/whoami").route(web::get().to(browser::whoami)))
+        .service(web::resource("/me/sessions").route(web::get().to(browser::my_sessions)))
+        .service(
+            web::resource("/me/sessions/{handle}").route(web::delete().to(browser::revoke_mine)),
+        )
+        .service(
+            web::resource("/me/sessions/{handle}/revoke")
+                .route(web::post().to(browser::revoke_mine_form)),
+        )
+        .service(service::scope());
+}
+
+/// Build the actix `App` around `state` (used by the server and by tests).
+pub fn app(
+    state: AppState,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let limit = state.max_body_bytes;
+    actix_web::App::new()
+        .app_data(web::Data::new(state))
+        .app_data(web::PayloadConfig::new(limit))
+        .app_data(service::json_config(limit))
+        .app_data(web::FormConfig::default().limit(limit))
+        .wrap(ErrorHandlers::new().default_handler(error::render_json_error))
+        .wrap(actix_web::middleware::from_fn(observe))
+        .configure(routes)
+}

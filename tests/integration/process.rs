@@ -1,0 +1,372 @@
+//! The `edge-session` binary as a child process: the default embedded mode,
+//! SIGTERM draining and restart on the same `data_dir`, captured logs, and
+//! start-up errors.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::header::COOKIE;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::harness::{client, session_cookie, ALICE_PASSWORD, API_KEY};
+
+const BIN: &str = env!("CARGO_BIN_EXE_edge-session");
+
+/// A running node process.
+struct Node {
+    child: Child,
+    url: String,
+    output: Arc<Mutex<String>>,
+}
+
+/// Config for a node in embedded mode (the default) under `dir`, with the
+/// test users; `server.listen` comes from the environment override.
+fn write_config(dir: &Path) -> std::path::PathBuf {
+    let toml = crate::harness::node_toml(&dir.join("data"), "edge-sessions", "");
+    // Embedded mode: drop the harness endpoint; keep users and key.
+    let toml: String = toml
+        .lines()
+        .filter(|l| {
+            !(l.starts_with("endpoint")
+                || l.starts_with("access_key_id")
+                || l.starts_with("secret_access_key")
+                || l.starts_with("listen"))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let path = dir.join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+impl Node {
+    fn start(config: &Path, log_filter: &str) -> Node {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("EDGE_SESSION__SERVER__LISTEN", "127.0.0.1:0")
+            .env("RUST_LOG", log_filter)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn edge-session");
+        let output = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&output);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&output);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("edge-session listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no listening line; output:\n{}", output.lock().unwrap()));
+        Node { child, url, output }
+    }
+
+    fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                let output = self.output.lock().unwrap().clone();
+                return (status, output);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node did not exit within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn login(c: &reqwest::Client, node: &Node) -> String {
+    let res = c
+        .post(node.at("/login"))
+        .form(&[("username", "alice"), ("password", ALICE_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    session_cookie(&res)
+}
+
+async fn whoami(c: &reqwest::Client, node: &Node, value: &str) -> StatusCode {
+    c.get(node.at("/whoami"))
+        .header(COOKIE, format!("__Host-sid={value}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_restart_keeps_sessions_and_revocations() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let c = client();
+
+    let node = Node::start(&config, "info");
+    let logged_in = login(&c, &node).await;
+    let logged_out = login(&c, &node).await;
+    let res = c
+        .post(node.at("/logout"))
+        .header(COOKIE, format!("__Host-sid={logged_out}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        whoami(&c, &node, &logged_out).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Requests in flight when SIGTERM arrives still get their answers.
+    let in_flight: Vec<_> = (0..4)
+        .map(|_| {
+            let req = c
+                .post(node.at("/login"))
+                .form(&[("username", "alice"), ("password", ALICE_PASSWORD)]);
+            tokio::spawn(req.send())
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (status, output) = tokio::task::spawn_blocking(move || node.terminate())
+        .await
+        .unwrap();
+    assert!(
+        status.success(),
+        "exit status {status:?}; output:\n{output}"
+    );
+    let mut drained = 0;
+    for req in in_flight {
+        if let Ok(res) = req.await.unwrap() {
+            assert_eq!(
+                res.status(),
+                StatusCode::SEE_OTHER,
+                "an accepted request was answered in full"
+            );
+            drained += 1;
+        }
+    }
+    println!("in-flight logins answered across SIGTERM: {drained}/4");
+
+    let node = Node::start(&config, "info");
+    assert_eq!(
+        whoami(&c, &node, &logged_in).await,
+        StatusCode::OK,
+        "logged-in session survives restart"
+    );
+    assert_eq!(
+        whoami(&c, &node, &logged_out).await,
+        StatusCode::UNAUTHORIZED,
+        "logged-out session stays dead"
+    );
+    let (status, _) = tokio::task::spawn_blocking(move || node.terminate())
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn tokens_never_appear_in_logs_or_locations() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let c = client();
+    // Everything at debug, every crate: actix, hyper, the AWS SDK, dynoxide.
+    let node = Node::start(&config, "debug");
+    let mut tokens = Vec::new();
+
+    let res = c.get(node.at("/")).send().await.unwrap();
+    let anon = session_cookie(&res);
+    tokens.push(anon.clone());
+    let res = c
+        .post(node.at("/login"))
+        .header(COOKIE, format!("__Host-sid={anon}"))
+        .form(&[("username", "alice"), ("password", ALICE_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    let signed_in = session_cookie(&res);
+    tokens.push(signed_in.clone());
+    assert_eq!(location, "/");
+    let _ = whoami(&c, &node, &signed_in).await;
+    let _ = whoami(&c, &node, &anon).await;
+    let _ = c
+        .get(node.at("/me/sessions"))
+        .header(COOKIE, format!("__Host-sid={signed_in}"))
+        .send()
+        .await
+        .unwrap();
+
+    let v1 = |m: Method, p: &str| c.request(m, node.at(p)).bearer_auth(API_KEY);
+    let res = v1(Method::POST, "/v1/sessions")
+        .json(&json!({"data": {"k": "v"}}))
+        .send()
+        .await
+        .unwrap();
+    let t1 = res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokens.push(t1.clone());
+    let res = v1(Method::POST, "/v1/session/regenerate")
+        .header("x-session-token", &t1)
+        .json(&json!({"user_id": "zed"}))
+        .send()
+        .await
+        .unwrap();
+    let t2 = res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokens.push(t2.clone());
+    let res = v1(Method::GET, "/v1/session")
+        .header("x-session-token", &t1)
+        .send()
+        .await
+        .unwrap();
+    let body = res.text().await.unwrap();
+    assert!(!body.contains(&t1), "error body echoes the token");
+    let _ = v1(Method::PATCH, "/v1/session")
+        .header("x-session-token", &t2)
+        .json(&json!({"data": {"a": "b"}, "version": 99}))
+        .send()
+        .await
+        .unwrap();
+    let _ = v1(Method::DELETE, "/v1/session")
+        .header("x-session-token", &t2)
+        .send()
+        .await
+        .unwrap();
+    let _ = c
+        .post(node.at("/logout"))
+        .header(COOKIE, format!("__Host-sid={signed_in}"))
+        .send()
+        .await
+        .unwrap();
+
+    let (status, output) = tokio::task::spawn_blocking(move || node.terminate())
+        .await
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        output.lines().count() > 20,
+        "debug logging produced output to search:\n{output}"
+    );
+    for token in &tokens {
+        assert!(
+            !output.contains(token.as_str()),
+            "a session token appeared in the logs"
+        );
+    }
+}
+
+#[test]
+fn bad_config_exits_nonzero_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("EDGE_SESSION__SERVER__LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server.listen"), "{stderr}");
+
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[session]\nidle_timeout_secs = \"soon\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.path().join("bad.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("idle_timeout_secs"), "{stderr}");
+
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+#[test]
+fn hash_password_prints_an_argon2id_phc_string() {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"s3cret pass\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let phc = String::from_utf8(out.stdout).unwrap();
+    assert!(phc.starts_with("$argon2id$"), "{phc}");
+    use argon2::PasswordVerifier;
+    let parsed = argon2::PasswordHash::new(phc.trim()).unwrap();
+    assert!(argon2::Argon2::default()
+        .verify_password(b"s3cret pass", &parsed)
+        .is_ok());
+    assert!(argon2::Argon2::default()
+        .verify_password(b"s3cret pass\n", &parsed)
+        .is_err());
+}
