@@ -63,21 +63,23 @@ mod tests {
             any::<u64>(),
             proptest::option::of("\\PC{0,24}"),
             proptest::option::of("[a-z]{0,12}"),
+            any::<u64>(),
             proptest::collection::btree_map("\\PC{0,16}", "\\PC{0,64}", 0..8),
             (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
         )
-            .prop_map(
-                |(version, user_id, role, data, (c, l, i, a))| SessionRecord {
+            .prop_map(|(version, user_id, role, user_epoch, data, (c, l, i, a))| {
+                SessionRecord {
                     version,
                     user_id,
                     role,
+                    user_epoch,
                     data,
                     created_at: c,
                     last_seen_at: l,
                     idle_timeout_ms: i,
                     absolute_expiry: a,
-                },
-            )
+                }
+            })
     }
 
     proptest! {

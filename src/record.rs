@@ -17,6 +17,9 @@ pub struct SessionRecord {
     pub user_id: Option<String>,
     /// The bound user's role.
     pub role: Option<String>,
+    /// The user's revocation epoch when the user was bound: a session whose
+    /// epoch is below the user's current one was logged out everywhere.
+    pub user_epoch: u64,
     /// Application data.
     pub data: BTreeMap<String, String>,
     /// When the session was created.
@@ -57,6 +60,7 @@ impl SessionRecord {
             version: 1,
             user_id: None,
             role: None,
+            user_epoch: 0,
             data: BTreeMap::new(),
             created_at: now,
             last_seen_at: now,

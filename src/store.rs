@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use edge_session_sync::{Conflict, DynamoTier, Item, RotateConflict, StoreError};
+use edge_session_sync::{Conflict, DynamoTier, EpochGuard, Item, RotateConflict, StoreError};
 use tokio::sync::OnceCell;
 
 use crate::cache::{CacheError, FillOutcome, SledCache, Tombstone};
@@ -176,6 +176,16 @@ struct Inner {
     dynamo: DynamoTier,
     settings: StoreSettings,
     inflight: Mutex<HashMap<StorageKey, Arc<OnceCell<Fetch>>>>,
+    epochs: Mutex<Epochs>,
+}
+
+/// Users' revocation epochs as this node last read them.
+#[derive(Default)]
+struct Epochs {
+    /// user → (epoch, when it was read).
+    by_user: HashMap<String, (u64, UnixMillis)>,
+    /// epoch item key → user (to apply stream events about epoch items).
+    by_key: HashMap<StorageKey, String>,
 }
 
 impl std::fmt::Debug for TieredStore {
@@ -210,6 +220,7 @@ impl TieredStore {
                 dynamo,
                 settings,
                 inflight: Mutex::new(HashMap::new()),
+                epochs: Mutex::default(),
             }),
         }
     }
@@ -303,6 +314,9 @@ impl TieredStore {
         let cache = &self.inner.cache;
         match self.inner.dynamo.get_version(key.as_bytes()).await? {
             Some(ver) if ver == record.version => {
+                if !self.epoch_allows(key, &record, now).await? {
+                    return Ok(None);
+                }
                 let bytes = codec::encode(&record);
                 match cache.fill(&key, now, ver, &bytes)? {
                     FillOutcome::Tombstoned => Ok(None),
@@ -322,6 +336,114 @@ impl TieredStore {
         }
     }
 
+    /// A user's current revocation epoch: from memory if read within the
+    /// lease (unless `fresh`), else one consistent read.
+    async fn user_epoch(&self, user_id: &str, now: UnixMillis, fresh: bool) -> Result<u64, Error> {
+        if !fresh {
+            let epochs = self
+                .inner
+                .epochs
+                .lock()
+                .expect("epoch map poisoned by a panic");
+            if let Some((epoch, read_at)) = epochs.by_user.get(user_id) {
+                if now.saturating_sub(*read_at) < self.inner.settings.revalidate_after_ms {
+                    return Ok(*epoch);
+                }
+            }
+        }
+        let epoch = self
+            .inner
+            .dynamo
+            .user_epoch(StorageKey::user_epoch(user_id).as_bytes())
+            .await?;
+        self.note_epoch(user_id, epoch, now);
+        Ok(epoch)
+    }
+
+    /// Remember `user_id`'s epoch (epochs only grow).
+    fn note_epoch(&self, user_id: &str, epoch: u64, now: UnixMillis) {
+        let mut epochs = self
+            .inner
+            .epochs
+            .lock()
+            .expect("epoch map poisoned by a panic");
+        let entry = epochs
+            .by_user
+            .entry(user_id.to_owned())
+            .or_insert((epoch, now));
+        *entry = (entry.0.max(epoch), now);
+        epochs
+            .by_key
+            .entry(StorageKey::user_epoch(user_id))
+            .or_insert_with(|| user_id.to_owned());
+    }
+
+    /// Whether an epoch this node already knows outlaws `record` (no I/O).
+    fn outlawed(&self, record: &SessionRecord) -> bool {
+        let Some(user) = &record.user_id else {
+            return false;
+        };
+        let epochs = self
+            .inner
+            .epochs
+            .lock()
+            .expect("epoch map poisoned by a panic");
+        epochs
+            .by_user
+            .get(user)
+            .is_some_and(|(epoch, _)| *epoch > record.user_epoch)
+    }
+
+    /// Check a bound record against its user's epoch (reading it if this
+    /// node's copy is older than the lease). An outlawed session is destroyed.
+    async fn epoch_allows(
+        &self,
+        key: StorageKey,
+        record: &SessionRecord,
+        now: UnixMillis,
+    ) -> Result<bool, Error> {
+        let Some(user) = &record.user_id else {
+            return Ok(true);
+        };
+        if self.user_epoch(user, now, false).await? <= record.user_epoch {
+            return Ok(true);
+        }
+        // Logged out everywhere, but missed by the listing (bound
+        // concurrently, or the GSI lagged): finish the job.
+        self.destroy_key(key, now).await?;
+        Ok(false)
+    }
+
+    /// A stream event says an item's `ver` rose to `new_ver`: if the item is
+    /// a user's epoch, remember it; if it is a cached session, drop the
+    /// stale copy. Returns whether anything changed here.
+    pub fn apply_version_raised(
+        &self,
+        key: StorageKey,
+        new_ver: u64,
+        now: UnixMillis,
+    ) -> Result<bool, Error> {
+        let user = {
+            let epochs = self
+                .inner
+                .epochs
+                .lock()
+                .expect("epoch map poisoned by a panic");
+            epochs.by_key.get(&key).cloned()
+        };
+        if let Some(user) = user {
+            self.note_epoch(&user, new_ver, now);
+            return Ok(true);
+        }
+        match self.inner.cache.get(&key)? {
+            Some(hit) if hit.version < new_ver => {
+                self.inner.cache.evict(&key)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// A record read from DynamoDB: check it, fill the cache, serve it.
     async fn accept(
         &self,
@@ -332,6 +454,9 @@ impl TieredStore {
         let record = codec::decode(&item.body)?;
         if !record.is_live(now) {
             self.inner.cache.evict(&key)?;
+            return Ok(None);
+        }
+        if !self.epoch_allows(key, &record, now).await? {
             return Ok(None);
         }
         match self.inner.cache.fill(&key, now, item.ver, &item.body)? {
@@ -348,6 +473,10 @@ impl TieredStore {
         now: UnixMillis,
     ) -> Result<Option<Session>, Error> {
         if !record.is_live(now) {
+            return Ok(None);
+        }
+        if self.outlawed(&record) {
+            self.inner.cache.evict(&key)?;
             return Ok(None);
         }
         if !record.needs_touch(&self.inner.settings.policy, now) {
@@ -422,7 +551,10 @@ impl TieredStore {
         result.clone()
     }
 
-    /// A new session, issued only once DynamoDB has it.
+    /// A new session, issued only once DynamoDB has it. A session bound to a
+    /// user at creation is written in one transaction with a check of the
+    /// user's revocation epoch, so a concurrent "log out everywhere" either
+    /// outlaws it or happened before it.
     pub async fn create(
         &self,
         spec: NewSession,
@@ -437,22 +569,41 @@ impl TieredStore {
         if let Some(idle) = spec.idle_timeout_ms {
             record.idle_timeout_ms = idle;
         }
-        let body = codec::encode(&record);
-        loop {
+        for _ in 0..8 {
+            let guard = match &record.user_id {
+                Some(uid) => {
+                    record.user_epoch = self.user_epoch(uid, now, true).await?;
+                    Some(EpochGuard {
+                        sid: StorageKey::user_epoch(uid).0,
+                        epoch: record.user_epoch,
+                    })
+                }
+                None => None,
+            };
+            let body = codec::encode(&record);
             let token = SessionToken::generate();
             let key = token.storage_key();
-            // A conflict means a 256-bit collision: draw again.
-            if self
-                .inner
-                .dynamo
-                .create(&item_of(&key, &record, body.clone()))
-                .await?
-                .is_ok()
-            {
+            let item = item_of(&key, &record, body.clone());
+            let written = match guard {
+                Some(guard) => self
+                    .inner
+                    .dynamo
+                    .create_guarded(&item, guard)
+                    .await?
+                    .map_err(|_| ()),
+                None => self.inner.dynamo.create(&item).await?.map_err(|_| ()),
+            };
+            // A conflict is a 256-bit collision or an epoch that moved
+            // meanwhile: draw again, with the epoch read afresh.
+            if written.is_ok() {
                 self.inner.cache.fill(&key, now, record.version, &body)?;
                 return Ok((token, Session { key, record }));
             }
         }
+        Err(Error::Dynamo(StoreError::new_unavailable(
+            "create",
+            "the user's revocation epoch kept moving",
+        )))
     }
 
     /// Write `change` to `session`, conditional on its version being unchanged
@@ -512,6 +663,22 @@ impl TieredStore {
         if cache.is_tombstoned(&old.key)? {
             return Ok(Err(RotateConflict::OldChanged));
         }
+        let user = binding
+            .as_ref()
+            .map(|b| b.user_id.clone())
+            .or_else(|| old.record.user_id.clone());
+        let epoch = match &user {
+            Some(uid) => Some(self.user_epoch(uid, now, true).await?),
+            None => None,
+        };
+        // Rotating a session that was logged out everywhere, without a fresh
+        // sign-in, would carry the revoked login over.
+        if binding.is_none()
+            && old.record.user_id.is_some()
+            && epoch.is_some_and(|e| e > old.record.user_epoch)
+        {
+            return Ok(Err(RotateConflict::EpochChanged));
+        }
         let tomb = Tombstone {
             keep_until: old.record.absolute_expiry.max(now),
             nonce: nonce(),
@@ -535,6 +702,11 @@ impl TieredStore {
         if keep_data {
             record.data.clone_from(&old.record.data);
         }
+        record.user_epoch = epoch.unwrap_or(0);
+        let guard = user.as_deref().map(|uid| EpochGuard {
+            sid: StorageKey::user_epoch(uid).0,
+            epoch: record.user_epoch,
+        });
         let body = codec::encode(&record);
         match self
             .inner
@@ -543,6 +715,7 @@ impl TieredStore {
                 old.key.as_bytes(),
                 old.record.version,
                 &item_of(&key, &record, body.clone()),
+                guard,
             )
             .await
         {
@@ -656,7 +829,25 @@ impl TieredStore {
 
     /// Revoke every session bound to `user_id` ("log out everywhere").
     /// Returns how many were revoked.
+    ///
+    /// First the user's revocation epoch is advanced: from then on every
+    /// session bound under an older epoch is refused at load (here at once;
+    /// on other nodes on their next DynamoDB read, within the lease), and a
+    /// session being bound concurrently fails its epoch check and retries
+    /// under the new epoch. Then every session the GSI lists is destroyed.
     pub async fn revoke_user(&self, user_id: &str, now: UnixMillis) -> Result<usize, Error> {
+        let key = StorageKey::user_epoch(user_id);
+        // The epoch item must outlive every session it outlaws.
+        let exp = now
+            .saturating_add(self.inner.settings.policy.absolute_timeout_ms)
+            .div_ceil(1000)
+            + 86_400;
+        let epoch = self
+            .inner
+            .dynamo
+            .bump_user_epoch(key.as_bytes(), exp)
+            .await?;
+        self.note_epoch(user_id, epoch, now);
         let mut revoked = 0;
         for item in self.inner.dynamo.list_by_user(user_id).await? {
             if item.uid.as_deref() == Some(user_id)

@@ -108,6 +108,15 @@ impl StorageKey {
         URL_SAFE_NO_PAD.encode(self.0)
     }
 
+    /// The key of `user_id`'s revocation-epoch item ("log out everywhere").
+    /// In its own domain, so it can never equal a session's key.
+    pub fn user_epoch(user_id: &str) -> Self {
+        StorageKey(blake3::derive_key(
+            "edge-session 2026-11 user revocation epoch v1",
+            user_id.as_bytes(),
+        ))
+    }
+
     /// Parse a `handle` back into the key it names.
     pub fn from_handle(handle: &str) -> Option<Self> {
         let mut bytes = [0u8; 32];

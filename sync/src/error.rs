@@ -40,6 +40,11 @@ impl StoreError {
         }
     }
 
+    /// An `Unavailable` error raised by the caller (a retry budget ran out).
+    pub fn new_unavailable(op: &'static str, message: impl Into<String>) -> Self {
+        Self::new(op, ErrorKind::Unavailable, message)
+    }
+
     /// True when DynamoDB could not be reached: the 503 `store_unavailable` case.
     pub fn is_unavailable(&self) -> bool {
         self.kind == ErrorKind::Unavailable
@@ -61,6 +66,9 @@ pub enum RotateConflict {
     NewExists,
     /// Another transaction was touching one of the items; safe to retry.
     TransactionInProgress,
+    /// The user's revocation epoch moved ("log out everywhere" ran): a
+    /// session bound under the old epoch must not be written.
+    EpochChanged,
 }
 
 /// Classify an SDK error: whether the service answered at all, and with what.

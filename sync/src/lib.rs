@@ -24,4 +24,4 @@ mod tier;
 pub use client::{ClientSettings, Endpoint};
 pub use error::{Conflict, ErrorKind, RotateConflict, StoreError};
 pub use item::{Item, ItemError, SID_LEN};
-pub use tier::{DynamoTier, ProvisionReport};
+pub use tier::{DynamoTier, EpochGuard, ProvisionReport};

@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, GlobalSecondaryIndex,
     KeySchemaElement, KeyType, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType,
     StreamSpecification, StreamViewType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
     TransactWriteItem,
@@ -47,6 +47,16 @@ pub const UID_INDEX: &str = "uid-index";
 pub struct DynamoTier {
     client: Client,
     table: String,
+}
+
+/// Guards a write on a user's revocation epoch: the epoch item `sid` must
+/// still be at `epoch` (0: never revoked, the item may be absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochGuard {
+    /// The user's epoch item key.
+    pub sid: [u8; SID_LEN],
+    /// The epoch the caller read.
+    pub epoch: u64,
 }
 
 /// What `provision` did.
@@ -178,13 +188,15 @@ impl DynamoTier {
         }
     }
 
-    /// In ONE transaction: delete `old_sid` if its `ver` is `old_ver`, and put
-    /// `new` if its `sid` is free. Both happen or neither does.
+    /// In ONE transaction: delete `old_sid` if its `ver` is `old_ver`, put
+    /// `new` if its `sid` is free, and (with `guard`) check that the user's
+    /// revocation epoch has not moved. All happen or none does.
     pub async fn rotate(
         &self,
         old_sid: &[u8; SID_LEN],
         old_ver: u64,
         new: &Item,
+        guard: Option<EpochGuard>,
     ) -> Result<Result<(), RotateConflict>, StoreError> {
         let delete = Delete::builder()
             .table_name(&self.table)
@@ -193,19 +205,82 @@ impl DynamoTier {
             .expression_attribute_values(":expected", AttributeValue::N(old_ver.to_string()))
             .build()
             .map_err(|e| StoreError::new("rotate", ErrorKind::Rejected, e.to_string()))?;
+        let mut items = vec![
+            TransactWriteItem::builder().delete(delete).build(),
+            self.put_new(new, "rotate")?,
+        ];
+        let mut roles = vec![RotateConflict::OldChanged, RotateConflict::NewExists];
+        if let Some(guard) = guard {
+            items.push(self.epoch_check(&guard, "rotate")?);
+            roles.push(RotateConflict::EpochChanged);
+        }
+        self.transact("rotate", items, &roles).await
+    }
+
+    /// Put a new item bound to a user, in one transaction with a check that
+    /// the user's revocation epoch is still `guard.epoch`.
+    pub async fn create_guarded(
+        &self,
+        new: &Item,
+        guard: EpochGuard,
+    ) -> Result<Result<(), RotateConflict>, StoreError> {
+        let items = vec![
+            self.put_new(new, "create")?,
+            self.epoch_check(&guard, "create")?,
+        ];
+        self.transact(
+            "create",
+            items,
+            &[RotateConflict::NewExists, RotateConflict::EpochChanged],
+        )
+        .await
+    }
+
+    fn put_new(&self, new: &Item, op: &'static str) -> Result<TransactWriteItem, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(new.to_attributes()))
             .condition_expression("attribute_not_exists(sid)")
             .build()
-            .map_err(|e| StoreError::new("rotate", ErrorKind::Rejected, e.to_string()))?;
+            .map_err(|e| StoreError::new(op, ErrorKind::Rejected, e.to_string()))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn epoch_check(
+        &self,
+        guard: &EpochGuard,
+        op: &'static str,
+    ) -> Result<TransactWriteItem, StoreError> {
+        // Epoch 0 is "never revoked": the item may not exist yet.
+        let condition = if guard.epoch == 0 {
+            "attribute_not_exists(sid) OR ver = :epoch"
+        } else {
+            "ver = :epoch"
+        };
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(item::key(&guard.sid)))
+            .condition_expression(condition)
+            .expression_attribute_values(":epoch", AttributeValue::N(guard.epoch.to_string()))
+            .build()
+            .map_err(|e| StoreError::new(op, ErrorKind::Rejected, e.to_string()))?;
+        Ok(TransactWriteItem::builder().condition_check(check).build())
+    }
+
+    /// Run one `TransactWriteItems`; a cancellation maps to the role of the
+    /// first item whose condition failed.
+    async fn transact(
+        &self,
+        op: &'static str,
+        items: Vec<TransactWriteItem>,
+        roles: &[RotateConflict],
+    ) -> Result<Result<(), RotateConflict>, StoreError> {
         let result = self
             .client
             .transact_write_items()
-            .transact_items(TransactWriteItem::builder().delete(delete).build())
-            .transact_items(TransactWriteItem::builder().put(put).build())
+            .set_transact_items(Some(items))
             .send()
-            .timed("rotate")
+            .timed(op)
             .await;
         match result {
             Ok(_) => Ok(Ok(())),
@@ -216,10 +291,10 @@ impl DynamoTier {
                         .iter()
                         .map(|r| r.code().unwrap_or("None"))
                         .collect();
-                    match rotate_outcome(&codes) {
+                    match cancellation_outcome(&codes, roles) {
                         Some(conflict) => Ok(Err(conflict)),
                         None => Err(StoreError::new(
-                            "rotate",
+                            op,
                             ErrorKind::Unavailable,
                             format!("transaction cancelled: {codes:?}"),
                         )),
@@ -228,9 +303,40 @@ impl DynamoTier {
                 Some(TransactWriteItemsError::TransactionInProgressException(_)) => {
                     Ok(Err(RotateConflict::TransactionInProgress))
                 }
-                _ => Err(classify("rotate", &err)),
+                _ => Err(classify(op, &err)),
             },
         }
+    }
+
+    /// A user's revocation epoch (0 when the user was never revoked):
+    /// strongly consistent.
+    pub async fn user_epoch(&self, epoch_sid: &[u8; SID_LEN]) -> Result<u64, StoreError> {
+        Ok(self.get_version(epoch_sid).await?.unwrap_or(0))
+    }
+
+    /// Advance a user's revocation epoch by one; returns the new epoch. The
+    /// item lives until `exp` (epoch seconds), past any session it outlaws.
+    pub async fn bump_user_epoch(
+        &self,
+        epoch_sid: &[u8; SID_LEN],
+        exp: u64,
+    ) -> Result<u64, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(item::key(epoch_sid)))
+            .update_expression("SET ver = if_not_exists(ver, :zero) + :one, exp = :exp")
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":exp", AttributeValue::N(exp.to_string()))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .timed("bump_user_epoch")
+            .await
+            .map_err(|err| classify("bump_user_epoch", &err))?;
+        let attrs = out.attributes.unwrap_or_default();
+        item::number(&attrs, item::VER).map_err(|e| malformed("bump_user_epoch", e))
     }
 
     /// Delete the item whatever its version (a revocation must win over any
@@ -474,28 +580,35 @@ fn hash_key(name: &str) -> Result<KeySchemaElement, StoreError> {
         .map_err(|e| StoreError::new("provision", ErrorKind::Rejected, e.to_string()))
 }
 
-/// Map a cancelled transaction's reasons (in item order: delete, put) to an
-/// outcome. `None` when the cancellation is not a conflict (throttling,
-/// capacity): the caller treats it as unavailable.
-fn rotate_outcome(codes: &[&str]) -> Option<RotateConflict> {
-    let code = |i: usize| codes.get(i).copied().unwrap_or("None");
-    if code(0) == "ConditionalCheckFailed" {
-        Some(RotateConflict::OldChanged)
-    } else if code(1) == "ConditionalCheckFailed" {
-        Some(RotateConflict::NewExists)
-    } else if codes.contains(&"TransactionConflict") {
-        Some(RotateConflict::TransactionInProgress)
-    } else {
-        None
+/// Map a cancelled transaction's reasons (in item order) to an outcome:
+/// the role of the first item whose condition failed. `None` when the
+/// cancellation is not a conflict (throttling, capacity): the caller treats
+/// it as unavailable.
+fn cancellation_outcome(codes: &[&str], roles: &[RotateConflict]) -> Option<RotateConflict> {
+    if let Some(i) = codes.iter().position(|c| *c == "ConditionalCheckFailed") {
+        return roles.get(i).copied();
     }
+    if codes.contains(&"TransactionConflict") {
+        return Some(RotateConflict::TransactionInProgress);
+    }
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn rotate_outcome(codes: &[&str]) -> Option<RotateConflict> {
+        use RotateConflict::*;
+        cancellation_outcome(codes, &[OldChanged, NewExists, EpochChanged])
+    }
+
     #[test]
     fn cancellation_reasons_map_to_typed_outcomes() {
+        assert_eq!(
+            rotate_outcome(&["None", "None", "ConditionalCheckFailed"]),
+            Some(RotateConflict::EpochChanged)
+        );
         assert_eq!(
             rotate_outcome(&["ConditionalCheckFailed", "None"]),
             Some(RotateConflict::OldChanged)

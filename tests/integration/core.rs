@@ -584,3 +584,108 @@ async fn stale_cache_is_revalidated_after_the_lease() {
     assert_eq!(b.load(&token, t + 5_000).await.unwrap(), None);
     assert!(b.cache().get(&token.storage_key()).unwrap().is_none());
 }
+
+fn bound(user: &str) -> NewSession {
+    NewSession {
+        binding: Some(UserBinding {
+            user_id: user.into(),
+            role: None,
+        }),
+        ..NewSession::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logout_everywhere_outlaws_sessions_bound_concurrently() {
+    let settings = StoreSettings {
+        revalidate_after_ms: 5_000,
+        ..StoreSettings::default()
+    };
+    let cluster = Cluster::new().await;
+    let a = cluster.node(settings);
+    let b = cluster.node(settings);
+    let t = now();
+
+    // Sessions B issued before the revoke, one of them hot in B's cache.
+    let (early, _) = b.create(bound("uma"), t).await.unwrap();
+    let (hot, _) = b.create(bound("uma"), t).await.unwrap();
+    assert!(b.load(&hot, t).await.unwrap().is_some());
+
+    // B keeps signing uma in while A logs her out everywhere.
+    let writer = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let mut issued = Vec::new();
+            for _ in 0..20 {
+                let (token, s) = b.create(bound("uma"), t).await.unwrap();
+                issued.push((token, s.record.user_epoch));
+                tokio::task::yield_now().await;
+            }
+            issued
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let revoked = a.revoke_user("uma", t).await.unwrap();
+    let issued = writer.await.unwrap();
+    assert!(revoked >= 2);
+
+    // A session bound under the old epoch can no longer be written at all.
+    let epoch = cluster
+        .tier
+        .user_epoch(edge_session::StorageKey::user_epoch("uma").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(epoch, 1);
+    let mut stale = edge_session::SessionRecord::new(&Policy::default(), t);
+    stale.user_id = Some("uma".into());
+    let straggler = SessionToken::generate();
+    let item = edge_session::sync::Item {
+        sid: straggler.storage_key().0,
+        uid: Some("uma".into()),
+        ver: 1,
+        exp: stale.ttl_epoch_secs(),
+        body: codec::encode(&stale),
+    };
+    let guard = edge_session::sync::EpochGuard {
+        sid: edge_session::StorageKey::user_epoch("uma").0,
+        epoch: 0,
+    };
+    assert_eq!(
+        cluster.tier.create_guarded(&item, guard).await.unwrap(),
+        Err(RotateConflict::EpochChanged)
+    );
+    // One that got in anyway (a GSI listing that missed it) is refused at load and cleaned up.
+    cluster.tier.create(&item).await.unwrap().unwrap();
+    assert_eq!(a.load(&straggler, t).await.unwrap(), None);
+    assert!(cluster
+        .tier
+        .get(straggler.storage_key().as_bytes())
+        .await
+        .unwrap()
+        .is_none());
+
+    // Past the lease, every node agrees: only sessions bound after the revoke live.
+    let later = t + 5_000;
+    for node in [&a, &b, &cluster.node(settings)] {
+        for token in [&early, &hot] {
+            assert_eq!(
+                node.load(token, later).await.unwrap(),
+                None,
+                "pre-revoke session survived"
+            );
+        }
+        for (token, bound_epoch) in &issued {
+            let alive = node.load(token, later).await.unwrap().is_some();
+            assert_eq!(
+                alive,
+                *bound_epoch == epoch,
+                "a session bound under epoch {bound_epoch} is alive={alive}"
+            );
+        }
+    }
+    let survivors = issued.iter().filter(|(_, e)| *e == epoch).count();
+    println!(
+        "sessions bound during the revoke: {}, bound after it (alive): {survivors}",
+        issued.len()
+    );
+}

@@ -370,3 +370,86 @@ fn hash_password_prints_an_argon2id_phc_string() {
         .verify_password(b"s3cret pass\n", &parsed)
         .is_err());
 }
+
+#[test]
+fn tls_serves_https_with_the_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed (.ci/run installs it)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let config = write_config(dir.path());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = text.replace(
+        "[server]\n",
+        &format!(
+            "[server]\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+
+    let node = Node::start(&config, "info");
+    assert!(node.url.starts_with("https://127.0.0.1:"), "{}", node.url);
+    let out = Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(&cert)
+        .args(["-o", "/dev/null", "-w", "%{http_code}", "--resolve"])
+        .arg(format!(
+            "localhost:{}:127.0.0.1",
+            node.url.rsplit(':').next().unwrap()
+        ))
+        .arg(node.url.replace("127.0.0.1", "localhost") + "/healthz")
+        .output()
+        .expect("curl is installed (.ci/run installs it)");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plain HTTP on the TLS port is refused, not served.
+    let plain = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .arg(node.url.replace("https://", "http://") + "/healthz")
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&plain.stdout), "200");
+    let (status, _) = node.terminate();
+    assert!(status.success());
+}
