@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use secrecy::ExposeSecret;
 use tokio::sync::oneshot;
 
+use crate::coherence::{self, CoherenceSettings};
 use crate::config::Config;
 use crate::embedded::EmbeddedDynamo;
 use crate::http::{self, auth, AppState};
@@ -28,6 +29,26 @@ pub struct Application {
     embedded: Option<EmbeddedDynamo>,
     stop_upkeep: oneshot::Sender<()>,
     upkeep: tokio::task::JoinHandle<()>,
+    follower: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// One shutdown signal, awaited by two tasks.
+fn split_shutdown(
+    stop: oneshot::Receiver<()>,
+) -> (
+    impl std::future::Future<Output = ()> + Send + 'static,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let first = async move {
+        let _ = stop.await;
+        let _ = tx.send(true);
+    };
+    let second = async move {
+        let mut rx = rx;
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    };
+    (first, second)
 }
 
 /// The DynamoDB tier for `config` (starting the embedded server if asked),
@@ -35,7 +56,7 @@ pub struct Application {
 pub async fn dynamo_tier(
     config: &Config,
     provision: bool,
-) -> anyhow::Result<(DynamoTier, Option<EmbeddedDynamo>)> {
+) -> anyhow::Result<(DynamoTier, ClientSettings, Option<EmbeddedDynamo>)> {
     let d = &config.dynamodb;
     let (endpoint, embedded) = match d.endpoint.as_str() {
         "embedded" => {
@@ -60,23 +81,21 @@ pub async fn dynamo_tier(
             _ => (Endpoint::Url(url.to_owned()), None),
         },
     };
-    let client = ClientSettings {
+    let settings = ClientSettings {
         endpoint,
         region: d.region.clone(),
         connect_timeout: Duration::from_millis(d.connect_timeout_ms),
         attempt_timeout: Duration::from_millis(d.attempt_timeout_ms),
         operation_timeout: Duration::from_millis(d.operation_timeout_ms),
         max_attempts: d.max_attempts,
-    }
-    .build()
-    .await;
-    let tier = DynamoTier::new(client, d.table.clone());
+    };
+    let tier = DynamoTier::new(settings.build().await, d.table.clone());
     if provision || embedded.is_some() || d.provision_on_start {
         tier.provision()
             .await
             .with_context(|| format!("provisioning DynamoDB table `{}`", d.table))?;
     }
-    Ok((tier, embedded))
+    Ok((tier, settings, embedded))
 }
 
 fn load_tls(config: &crate::config::TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
@@ -103,7 +122,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating `data_dir` {}", config.data_dir.display()))?;
-        let (tier, embedded) = dynamo_tier(&config, false).await?;
+        let (tier, client_settings, embedded) = dynamo_tier(&config, false).await?;
         let cache_dir = config.data_dir.join("cache");
         let cache = SledCache::open(&cache_dir)
             .with_context(|| format!("opening the sled cache at {}", cache_dir.display()))?;
@@ -145,9 +164,23 @@ impl Application {
         .run();
 
         let (stop_upkeep, stopped) = oneshot::channel();
-        let upkeep = tokio::spawn(store.clone().maintain(crate::http::now, async move {
-            let _ = stopped.await;
-        }));
+        let (stopped, stopped_follower) = split_shutdown(stopped);
+        let upkeep = tokio::spawn(store.clone().maintain(crate::http::now, stopped));
+        let follower = config.stream.enabled.then(|| {
+            let settings = CoherenceSettings {
+                poll_interval: Duration::from_millis(config.stream.poll_interval_ms),
+                lag_threshold_ms: config.stream.lag_threshold_ms,
+                lease_ms: config.cache.revalidate_after_ms,
+                lagging_lease_ms: config.cache.revalidate_after_lagging_ms,
+            };
+            tokio::spawn(coherence::run(
+                store.clone(),
+                client_settings,
+                settings,
+                crate::http::now,
+                stopped_follower,
+            ))
+        });
         Ok(Application {
             addr,
             tls,
@@ -156,6 +189,7 @@ impl Application {
             embedded,
             stop_upkeep,
             upkeep,
+            follower,
         })
     }
 
@@ -190,6 +224,9 @@ impl Application {
         let served = self.server.await;
         let _ = self.stop_upkeep.send(());
         let _ = self.upkeep.await;
+        if let Some(follower) = self.follower {
+            let _ = follower.await;
+        }
         self.store
             .cache()
             .flush()

@@ -8,6 +8,9 @@
 //! - `outbox`: storage key → `enqueued_at (u64 BE) | nonce (u64 BE)`. A
 //!   revocation DynamoDB has not confirmed yet; retried until it lands.
 //!
+//! - `stream_checkpoints`: shard id → the sequence number of the last stream
+//!   record applied from it (the stream follower's resume point).
+//!
 //! Invariant: a key is never in `sessions` and `tombstones` at once. Writing a
 //! tombstone removes the cached record in the same transaction, and a fill
 //! checks for a tombstone in the same transaction as it writes.
@@ -118,6 +121,7 @@ pub struct SledCache {
     sessions: Tree,
     tombstones: Tree,
     outbox: Tree,
+    checkpoints: Tree,
 }
 
 impl std::fmt::Debug for SledCache {
@@ -149,6 +153,7 @@ impl SledCache {
             sessions: db.open_tree("sessions")?,
             tombstones: db.open_tree("tombstones")?,
             outbox: db.open_tree("outbox")?,
+            checkpoints: db.open_tree("stream_checkpoints")?,
             db,
         })
     }
@@ -347,6 +352,50 @@ impl SledCache {
             }
         }
         Ok(out)
+    }
+}
+
+/// The stream follower's checkpoints live in sled beside the tombstones
+/// they protect, so a restart resumes where the node left off. A checkpoint
+/// is written after the batch's invalidations were applied (and is flushed
+/// with the next flush); losing the last one in a crash only replays records,
+/// which are idempotent here.
+impl crate::sync::Checkpoints for SledCache {
+    fn get(&self, shard_id: &str) -> Result<Option<String>, crate::sync::CheckpointError> {
+        let value = self
+            .checkpoints
+            .get(shard_id.as_bytes())
+            .map_err(|e| crate::sync::CheckpointError(e.to_string()))?;
+        Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    fn put(
+        &self,
+        shard_id: &str,
+        sequence_number: &str,
+    ) -> Result<(), crate::sync::CheckpointError> {
+        self.checkpoints
+            .insert(shard_id.as_bytes(), sequence_number.as_bytes())
+            .map(|_| ())
+            .map_err(|e| crate::sync::CheckpointError(e.to_string()))
+    }
+
+    fn shard_ids(&self) -> Result<Vec<String>, crate::sync::CheckpointError> {
+        self.checkpoints
+            .iter()
+            .keys()
+            .map(|k| {
+                k.map(|k| String::from_utf8_lossy(&k).into_owned())
+                    .map_err(|e| crate::sync::CheckpointError(e.to_string()))
+            })
+            .collect()
+    }
+
+    fn remove(&self, shard_id: &str) -> Result<(), crate::sync::CheckpointError> {
+        self.checkpoints
+            .remove(shard_id.as_bytes())
+            .map(|_| ())
+            .map_err(|e| crate::sync::CheckpointError(e.to_string()))
     }
 }
 

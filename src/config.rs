@@ -38,6 +38,9 @@ pub struct Config {
     /// sled tier.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Stream follower.
+    #[serde(default)]
+    pub stream: StreamConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -183,6 +186,25 @@ pub struct CacheConfig {
     /// before use (the cross-node staleness bound).
     #[serde(default = "defaults::revalidate_after_ms")]
     pub revalidate_after_ms: u64,
+    /// The lease while the stream follower lags or is broken.
+    #[serde(default = "defaults::revalidate_after_lagging_ms")]
+    pub revalidate_after_lagging_ms: u64,
+}
+
+/// `[stream]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Follow the table's stream and evict what other nodes revoke.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Pause after an empty read of a shard (the propagation delay).
+    #[serde(default = "defaults::poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// The follower lags when its last good poll or newest applied record
+    /// is older than this; the lease then shortens.
+    #[serde(default = "defaults::lag_threshold_ms")]
+    pub lag_threshold_ms: u64,
 }
 
 /// `[log]`
@@ -257,6 +279,15 @@ mod defaults {
     pub fn revalidate_after_ms() -> u64 {
         30_000
     }
+    pub fn revalidate_after_lagging_ms() -> u64 {
+        1000
+    }
+    pub fn poll_interval_ms() -> u64 {
+        250
+    }
+    pub fn lag_threshold_ms() -> u64 {
+        3000
+    }
     pub fn log_level() -> String {
         "info".into()
     }
@@ -318,6 +349,17 @@ impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
             revalidate_after_ms: defaults::revalidate_after_ms(),
+            revalidate_after_lagging_ms: defaults::revalidate_after_lagging_ms(),
+        }
+    }
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            enabled: true,
+            poll_interval_ms: defaults::poll_interval_ms(),
+            lag_threshold_ms: defaults::lag_threshold_ms(),
         }
     }
 }
@@ -342,6 +384,7 @@ impl Default for Config {
             cookie: CookieConfig::default(),
             session: SessionConfig::default(),
             cache: CacheConfig::default(),
+            stream: StreamConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -497,6 +540,9 @@ impl Config {
                 "session.touch_interval_secs",
                 "must be less than `session.idle_timeout_secs`".into(),
             );
+        }
+        if self.stream.poll_interval_ms == 0 || self.stream.poll_interval_ms > 60_000 {
+            return bad("stream.poll_interval_ms", "must be 1-60000".into());
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad("log.format", "must be \"text\" or \"json\"".into());

@@ -14,6 +14,8 @@
 //!   both tiers; its module doc is the contract.
 //! - [`embedded`]: the in-process DynamoDB-compatible server (dynoxide) for
 //!   the default `dynamodb.endpoint = "embedded"`.
+//! - [`coherence`]: the node side of the stream follower, and the lease
+//!   watchdog (how another node's revocation reaches this one).
 //! - [`config`]: layered configuration (file, then `EDGE_SESSION__*` env).
 //! - [`http`]: the browser routes, the `/v1` service API, operations.
 //! - [`app`]: [`app::Application`], a node assembled from a config.
@@ -28,6 +30,7 @@ pub mod adapter;
 pub mod app;
 pub mod cache;
 pub mod codec;
+pub mod coherence;
 pub mod config;
 pub mod embedded;
 pub mod http;

@@ -95,7 +95,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn provision(config: Config) -> anyhow::Result<()> {
-    let (tier, embedded) = dynamo_tier(&config, true).await?;
+    let (tier, _, embedded) = dynamo_tier(&config, true).await?;
     println!(
         "table `{}` is ready (TTL on `exp`, GSI `uid-index`, stream on)",
         tier.table()

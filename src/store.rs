@@ -17,7 +17,8 @@
 //! before DynamoDB calls are flushed, so a revocation is never forgotten, and
 //! nothing is issued to a client before DynamoDB has it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -177,6 +178,36 @@ struct Inner {
     settings: StoreSettings,
     inflight: Mutex<HashMap<StorageKey, Arc<OnceCell<Fetch>>>>,
     epochs: Mutex<Epochs>,
+    /// The lease in force (ms): `settings.revalidate_after_ms`, shortened
+    /// while the stream follower lags (see [`TieredStore::set_lease`]).
+    lease_ms: AtomicU64,
+    /// Keys whose revocation a request is carrying out right now: the
+    /// outbox replay leaves their entries alone (replaying a regenerate's
+    /// delete before its transaction runs would cancel the transaction).
+    revoking: Mutex<HashSet<StorageKey>>,
+}
+
+/// Marks a key as being revoked by a live request until dropped.
+struct Revoking<'a> {
+    set: &'a Mutex<HashSet<StorageKey>>,
+    key: StorageKey,
+}
+
+impl<'a> Revoking<'a> {
+    fn new(set: &'a Mutex<HashSet<StorageKey>>, key: StorageKey) -> Self {
+        set.lock()
+            .expect("revoking set poisoned by a panic")
+            .insert(key);
+        Revoking { set, key }
+    }
+}
+
+impl Drop for Revoking<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.key);
+        }
+    }
 }
 
 /// Users' revocation epochs as this node last read them.
@@ -221,6 +252,8 @@ impl TieredStore {
                 settings,
                 inflight: Mutex::new(HashMap::new()),
                 epochs: Mutex::default(),
+                lease_ms: AtomicU64::new(settings.revalidate_after_ms),
+                revoking: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -238,6 +271,46 @@ impl TieredStore {
     /// The settings.
     pub fn settings(&self) -> &StoreSettings {
         &self.inner.settings
+    }
+
+    /// The lease in force, in milliseconds: a cached record confirmed longer
+    /// ago than this is re-checked against DynamoDB before it is served.
+    pub fn lease_ms(&self) -> u64 {
+        self.inner.lease_ms.load(Ordering::Relaxed)
+    }
+
+    /// Change the lease (the node shortens it while the stream follower
+    /// lags, and restores it when the follower catches up).
+    pub fn set_lease(&self, ms: u64) {
+        self.inner.lease_ms.store(ms, Ordering::Relaxed);
+        metrics::gauge!("edge_session_lease_seconds").set(ms as f64 / 1000.0);
+    }
+
+    /// A stream event says the item under `key` was deleted (logout,
+    /// regenerate or revoke on another node, or TTL): revoke it here. A
+    /// session this node caches is tombstoned until its absolute expiry; any
+    /// other key for two leases, which covers a load that read the item just
+    /// before the delete and fills after it. Not flushed: call
+    /// [`SledCache::flush`] once per batch.
+    pub fn apply_removed(&self, key: StorageKey, now: UnixMillis) -> Result<(), Error> {
+        let cache = &self.inner.cache;
+        let keep_until = match cache.get(&key)? {
+            Some(hit) => codec::decode(hit.bytes()).map_or(
+                now.saturating_add(self.inner.settings.policy.absolute_timeout_ms),
+                |r| r.absolute_expiry.max(now),
+            ),
+            None => now.saturating_add(2 * self.lease_ms()),
+        };
+        cache.revoke(
+            &key,
+            Tombstone {
+                keep_until,
+                nonce: nonce(),
+            },
+            now,
+            false,
+        )?;
+        Ok(())
     }
 
     /// The live session for `token`, or `None` (unknown, expired, revoked).
@@ -281,10 +354,7 @@ impl TieredStore {
         let cache = &self.inner.cache;
         if let Some(hit) = cache.get(key)? {
             return match codec::decode(hit.bytes()) {
-                Ok(record)
-                    if now.saturating_sub(hit.fetched_at)
-                        < self.inner.settings.revalidate_after_ms =>
-                {
+                Ok(record) if now.saturating_sub(hit.fetched_at) < self.lease_ms() => {
                     Ok(CacheLookup::Fresh(record))
                 }
                 Ok(record) => Ok(CacheLookup::Stale(record)),
@@ -312,6 +382,7 @@ impl TieredStore {
         now: UnixMillis,
     ) -> Result<Option<Session>, Error> {
         let cache = &self.inner.cache;
+        metrics::counter!("edge_session_lease_revalidations_total").increment(1);
         match self.inner.dynamo.get_version(key.as_bytes()).await? {
             Some(ver) if ver == record.version => {
                 if !self.epoch_allows(key, &record, now).await? {
@@ -346,7 +417,7 @@ impl TieredStore {
                 .lock()
                 .expect("epoch map poisoned by a panic");
             if let Some((epoch, read_at)) = epochs.by_user.get(user_id) {
-                if now.saturating_sub(*read_at) < self.inner.settings.revalidate_after_ms {
+                if now.saturating_sub(*read_at) < self.lease_ms() {
                     return Ok(*epoch);
                 }
             }
@@ -414,13 +485,14 @@ impl TieredStore {
         Ok(false)
     }
 
-    /// A stream event says an item's `ver` rose to `new_ver`: if the item is
-    /// a user's epoch, remember it; if it is a cached session, drop the
-    /// stale copy. Returns whether anything changed here.
+    /// A stream event says an item's `ver` rose to `new_ver` (`None`: the
+    /// stream carries no images): if the item is a user's epoch, remember it;
+    /// if it is a cached session, drop the stale copy. Returns whether
+    /// anything changed here.
     pub fn apply_version_raised(
         &self,
         key: StorageKey,
-        new_ver: u64,
+        new_ver: Option<u64>,
         now: UnixMillis,
     ) -> Result<bool, Error> {
         let user = {
@@ -432,11 +504,22 @@ impl TieredStore {
             epochs.by_key.get(&key).cloned()
         };
         if let Some(user) = user {
-            self.note_epoch(&user, new_ver, now);
+            match new_ver {
+                Some(epoch) => self.note_epoch(&user, epoch, now),
+                // Unknown new epoch: forget ours, so the next check reads it.
+                None => {
+                    self.inner
+                        .epochs
+                        .lock()
+                        .expect("epoch map poisoned by a panic")
+                        .by_user
+                        .remove(&user);
+                }
+            }
             return Ok(true);
         }
         match self.inner.cache.get(&key)? {
-            Some(hit) if hit.version < new_ver => {
+            Some(hit) if new_ver.is_none_or(|v| hit.version < v) => {
                 self.inner.cache.evict(&key)?;
                 Ok(true)
             }
@@ -683,6 +766,7 @@ impl TieredStore {
             keep_until: old.record.absolute_expiry.max(now),
             nonce: nonce(),
         };
+        let _revoking = Revoking::new(&self.inner.revoking, old.key);
         cache.revoke(&old.key, tomb, now, true)?;
         cache.flush().await?;
 
@@ -767,6 +851,7 @@ impl TieredStore {
             keep_until,
             nonce: nonce(),
         };
+        let _revoking = Revoking::new(&self.inner.revoking, key);
         cache.revoke(&key, tomb, now, true)?;
         cache.flush().await?;
         match self.inner.dynamo.delete(key.as_bytes()).await {
@@ -868,6 +953,15 @@ impl TieredStore {
         let cache = &self.inner.cache;
         let mut report = DrainReport::default();
         for (key, entry) in cache.pending(limit)? {
+            if self
+                .inner
+                .revoking
+                .lock()
+                .expect("revoking set poisoned by a panic")
+                .contains(&key)
+            {
+                continue;
+            }
             self.inner.dynamo.delete(key.as_bytes()).await?;
             cache.ack(&key, entry.nonce)?;
             report.confirmed += 1;

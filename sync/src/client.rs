@@ -84,47 +84,17 @@ impl Default for ClientSettings {
 impl ClientSettings {
     /// Build the SDK client. Loads the AWS credential chain unless embedded.
     pub async fn build(&self) -> aws_sdk_dynamodb::Client {
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(self.connect_timeout)
-            .operation_attempt_timeout(self.attempt_timeout)
-            .operation_timeout(self.operation_timeout)
-            .build();
-        let retries = RetryConfig::standard()
-            .with_max_attempts(self.max_attempts)
-            .with_initial_backoff(Duration::from_millis(20))
-            .with_max_backoff(Duration::from_millis(500));
-        let region = Region::new(self.region.clone());
-        let fixed = match &self.endpoint {
-            Endpoint::Embedded(url) => Some((url, "edge-session", "embedded")),
-            Endpoint::Static {
-                url,
-                access_key_id,
-                secret_access_key,
-            } => Some((url, access_key_id.as_str(), secret_access_key.as_str())),
-            Endpoint::Aws | Endpoint::Url(_) => None,
-        };
-        let config = match fixed {
-            Some((url, id, secret)) => aws_sdk_dynamodb::Config::builder()
+        let config = match self.fixed_credentials() {
+            Some((url, credentials)) => aws_sdk_dynamodb::Config::builder()
                 .behavior_version(BehaviorVersion::latest())
-                .region(region)
+                .region(self.region())
                 .endpoint_url(url)
-                .credentials_provider(Credentials::new(
-                    id,
-                    secret,
-                    None,
-                    None,
-                    "edge-session-static",
-                ))
-                .timeout_config(timeouts)
-                .retry_config(retries)
+                .credentials_provider(credentials)
+                .timeout_config(self.timeouts())
+                .retry_config(self.retries())
                 .build(),
             None => {
-                let shared = aws_config::defaults(BehaviorVersion::latest())
-                    .region(region)
-                    .timeout_config(timeouts)
-                    .retry_config(retries)
-                    .load()
-                    .await;
+                let shared = self.shared_config().await;
                 let mut builder = aws_sdk_dynamodb::config::Builder::from(&shared);
                 if let Endpoint::Url(url) = &self.endpoint {
                     builder = builder.endpoint_url(url);
@@ -133,5 +103,78 @@ impl ClientSettings {
             }
         };
         aws_sdk_dynamodb::Client::from_conf(config)
+    }
+
+    /// Build the DynamoDB Streams SDK client for the same endpoint, with the
+    /// same credentials, timeouts and retry policy as [`build`](Self::build).
+    /// (DynamoDB-compatible servers serve both APIs at one URL; real AWS
+    /// resolves the streams endpoint from the region.)
+    pub async fn build_streams(&self) -> aws_sdk_dynamodbstreams::Client {
+        let config = match self.fixed_credentials() {
+            Some((url, credentials)) => aws_sdk_dynamodbstreams::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(self.region())
+                .endpoint_url(url)
+                .credentials_provider(credentials)
+                .timeout_config(self.timeouts())
+                .retry_config(self.retries())
+                .build(),
+            None => {
+                let shared = self.shared_config().await;
+                let mut builder = aws_sdk_dynamodbstreams::config::Builder::from(&shared);
+                if let Endpoint::Url(url) = &self.endpoint {
+                    builder = builder.endpoint_url(url);
+                }
+                builder.build()
+            }
+        };
+        aws_sdk_dynamodbstreams::Client::from_conf(config)
+    }
+
+    fn region(&self) -> Region {
+        Region::new(self.region.clone())
+    }
+
+    fn timeouts(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect_timeout)
+            .operation_attempt_timeout(self.attempt_timeout)
+            .operation_timeout(self.operation_timeout)
+            .build()
+    }
+
+    fn retries(&self) -> RetryConfig {
+        RetryConfig::standard()
+            .with_max_attempts(self.max_attempts)
+            .with_initial_backoff(Duration::from_millis(20))
+            .with_max_backoff(Duration::from_millis(500))
+    }
+
+    /// The URL and static credentials, for endpoints that take them.
+    fn fixed_credentials(&self) -> Option<(&str, Credentials)> {
+        let (url, id, secret) = match &self.endpoint {
+            Endpoint::Embedded(url) => (url, "edge-session", "embedded"),
+            Endpoint::Static {
+                url,
+                access_key_id,
+                secret_access_key,
+            } => (url, access_key_id.as_str(), secret_access_key.as_str()),
+            Endpoint::Aws | Endpoint::Url(_) => return None,
+        };
+        Some((
+            url.as_str(),
+            Credentials::new(id, secret, None, None, "edge-session-static"),
+        ))
+    }
+
+    /// The shared config from the standard AWS chain (region default,
+    /// credentials), with our timeouts and retries.
+    async fn shared_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .region(self.region())
+            .timeout_config(self.timeouts())
+            .retry_config(self.retries())
+            .load()
+            .await
     }
 }

@@ -10,6 +10,9 @@
 //!   with the SDK's own timeouts and retry policy.
 //! - [`tier`]: [`DynamoTier`], the typed operations (`create`, `get`, `update`,
 //!   `rotate`, `delete`, `list_by_user`) and `provision`.
+//! - [`stream`]: [`StreamFollower`], which follows the table's stream (every
+//!   shard, checkpointed through the [`Checkpoints`] seam) and yields
+//!   [`Invalidation`]s for the node to apply.
 //!
 //! This crate knows nothing of actix or sled: it stores opaque bytes (`body`)
 //! plus the few indexed attributes (`sid`, `uid`, `ver`, `exp`).
@@ -19,9 +22,14 @@
 mod client;
 mod error;
 mod item;
+mod stream;
 mod tier;
 
 pub use client::{ClientSettings, Endpoint};
 pub use error::{Conflict, ErrorKind, RotateConflict, StoreError};
 pub use item::{Item, ItemError, SID_LEN};
+pub use stream::{
+    CheckpointError, Checkpoints, ColdStart, FollowerSettings, FollowerStatus, Invalidation,
+    InvalidationKind, MemoryCheckpoints, StreamFollower,
+};
 pub use tier::{DynamoTier, EpochGuard, ProvisionReport};

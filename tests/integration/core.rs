@@ -689,3 +689,52 @@ async fn logout_everywhere_outlaws_sessions_bound_concurrently() {
         issued.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outbox_replay_never_cancels_a_regenerate_in_flight() {
+    let cluster = Cluster::new().await;
+    let node = cluster.node(StoreSettings::default());
+    // The outbox replay runs flat out beside the logins (a node runs it in
+    // the background): it must not replay a regenerate's pending delete
+    // before that regenerate's own transaction.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drainer = {
+        let (node, stop) = (node.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut passes = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                node.drain_outbox(256).await.unwrap();
+                passes += 1;
+                tokio::task::yield_now().await;
+            }
+            passes
+        })
+    };
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conflicts = Vec::new();
+            for i in 0..25 {
+                let t = now();
+                let (_, s) = node.create(NewSession::default(), t).await.unwrap();
+                let binding = Some(UserBinding {
+                    user_id: format!("u-{w}-{i}"),
+                    role: None,
+                });
+                if let Err(conflict) = node.regenerate(&s, binding, false, t).await.unwrap() {
+                    conflicts.push(conflict);
+                }
+            }
+            conflicts
+        }));
+    }
+    let mut conflicts = Vec::new();
+    for t in tasks {
+        conflicts.extend(t.await.unwrap());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let passes = drainer.await.unwrap();
+    assert!(passes > 10, "the replay ran ({passes} passes)");
+    assert_eq!(conflicts, vec![], "logins cancelled by the outbox replay");
+}

@@ -4,6 +4,7 @@
 //! `EDGE_SESSION_TEST_DYNAMODB_ENDPOINT` (see `harness`).
 
 mod adapter;
+mod coherence;
 mod core;
 mod harness;
 mod http;

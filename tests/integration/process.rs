@@ -17,9 +17,9 @@ use crate::harness::{client, session_cookie, ALICE_PASSWORD, API_KEY};
 const BIN: &str = env!("CARGO_BIN_EXE_edge-session");
 
 /// A running node process.
-struct Node {
+pub(crate) struct Node {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     output: Arc<Mutex<String>>,
 }
 
@@ -44,7 +44,7 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
 }
 
 impl Node {
-    fn start(config: &Path, log_filter: &str) -> Node {
+    pub(crate) fn start(config: &Path, log_filter: &str) -> Node {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(config)
@@ -87,12 +87,12 @@ impl Node {
         Node { child, url, output }
     }
 
-    fn at(&self, path: &str) -> String {
+    pub(crate) fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url)
     }
 
     /// SIGTERM, then wait for the exit status.
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+    pub(crate) fn terminate(mut self) -> (std::process::ExitStatus, String) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -118,6 +118,16 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking()
+            || std::env::var_os("EDGE_SESSION_TEST_SHOW_NODE_LOGS").is_some()
+        {
+            let output = self.output.lock().map(|o| o.clone()).unwrap_or_default();
+            let tail: Vec<&str> = output.lines().rev().take(4000).collect();
+            eprintln!("--- last lines of node {} ---", self.url);
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 

@@ -1,0 +1,215 @@
+//! Cross-node coherence: the node side of the stream follower, and the
+//! lease watchdog.
+//!
+//! Every node follows the table's stream ([`StreamFollower`], in `sync/`)
+//! and applies what other nodes did: a `REMOVE` becomes a local tombstone
+//! (and evicts the cached record), a `MODIFY` that raised `ver` evicts a stale
+//! copy or advances a user's revocation epoch. A batch is flushed to sled
+//! before the follower checkpoints it, so a restart resumes after the last
+//! applied record.
+//!
+//! The lease is the safety net. While the follower is healthy (its last
+//! successful poll, and the newest record it applied, are younger than
+//! `stream.lag_threshold_ms`) the node serves cached records for up to
+//! `cache.revalidate_after_ms` without asking DynamoDB. When it lags, the
+//! watchdog shortens the lease to `cache.revalidate_after_lagging_ms`, and
+//! restores it when the follower catches up. So another node's revocation is
+//! refused here within:
+//! - the follower's delivery time (about `stream.poll_interval_ms` plus one
+//!   round trip) while it is healthy;
+//! - `stream.lag_threshold_ms` + `cache.revalidate_after_lagging_ms` + one
+//!   watchdog tick (250 ms) when the follower stalls or breaks;
+//! - `cache.revalidate_after_ms` in every case (with the follower disabled,
+//!   this is the bound).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::record::UnixMillis;
+use crate::store::TieredStore;
+use crate::sync::{
+    Checkpoints, ClientSettings, ColdStart, FollowerSettings, FollowerStatus, InvalidationKind,
+    StreamFollower,
+};
+use crate::StorageKey;
+
+/// Coherence settings.
+#[derive(Debug, Clone, Copy)]
+pub struct CoherenceSettings {
+    /// Pause after an empty read of a shard.
+    pub poll_interval: Duration,
+    /// The follower lags when its last good poll or newest record is older.
+    pub lag_threshold_ms: u64,
+    /// Lease while the follower is healthy.
+    pub lease_ms: u64,
+    /// Lease while it lags.
+    pub lagging_lease_ms: u64,
+}
+
+/// The lease the node should use, given the follower's health. Pure.
+pub fn lease_for(
+    last_poll_ok_age_ms: Option<u64>,
+    last_record_age_ms: Option<u64>,
+    settings: &CoherenceSettings,
+) -> u64 {
+    let healthy = last_poll_ok_age_ms.is_some_and(|age| age <= settings.lag_threshold_ms)
+        && last_record_age_ms.is_none_or(|age| age <= settings.lag_threshold_ms);
+    if healthy {
+        settings.lease_ms
+    } else {
+        settings.lagging_lease_ms.min(settings.lease_ms)
+    }
+}
+
+fn age_ms(at: Option<SystemTime>, now: SystemTime) -> Option<u64> {
+    at.map(|t| now.duration_since(t).map_or(0, |d| d.as_millis() as u64))
+}
+
+/// Follow the stream and keep the lease in step with the follower's health,
+/// until `shutdown` resolves.
+pub async fn run(
+    store: TieredStore,
+    client: ClientSettings,
+    settings: CoherenceSettings,
+    clock: fn() -> UnixMillis,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let cache = store.cache().clone();
+    // A persisted cache may hold sessions revoked while this node was down:
+    // with no checkpoint yet, read what the stream still holds.
+    let cold_start = if cache.cached_len() > 0 {
+        ColdStart::TrimHorizon
+    } else {
+        ColdStart::Latest
+    };
+    let follower = StreamFollower::new(
+        client.build().await,
+        client.build_streams().await,
+        store.dynamo().table().to_owned(),
+        Arc::new(cache.clone()) as Arc<dyn Checkpoints>,
+        FollowerSettings {
+            poll_interval: settings.poll_interval,
+            cold_start,
+            ..FollowerSettings::default()
+        },
+    );
+    let status = follower.status();
+    let (stop_watchdog, watchdog_stopped) = tokio::sync::oneshot::channel::<()>();
+    let watchdog = tokio::spawn(watch(store.clone(), status, settings, watchdog_stopped));
+
+    let sink_store = store.clone();
+    let sink = move |batch: Vec<crate::sync::Invalidation>| {
+        let store = sink_store.clone();
+        async move {
+            let now = clock();
+            for inv in &batch {
+                let key = StorageKey(inv.sid);
+                match inv.kind {
+                    InvalidationKind::Removed => store.apply_removed(key, now)?,
+                    InvalidationKind::VersionRaised { new_ver } => {
+                        store.apply_version_raised(key, new_ver, now)?;
+                    }
+                    _ => store.cache().evict(&key)?,
+                }
+            }
+            metrics::counter!("edge_session_stream_invalidations_applied_total")
+                .increment(batch.len() as u64);
+            // Durable before the follower checkpoints past these records.
+            store.cache().flush().await?;
+            Ok::<(), crate::store::Error>(())
+        }
+    };
+    if let Err(err) = follower.run(sink, shutdown).await {
+        tracing::error!(%err, "stream follower stopped; the lease alone bounds staleness now");
+        store.set_lease(settings.lagging_lease_ms.min(settings.lease_ms));
+    }
+    let _ = stop_watchdog.send(());
+    let _ = watchdog.await;
+}
+
+async fn watch(
+    store: TieredStore,
+    status: FollowerStatus,
+    settings: CoherenceSettings,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut gaps = status.gaps();
+    let mut gap_seen_at: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        let now = SystemTime::now();
+        // Records lost to the stream's retention: revocations may have been
+        // missed, so lean on the short lease until every cached record has
+        // been re-checked once.
+        if status.gaps() != gaps {
+            gaps = status.gaps();
+            gap_seen_at = Some(std::time::Instant::now());
+            tracing::warn!(
+                gaps,
+                "stream records were lost to retention; re-checking cached sessions"
+            );
+        }
+        let recent_gap =
+            gap_seen_at.is_some_and(|at| at.elapsed() < Duration::from_millis(settings.lease_ms));
+        let lease = if recent_gap {
+            settings.lagging_lease_ms.min(settings.lease_ms)
+        } else {
+            lease_for(
+                age_ms(status.last_poll_ok_at(), now),
+                status.last_record_age().map(|d| d.as_millis() as u64),
+                &settings,
+            )
+        };
+        if lease != store.lease_ms() {
+            if lease < settings.lease_ms {
+                tracing::warn!(lease_ms = lease, "stream follower lagging: lease shortened");
+            } else {
+                tracing::info!(lease_ms = lease, "stream follower healthy: lease restored");
+            }
+            store.set_lease(lease);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: CoherenceSettings = CoherenceSettings {
+        poll_interval: Duration::from_millis(250),
+        lag_threshold_ms: 3000,
+        lease_ms: 30_000,
+        lagging_lease_ms: 1000,
+    };
+
+    #[test]
+    fn lease_follows_follower_health() {
+        assert_eq!(
+            lease_for(Some(100), None, &S),
+            30_000,
+            "healthy, idle stream"
+        );
+        assert_eq!(
+            lease_for(Some(100), Some(2000), &S),
+            30_000,
+            "healthy, busy stream"
+        );
+        assert_eq!(lease_for(None, None, &S), 1000, "never polled");
+        assert_eq!(lease_for(Some(3001), None, &S), 1000, "polls failing");
+        assert_eq!(
+            lease_for(Some(100), Some(10_000), &S),
+            1000,
+            "records applied late"
+        );
+        let short = CoherenceSettings { lease_ms: 500, ..S };
+        assert_eq!(
+            lease_for(None, None, &short),
+            500,
+            "never longer than the configured lease"
+        );
+    }
+}

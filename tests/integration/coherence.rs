@@ -1,0 +1,274 @@
+//! Several nodes as separate processes over one DynamoDB-wire endpoint (the
+//! harness's): a revocation on one node reaches the others, through the
+//! stream follower when it runs and within the lease when it does not; a
+//! follower restart misses nothing.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::harness::{client, node_toml, table_name, API_KEY};
+use crate::process::Node;
+
+/// Start a node process over `table` with `extra` TOML sections.
+fn start(dir: &Path, table: &str, extra: &str) -> Node {
+    let mut toml = node_toml(&dir.join("data"), table, "");
+    toml.push_str(extra);
+    let path = dir.join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    Node::start(
+        &path,
+        &std::env::var("NODE_LOG").unwrap_or_else(|_| "warn".into()),
+    )
+}
+
+fn v1(c: &reqwest::Client, node: &Node, method: Method, path: &str) -> reqwest::RequestBuilder {
+    c.request(method, node.at(path)).bearer_auth(API_KEY)
+}
+
+/// A bound session created on `node`; returns its token.
+async fn login(c: &reqwest::Client, node: &Node, user: &str) -> String {
+    let res = v1(c, node, Method::POST, "/v1/sessions")
+        .send()
+        .await
+        .unwrap();
+    let anon = res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = v1(c, node, Method::POST, "/v1/session/regenerate")
+        .header("x-session-token", &anon)
+        .json(&json!({"user_id": user}))
+        .send()
+        .await
+        .unwrap();
+    let code = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(code, StatusCode::OK, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}
+
+async fn status(c: &reqwest::Client, node: &Node, token: &str) -> StatusCode {
+    v1(c, node, Method::GET, "/v1/session")
+        .header("x-session-token", token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Poll `node` until `token` is refused; the time it took.
+async fn until_refused(
+    c: &reqwest::Client,
+    node: &Node,
+    token: &str,
+    give_up: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        match status(c, node, token).await {
+            StatusCode::NOT_FOUND => return started.elapsed(),
+            StatusCode::OK => {}
+            other => panic!("unexpected status {other}"),
+        }
+        assert!(
+            started.elapsed() < give_up,
+            "still served after {give_up:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+const STREAM_FAST: &str = "\n[stream]\npoll_interval_ms = 100\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_on_one_node_reaches_the_others() {
+    let table = table_name();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    // A long lease: only the stream follower can make B and C refuse fast.
+    let lease_ms = 30_000;
+    let extra = format!("{STREAM_FAST}\n[cache]\nrevalidate_after_ms = {lease_ms}\n");
+    let nodes: Vec<Node> = dirs
+        .iter()
+        .map(|d| start(d.path(), &table, &extra))
+        .collect();
+    let nodes = std::sync::Arc::new(nodes);
+    // Let every follower find its shards before the first revocation.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let workers = 8;
+    let per_worker = 25;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let nodes = nodes.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let (a, b, cc) = (&nodes[0], &nodes[1], &nodes[2]);
+            let mut times = Vec::new();
+            for i in 0..per_worker {
+                let token = login(&c, a, &format!("user-{w}-{i}")).await;
+                assert_eq!(
+                    status(&c, b, &token).await,
+                    StatusCode::OK,
+                    "B reads it (and caches it)"
+                );
+                assert_eq!(
+                    status(&c, cc, &token).await,
+                    StatusCode::OK,
+                    "C reads it (and caches it)"
+                );
+                let res = v1(&c, a, Method::DELETE, "/v1/session")
+                    .header("x-session-token", &token)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), StatusCode::NO_CONTENT);
+                assert_eq!(
+                    status(&c, a, &token).await,
+                    StatusCode::NOT_FOUND,
+                    "A refuses at once"
+                );
+                let (tb, tc) = tokio::join!(
+                    until_refused(&c, b, &token, Duration::from_millis(lease_ms)),
+                    until_refused(&c, cc, &token, Duration::from_millis(lease_ms))
+                );
+                times.push(tb);
+                times.push(tc);
+            }
+            times
+        }));
+    }
+    let mut times = Vec::new();
+    for t in tasks {
+        times.extend(t.await.unwrap());
+    }
+    times.sort();
+    assert_eq!(times.len(), 2 * workers * per_worker);
+    println!(
+        "propagation over {} revocations x 2 nodes: p50 {:?}, p99 {:?}, max {:?}",
+        workers * per_worker,
+        percentile(&times, 0.50),
+        percentile(&times, 0.99),
+        times.last().unwrap()
+    );
+    let nodes = std::sync::Arc::try_unwrap(nodes).ok().unwrap();
+    for node in nodes {
+        let (status, _) = tokio::task::spawn_blocking(move || node.terminate())
+            .await
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_follower_off_the_lease_bounds_staleness() {
+    let table = table_name();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lease_ms = 1500;
+    let a = start(da.path(), &table, "");
+    let b = start(
+        db.path(),
+        &table,
+        &format!("\n[stream]\nenabled = false\n[cache]\nrevalidate_after_ms = {lease_ms}\n"),
+    );
+    let c = client();
+    let mut times = Vec::new();
+    for i in 0..10 {
+        let token = login(&c, &a, &format!("lease-{i}")).await;
+        assert_eq!(status(&c, &b, &token).await, StatusCode::OK);
+        let cached_at = Instant::now();
+        let res = v1(&c, &a, Method::DELETE, "/v1/session")
+            .header("x-session-token", &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        // B may serve its copy until the lease runs out, never after.
+        let waited = until_refused(&c, &b, &token, Duration::from_millis(lease_ms + 1000)).await;
+        let since_cached = cached_at.elapsed();
+        assert!(
+            since_cached <= Duration::from_millis(lease_ms + 1000),
+            "{since_cached:?}"
+        );
+        times.push(waited);
+    }
+    times.sort();
+    println!(
+        "follower off, lease {lease_ms} ms: refused after p50 {:?}, max {:?}",
+        percentile(&times, 0.5),
+        times.last().unwrap()
+    );
+    for node in [a, b] {
+        let (status, _) = tokio::task::spawn_blocking(move || node.terminate())
+            .await
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn follower_restart_misses_no_revocation() {
+    let table = table_name();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // A 10-minute lease: within this test only the stream can make B refuse.
+    let extra = format!("{STREAM_FAST}\n[cache]\nrevalidate_after_ms = 600000\n");
+    let a = start(da.path(), &table, &extra);
+    let b = start(db.path(), &table, &extra);
+    let c = client();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let mut tokens = Vec::new();
+    for i in 0..20 {
+        let token = login(&c, &a, &format!("restart-{i}")).await;
+        assert_eq!(status(&c, &b, &token).await, StatusCode::OK);
+        tokens.push(token);
+    }
+    // Revoke one while B runs, so B has a checkpoint to resume from.
+    v1(&c, &a, Method::DELETE, "/v1/session")
+        .header("x-session-token", &tokens[0])
+        .send()
+        .await
+        .unwrap();
+    until_refused(&c, &b, &tokens[0], Duration::from_secs(10)).await;
+
+    let (status_b, _) = tokio::task::spawn_blocking(move || b.terminate())
+        .await
+        .unwrap();
+    assert!(status_b.success());
+    // While B is down, A revokes half of them.
+    for token in tokens.iter().skip(1).step_by(2) {
+        let res = v1(&c, &a, Method::DELETE, "/v1/session")
+            .header("x-session-token", token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    }
+    let b = start(db.path(), &table, &extra);
+    for (i, token) in tokens.iter().enumerate().skip(1) {
+        if i % 2 == 1 {
+            until_refused(&c, &b, token, Duration::from_secs(10)).await;
+        }
+    }
+    for (i, token) in tokens.iter().enumerate().skip(1) {
+        if i % 2 == 0 {
+            assert_eq!(
+                status(&c, &b, token).await,
+                StatusCode::OK,
+                "untouched session {i} still served"
+            );
+        }
+    }
+    for node in [a, b] {
+        let (status, _) = tokio::task::spawn_blocking(move || node.terminate())
+            .await
+            .unwrap();
+        assert!(status.success());
+    }
+}
