@@ -17,7 +17,7 @@ use crate::embedded::EmbeddedDynamo;
 use crate::http::{self, auth, AppState};
 use crate::record::Policy;
 use crate::store::StoreSettings;
-use crate::sync::{ClientSettings, DynamoTier, Endpoint};
+use crate::sync::{BreakerSettings, ClientSettings, DynamoTier, Endpoint};
 use crate::{telemetry, SledCache, TieredStore};
 
 /// A node, bound and ready to run.
@@ -89,7 +89,11 @@ pub async fn dynamo_tier(
         operation_timeout: Duration::from_millis(d.operation_timeout_ms),
         max_attempts: d.max_attempts,
     };
-    let tier = DynamoTier::new(settings.build().await, d.table.clone());
+    let breaker = BreakerSettings {
+        failures_to_open: d.breaker_failures,
+        cooldown: Duration::from_millis(d.breaker_cooldown_ms),
+    };
+    let tier = DynamoTier::with_breaker(settings.build().await, d.table.clone(), breaker);
     if provision || embedded.is_some() || d.provision_on_start {
         tier.provision()
             .await
@@ -134,6 +138,7 @@ impl Application {
                 touch_interval_ms: s.touch_interval_secs * 1000,
             },
             revalidate_after_ms: config.cache.revalidate_after_ms,
+            on_unreachable: config.on_unreachable(),
         };
         let store = TieredStore::new(cache, tier, settings);
         let state = AppState {

@@ -115,6 +115,19 @@ pub struct DynamoConfig {
     /// Embedded mode: how often expired items are swept (TTL).
     #[serde(default = "defaults::ttl_sweep_secs")]
     pub ttl_sweep_secs: u64,
+    /// Consecutive unanswered calls that open the circuit breaker (0: never).
+    #[serde(default = "defaults::breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long the breaker fails calls fast before it probes again.
+    #[serde(default = "defaults::breaker_cooldown_ms")]
+    pub breaker_cooldown_ms: u64,
+    /// A cached session past its lease while DynamoDB is unreachable:
+    /// `"reject"` (503) or `"serve_cached"` (up to `max_stale_ms` old).
+    #[serde(default = "defaults::on_unreachable")]
+    pub on_unreachable: String,
+    /// With `serve_cached`: the oldest confirmation a served record may have.
+    #[serde(default = "defaults::max_stale_ms")]
+    pub max_stale_ms: u64,
 }
 
 /// `[api]`
@@ -258,6 +271,18 @@ mod defaults {
     pub fn ttl_sweep_secs() -> u64 {
         60
     }
+    pub fn breaker_failures() -> u32 {
+        5
+    }
+    pub fn breaker_cooldown_ms() -> u64 {
+        2000
+    }
+    pub fn on_unreachable() -> String {
+        "reject".into()
+    }
+    pub fn max_stale_ms() -> u64 {
+        300_000
+    }
     pub fn role() -> String {
         "user".into()
     }
@@ -322,6 +347,10 @@ impl Default for DynamoConfig {
             operation_timeout_ms: defaults::operation_timeout_ms(),
             max_attempts: defaults::max_attempts(),
             ttl_sweep_secs: defaults::ttl_sweep_secs(),
+            breaker_failures: defaults::breaker_failures(),
+            breaker_cooldown_ms: defaults::breaker_cooldown_ms(),
+            on_unreachable: defaults::on_unreachable(),
+            max_stale_ms: defaults::max_stale_ms(),
         }
     }
 }
@@ -489,6 +518,15 @@ impl Config {
                 "and `dynamodb.secret_access_key` must be set together".into(),
             );
         }
+        if !matches!(
+            self.dynamodb.on_unreachable.as_str(),
+            "reject" | "serve_cached"
+        ) {
+            return bad(
+                "dynamodb.on_unreachable",
+                "must be \"reject\" or \"serve_cached\"".into(),
+            );
+        }
         if self.dynamodb.max_attempts == 0 {
             return bad("dynamodb.max_attempts", "must be at least 1".into());
         }
@@ -548,6 +586,16 @@ impl Config {
             return bad("log.format", "must be \"text\" or \"json\"".into());
         }
         Ok(())
+    }
+
+    /// The `dynamodb.on_unreachable` policy (validated).
+    pub fn on_unreachable(&self) -> crate::store::OnUnreachable {
+        match self.dynamodb.on_unreachable.as_str() {
+            "serve_cached" => crate::store::OnUnreachable::ServeCached {
+                max_stale_ms: self.dynamodb.max_stale_ms,
+            },
+            _ => crate::store::OnUnreachable::Reject,
+        }
     }
 
     /// The listen address (validated).

@@ -107,7 +107,12 @@ pub enum CacheLookup {
     /// Cached and confirmed within the lease (expiry not yet checked).
     Fresh(SessionRecord),
     /// Cached, but confirmed longer ago than the lease: revalidate first.
-    Stale(SessionRecord),
+    Stale {
+        /// The cached record.
+        record: SessionRecord,
+        /// When DynamoDB last confirmed it.
+        fetched_at: UnixMillis,
+    },
     /// Revoked on this node.
     Revoked,
     /// Not cached: ask DynamoDB.
@@ -153,6 +158,24 @@ pub struct StoreSettings {
     /// A cached record confirmed longer ago than this is re-checked against
     /// DynamoDB (one consistent read of `ver`) before it is served.
     pub revalidate_after_ms: u64,
+    /// What a load does with a cached record past its lease when DynamoDB
+    /// cannot be reached.
+    pub on_unreachable: OnUnreachable,
+}
+
+/// What a load does with a cached record past its lease while DynamoDB is
+/// unreachable. (Within the lease a cached record is served either way.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnUnreachable {
+    /// Refuse: the caller gets 503 `store_unavailable`.
+    #[default]
+    Reject,
+    /// Serve the cached record if DynamoDB confirmed it at most
+    /// `max_stale_ms` ago (revocations elsewhere may go unseen that long).
+    ServeCached {
+        /// Upper bound on the age of a record served this way.
+        max_stale_ms: u64,
+    },
 }
 
 impl Default for StoreSettings {
@@ -160,6 +183,7 @@ impl Default for StoreSettings {
         StoreSettings {
             policy: Policy::default(),
             revalidate_after_ms: 30_000,
+            on_unreachable: OnUnreachable::Reject,
         }
     }
 }
@@ -332,7 +356,7 @@ impl TieredStore {
         let lookup = self.lookup_cached(&key, now)?;
         let result = match &lookup {
             CacheLookup::Fresh(_) => "hit",
-            CacheLookup::Stale(_) => "stale",
+            CacheLookup::Stale { .. } => "stale",
             CacheLookup::Revoked => "revoked",
             CacheLookup::Miss => "miss",
         };
@@ -340,7 +364,9 @@ impl TieredStore {
         match lookup {
             CacheLookup::Fresh(record) => self.serve(key, record, now).await,
             CacheLookup::Revoked => Ok(None),
-            CacheLookup::Stale(record) => self.revalidate(key, record, now).await,
+            CacheLookup::Stale { record, fetched_at } => {
+                self.revalidate(key, record, fetched_at, now).await
+            }
             CacheLookup::Miss => match self.fetch(key).await? {
                 None => Ok(None),
                 Some(item) => self.accept(key, item, now).await,
@@ -357,7 +383,10 @@ impl TieredStore {
                 Ok(record) if now.saturating_sub(hit.fetched_at) < self.lease_ms() => {
                     Ok(CacheLookup::Fresh(record))
                 }
-                Ok(record) => Ok(CacheLookup::Stale(record)),
+                Ok(record) => Ok(CacheLookup::Stale {
+                    record,
+                    fetched_at: hit.fetched_at,
+                }),
                 Err(err) => {
                     tracing::warn!(%err, "evicting an undecodable cached record");
                     cache.evict(key)?;
@@ -379,11 +408,32 @@ impl TieredStore {
         &self,
         key: StorageKey,
         record: SessionRecord,
+        fetched_at: UnixMillis,
         now: UnixMillis,
     ) -> Result<Option<Session>, Error> {
         let cache = &self.inner.cache;
         metrics::counter!("edge_session_lease_revalidations_total").increment(1);
-        match self.inner.dynamo.get_version(key.as_bytes()).await? {
+        let version = match self.inner.dynamo.get_version(key.as_bytes()).await {
+            Ok(version) => version,
+            Err(err) if err.is_unavailable() => {
+                return match self.inner.settings.on_unreachable {
+                    // Past the lease and DynamoDB cannot confirm it: the
+                    // operator chose to serve what this node has, up to a bound.
+                    OnUnreachable::ServeCached { max_stale_ms }
+                        if now.saturating_sub(fetched_at) <= max_stale_ms =>
+                    {
+                        metrics::counter!("edge_session_stale_serves_total").increment(1);
+                        if !record.is_live(now) || self.outlawed(&record) {
+                            return Ok(None);
+                        }
+                        Ok(Some(Session { key, record }))
+                    }
+                    _ => Err(err.into()),
+                };
+            }
+            Err(err) => return Err(err.into()),
+        };
+        match version {
             Some(ver) if ver == record.version => {
                 if !self.epoch_allows(key, &record, now).await? {
                     return Ok(None);

@@ -71,17 +71,15 @@ pub enum RotateConflict {
     EpochChanged,
 }
 
-/// Classify an SDK error: whether the service answered at all, and with what.
-pub(crate) fn classify<E>(op: &'static str, err: &SdkError<E, HttpResponse>) -> StoreError
+/// Whether DynamoDB answered at all, and with what.
+fn kind_of<E>(err: &SdkError<E, HttpResponse>) -> ErrorKind
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     match err {
         SdkError::ServiceError(service) => {
-            let inner = service.err();
-            let code = inner.code().unwrap_or("Unknown");
-            let message = format!("{code}: {}", inner.message().unwrap_or(""));
-            let kind = match code {
+            let code = service.err().code().unwrap_or("Unknown");
+            match code {
                 "ThrottlingException"
                 | "ProvisionedThroughputExceededException"
                 | "RequestLimitExceeded"
@@ -90,16 +88,40 @@ where
                 | "LimitExceededException" => ErrorKind::Unavailable,
                 _ if service.raw().status().is_server_error() => ErrorKind::Unavailable,
                 _ => ErrorKind::Rejected,
-            };
-            StoreError::new(op, kind, message)
+            }
         }
-        SdkError::ConstructionFailure(_) => {
-            StoreError::new(op, ErrorKind::Rejected, error_chain(err))
-        }
+        SdkError::ConstructionFailure(_) => ErrorKind::Rejected,
         // Timeouts, dispatch failures (refused, reset), and responses that
         // could not be parsed (a body cut halfway) all mean "no answer".
-        _ => StoreError::new(op, ErrorKind::Unavailable, error_chain(err)),
+        _ => ErrorKind::Unavailable,
     }
+}
+
+/// Whether the call got no usable answer (what the circuit breaker counts).
+pub(crate) fn is_unreachable<E>(err: &SdkError<E, HttpResponse>) -> bool
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    kind_of(err) == ErrorKind::Unavailable
+}
+
+/// Classify an SDK error into a [`StoreError`].
+pub(crate) fn classify<E>(op: &'static str, err: &SdkError<E, HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let message = match err {
+        SdkError::ServiceError(service) => {
+            let inner = service.err();
+            format!(
+                "{}: {}",
+                inner.code().unwrap_or("Unknown"),
+                inner.message().unwrap_or("")
+            )
+        }
+        _ => error_chain(err),
+    };
+    StoreError::new(op, kind_of(err), message)
 }
 
 /// The error and its sources on one line.

@@ -8,6 +8,8 @@
 //!   outcomes that are values, not errors ([`Conflict`], [`RotateConflict`]).
 //! - [`client`]: building an SDK client for a real endpoint or the embedded one,
 //!   with the SDK's own timeouts and retry policy.
+//! - [`breaker`]: the circuit breaker that fails calls fast while DynamoDB
+//!   does not answer.
 //! - [`tier`]: [`DynamoTier`], the typed operations (`create`, `get`, `update`,
 //!   `rotate`, `delete`, `list_by_user`) and `provision`.
 //! - [`stream`]: [`StreamFollower`], which follows the table's stream (every
@@ -19,12 +21,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod breaker;
 mod client;
 mod error;
 mod item;
 mod stream;
 mod tier;
 
+pub use breaker::BreakerSettings;
 pub use client::{ClientSettings, Endpoint};
 pub use error::{Conflict, ErrorKind, RotateConflict, StoreError};
 pub use item::{Item, ItemError, SID_LEN};

@@ -21,23 +21,48 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
-use crate::error::{classify, Conflict, ErrorKind, RotateConflict, StoreError};
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+
+use crate::breaker::{Breaker, BreakerSettings};
+use crate::error::{classify, is_unreachable, Conflict, ErrorKind, RotateConflict, StoreError};
 use crate::item::{self, Item, SID_LEN};
 
-/// Record the latency of every DynamoDB call, by operation.
-trait Timed: std::future::Future + Sized {
-    fn timed(self, op: &'static str) -> impl std::future::Future<Output = Self::Output> {
+/// Every DynamoDB call goes through `timed`: the circuit breaker admits it
+/// (or fails it fast), its latency is recorded by operation, and whether
+/// DynamoDB answered feeds the breaker.
+trait Timed<T, E>: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>> + Sized
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    fn timed(
+        self,
+        op: &'static str,
+        breaker: &Breaker,
+    ) -> impl std::future::Future<Output = Result<Self::Output, StoreError>> {
         async move {
+            breaker.admit(op)?;
             let started = std::time::Instant::now();
             let out = self.await;
             metrics::histogram!("edge_session_dynamodb_call_duration_seconds", "op" => op)
                 .record(started.elapsed().as_secs_f64());
-            out
+            breaker.record(match &out {
+                Ok(_) => true,
+                Err(err) => !is_unreachable(err),
+            });
+            Ok(out)
         }
     }
 }
 
-impl<F: std::future::Future> Timed for F {}
+impl<F, T, E> Timed<T, E> for F
+where
+    F: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+}
 
 /// Name of the GSI on `uid`.
 pub const UID_INDEX: &str = "uid-index";
@@ -47,6 +72,7 @@ pub const UID_INDEX: &str = "uid-index";
 pub struct DynamoTier {
     client: Client,
     table: String,
+    breaker: Arc<Breaker>,
 }
 
 /// Guards a write on a user's revocation epoch: the epoch item `sid` must
@@ -75,10 +101,25 @@ fn malformed(op: &'static str, err: impl std::fmt::Display) -> StoreError {
 impl DynamoTier {
     /// A tier over `table` using `client`.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self::with_breaker(client, table, BreakerSettings::default())
+    }
+
+    /// A tier with explicit circuit-breaker settings.
+    pub fn with_breaker(
+        client: Client,
+        table: impl Into<String>,
+        breaker: BreakerSettings,
+    ) -> Self {
         DynamoTier {
             client,
             table: table.into(),
+            breaker: Arc::new(Breaker::new(breaker)),
         }
+    }
+
+    /// Whether the circuit breaker is failing calls fast right now.
+    pub fn is_circuit_open(&self) -> bool {
+        self.breaker.is_open()
     }
 
     /// The table name.
@@ -100,8 +141,8 @@ impl DynamoTier {
             .set_item(Some(item.to_attributes()))
             .condition_expression("attribute_not_exists(sid)")
             .send()
-            .timed("create")
-            .await;
+            .timed("create", &self.breaker)
+            .await?;
         match result {
             Ok(_) => Ok(Ok(())),
             Err(err)
@@ -125,8 +166,8 @@ impl DynamoTier {
             .set_key(Some(item::key(sid)))
             .consistent_read(true)
             .send()
-            .timed("get")
-            .await
+            .timed("get", &self.breaker)
+            .await?
             .map_err(|err| classify("get", &err))?;
         match out.item {
             None => Ok(None),
@@ -146,8 +187,8 @@ impl DynamoTier {
             .consistent_read(true)
             .projection_expression("ver")
             .send()
-            .timed("get_version")
-            .await
+            .timed("get_version", &self.breaker)
+            .await?
             .map_err(|err| classify("get_version", &err))?;
         match out.item {
             None => Ok(None),
@@ -172,8 +213,8 @@ impl DynamoTier {
             .condition_expression("ver = :expected")
             .expression_attribute_values(":expected", AttributeValue::N(expected_ver.to_string()))
             .send()
-            .timed("update")
-            .await;
+            .timed("update", &self.breaker)
+            .await?;
         match result {
             Ok(_) => Ok(Ok(())),
             Err(err)
@@ -280,8 +321,8 @@ impl DynamoTier {
             .transact_write_items()
             .set_transact_items(Some(items))
             .send()
-            .timed(op)
-            .await;
+            .timed(op, &self.breaker)
+            .await?;
         match result {
             Ok(_) => Ok(Ok(())),
             Err(err) => match err.as_service_error() {
@@ -332,8 +373,8 @@ impl DynamoTier {
             .expression_attribute_values(":exp", AttributeValue::N(exp.to_string()))
             .return_values(ReturnValue::UpdatedNew)
             .send()
-            .timed("bump_user_epoch")
-            .await
+            .timed("bump_user_epoch", &self.breaker)
+            .await?
             .map_err(|err| classify("bump_user_epoch", &err))?;
         let attrs = out.attributes.unwrap_or_default();
         item::number(&attrs, item::VER).map_err(|e| malformed("bump_user_epoch", e))
@@ -350,8 +391,8 @@ impl DynamoTier {
             .set_key(Some(item::key(sid)))
             .return_values(ReturnValue::AllOld)
             .send()
-            .timed("delete")
-            .await
+            .timed("delete", &self.breaker)
+            .await?
             .map_err(
                 |err: aws_sdk_dynamodb::error::SdkError<DeleteItemError, _>| {
                     classify("delete", &err)
@@ -379,8 +420,8 @@ impl DynamoTier {
                 .expression_attribute_values(":u", AttributeValue::S(uid.to_owned()))
                 .set_exclusive_start_key(start.take())
                 .send()
-                .timed("list_by_user")
-                .await
+                .timed("list_by_user", &self.breaker)
+                .await?
                 .map_err(|err| classify("list_by_user", &err))?;
             for map in out.items() {
                 items.push(Item::from_attributes(map).map_err(|e| malformed("list_by_user", e))?);
@@ -398,8 +439,8 @@ impl DynamoTier {
             .describe_table()
             .table_name(&self.table)
             .send()
-            .timed("ping")
-            .await
+            .timed("ping", &self.breaker)
+            .await?
             .map(|_| ())
             .map_err(|err| classify("ping", &err))
     }
