@@ -498,20 +498,9 @@ async fn logout_during_dynamodb_outage_is_queued_and_replayed() {
         StoreSettings::default(),
     );
     // The same node, its DynamoDB unreachable: a port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
-    let dead_client = ClientSettings {
-        endpoint: Endpoint::Embedded(dead_url),
-        connect_timeout: Duration::from_millis(200),
-        max_attempts: 1,
-        ..ClientSettings::default()
-    }
-    .build()
-    .await;
     let down = TieredStore::new(
         cache.clone(),
-        DynamoTier::new(dead_client, cluster.tier.table()),
+        dead_tier(cluster.tier.table(), Default::default()).await,
         StoreSettings::default(),
     );
     let t = now();
