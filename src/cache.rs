@@ -333,6 +333,28 @@ impl SledCache {
         Ok(report)
     }
 
+    /// Remove cached records for which `expired(record bytes)` holds (each
+    /// only if unchanged meanwhile). Returns (removed, kept). Reads the whole
+    /// tree: run it off the request path.
+    pub fn sweep_sessions(
+        &self,
+        expired: impl Fn(&[u8]) -> bool,
+    ) -> Result<(usize, usize), CacheError> {
+        let (mut removed, mut kept) = (0, 0);
+        for entry in self.sessions.iter() {
+            let (k, v) = entry?;
+            if v.len() >= 16 && !expired(&v[16..]) {
+                kept += 1;
+                continue;
+            }
+            match self.sessions.compare_and_swap(&k, Some(v), None::<&[u8]>)? {
+                Ok(()) => removed += 1,
+                Err(_) => kept += 1,
+            }
+        }
+        Ok((removed, kept))
+    }
+
     /// Make every write so far durable.
     pub async fn flush(&self) -> Result<(), CacheError> {
         self.db.flush_async().await?;
@@ -513,6 +535,19 @@ mod tests {
         );
         cache.ack(&key(3), 2).unwrap();
         assert_eq!(cache.outbox_len(), 0);
+    }
+
+    #[test]
+    fn sweep_sessions_removes_what_the_predicate_calls_expired() {
+        let cache = SledCache::temporary().unwrap();
+        cache.fill(&key(6), 0, 1, b"old").unwrap();
+        cache.fill(&key(7), 0, 1, b"new").unwrap();
+        assert_eq!(
+            cache.sweep_sessions(|bytes| bytes == b"old").unwrap(),
+            (1, 1)
+        );
+        assert!(cache.get(&key(6)).unwrap().is_none());
+        assert_eq!(cache.get(&key(7)).unwrap().unwrap().bytes(), b"new");
     }
 
     #[test]

@@ -1021,8 +1021,9 @@ impl TieredStore {
     }
 
     /// Background upkeep until `shutdown` resolves: replay the outbox (with
-    /// exponential backoff while DynamoDB is unreachable) and sweep expired
-    /// tombstones once a minute.
+    /// exponential backoff while DynamoDB is unreachable), and once a minute
+    /// sweep expired tombstones and expired cached records (and report how
+    /// many records are cached).
     pub async fn maintain(
         self,
         clock: fn() -> UnixMillis,
@@ -1050,8 +1051,28 @@ impl TieredStore {
             let now = clock();
             if now.saturating_sub(last_sweep) >= 60_000 {
                 last_sweep = now;
-                if let Err(err) = self.inner.cache.sweep(now) {
-                    tracing::warn!(%err, "tombstone sweep failed");
+                // Whole-tree scans: off the async threads.
+                let cache = self.inner.cache.clone();
+                let swept = tokio::task::spawn_blocking(move || {
+                    let tombstones = cache.sweep(now)?;
+                    let sessions = cache.sweep_sessions(|bytes| {
+                        codec::decode(bytes).map_or(true, |r| !r.is_live(now))
+                    })?;
+                    Ok::<_, CacheError>((tombstones, sessions))
+                })
+                .await;
+                match swept {
+                    Ok(Ok((tombstones, (expired, cached)))) => {
+                        metrics::gauge!("edge_session_cached_sessions").set(cached as f64);
+                        tracing::debug!(
+                            tombstones = tombstones.tombstones,
+                            expired,
+                            cached,
+                            "cache swept"
+                        );
+                    }
+                    Ok(Err(err)) => tracing::warn!(%err, "cache sweep failed"),
+                    Err(err) => tracing::warn!(%err, "cache sweep task failed"),
                 }
             }
         }
