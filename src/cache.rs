@@ -309,9 +309,9 @@ impl SledCache {
         self.outbox.len()
     }
 
-    /// Cached records.
-    pub fn cached_len(&self) -> usize {
-        self.sessions.len()
+    /// Whether no record is cached (cheap, unlike counting them).
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
     }
 
     /// Remove tombstones whose `keep_until` has passed.

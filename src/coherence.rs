@@ -77,7 +77,7 @@ pub async fn run(
     let cache = store.cache().clone();
     // A persisted cache may hold sessions revoked while this node was down:
     // with no checkpoint yet, read what the stream still holds.
-    let cold_start = if cache.cached_len() > 0 {
+    let cold_start = if !cache.is_empty() {
         ColdStart::TrimHorizon
     } else {
         ColdStart::Latest
