@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::auth::SignedIn;
 use super::page::{self, SessionRow};
+use super::service::JsonObject;
 use super::{check_same_origin, now, secs, wants_json, ApiError, AppState};
 use crate::store::{NewSession, Session, UserBinding};
 use crate::token::{SessionToken, StorageKey};
@@ -76,7 +77,11 @@ fn parse_login(req: &HttpRequest, body: &[u8]) -> Result<LoginForm, ApiError> {
         .trim()
         .to_ascii_lowercase();
     match mime.as_str() {
-        "application/json" => serde_json::from_slice(body)
+        "application/json" => serde_json::from_slice::<JsonObject>(body)
+            .map_err(|e| e.to_string())
+            .and_then(|o| {
+                LoginForm::deserialize(serde_json::Value::Object(o)).map_err(|e| e.to_string())
+            })
             .map_err(|e| ApiError::bad_request("malformed_json", format!("login body: {e}"))),
         "application/x-www-form-urlencoded" => serde_urlencoded::from_bytes(body)
             .map_err(|e| ApiError::bad_request("malformed_form", format!("login form: {e}"))),
@@ -97,7 +102,7 @@ pub async fn login(
     check_same_origin(&req)?;
     let form = parse_login(&req, &body)?;
     let json = wants_json(&req);
-    if form.username.len() > 256 || form.password.len() > 1024 {
+    if form.username.chars().count() > 256 || form.password.chars().count() > 1024 {
         return Err(ApiError::bad_request(
             "malformed_input",
             "username or password too long",

@@ -4,11 +4,17 @@
 //! - [`browser`] serves the login page, `/login`, `/logout`, `/whoami`, `/me/sessions`.
 //! - [`service`] serves `/v1`.
 //! - [`ops`] serves `/healthz`, `/readyz`, `/metrics`.
+//! - [`openapi`] serves `/openapi.json`, the spec of all of the above.
 //! - [`error`] is the JSON error shape.
+//!
+//! The router is built from two tables of [`Endpoint`]s (this module's and
+//! [`service`]'s); [`route_table`] lists them, and a test holds that list
+//! and `docs/openapi.json` to each other.
 
 pub mod auth;
 pub mod browser;
 pub mod error;
+pub mod openapi;
 pub mod ops;
 pub mod page;
 pub mod service;
@@ -159,24 +165,93 @@ async fn observe(
     Ok(res)
 }
 
+/// One route: method, path and handler. The path is both the actix pattern
+/// and the OpenAPI path (`{name}` segments).
+#[derive(Clone, Copy)]
+pub struct Endpoint {
+    /// HTTP method, upper case.
+    pub method: &'static str,
+    /// Full path, `/v1` prefix included.
+    pub path: &'static str,
+    handler: fn(actix_web::Route) -> actix_web::Route,
+}
+
+impl Endpoint {
+    /// `handler` attaches the handler to a route already guarded by `method`.
+    const fn new(
+        method: &'static str,
+        path: &'static str,
+        handler: fn(actix_web::Route) -> actix_web::Route,
+    ) -> Self {
+        Endpoint {
+            method,
+            path,
+            handler,
+        }
+    }
+}
+
+/// Routes outside `/v1`.
+const ROOT_ROUTES: &[Endpoint] = &[
+    Endpoint::new("GET", "/healthz", |r| r.to(ops::healthz)),
+    Endpoint::new("GET", "/readyz", |r| r.to(ops::readyz)),
+    Endpoint::new("GET", "/metrics", |r| r.to(ops::metrics)),
+    Endpoint::new("GET", "/openapi.json", |r| r.to(openapi::spec)),
+    Endpoint::new("GET", "/", |r| r.to(browser::index)),
+    Endpoint::new("POST", "/login", |r| r.to(browser::login)),
+    Endpoint::new("POST", "/logout", |r| r.to(browser::logout)),
+    Endpoint::new("GET", "/whoami", |r| r.to(browser::whoami)),
+    Endpoint::new("GET", "/me/sessions", |r| r.to(browser::my_sessions)),
+    Endpoint::new("DELETE", "/me/sessions/{handle}", |r| {
+        r.to(browser::revoke_mine)
+    }),
+    Endpoint::new("POST", "/me/sessions/{handle}/revoke", |r| {
+        r.to(browser::revoke_mine_form)
+    }),
+];
+
+/// Every route the router serves, as `(method, path)`: what `routes()`
+/// registers, in registration order.
+pub fn route_table() -> Vec<(&'static str, &'static str)> {
+    ROOT_ROUTES
+        .iter()
+        .chain(service::ROUTES)
+        .map(|e| (e.method, e.path))
+        .collect()
+}
+
+/// One actix resource per distinct path in `table` (a path may carry several
+/// methods), in order of first appearance; `strip` is removed from each path
+/// (the prefix of the scope the resources go into).
+fn resources(table: &[Endpoint], strip: &str) -> Vec<actix_web::Resource> {
+    let mut paths: Vec<&'static str> = Vec::new();
+    for e in table {
+        if !paths.contains(&e.path) {
+            paths.push(e.path);
+        }
+    }
+    paths
+        .into_iter()
+        .map(|path| {
+            let local = path.strip_prefix(strip).unwrap_or(path);
+            table
+                .iter()
+                .filter(|e| e.path == path)
+                .fold(web::resource(local), |resource, e| {
+                    let method = actix_web::http::Method::from_bytes(e.method.as_bytes())
+                        .expect("route tables hold valid method names");
+                    resource.route((e.handler)(web::route().method(method)))
+                })
+        })
+        .collect()
+}
+
 /// Register every route on `cfg`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/healthz").route(web::get().to(ops::healthz)))
-        .service(web::resource("/readyz").route(web::get().to(ops::readyz)))
-        .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
-        .service(web::resource("/").route(web::get().to(browser::index)))
-        .service(web::resource("/login").route(web::post().to(browser::login)))
-        .service(web::resource("/logout").route(web::post().to(browser::logout)))
-        .service(web::resource("/whoami").route(web::get().to(browser::whoami)))
-        .service(web::resource("/me/sessions").route(web::get().to(browser::my_sessions)))
-        .service(
-            web::resource("/me/sessions/{handle}").route(web::delete().to(browser::revoke_mine)),
-        )
-        .service(
-            web::resource("/me/sessions/{handle}/revoke")
-                .route(web::post().to(browser::revoke_mine_form)),
-        )
-        .service(service::scope());
+    for resource in resources(ROOT_ROUTES, "") {
+        cfg.service(resource);
+    }
+    cfg.service(service::scope());
 }
 
 /// Build the actix `App` around `state` (used by the server and by tests).

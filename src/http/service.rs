@@ -14,8 +14,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::browser::revoke_handle;
-use super::{now, secs, ApiError, AppState};
+use super::{now, secs, ApiError, AppState, Endpoint};
 use crate::store::{Destroyed, NewSession, Session, SessionChange, UserBinding};
+use crate::sync::RotateConflict;
 use crate::token::SessionToken;
 
 /// The header carrying the session token.
@@ -84,25 +85,30 @@ pub fn scope() -> actix_web::Scope<
         InitError = (),
     >,
 > {
-    web::scope("/v1")
-        .wrap(actix_web::middleware::from_fn(require_api_key))
-        .service(web::resource("/sessions").route(web::post().to(create)))
-        .service(
-            web::resource("/session")
-                .route(web::get().to(read))
-                .route(web::patch().to(update))
-                .route(web::delete().to(destroy)),
-        )
-        .service(web::resource("/session/regenerate").route(web::post().to(regenerate)))
-        .service(
-            web::resource("/users/{user_id}/sessions")
-                .route(web::get().to(list_user))
-                .route(web::delete().to(revoke_user)),
-        )
-        .service(
-            web::resource("/users/{user_id}/sessions/{handle}").route(web::delete().to(revoke_one)),
-        )
+    super::resources(ROUTES, PREFIX).into_iter().fold(
+        web::scope(PREFIX).wrap(actix_web::middleware::from_fn(require_api_key)),
+        |scope, resource| scope.service(resource),
+    )
 }
+
+/// The scope's prefix.
+pub const PREFIX: &str = "/v1";
+
+/// The `/v1` routes (full paths); [`scope`] registers them.
+pub(super) const ROUTES: &[Endpoint] = &[
+    Endpoint::new("POST", "/v1/sessions", |r| r.to(create)),
+    Endpoint::new("GET", "/v1/session", |r| r.to(read)),
+    Endpoint::new("PATCH", "/v1/session", |r| r.to(update)),
+    Endpoint::new("DELETE", "/v1/session", |r| r.to(destroy)),
+    Endpoint::new("POST", "/v1/session/regenerate", |r| r.to(regenerate)),
+    Endpoint::new("GET", "/v1/users/{user_id}/sessions", |r| r.to(list_user)),
+    Endpoint::new("DELETE", "/v1/users/{user_id}/sessions", |r| {
+        r.to(revoke_user)
+    }),
+    Endpoint::new("DELETE", "/v1/users/{user_id}/sessions/{handle}", |r| {
+        r.to(revoke_one)
+    }),
+];
 
 /// The token from `X-Session-Token`: 400 if missing or malformed.
 fn header_token(req: &HttpRequest) -> Result<SessionToken, ApiError> {
@@ -147,13 +153,24 @@ fn no_store() -> actix_web::HttpResponseBuilder {
 }
 
 fn validate_data(data: &BTreeMap<String, String>) -> Result<(), ApiError> {
-    if data.len() > 256 || data.keys().any(|k| k.is_empty() || k.len() > 256) {
+    if data.len() > 256 || data.keys().any(|k| k.is_empty() || k.chars().count() > 256) {
         return Err(ApiError::bad_request(
             "malformed_input",
             "data: at most 256 keys of 1-256 characters",
         ));
     }
     Ok(())
+}
+
+/// A JSON request body. Bodies are read as an object first: serde's derived
+/// `Deserialize` would also take a struct from an array of its fields in
+/// order (`[{"k":"v"}, 3]`), which the API does not accept.
+pub type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+/// `object` as `T`: 400 `malformed_json` if it does not fit.
+pub fn from_object<T: serde::de::DeserializeOwned>(object: JsonObject) -> Result<T, ApiError> {
+    T::deserialize(serde_json::Value::Object(object))
+        .map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))
 }
 
 /// `POST /v1/sessions` body.
@@ -164,13 +181,14 @@ pub struct CreateBody {
     data: BTreeMap<String, String>,
 }
 
-/// `POST /v1/sessions`: a new anonymous session. The body is optional.
+/// `POST /v1/sessions`: a new anonymous session. The body is optional: an
+/// empty one means no data.
 pub async fn create(
     req: HttpRequest,
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body: CreateBody = if body.iter().all(u8::is_ascii_whitespace) {
+    let body: CreateBody = if body.is_empty() {
         CreateBody::default()
     } else {
         let is_json = req
@@ -191,8 +209,10 @@ pub async fn create(
                 "send Content-Type: application/json",
             ));
         }
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))?
+        from_object(
+            serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))?,
+        )?
     };
     validate_data(&body.data)?;
     let (token, session) = state
@@ -216,18 +236,42 @@ pub async fn read(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
 #[serde(deny_unknown_fields)]
 pub struct PatchBody {
     data: BTreeMap<String, Option<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "json_version")]
     version: Option<u64>,
+}
+
+/// The largest `version` accepted: 2^53 - 1, the largest integer that every
+/// JSON implementation holds exactly.
+pub const MAX_VERSION: u64 = (1 << 53) - 1;
+
+/// A `version`: a JSON integer from 0 to [`MAX_VERSION`], written `7` or
+/// `7.0` (JSON does not tell the two apart, and some encoders add the `.0`).
+fn json_version<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(de)? else {
+        return Ok(None);
+    };
+    let whole = number.as_u64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=MAX_VERSION as f64).contains(f))
+            .map(|f| f as u64)
+    });
+    match whole {
+        Some(v) if v <= MAX_VERSION => Ok(Some(v)),
+        _ => Err(serde::de::Error::custom(format!(
+            "version: expected an integer from 0 to {MAX_VERSION}, found {number}"
+        ))),
+    }
 }
 
 /// `PATCH /v1/session`: merge `data`. With `version`, the change applies
 /// only to that version (409 otherwise); without it, to the latest one.
 pub async fn update(
     req: HttpRequest,
-    body: web::Json<PatchBody>,
+    body: web::Json<JsonObject>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let body: PatchBody = from_object(body.into_inner())?;
     let token = header_token(&req)?;
     for _ in 0..3 {
         let t = now();
@@ -276,13 +320,13 @@ pub struct RegenerateBody {
 /// token is dead in both tiers.
 pub async fn regenerate(
     req: HttpRequest,
-    body: web::Json<RegenerateBody>,
+    body: web::Json<JsonObject>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let body: RegenerateBody = from_object(body.into_inner())?;
     if body.user_id.is_empty()
-        || body.user_id.len() > 256
-        || body.role.as_ref().is_some_and(|r| r.len() > 256)
+        || body.user_id.chars().count() > 256
+        || body.role.as_ref().is_some_and(|r| r.chars().count() > 256)
     {
         return Err(ApiError::bad_request(
             "malformed_input",
@@ -297,7 +341,14 @@ pub async fn regenerate(
     match state.store.regenerate(&session, Some(binding), body.keep_data, now()).await? {
         Ok((token, new)) => Ok(no_store()
             .json(serde_json::json!({ "token": token.expose(), "expires_at": secs(new.record.expires_at()) }))),
-        Err(_) => Err(ApiError::conflict()),
+        Err(conflict) => {
+            let why = match conflict {
+                RotateConflict::EpochChanged => "the user was logged out everywhere meanwhile",
+                RotateConflict::TransactionInProgress => "another write to this session is in progress",
+                _ => "the session changed or ended since it was read",
+            };
+            Err(ApiError::new(StatusCode::CONFLICT, "version_conflict", format!("{why}; reload and retry")))
+        }
     }
 }
 
@@ -314,7 +365,7 @@ pub async fn destroy(
 }
 
 fn valid_user(user_id: &str) -> Result<(), ApiError> {
-    if user_id.is_empty() || user_id.len() > 256 {
+    if user_id.is_empty() || user_id.chars().count() > 256 {
         return Err(ApiError::bad_request(
             "malformed_input",
             "user_id must be 1-256 characters",
@@ -362,4 +413,57 @@ pub async fn revoke_one(
     valid_user(&user_id)?;
     revoke_handle(&state, &user_id, &handle).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patch(text: &str) -> Result<PatchBody, ApiError> {
+        from_object(serde_json::from_str(text).expect("test bodies are JSON objects"))
+    }
+
+    #[test]
+    fn bodies_are_objects_not_arrays_of_fields() {
+        assert!(serde_json::from_str::<JsonObject>(r#"[{"k":"v"}, 3]"#).is_err());
+        assert!(from_object::<CreateBody>(JsonObject::new()).is_ok());
+        let err = patch(r#"{"data":{"k":"v"},"extra":1}"#).unwrap_err();
+        assert_eq!(err.code, "malformed_json");
+    }
+
+    #[test]
+    fn version_is_a_whole_number_up_to_2_pow_53_minus_1() {
+        assert_eq!(
+            patch(r#"{"data":{},"version":7}"#).unwrap().version,
+            Some(7)
+        );
+        assert_eq!(
+            patch(r#"{"data":{},"version":7.0}"#).unwrap().version,
+            Some(7)
+        );
+        assert_eq!(
+            patch(r#"{"data":{},"version":null}"#).unwrap().version,
+            None
+        );
+        assert_eq!(patch(r#"{"data":{}}"#).unwrap().version, None);
+        assert_eq!(
+            patch(r#"{"data":{},"version":9007199254740991}"#)
+                .unwrap()
+                .version,
+            Some(MAX_VERSION)
+        );
+        for bad in ["7.5", "-1", "9007199254740992", "1e300", "\"7\""] {
+            let text = format!(r#"{{"data":{{}},"version":{bad}}}"#);
+            assert_eq!(patch(&text).unwrap_err().code, "malformed_json", "{bad}");
+        }
+    }
+
+    #[test]
+    fn limits_count_characters_not_bytes() {
+        let key = "é".repeat(256);
+        assert!(validate_data(&BTreeMap::from([(key.clone(), String::new())])).is_ok());
+        assert!(validate_data(&BTreeMap::from([(key + "é", String::new())])).is_err());
+        assert!(valid_user(&"ü".repeat(256)).is_ok());
+        assert!(valid_user(&"ü".repeat(257)).is_err());
+    }
 }

@@ -9,4 +9,5 @@ mod core;
 mod harness;
 mod http;
 mod model;
+mod openapi;
 mod process;

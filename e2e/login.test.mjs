@@ -1,0 +1,238 @@
+// The login flow in a real browser: Debian's headless Chromium, driven by
+// playwright-core, against the edge-session binary (embedded mode, port 0,
+// a temporary data_dir, one user whose argon2id hash the binary makes).
+//
+//   npm test                       (in e2e/, after `npm ci`)
+//   EDGE_SESSION_BIN=...           node binary (default ../target/debug/edge-session)
+//   CHROMIUM=...                   browser (default /usr/bin/chromium)
+//   E2E_SCREENSHOT_DIR=...         where the screenshots go (default ../docs/screenshots)
+//
+// Chromium gets exactly the flags this machine needs (no internet: without
+// them it floods refused connections) and a fresh profile; Playwright's own
+// defaults are off, so the only flag added is its control pipe.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const BIN = process.env.EDGE_SESSION_BIN ?? resolve(here, '../target/debug/edge-session');
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const SHOTS = resolve(process.env.E2E_SCREENSHOT_DIR ?? join(here, '../docs/screenshots'));
+const CHROMIUM_FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const COOKIE = '__Host-sid';
+const USER = 'alice';
+const PASSWORD = `e2e-${randomBytes(12).toString('hex')}`;
+
+let work;
+let node;
+let base;
+let browser;
+
+/** Start the node; resolves with its base URL once it prints the listening line. */
+function startNode(config) {
+  return new Promise((resolveUrl, reject) => {
+    const child = spawn(BIN, ['serve', '--config', config], {
+      env: { ...process.env, EDGE_SESSION__SERVER__LISTEN: '127.0.0.1:0', RUST_LOG: 'warn' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => reject(new Error(`no listening line in 60 s:\n${out}${err}`)), 60_000);
+    child.stderr.on('data', (d) => { err += d; });
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/^edge-session listening on (http:\/\/\S+)$/m);
+      if (m) {
+        clearTimeout(timer);
+        resolveUrl({ child, url: m[1], stderr: () => err });
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`node exited (${code}) before listening:\n${err}`));
+    });
+  });
+}
+
+before(async () => {
+  work = mkdtempSync(join(tmpdir(), 'edge-session-e2e-'));
+  const hashed = spawnSync(BIN, ['hash-password'], { input: `${PASSWORD}\n`, encoding: 'utf8' });
+  assert.equal(hashed.status, 0, `hash-password failed: ${hashed.stderr}`);
+  const config = join(work, 'config.toml');
+  writeFileSync(config, [
+    `data_dir = "${join(work, 'data')}"`,
+    '[server]', 'workers = 2', 'shutdown_timeout_secs = 5',
+    '[[auth.users]]', `user_id = "${USER}"`, `password_hash = "${hashed.stdout.trim()}"`, 'role = "admin"',
+    '',
+  ].join('\n'));
+  node = await startNode(config);
+  base = node.url;
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    ignoreDefaultArgs: true,
+    args: [...CHROMIUM_FLAGS, `--user-data-dir=${join(work, 'chromium-profile')}`, '--remote-debugging-pipe'],
+  });
+  mkdirSync(SHOTS, { recursive: true });
+});
+
+after(async () => {
+  await browser?.close();
+  if (node) {
+    const exited = new Promise((r) => node.child.on('exit', (code, signal) => r({ code, signal })));
+    node.child.kill('SIGTERM');
+    const { code } = await exited;
+    assert.equal(code, 0, `node exit status after SIGTERM:\n${node.stderr()}`);
+  }
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+async function newPage() {
+  const context = await browser.newContext({ viewport: { width: 960, height: 720 } });
+  return { context, page: await context.newPage() };
+}
+
+/** The session cookie in the context's cookie store. (All cookies, filtered
+ * here: some Playwright versions leave Secure cookies out of
+ * `cookies(url)` for an http://127.0.0.1 URL, though Chromium sends them.) */
+async function sessionCookie(context) {
+  const host = new URL(base).hostname;
+  const cookies = await context.cookies();
+  return cookies.find((c) => c.name === COOKIE && c.domain === host);
+}
+
+async function heading(page) {
+  return (await page.locator('h1').textContent()).trim();
+}
+
+async function signIn(page) {
+  await page.getByLabel('Username').fill(USER);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await Promise.all([page.waitForURL(`${base}/`), page.getByRole('button', { name: 'Sign in' }).click()]);
+  assert.equal(await heading(page), 'Signed in');
+}
+
+/** `GET /whoami` with the page's cookies (same origin, so they go along). */
+async function whoamiStatus(page) {
+  return page.evaluate(async () => (await fetch('/whoami')).status);
+}
+
+function sessionRows(page) {
+  return page.locator('table tbody tr');
+}
+
+test('login, session listing, revocation and logout in a real browser', { timeout: 180_000 }, async () => {
+  // 1. An anonymous visit: the login page, and an anonymous session cookie.
+  const a = await newPage();
+  const first = await a.page.goto(`${base}/`);
+  assert.equal(first.status(), 200);
+  assert.match(first.headers()['cache-control'], /no-store/);
+  assert.equal(await heading(a.page), 'Sign in');
+  const anonymous = await sessionCookie(a.context);
+  assert.ok(anonymous, `the browser stored ${COOKIE} (an http://127.0.0.1 origin counts as secure)`);
+  assert.equal(await a.page.evaluate(() => document.activeElement?.id), 'username', 'the username field has focus');
+  await a.page.screenshot({ path: join(SHOTS, 'login.png') });
+
+  // 2. Sign in through the form: a new cookie value, invisible to scripts,
+  //    with the __Host- attributes.
+  await signIn(a.page);
+  const signedIn = await sessionCookie(a.context);
+  assert.ok(signedIn);
+  assert.notEqual(signedIn.value, anonymous.value, 'signing in issues a new session token');
+  assert.ok(!(await a.page.evaluate(() => document.cookie)).includes(COOKIE), 'document.cookie cannot see the session cookie');
+  assert.equal(signedIn.name, '__Host-sid');
+  assert.equal(signedIn.secure, true, 'Secure');
+  assert.equal(signedIn.httpOnly, true, 'HttpOnly');
+  assert.equal(signedIn.sameSite, 'Strict', 'SameSite=Strict');
+  assert.equal(signedIn.path, '/', 'Path=/');
+  assert.equal(signedIn.domain, new URL(base).hostname, 'host-only: no Domain attribute');
+  assert.equal(signedIn.expires, -1, 'a browser-session cookie');
+  assert.equal(await whoamiStatus(a.page), 200);
+
+  // 3. The pre-login cookie, replayed from a second browser context, is dead.
+  const b = await newPage();
+  await b.context.addCookies([
+    { ...anonymous, domain: new URL(base).hostname, path: '/' },
+  ]);
+  await b.page.goto(`${base}/`);
+  assert.equal(await heading(b.page), 'Sign in', 'the old token does not sign anyone in');
+  assert.equal(await whoamiStatus(b.page), 401);
+  assert.notEqual((await sessionCookie(b.context)).value, anonymous.value, 'the dead token was replaced');
+
+  // 4. The second context signs in: both list both sessions, each marking its own.
+  await signIn(b.page);
+  await a.page.reload();
+  for (const { page } of [a, b]) {
+    await assert.doesNotReject(sessionRows(page).first().waitFor());
+    assert.equal(await sessionRows(page).count(), 2, 'my sessions lists both browsers');
+    assert.equal(await page.locator('tbody .tag', { hasText: 'This browser' }).count(), 1);
+  }
+  const listed = async (page) => page.evaluate(async () => (await fetch('/me/sessions')).json());
+  const [fromA, fromB] = [await listed(a.page), await listed(b.page)];
+  assert.deepEqual(fromA.map((s) => s.handle).sort(), fromB.map((s) => s.handle).sort());
+  const currentA = fromA.find((s) => s.current).handle;
+  const currentB = fromB.find((s) => s.current).handle;
+  assert.notEqual(currentA, currentB);
+  await a.page.screenshot({ path: join(SHOTS, 'signed-in.png') });
+
+  // 5. Revoke the other browser's session from the page: that browser is signed out.
+  const otherRow = sessionRows(a.page).filter({ hasNot: a.page.locator('.tag') });
+  await Promise.all([a.page.waitForURL(`${base}/`), otherRow.getByRole('button', { name: /Sign out/ }).click()]);
+  assert.equal(await heading(a.page), 'Signed in');
+  assert.equal(await sessionRows(a.page).count(), 1, 'one session left');
+  assert.equal((await listed(a.page))[0].handle, currentA, 'the one left is this browser');
+  await b.page.reload();
+  assert.equal(await heading(b.page), 'Sign in', 'the revoked browser is signed out');
+  assert.equal(await whoamiStatus(b.page), 401);
+
+  // 6. Sign out; the back button does not bring the signed-in page back.
+  //    (The page to go back to is at a URL of its own: the logout's redirect
+  //    to `/` would invalidate a cached `/` even without no-store.)
+  const signedInPage = await a.page.goto(`${base}/?view=sessions`);
+  assert.equal(await heading(a.page), 'Signed in');
+  assert.match(signedInPage.headers()['cache-control'], /no-store/);
+  await Promise.all([
+    a.page.waitForURL(`${base}/`),
+    a.page.locator('form[action="/logout"] button').click(),
+  ]);
+  assert.equal(await heading(a.page), 'Sign in');
+  assert.equal(await whoamiStatus(a.page), 401);
+  // 'commit': a page restored from the back/forward cache fires no load event.
+  await a.page.goBack({ waitUntil: 'commit' });
+  assert.equal(a.page.url(), `${base}/?view=sessions`);
+  assert.equal(await heading(a.page), 'Sign in', 'the back button shows no signed-in page');
+  assert.equal(await a.page.getByText(USER, { exact: true }).count(), 0);
+
+  await a.context.close();
+  await b.context.close();
+});
+
+test('the login page works with JavaScript turned off', { timeout: 60_000 }, async () => {
+  const context = await browser.newContext({ javaScriptEnabled: false });
+  const page = await context.newPage();
+  await page.goto(`${base}/`);
+  assert.equal(await heading(page), 'Sign in');
+  await page.getByLabel('Username').fill(USER);
+  await page.getByLabel('Password').fill('not the password');
+  await Promise.all([page.waitForURL(`${base}/login`), page.getByRole('button', { name: 'Sign in' }).click()]);
+  assert.equal(await page.getByRole('alert').textContent(), 'Wrong username or password.');
+  await signIn(page);
+  await Promise.all([page.waitForURL(`${base}/`), page.locator('form[action="/logout"] button').click()]);
+  assert.equal(await heading(page), 'Sign in');
+  await context.close();
+});

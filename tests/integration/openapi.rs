@@ -1,0 +1,256 @@
+//! `docs/openapi.json` and the router describe the same routes.
+//!
+//! The router is built from `edge_session::http::route_table()`; these tests
+//! hold that table and the spec to each other, check that the running router
+//! serves exactly the table (every listed method answers, every other method
+//! on those paths is 405), and that no route is registered outside the table.
+
+use std::collections::BTreeSet;
+
+use edge_session::http::{openapi::SPEC, route_table};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::harness::{TestNode, API_KEY};
+
+const METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+fn spec() -> Value {
+    serde_json::from_str(SPEC).expect("docs/openapi.json is JSON")
+}
+
+/// `(METHOD, path)` of every operation in the spec.
+fn spec_operations(spec: &Value) -> BTreeSet<(String, String)> {
+    let paths = spec["paths"].as_object().expect("`paths` is an object");
+    let mut ops = BTreeSet::new();
+    for (path, item) in paths {
+        for (key, _) in item.as_object().expect("a path item is an object") {
+            if METHODS.contains(&key.as_str()) {
+                ops.insert((key.to_ascii_uppercase(), path.clone()));
+            }
+        }
+    }
+    ops
+}
+
+fn router_operations() -> BTreeSet<(String, String)> {
+    route_table()
+        .into_iter()
+        .map(|(m, p)| (m.to_owned(), p.to_owned()))
+        .collect()
+}
+
+#[test]
+fn spec_is_an_openapi_3_document() {
+    let spec = spec();
+    let version = spec["openapi"].as_str().expect("`openapi` is a string");
+    assert!(version.starts_with("3."), "OpenAPI 3.x, got {version}");
+    assert!(spec["info"]["title"].is_string(), "info.title");
+    assert!(spec["info"]["version"].is_string(), "info.version");
+    assert!(!spec["paths"].as_object().unwrap().is_empty(), "paths");
+
+    // Every operation: a unique operationId and at least one response with a
+    // description; every path parameter in the template is declared.
+    let mut ids = BTreeSet::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if !METHODS.contains(&method.as_str()) {
+                continue;
+            }
+            let id = op["operationId"].as_str().unwrap_or_else(|| {
+                panic!("{method} {path}: no operationId");
+            });
+            assert!(ids.insert(id.to_owned()), "duplicate operationId {id}");
+            let responses = op["responses"].as_object().expect("responses");
+            assert!(!responses.is_empty(), "{method} {path}: no responses");
+            for (status, response) in responses {
+                let response = resolve(&spec, response);
+                assert!(
+                    response["description"].is_string(),
+                    "{method} {path} {status}: no description"
+                );
+            }
+            let declared: BTreeSet<String> = item["parameters"]
+                .as_array()
+                .into_iter()
+                .chain(op["parameters"].as_array())
+                .flatten()
+                .map(|p| resolve(&spec, p))
+                .filter(|p| p["in"] == "path")
+                .map(|p| p["name"].as_str().unwrap().to_owned())
+                .collect();
+            let templated: BTreeSet<String> = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+                .map(str::to_owned)
+                .collect();
+            assert_eq!(declared, templated, "{method} {path}: path parameters");
+        }
+    }
+
+    // Every `$ref` points at something.
+    let mut refs = Vec::new();
+    collect_refs(&spec, &mut refs);
+    assert!(!refs.is_empty());
+    for r in refs {
+        assert!(
+            pointer(&spec, &r).is_some(),
+            "dangling $ref {r} in docs/openapi.json"
+        );
+    }
+}
+
+fn pointer<'a>(spec: &'a Value, reference: &str) -> Option<&'a Value> {
+    spec.pointer(reference.strip_prefix('#')?)
+}
+
+fn resolve<'a>(spec: &'a Value, value: &'a Value) -> &'a Value {
+    match value["$ref"].as_str() {
+        Some(r) => pointer(spec, r).unwrap_or_else(|| panic!("dangling $ref {r}")),
+        None => value,
+    }
+}
+
+fn collect_refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("$ref", Value::String(r)) => out.push(r.clone()),
+                    _ => collect_refs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_route_is_in_the_spec_and_every_spec_operation_is_a_route() {
+    let spec = spec_operations(&spec());
+    let router = router_operations();
+    let undocumented: Vec<_> = router.difference(&spec).collect();
+    let unrouted: Vec<_> = spec.difference(&router).collect();
+    assert!(
+        undocumented.is_empty() && unrouted.is_empty(),
+        "routes missing from docs/openapi.json: {undocumented:?}\n\
+         operations in docs/openapi.json that the router does not serve: {unrouted:?}"
+    );
+    assert_eq!(
+        router.len(),
+        route_table().len(),
+        "the route table lists a route twice"
+    );
+}
+
+/// Routes are registered only from the route tables: a `web::resource`,
+/// `web::scope` or attribute-macro route written anywhere else under
+/// `src/http` would reach the router without reaching `route_table()`.
+#[test]
+fn routes_are_registered_only_from_the_route_tables() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/http");
+    let mut counts = [0usize; 2];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            let source = std::fs::read_to_string(&path).unwrap();
+            counts[0] += source.matches("web::resource(").count();
+            counts[1] += source.matches("web::scope(").count();
+            for forbidden in [
+                ".route(\"",
+                "web::service(",
+                "#[get(",
+                "#[post(",
+                "#[patch(",
+                "#[delete(",
+                "#[put(",
+                "#[route(",
+            ] {
+                assert!(
+                    !source.contains(forbidden),
+                    "{}: `{forbidden}` registers a route outside the route tables",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert_eq!(
+        counts,
+        [1, 1],
+        "one `web::resource(` (the table builder) and one `web::scope(` (/v1)"
+    );
+}
+
+fn concrete(path: &str) -> String {
+    path.replace("{handle}", &"A".repeat(43))
+        .replace("{user_id}", "openapi-probe")
+}
+
+/// Whether the router itself answered (no route, or no such method on it),
+/// as opposed to a handler.
+async fn router_refusal(res: reqwest::Response) -> Option<(StatusCode, String)> {
+    let status = res.status();
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    match body["error"].as_str() {
+        Some(code @ ("not_found" | "method_not_allowed")) => Some((status, code.to_owned())),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn the_running_router_serves_exactly_the_route_table() {
+    let node = TestNode::spawn().await;
+    let table = router_operations();
+    let paths: BTreeSet<&String> = table.iter().map(|(_, p)| p).collect();
+    for path in paths {
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            let listed = table.contains(&(method.to_owned(), path.clone()));
+            let res = node
+                .client
+                .request(
+                    Method::from_bytes(method.as_bytes()).unwrap(),
+                    node.at(&concrete(path)),
+                )
+                .bearer_auth(API_KEY)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status();
+            let refusal = router_refusal(res).await;
+            if listed {
+                assert_eq!(
+                    refusal, None,
+                    "{method} {path} is in the table but not served"
+                );
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path} is not in the table but answered {status}"
+                );
+            }
+        }
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn the_spec_is_served_at_openapi_json() {
+    let node = TestNode::spawn().await;
+    let res = node
+        .client
+        .get(node.at("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    assert_eq!(res.text().await.unwrap(), SPEC);
+    node.stop().await;
+}
