@@ -165,7 +165,12 @@ async fn watch(
             )
         };
         if lease != store.lease_ms() {
-            if lease < settings.lease_ms {
+            if lease < settings.lease_ms && status.last_poll_ok_at().is_none() {
+                tracing::info!(
+                    lease_ms = lease,
+                    "stream follower starting: short lease until its first poll"
+                );
+            } else if lease < settings.lease_ms {
                 tracing::warn!(lease_ms = lease, "stream follower lagging: lease shortened");
             } else {
                 tracing::info!(lease_ms = lease, "stream follower healthy: lease restored");
