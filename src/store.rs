@@ -7,9 +7,9 @@
 //! | operation | steps, in order | a failure at step N leaves |
 //! |---|---|---|
 //! | `load` | 1. sled get; a hit within the lease is decoded, expiry-checked, checked against the user's revocation epoch this node knows (no I/O), served. 2. on a miss: if tombstoned, `None` without asking DynamoDB. 3. one consistent DynamoDB get per key at a time (concurrent misses share it); a hit past the lease reads only `ver`. 4. a bound record is checked against its user's epoch (memory within the lease, else one consistent read); an outlawed one is destroyed. 5. fill sled, unless a tombstone or a newer version is there. 6. if `last_seen_at` is older than the touch interval, a conditional write of the next version | 1: cache error, nothing written. 3: unreachable → `Err` (503), nothing written; past the lease with `OnUnreachable::ServeCached`, the cached copy is served up to `max_stale_ms`. 5: not served if a tombstone appeared meanwhile. 6: unreachable → served as loaded (touch is best effort); version conflict → the record is re-read |
-//! | `create` | 1. with a user binding: a consistent read of the user's epoch. 2. DynamoDB put conditional on `attribute_not_exists` (bound: in one transaction with a check that the epoch is unchanged). 3. fill sled | 1–2: `Err`, no token issued, nothing written anywhere; an epoch that moved meanwhile → read it again and retry. 3: the session exists in DynamoDB and is loaded on first use |
+//! | `create` | 1. with a user binding: a consistent read of the user's epoch. 2. DynamoDB put conditional on `attribute_not_exists` (bound: in one transaction with a check that the epoch is unchanged). 3. fill sled | 1–2: `Err`, no token issued; refused → nothing written anywhere; no answer → the put may have happened: a bound session's key is tombstoned and queued in the outbox, which deletes it once DynamoDB answers (an unbound one is listed nowhere and expires by TTL); an epoch that moved meanwhile → read it again and retry. 3: the session exists in DynamoDB and is loaded on first use |
 //! | `update` | 1. refuse if tombstoned here. 2. DynamoDB put conditional on the caller's `version`. 3. fill sled | 2: conflict (changed or deleted elsewhere) → `Conflict` and the stale cached copy is evicted; unreachable → `Err`, nothing written. 3: as for `create` |
-//! | `regenerate` | 1. read the bound user's epoch (refuse to carry a login the epoch outlawed). 2. durable tombstone + outbox entry for the old key (one sled transaction, flushed); the key is marked in flight so the outbox replay leaves it alone. 3. ONE `TransactWriteItems`: delete old (conditional on its version), put new (`attribute_not_exists`), check the user's epoch. 4. ack the outbox, fill sled with the new record | 1–2: `Err`, nothing changed. 3: conflict → the transaction wrote nothing; the tombstone and outbox entry this call wrote are lifted, `Conflict` returned; unreachable or unknown outcome → fail closed: the old token stays dead here and the outbox deletes it from DynamoDB once reachable; no new token is issued |
+//! | `regenerate` | 1. read the bound user's epoch (refuse to carry a login the epoch outlawed). 2. durable tombstone + outbox entry for the old key (one sled transaction, flushed); the key is marked in flight so the outbox replay leaves it alone. 3. ONE `TransactWriteItems`: delete old (conditional on its version), put new (`attribute_not_exists`), check the user's epoch. 4. ack the outbox, fill sled with the new record | 1–2: `Err`, nothing changed. 3: conflict → the transaction wrote nothing; the tombstone and outbox entry this call wrote are lifted, `Conflict` returned; unreachable or unknown outcome → fail closed: the old token stays dead here and the outbox deletes it from DynamoDB once reachable, and the new key too (the transaction may have happened unanswered); no new token is issued |
 //! | `destroy` | 1. if not cached, confirm existence in DynamoDB (so unknown tokens write nothing). 2. durable tombstone + outbox entry (one transaction, flushed), marked in flight. 3. unconditional DynamoDB delete. 4. ack the outbox | 1: unreachable → proceed anyway (fail closed). 2: `Err`, nothing changed. 3: the token is already dead here; the outbox retries the delete until DynamoDB confirms (`Destroyed::Pending`) |
 //! | `revoke_user` | 1. advance the user's epoch in DynamoDB (from then on every session bound under an older epoch is refused at load, and concurrent binds fail their epoch check). 2. `destroy` each session the GSI lists | 1: `Err`, nothing changed. 2: sessions not yet destroyed are still outlawed by the epoch |
 //! | `drain_outbox` | for each pending revocation not in flight: DynamoDB delete, then ack | the entry stays and is retried with backoff |
@@ -724,9 +724,25 @@ impl TieredStore {
                     .inner
                     .dynamo
                     .create_guarded(&item, guard)
-                    .await?
-                    .map_err(|_| ()),
-                None => self.inner.dynamo.create(&item).await?.map_err(|_| ()),
+                    .await
+                    .map(|r| r.map_err(|_| ())),
+                None => self
+                    .inner
+                    .dynamo
+                    .create(&item)
+                    .await
+                    .map(|r| r.map_err(|_| ())),
+            };
+            let written = match written {
+                Ok(written) => written,
+                Err(err) => {
+                    // A login's put may have happened unanswered: the
+                    // session would sit in its user's listings unissued.
+                    if err.is_unavailable() && record.user_id.is_some() {
+                        self.queue_unissued(key, &record, now).await;
+                    }
+                    return Err(err.into());
+                }
             };
             // A conflict is a 256-bit collision or an epoch that moved
             // meanwhile: draw again, with the epoch read afresh.
@@ -868,8 +884,30 @@ impl TieredStore {
             }
             Err(err) => {
                 tracing::warn!(%err, "regenerate failed; the old session stays revoked and its delete is queued");
+                if err.is_unavailable() {
+                    // The transaction may have happened unanswered.
+                    self.queue_unissued(key, &record, now).await;
+                }
                 Err(err.into())
             }
+        }
+    }
+
+    /// The write of a new session got no answer, so it may have happened,
+    /// and its token will never be issued: queue its delete as a revocation
+    /// (tombstone + outbox entry, flushed), so the outbox removes it once
+    /// DynamoDB answers and it does not linger in its user's listings.
+    async fn queue_unissued(&self, key: StorageKey, record: &SessionRecord, now: UnixMillis) {
+        let tomb = Tombstone {
+            keep_until: record.absolute_expiry.max(now),
+            nonce: nonce(),
+        };
+        let queued = match self.inner.cache.revoke(&key, tomb, now, true) {
+            Ok(()) => self.inner.cache.flush().await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = queued {
+            tracing::warn!(%err, "could not queue the delete of an unissued session");
         }
     }
 

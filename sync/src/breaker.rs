@@ -3,7 +3,9 @@
 //! answer (timeouts, refused or cut connections, 5xx, throttling after the
 //! SDK's own retries), calls fail at once with `Unavailable` for `cooldown`.
 //! Then one probe call is let through: an answer closes the breaker, another
-//! failure opens it for another `cooldown`.
+//! failure opens it for another `cooldown`. A probe that never reports (its
+//! caller gave up on it, as `/readyz` does after 2 s) keeps the breaker open
+//! for one more `cooldown` only; then the next call probes.
 //!
 //! An answer of any kind, including a refusal such as a failed condition,
 //! counts as success: the breaker measures reachability, not outcomes.
@@ -35,7 +37,6 @@ impl Default for BreakerSettings {
 struct State {
     consecutive_failures: u32,
     open_until: Option<Instant>,
-    probing: bool,
 }
 
 /// The breaker. Shared by every clone of a tier.
@@ -66,7 +67,7 @@ impl Breaker {
             .expect("breaker state poisoned by a panic");
         match state.open_until {
             None => Ok(()),
-            Some(until) if now < until || state.probing => {
+            Some(until) if now < until => {
                 metrics::counter!("edge_session_dynamodb_breaker_rejections_total", "op" => op)
                     .increment(1);
                 Err(StoreError::new(
@@ -80,8 +81,10 @@ impl Breaker {
                 ))
             }
             Some(_) => {
-                // Cool-down over: this call is the probe.
-                state.probing = true;
+                // Cool-down over: this call is the probe. Other calls wait
+                // one more cool-down, whether or not the probe ever reports:
+                // a dropped future never calls `record`.
+                state.open_until = Some(now + self.settings.cooldown);
                 Ok(())
             }
         }
@@ -97,7 +100,6 @@ impl Breaker {
             .state
             .lock()
             .expect("breaker state poisoned by a panic");
-        state.probing = false;
         if answered {
             if state.open_until.take().is_some() {
                 tracing::info!("DynamoDB answers again: circuit closed");
@@ -201,6 +203,24 @@ mod tests {
             "probe answered: closed"
         );
         assert!(b.admit_at("get", much_later).is_ok());
+    }
+
+    #[test]
+    fn a_probe_that_never_reports_does_not_wedge_the_breaker() {
+        let b = breaker();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            b.admit_at("get", t0).unwrap();
+            b.record_at(false, t0);
+        }
+        let later = t0 + Duration::from_secs(3);
+        b.admit_at("ping", later).unwrap();
+        // Its caller gave up: no `record` ever comes.
+        assert!(b.admit_at("get", later + Duration::from_secs(1)).is_err());
+        let next = later + Duration::from_secs(2);
+        b.admit_at("get", next).unwrap();
+        b.record_at(true, next);
+        assert!(b.admit_at("get", next).is_ok(), "the next probe closed it");
     }
 
     #[test]

@@ -244,3 +244,78 @@ pub fn session_cookie(res: &reqwest::Response) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// A node's whole config (as [`node_toml`]) reaching the harness's DynamoDB
+/// through `url` (a fault proxy), with short timeouts (connect 200 ms, attempt
+/// 500 ms, operation 1500 ms, 2 attempts) and no provisioning at start (the
+/// test provisions the table first, and a node must start while DynamoDB is
+/// down). `dynamodb` is appended to the `[dynamodb]` table; `extra` goes to
+/// the top level (whole tables such as `[cache]` or `[stream]`).
+pub fn proxied_node_toml(
+    data_dir: &std::path::Path,
+    table: &str,
+    url: &str,
+    dynamodb: &str,
+    extra: &str,
+) -> String {
+    let credentials = match endpoint() {
+        // The embedded server checks no credentials; another emulator gets
+        // the same chain the harness uses.
+        Endpoint::Embedded(_) => "access_key_id = \"test\"\nsecret_access_key = \"test\"\n",
+        _ => "",
+    };
+    let section = format!(
+        "[dynamodb]\nendpoint = \"{url}\"\n{credentials}table = \"{table}\"\nprovision_on_start = false\n\
+         connect_timeout_ms = 200\nattempt_timeout_ms = 500\noperation_timeout_ms = 1500\nmax_attempts = 2\n{dynamodb}\n"
+    );
+    node_toml(data_dir, table, extra).replace(&dynamodb_toml(table), &section)
+}
+
+impl TestNode {
+    /// A node in this process from a whole config `toml` whose `data_dir`
+    /// is `dir` (kept until the node is dropped).
+    pub async fn spawn_toml(dir: tempfile::TempDir, toml: &str) -> Self {
+        let config = edge_session::config::Config::from_toml(toml).expect("test config");
+        let app = edge_session::app::Application::build(config)
+            .await
+            .expect("node builds");
+        let url = app.url();
+        let store = app.store().clone();
+        let handle = app.handle();
+        let task = tokio::spawn(app.run_until_stopped());
+        TestNode {
+            url,
+            store,
+            client: client(),
+            handle,
+            task: Some(task),
+            _dir: Some(dir),
+        }
+    }
+
+    /// A metric's value from `/metrics` (the first sample whose line starts
+    /// with `name`), `None` if absent.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        metric_at(&self.client, &self.url, name).await
+    }
+}
+
+/// A metric's value from the node at `url` (see [`TestNode::metric`]).
+pub async fn metric_at(client: &reqwest::Client, url: &str, name: &str) -> Option<f64> {
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

@@ -6,7 +6,11 @@
 mod adapter;
 mod coherence;
 mod core;
+mod crash;
+mod faultproxy;
+mod faults;
 mod harness;
+mod hostile;
 mod http;
 mod model;
 mod openapi;

@@ -1,0 +1,573 @@
+//! Crash safety and restarts: the `edge-session` binary as a child process
+//! (`process::Node`), killed with SIGKILL or stopped with SIGTERM, restarted
+//! on the same `data_dir`.
+//!
+//! DynamoDB is the harness's server, reached through a [`FaultProxy`], not
+//! the node's own embedded store: it must outlive the node (a killed node
+//! would take an embedded store down with it, and the test could not tell
+//! "DynamoDB lost it" from "the node lost it"), and the proxy lets a restart
+//! happen while DynamoDB is still down. The node's own durable state is its
+//! sled cache under `data_dir`: tombstones and the outbox.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edge_session::store::StoreSettings;
+use edge_session::SessionToken;
+use reqwest::header::COOKIE;
+use reqwest::StatusCode;
+
+use crate::faultproxy::{Fault, FaultProxy};
+use crate::faults::{eventually, proxied_node};
+use crate::harness::{
+    client, metric_at, now, proxied_node_toml, session_cookie, Cluster, ALICE_PASSWORD,
+    BOB_PASSWORD,
+};
+use crate::process::Node;
+
+fn cookie(value: &str) -> String {
+    format!("__Host-sid={value}")
+}
+
+fn token(value: &str) -> SessionToken {
+    SessionToken::parse(value).expect("the node issued a well-formed token")
+}
+
+/// A config file for a node process under `dir`, reaching DynamoDB through
+/// `proxy`.
+fn write_config(dir: &Path, table: &str, proxy: &FaultProxy) -> PathBuf {
+    let toml = proxied_node_toml(
+        &dir.join("data"),
+        table,
+        &proxy.url(),
+        "breaker_failures = 3\nbreaker_cooldown_ms = 300",
+        "",
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+/// Start the binary (off the async threads: it blocks until the node prints
+/// its address).
+async fn start(config: &Path) -> Node {
+    let config = config.to_owned();
+    tokio::task::spawn_blocking(move || Node::start(&config, "info"))
+        .await
+        .unwrap()
+}
+
+/// SIGKILL and reap (what dropping a `Node` does).
+async fn kill_9(node: Node) {
+    tokio::task::spawn_blocking(move || drop(node))
+        .await
+        .unwrap();
+}
+
+async fn whoami(c: &reqwest::Client, url: &str, value: &str) -> Result<StatusCode, reqwest::Error> {
+    c.get(format!("{url}/whoami"))
+        .header(COOKIE, cookie(value))
+        .send()
+        .await
+        .map(|r| r.status())
+}
+
+async fn outbox(c: &reqwest::Client, url: &str) -> Option<f64> {
+    metric_at(c, url, "edge_session_outbox_pending").await
+}
+
+/// Logout while DynamoDB is down; the node restarted while it is still down;
+/// DynamoDB back: the session is gone in DynamoDB and refused by every node,
+/// including one that had it cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_during_outage_is_not_lost() {
+    let Some(proxy) = FaultProxy::to_harness().await else {
+        eprintln!("skipped: the harness endpoint is not plain http");
+        return;
+    };
+    let cluster = Cluster::new().await;
+    let table = cluster.tier.table().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &table, &proxy);
+    let c = client();
+
+    let a = start(&config).await;
+    // A second node, in this process, behind the same DynamoDB.
+    let b = proxied_node(&proxy, &table, "reject").await;
+    let res = c
+        .post(a.at("/login"))
+        .form(&[("username", "alice"), ("password", ALICE_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let t = session_cookie(&res);
+    assert_eq!(whoami(&c, &b.url, &t).await.unwrap(), StatusCode::OK);
+    assert!(
+        b.store
+            .cache()
+            .get(&token(&t).storage_key())
+            .unwrap()
+            .is_some(),
+        "the second node has it cached"
+    );
+
+    proxy.set(Fault::Refuse);
+    let res = c
+        .post(a.at("/logout"))
+        .header(COOKIE, cookie(&t))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        whoami(&c, &a.url, &t).await.unwrap(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(outbox(&c, &a.url).await.unwrap() >= 1.0);
+
+    // Restart while DynamoDB is still down.
+    let (status, output) = tokio::task::spawn_blocking(move || a.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "SIGTERM exit {status:?}:\n{output}");
+    let a = start(&config).await;
+    assert_eq!(
+        whoami(&c, &a.url, &t).await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "the tombstone survived the restart"
+    );
+    assert!(
+        outbox(&c, &a.url).await.unwrap() >= 1.0,
+        "the revocation survived the restart in the outbox"
+    );
+    assert!(
+        cluster
+            .tier
+            .get(token(&t).storage_key().as_bytes())
+            .await
+            .unwrap()
+            .is_some(),
+        "DynamoDB has not seen the logout yet"
+    );
+
+    // DynamoDB is back.
+    proxy.set(Fault::Pass);
+    let drained = eventually("the restarted node drains its outbox", || async {
+        outbox(&c, &a.url).await == Some(0.0)
+    })
+    .await;
+    assert!(
+        cluster
+            .tier
+            .get(token(&t).storage_key().as_bytes())
+            .await
+            .unwrap()
+            .is_none(),
+        "gone in DynamoDB"
+    );
+    let learned = eventually("the node that had it cached refuses it", || async {
+        whoami(&c, &b.url, &t).await.ok() == Some(StatusCode::UNAUTHORIZED)
+    })
+    .await;
+    assert_eq!(
+        cluster
+            .node(StoreSettings::default())
+            .load(&token(&t), now())
+            .await
+            .unwrap(),
+        None,
+        "a fresh node refuses it"
+    );
+    assert_eq!(
+        whoami(&c, &a.url, &t).await.unwrap(),
+        StatusCode::UNAUTHORIZED
+    );
+    println!("outbox drained {drained:?} after DynamoDB came back; the other node refused the token {learned:?} after that");
+    b.stop().await;
+    let (status, _) = tokio::task::spawn_blocking(move || a.terminate())
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+/// SplitMix64: a seeded generator, so a failing run can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..hi`.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+/// What the client knows, from the answers it got.
+#[derive(Default)]
+struct Ledger {
+    /// Logins acknowledged (303 with a cookie) and not logged out since.
+    live: Vec<String>,
+    /// Logouts acknowledged (their 303 arrived).
+    dead: Vec<String>,
+    /// Sessions whose fate is unknown: a logout (or a login carrying them)
+    /// whose answer never came, or a login carrying them that was refused.
+    unsure: Vec<String>,
+    /// Violations seen while the node ran.
+    violations: Vec<String>,
+    logins: u64,
+    /// Logins that carried a live session (regenerate).
+    regenerated: u64,
+    refused_logins: u64,
+    reads: u64,
+}
+
+/// One client: logins, reads and logouts until the node dies or `stop`.
+async fn client_loop(
+    url: String,
+    ledger: Arc<Mutex<Ledger>>,
+    seed: u64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let c = client();
+    let mut rng = Rng(seed);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let roll = rng.range(0, 100);
+        if roll < 45 {
+            let (user, password) = if rng.chance(50) {
+                ("alice", ALICE_PASSWORD)
+            } else {
+                ("bob", BOB_PASSWORD)
+            };
+            // A quarter of the logins carry a live session: a regenerate, after
+            // which the carried token is dead. Its fate is unsure until the
+            // answer arrives.
+            let carried = {
+                let mut ledger = ledger.lock().unwrap();
+                if ledger.live.len() > 2 && rng.chance(25) {
+                    let i = rng.range(0, ledger.live.len() as u64) as usize;
+                    let value = ledger.live.swap_remove(i);
+                    ledger.unsure.push(value.clone());
+                    Some(value)
+                } else {
+                    None
+                }
+            };
+            let mut req = c
+                .post(format!("{url}/login"))
+                .form(&[("username", user), ("password", password)]);
+            if let Some(value) = &carried {
+                req = req.header(COOKIE, cookie(value));
+            }
+            let Ok(res) = req.send().await else { return };
+            let mut ledger = ledger.lock().unwrap();
+            match res.status() {
+                StatusCode::SEE_OTHER => {
+                    ledger.live.push(session_cookie(&res));
+                    ledger.logins += 1;
+                    if let Some(value) = carried {
+                        // Acknowledged: the pre-login token is dead.
+                        ledger.unsure.retain(|v| v != &value);
+                        ledger.dead.push(value);
+                        ledger.regenerated += 1;
+                    }
+                }
+                // Refused: the carried token may or may not have been
+                // revoked (fail closed); it stays unsure.
+                StatusCode::SERVICE_UNAVAILABLE => ledger.refused_logins += 1,
+                other => ledger.violations.push(format!("login answered {other}")),
+            }
+        } else if roll < 90 {
+            // Read a live token (200, or 503 past its lease while DynamoDB is
+            // down) or a logged-out one (401, always).
+            let (value, logged_out) = {
+                let ledger = ledger.lock().unwrap();
+                let pick_dead =
+                    !ledger.dead.is_empty() && (ledger.live.is_empty() || rng.chance(40));
+                if pick_dead {
+                    let i = rng.range(0, ledger.dead.len() as u64) as usize;
+                    (ledger.dead[i].clone(), true)
+                } else if !ledger.live.is_empty() {
+                    let i = rng.range(0, ledger.live.len() as u64) as usize;
+                    (ledger.live[i].clone(), false)
+                } else {
+                    continue;
+                }
+            };
+            let Ok(status) = whoami(&c, &url, &value).await else {
+                return;
+            };
+            let mut ledger = ledger.lock().unwrap();
+            ledger.reads += 1;
+            let ok = if logged_out {
+                status == StatusCode::UNAUTHORIZED
+            } else {
+                // Another client may have logged it out meanwhile.
+                status == StatusCode::OK
+                    || status == StatusCode::SERVICE_UNAVAILABLE
+                    || !ledger.live.contains(&value)
+            };
+            if !ok {
+                ledger.violations.push(format!(
+                    "read of a {} token answered {status}",
+                    if logged_out { "logged-out" } else { "live" }
+                ));
+            }
+        } else {
+            let value = {
+                let mut ledger = ledger.lock().unwrap();
+                if ledger.live.is_empty() {
+                    continue;
+                }
+                let i = rng.range(0, ledger.live.len() as u64) as usize;
+                let value = ledger.live.swap_remove(i);
+                // Unsure until the answer arrives.
+                ledger.unsure.push(value.clone());
+                value
+            };
+            let res = c
+                .post(format!("{url}/logout"))
+                .header(COOKIE, cookie(&value))
+                .send()
+                .await;
+            let Ok(res) = res else { return };
+            let mut ledger = ledger.lock().unwrap();
+            ledger.unsure.retain(|v| v != &value);
+            if res.status() == StatusCode::SEE_OTHER {
+                ledger.dead.push(value);
+            } else {
+                ledger
+                    .violations
+                    .push(format!("logout answered {}", res.status()));
+            }
+        }
+    }
+}
+
+/// Run `check` over `items` with a few requests in flight; returns the items
+/// for which it returned false.
+async fn failing<F, Fut>(items: &[String], check: F) -> Vec<String>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let mut bad = Vec::new();
+    for chunk in items.chunks(16) {
+        let mut set = tokio::task::JoinSet::new();
+        for item in chunk {
+            let item = item.clone();
+            let fut = check(item.clone());
+            set.spawn(async move { (item, fut.await) });
+        }
+        while let Some(joined) = set.join_next().await {
+            let (item, ok) = joined.unwrap();
+            if !ok {
+                bad.push(item);
+            }
+        }
+    }
+    bad
+}
+
+const KILLS: usize = 24;
+
+/// kill -9 at random moments of a client loop of logins, reads and logouts,
+/// DynamoDB sometimes slow or down. After every restart: no token whose
+/// logout was acknowledged is accepted (checked before DynamoDB is back),
+/// every acknowledged login still works, and the outbox drains once
+/// DynamoDB answers, leaving DynamoDB in agreement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_loses_no_logout_and_no_login() {
+    let Some(proxy) = FaultProxy::to_harness().await else {
+        eprintln!("skipped: the harness endpoint is not plain http");
+        return;
+    };
+    let seed = std::env::var("EDGE_SESSION_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_cafe_u64);
+    println!("crash test seed {seed:#x} (EDGE_SESSION_CRASH_SEED to replay)");
+    let mut rng = Rng(seed);
+    let cluster = Cluster::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), cluster.tier.table(), &proxy);
+    let c = client();
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let started = Instant::now();
+    let (mut down_at_restart, mut most_pending, mut resent) = (0, 0.0f64, 0);
+    let (mut live_checked, mut dead_checked) = (0, 0);
+
+    let mut node = start(&config).await;
+    for kill in 0..KILLS {
+        // Some runs with DynamoDB slow or unreachable, so logouts queue up.
+        let fault = match rng.range(0, 100) {
+            0..=49 => Fault::Pass,
+            50..=69 => Fault::Latency(Duration::from_millis(rng.range(20, 300))),
+            70..=84 => Fault::Refuse,
+            _ => Fault::BlackHole,
+        };
+        proxy.set(fault);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                tokio::spawn(client_loop(
+                    node.url.clone(),
+                    Arc::clone(&ledger),
+                    rng.next(),
+                    Arc::clone(&stop),
+                ))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(rng.range(50, 700))).await;
+        if let Some(pending) = outbox(&c, &node.url).await {
+            most_pending = most_pending.max(pending);
+        }
+        kill_9(node).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for task in clients {
+            task.await.unwrap();
+        }
+
+        // Restart, half the time with DynamoDB still down if it was.
+        let outage = matches!(fault, Fault::Refuse | Fault::BlackHole);
+        if outage && rng.chance(50) {
+            down_at_restart += 1;
+        } else {
+            proxy.set(Fault::Pass);
+        }
+        node = start(&config).await;
+        let url = node.url.clone();
+
+        // Tombstones are local and durable: no logged-out token comes back,
+        // whatever DynamoDB says.
+        let dead = ledger.lock().unwrap().dead.clone();
+        let cc = c.clone();
+        let u = url.clone();
+        let resurrected = failing(&dead, move |v| {
+            let (c, u) = (cc.clone(), u.clone());
+            async move { whoami(&c, &u, &v).await.ok() == Some(StatusCode::UNAUTHORIZED) }
+        })
+        .await;
+        assert!(
+            resurrected.is_empty(),
+            "kill {kill}: {} logged-out token(s) accepted after restart",
+            resurrected.len()
+        );
+
+        // DynamoDB answers again.
+        proxy.set(Fault::Pass);
+        eventually("the node is ready", || async {
+            c.get(format!("{url}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK)
+        })
+        .await;
+        // Logouts (and logins carrying a session) whose answer never came,
+        // or was a refusal: log those sessions out again; now they count.
+        let unsure = std::mem::take(&mut ledger.lock().unwrap().unsure);
+        resent += unsure.len();
+        for value in unsure {
+            let res = c
+                .post(format!("{url}/logout"))
+                .header(COOKIE, cookie(&value))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::SEE_OTHER);
+            ledger.lock().unwrap().dead.push(value);
+        }
+        eventually("the outbox drains once DynamoDB answers", || async {
+            outbox(&c, &url).await == Some(0.0)
+        })
+        .await;
+
+        let (live, dead, violations) = {
+            let ledger = ledger.lock().unwrap();
+            (
+                ledger.live.clone(),
+                ledger.dead.clone(),
+                ledger.violations.clone(),
+            )
+        };
+        assert!(violations.is_empty(), "kill {kill}: {violations:?}");
+        live_checked += live.len();
+        dead_checked += dead.len();
+        let cc = c.clone();
+        let u = url.clone();
+        let lost = failing(&live, move |v| {
+            let (c, u) = (cc.clone(), u.clone());
+            async move { whoami(&c, &u, &v).await.ok() == Some(StatusCode::OK) }
+        })
+        .await;
+        assert!(
+            lost.is_empty(),
+            "kill {kill}: {} acknowledged login(s) unusable after restart",
+            lost.len()
+        );
+        // DynamoDB agrees: it holds every live session and no logged-out one.
+        let tier = cluster.tier.clone();
+        let missing = failing(&live, move |v| {
+            let tier = tier.clone();
+            async move {
+                tier.get(token(&v).storage_key().as_bytes())
+                    .await
+                    .unwrap()
+                    .is_some()
+            }
+        })
+        .await;
+        assert!(
+            missing.is_empty(),
+            "kill {kill}: live sessions missing in DynamoDB"
+        );
+        let tier = cluster.tier.clone();
+        let kept = failing(&dead, move |v| {
+            let tier = tier.clone();
+            async move {
+                tier.get(token(&v).storage_key().as_bytes())
+                    .await
+                    .unwrap()
+                    .is_none()
+            }
+        })
+        .await;
+        assert!(
+            kept.is_empty(),
+            "kill {kill}: {} logged-out session(s) still in DynamoDB after the outbox drained",
+            kept.len()
+        );
+    }
+    kill_9(node).await;
+    let ledger = ledger.lock().unwrap();
+    let live: BTreeSet<_> = ledger.live.iter().collect();
+    assert!(ledger.dead.iter().all(|d| !live.contains(d)));
+    assert!(
+        ledger.logins >= KILLS as u64 && !ledger.dead.is_empty(),
+        "the client loop did work: {} logins, {} logouts",
+        ledger.logins,
+        ledger.dead.len()
+    );
+    println!(
+        "{KILLS} kills in {:?}: {} logins acknowledged ({} of them regenerating a live session; {} refused while DynamoDB was down), {} logouts acknowledged ({resent} re-sent after their node died), {} sessions still live, {} reads; {down_at_restart} restarts with DynamoDB down; outbox peaked at {most_pending}; after the restarts {live_checked} live and {dead_checked} logged-out tokens checked",
+        started.elapsed(),
+        ledger.logins,
+        ledger.regenerated,
+        ledger.refused_logins,
+        ledger.dead.len(),
+        ledger.live.len(),
+        ledger.reads,
+    );
+}

@@ -1,0 +1,332 @@
+//! A fault-injecting TCP proxy between a node's AWS SDK client and the
+//! harness's DynamoDB-wire server: the narrow seam where the failure tests
+//! inject faults. It listens on 127.0.0.1:0 and forwards bytes unchanged in
+//! [`Fault::Pass`]; [`FaultProxy::set`] switches the fault at run time.
+//!
+//! A switch closes every connection opened under the previous fault, so each
+//! connection lives under exactly one fault (the SDK reconnects, as it would
+//! after a real network change).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+
+/// What the proxy does to traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forward both ways.
+    Pass,
+    /// Stop listening: connects fail with ECONNREFUSED (the port stays
+    /// reserved by a bound, non-listening socket). Open connections are cut.
+    Refuse,
+    /// Accept, then close at once: requests die on a reset connection.
+    Reset,
+    /// Accept and never answer: requests are swallowed, nothing comes back.
+    BlackHole,
+    /// Forward both ways, each chunk held back this long. (A request the
+    /// client gave up on still reaches the server late: a slow network.)
+    Latency(Duration),
+    /// Forward requests; cut each connection halfway through the first
+    /// response. The server did the work; the client cannot know.
+    CutResponse,
+    /// As [`Fault::CutResponse`], but only responses to requests whose bytes
+    /// contain this text (an `X-Amz-Target` operation name such as
+    /// `TransactWriteItems`); everything else passes.
+    CutResponseTo(&'static str),
+}
+
+/// A running proxy. Dropping it stops it and cuts its connections.
+pub struct FaultProxy {
+    addr: SocketAddr,
+    fault: watch::Sender<Fault>,
+    accepted: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `host:port` of an `http://` URL.
+fn socket_of(url: &str) -> Option<SocketAddr> {
+    let rest = url.strip_prefix("http://")?;
+    let authority = rest.split('/').next()?;
+    use std::net::ToSocketAddrs;
+    authority.to_socket_addrs().ok()?.next()
+}
+
+/// A listening socket on `addr` that another socket may share (so the port
+/// can be held while nothing listens on it).
+fn shared_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
+impl FaultProxy {
+    /// A proxy in front of the harness's DynamoDB endpoint, or `None` when
+    /// that endpoint is not a plain `http://` URL (real AWS over TLS): the
+    /// caller then skips its test.
+    pub async fn to_harness() -> Option<FaultProxy> {
+        let url = match crate::harness::endpoint() {
+            edge_session::sync::Endpoint::Embedded(url) => url,
+            edge_session::sync::Endpoint::Url(url) => url,
+            _ => return None,
+        };
+        let upstream = socket_of(&url)?;
+        Some(FaultProxy::start(upstream).await)
+    }
+
+    /// A proxy to `upstream`, passing traffic.
+    pub async fn start(upstream: SocketAddr) -> FaultProxy {
+        let socket = shared_socket("127.0.0.1:0".parse().expect("a literal address"))
+            .expect("bind the proxy");
+        let addr = socket.local_addr().expect("the proxy's address");
+        let listener = socket.listen(1024).expect("listen");
+        let (fault, watcher) = watch::channel(Fault::Pass);
+        let accepted = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            addr,
+            upstream,
+            watcher,
+            Arc::clone(&accepted),
+        ));
+        FaultProxy {
+            addr,
+            fault,
+            accepted,
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, the endpoint URL for a node's config.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Switch the fault. Connections opened under the previous one are cut.
+    pub fn set(&self, fault: Fault) {
+        self.fault.send_replace(fault);
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    addr: SocketAddr,
+    upstream: SocketAddr,
+    mut fault: watch::Receiver<Fault>,
+    accepted: Arc<AtomicU64>,
+) {
+    let mut listener = Some(listener);
+    loop {
+        let current = *fault.borrow_and_update();
+        if current == Fault::Refuse {
+            // Hold the port with a bound socket that does not listen: the
+            // kernel answers connects with RST, and no other socket can take
+            // the port meanwhile.
+            let hold = shared_socket(addr).expect("hold the proxy's port");
+            drop(listener.take());
+            if fault.changed().await.is_err() {
+                return;
+            }
+            let socket = shared_socket(addr).expect("rebind the proxy's port");
+            drop(hold);
+            listener = Some(socket.listen(1024).expect("listen again"));
+            continue;
+        }
+        let Some(active) = listener.as_ref() else {
+            return;
+        };
+        tokio::select! {
+            changed = fault.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            conn = active.accept() => {
+                let Ok((client, _)) = conn else { continue };
+                accepted.fetch_add(1, Ordering::Relaxed);
+                // The fault as of now (it may have changed since `current`).
+                let mut watcher = fault.clone();
+                let now = *watcher.borrow_and_update();
+                tokio::spawn(serve(client, upstream, now, watcher));
+            }
+        }
+    }
+}
+
+/// One client connection under `fault`, until it ends or the fault changes.
+async fn serve(
+    client: TcpStream,
+    upstream: SocketAddr,
+    fault: Fault,
+    mut changes: watch::Receiver<Fault>,
+) {
+    let _ = client.set_nodelay(true);
+    let work = async move {
+        match fault {
+            Fault::Refuse | Fault::Reset => {
+                // Close with RST rather than FIN: what a crashed server does.
+                // (Deprecated because a non-zero linger blocks the thread on
+                // drop; a zero linger resets at once.)
+                #[allow(deprecated)]
+                let _ = client.set_linger(Some(Duration::ZERO));
+                drop(client);
+            }
+            Fault::BlackHole => {
+                let mut client = client;
+                let mut sink = [0u8; 4096];
+                while let Ok(n) = client.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                // Keep the socket open and silent until the fault changes.
+                std::future::pending::<()>().await;
+            }
+            Fault::Pass | Fault::Latency(_) | Fault::CutResponse | Fault::CutResponseTo(_) => {
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = server.set_nodelay(true);
+                let delay = match fault {
+                    Fault::Latency(d) => d,
+                    _ => Duration::ZERO,
+                };
+                // Requests on one HTTP/1.1 connection go one at a time, so
+                // the response after a marked request is that request's.
+                let (mark, armed) = match fault {
+                    Fault::CutResponse => (None, Arc::new(AtomicBool::new(true))),
+                    Fault::CutResponseTo(text) => (Some(text), Arc::new(AtomicBool::new(false))),
+                    _ => (None, Arc::new(AtomicBool::new(false))),
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                let requests = Requests {
+                    delay,
+                    mark,
+                    armed: Arc::clone(&armed),
+                };
+                let responses = Responses { delay, armed };
+                tokio::select! {
+                    _ = requests.pump(client_read, server_write) => {}
+                    _ = responses.pump(server_read, client_write) => {}
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        // Any switch ends this connection (dropping both sockets).
+        _ = changes.changed() => {}
+    }
+}
+
+/// The client-to-server half of a connection.
+struct Requests {
+    delay: Duration,
+    /// Text that marks a request whose response is to be cut.
+    mark: Option<&'static str>,
+    armed: Arc<AtomicBool>,
+}
+
+impl Requests {
+    async fn pump(self, mut from: OwnedReadHalf, mut to: OwnedWriteHalf) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if let Some(mark) = self.mark {
+                if buf[..n].windows(mark.len()).any(|w| w == mark.as_bytes()) {
+                    self.armed.store(true, Ordering::SeqCst);
+                }
+            }
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The server-to-client half of a connection.
+struct Responses {
+    delay: Duration,
+    /// Cut the next response.
+    armed: Arc<AtomicBool>,
+}
+
+impl Responses {
+    async fn pump(self, mut from: OwnedReadHalf, mut to: OwnedWriteHalf) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
+            if self.armed.load(Ordering::SeqCst) {
+                let _ = to.write_all(&buf[..cut_point(&buf[..n])]).await;
+                let _ = to.flush().await;
+                // Returning drops both halves of both sockets: the client
+                // sees the connection end mid-response.
+                return;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Where to cut a response chunk: the headers and half the body (at least
+/// one body byte short of complete), or half the chunk if the headers are not
+/// all in it.
+fn cut_point(chunk: &[u8]) -> usize {
+    match chunk.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(end) => {
+            let body_start = end + 4;
+            let body = chunk.len() - body_start;
+            body_start + body / 2
+        }
+        None => chunk.len() / 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_point_keeps_headers_and_half_the_body() {
+        let response = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n{\"a\"";
+        let at = cut_point(response);
+        assert_eq!(
+            &response[..at],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n{\""
+        );
+        assert_eq!(cut_point(b"HTTP/1.1 200"), 6);
+    }
+}

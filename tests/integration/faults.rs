@@ -1,0 +1,524 @@
+//! The outage semantics (README "Operations", `src/store.rs` failure table),
+//! through the fault proxy: nodes whose DynamoDB endpoint is a
+//! [`FaultProxy`] in front of the harness's server, checked against the table
+//! itself through the harness's own, unproxied client.
+//!
+//! For each fault: login (create and regenerate) gets 503 `store_unavailable`
+//! with no cookie and writes nothing; logout kills the token on this node at
+//! once and queues the DynamoDB delete (`edge_session_outbox_pending` > 0); a
+//! cached session within its lease is served, past it the node follows
+//! `dynamodb.on_unreachable`; `/readyz` is 503. After the fault clears:
+//! `/readyz` is 200, the background upkeep drains the outbox, and both tiers
+//! (and a fresh node) agree on every token.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use edge_session::store::StoreSettings;
+use edge_session::SessionToken;
+use reqwest::header::COOKIE;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::faultproxy::{Fault, FaultProxy};
+use crate::harness::{
+    now, proxied_node_toml, session_cookie, session_set_cookie, Cluster, TestNode, ALICE_PASSWORD,
+    BOB_PASSWORD,
+};
+
+/// The lease of the nodes under test: long enough for the in-lease checks,
+/// short enough to wait out.
+const LEASE_MS: u64 = 4_000;
+
+/// Bound on every "eventually" below.
+const PATIENCE: Duration = Duration::from_secs(45);
+
+fn cookie(value: &str) -> String {
+    format!("__Host-sid={value}")
+}
+
+fn token(value: &str) -> SessionToken {
+    SessionToken::parse(value).expect("the node issued a well-formed token")
+}
+
+/// A node behind `proxy` over `table`: stream off (the lease alone bounds
+/// staleness, so the timing below is exact), the given `on_unreachable`.
+pub async fn proxied_node(proxy: &FaultProxy, table: &str, on_unreachable: &str) -> TestNode {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = proxied_node_toml(
+        dir.path(),
+        table,
+        &proxy.url(),
+        &format!(
+            "breaker_failures = 3\nbreaker_cooldown_ms = 500\non_unreachable = \"{on_unreachable}\"\nmax_stale_ms = 60000"
+        ),
+        &format!("[cache]\nrevalidate_after_ms = {LEASE_MS}\n[stream]\nenabled = false\n"),
+    );
+    TestNode::spawn_toml(dir, &toml).await
+}
+
+/// Every `sid` in the table, read directly.
+pub async fn sids(cluster: &Cluster) -> BTreeSet<Vec<u8>> {
+    cluster
+        .scan()
+        .await
+        .iter()
+        .map(|item| match item.get("sid") {
+            Some(aws_sdk_dynamodb::types::AttributeValue::B(b)) => b.as_ref().to_vec(),
+            other => panic!("an item without a binary sid: {other:?}"),
+        })
+        .collect()
+}
+
+/// Whether DynamoDB holds the session of `value` (direct read).
+async fn in_dynamodb(cluster: &Cluster, value: &str) -> bool {
+    cluster
+        .tier
+        .get(token(value).storage_key().as_bytes())
+        .await
+        .expect("the harness reaches DynamoDB directly")
+        .is_some()
+}
+
+async fn browser_login(node: &TestNode, carried: Option<&str>, user: &str) -> reqwest::Response {
+    let password = if user == "alice" {
+        ALICE_PASSWORD
+    } else {
+        BOB_PASSWORD
+    };
+    let mut req = node
+        .client
+        .post(node.at("/login"))
+        .form(&[("username", user), ("password", password)]);
+    if let Some(value) = carried {
+        req = req.header(COOKIE, cookie(value));
+    }
+    req.send().await.unwrap()
+}
+
+async fn whoami(node: &TestNode, value: &str) -> StatusCode {
+    node.client
+        .get(node.at("/whoami"))
+        .header(COOKIE, cookie(value))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn logout(node: &TestNode, value: &str) -> StatusCode {
+    node.client
+        .post(node.at("/logout"))
+        .header(COOKIE, cookie(value))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn readyz(node: &TestNode) -> StatusCode {
+    node.client
+        .get(node.at("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Wait until `check` holds, at most [`PATIENCE`]; panics with `what`.
+pub async fn eventually<F, Fut>(what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "not within {PATIENCE:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A 503 `store_unavailable` that issues no session.
+async fn assert_refused_without_a_session(res: reqwest::Response, what: &str) {
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
+    assert!(
+        session_set_cookie(&res).is_none(),
+        "{what}: a session cookie was issued"
+    );
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    assert_eq!(body["error"], "store_unavailable", "{what}: {body}");
+    assert!(body.get("token").is_none(), "{what}: a token was issued");
+}
+
+/// The sessions one node holds when the fault starts.
+struct Sessions {
+    /// Signed in, cached: served within the lease.
+    keep: String,
+    /// Signed in, logged out during the fault.
+    victim: String,
+    /// An anonymous browser session that logs in during the fault.
+    planted: String,
+    /// An anonymous `/v1` session regenerated during the fault.
+    service: String,
+}
+
+async fn prepare(node: &TestNode) -> Sessions {
+    let res = browser_login(node, None, "alice").await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let keep = session_cookie(&res);
+    let res = browser_login(node, None, "bob").await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let victim = session_cookie(&res);
+    let res = node.client.get(node.at("/")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let planted = session_cookie(&res);
+    let res = node.v1(Method::POST, "/v1/sessions").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let service = res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    Sessions {
+        keep,
+        victim,
+        planted,
+        service,
+    }
+}
+
+/// The checks while the fault is on, on one node. Returns when it finished.
+async fn during_the_fault(node: &TestNode, s: &Sessions, fault: Fault) {
+    assert_eq!(
+        whoami(node, &s.keep).await,
+        StatusCode::OK,
+        "{fault:?}: a cached session within its lease is served"
+    );
+
+    assert_eq!(logout(node, &s.victim).await, StatusCode::SEE_OTHER);
+    assert_eq!(
+        whoami(node, &s.victim).await,
+        StatusCode::UNAUTHORIZED,
+        "{fault:?}: logged out, dead on this node at once"
+    );
+    assert!(
+        node.store.cache().outbox_len() >= 1,
+        "{fault:?}: the revocation waits in the outbox"
+    );
+    eventually("/metrics shows the outbox", || async {
+        node.metric("edge_session_outbox_pending")
+            .await
+            .is_some_and(|v| v >= 1.0)
+    })
+    .await;
+
+    assert_refused_without_a_session(
+        browser_login(node, None, "alice").await,
+        &format!("{fault:?}: login (create)"),
+    )
+    .await;
+    assert_refused_without_a_session(
+        browser_login(node, Some(&s.planted), "alice").await,
+        &format!("{fault:?}: login (regenerate)"),
+    )
+    .await;
+    let res = node
+        .v1(Method::POST, "/v1/session/regenerate")
+        .header("x-session-token", &s.service)
+        .json(&json!({"user_id": "carol"}))
+        .send()
+        .await
+        .unwrap();
+    assert_refused_without_a_session(res, &format!("{fault:?}: /v1 regenerate")).await;
+    let res = node.v1(Method::POST, "/v1/sessions").send().await.unwrap();
+    assert_refused_without_a_session(res, &format!("{fault:?}: /v1 create")).await;
+
+    assert_eq!(
+        readyz(node).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{fault:?}: not ready while DynamoDB is unreachable"
+    );
+}
+
+/// After recovery: the node's answer for `value` and DynamoDB's agree, and
+/// a fresh node (its own empty cache) agrees too.
+async fn tiers_agree(cluster: &Cluster, node: &TestNode, value: &str, what: &str) -> bool {
+    let t = now();
+    let here = node.store.load(&token(value), t).await.unwrap().is_some();
+    let there = in_dynamodb(cluster, value).await;
+    let fresh = cluster
+        .node(StoreSettings::default())
+        .load(&token(value), t)
+        .await
+        .unwrap()
+        .is_some();
+    assert_eq!(
+        (here, fresh),
+        (there, there),
+        "{what}: node says {here}, DynamoDB {there}, a fresh node {fresh}"
+    );
+    there
+}
+
+async fn outage_semantics_hold(fault: Fault) {
+    let Some(proxy) = FaultProxy::to_harness().await else {
+        eprintln!("skipped: the harness endpoint is not plain http");
+        return;
+    };
+    let cluster = Cluster::new().await;
+    let table = cluster.tier.table().to_owned();
+    let reject = proxied_node(&proxy, &table, "reject").await;
+    let serve = proxied_node(&proxy, &table, "serve_cached").await;
+    let (r, s) = tokio::join!(prepare(&reject), prepare(&serve));
+    let filled = Instant::now();
+    let before = sids(&cluster).await;
+
+    proxy.set(fault);
+    tokio::join!(
+        during_the_fault(&reject, &r, fault),
+        during_the_fault(&serve, &s, fault)
+    );
+    let fault_phase = filled.elapsed();
+    assert!(
+        fault_phase < Duration::from_millis(LEASE_MS) * 4,
+        "{fault:?}: the fault phase took {fault_phase:?}: requests piled up"
+    );
+
+    // Past the lease, DynamoDB still unreachable: the configured policy.
+    let past = Duration::from_millis(LEASE_MS + 300);
+    if let Some(wait) = past.checked_sub(filled.elapsed()) {
+        tokio::time::sleep(wait).await;
+    }
+    let res = reject
+        .client
+        .get(reject.at("/whoami"))
+        .header(COOKIE, cookie(&r.keep))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{fault:?}: past the lease, on_unreachable = reject"
+    );
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "store_unavailable"
+    );
+    assert_eq!(
+        whoami(&serve, &s.keep).await,
+        StatusCode::OK,
+        "{fault:?}: past the lease, on_unreachable = serve_cached (within max_stale_ms)"
+    );
+    assert_eq!(
+        whoami(&serve, &s.victim).await,
+        StatusCode::UNAUTHORIZED,
+        "{fault:?}: serve_cached never serves a session revoked here"
+    );
+
+    // The fault clears.
+    proxy.set(Fault::Pass);
+    let ready = eventually("/readyz is 200 again", || async {
+        readyz(&reject).await == StatusCode::OK && readyz(&serve).await == StatusCode::OK
+    })
+    .await;
+    let drained = eventually("the outbox drains", || async {
+        reject.store.cache().outbox_len() == 0 && serve.store.cache().outbox_len() == 0
+    })
+    .await;
+    for node in [&reject, &serve] {
+        eventually("/metrics shows an empty outbox", || async {
+            node.metric("edge_session_outbox_pending").await == Some(0.0)
+        })
+        .await;
+    }
+
+    // Nothing was written by the refused logins; the tiers agree on every token.
+    let after = sids(&cluster).await;
+    assert!(
+        after.is_subset(&before),
+        "{fault:?}: {} item(s) appeared in DynamoDB during the fault",
+        after.difference(&before).count()
+    );
+    for (node, s) in [(&reject, &r), (&serve, &s)] {
+        assert!(
+            !tiers_agree(&cluster, node, &s.victim, "logged out").await,
+            "{fault:?}: the logout reached DynamoDB"
+        );
+        assert!(tiers_agree(&cluster, node, &s.keep, "kept").await);
+        tiers_agree(&cluster, node, &s.planted, "planted").await;
+        tiers_agree(&cluster, node, &s.service, "service").await;
+        assert_eq!(whoami(node, &s.keep).await, StatusCode::OK);
+        let res = browser_login(node, Some(&s.planted), "alice").await;
+        assert_eq!(
+            res.status(),
+            StatusCode::SEE_OTHER,
+            "{fault:?}: login works again"
+        );
+        assert_eq!(whoami(node, &session_cookie(&res)).await, StatusCode::OK);
+    }
+    println!(
+        "{fault:?}: fault phase {fault_phase:?}, ready again after {ready:?}, outbox drained {drained:?} later; {} connections through the proxy",
+        proxy.accepted()
+    );
+    reject.stop().await;
+    serve.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_follow_the_outage_semantics() {
+    outage_semantics_hold(Fault::Refuse).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_connections_follow_the_outage_semantics() {
+    outage_semantics_hold(Fault::Reset).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn black_holed_dynamodb_follows_the_outage_semantics() {
+    outage_semantics_hold(Fault::BlackHole).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_past_the_timeouts_follows_the_outage_semantics() {
+    outage_semantics_hold(Fault::Latency(Duration::from_millis(2_000))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_cut_halfway_follow_the_outage_semantics() {
+    outage_semantics_hold(Fault::CutResponse).await;
+}
+
+/// The circuit breaker lets one probe through after its cool-down. `/readyz`
+/// gives up on its DynamoDB ping after 2 s; with an attempt timeout longer
+/// than that, the abandoned ping was that probe. The breaker must probe again
+/// once DynamoDB answers, not fail every call fast for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_probe_does_not_wedge_the_circuit_breaker() {
+    let Some(proxy) = FaultProxy::to_harness().await else {
+        eprintln!("skipped: the harness endpoint is not plain http");
+        return;
+    };
+    let cluster = Cluster::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = proxied_node_toml(
+        dir.path(),
+        cluster.tier.table(),
+        &proxy.url(),
+        "breaker_failures = 1\nbreaker_cooldown_ms = 300",
+        "[stream]\nenabled = false\n",
+    )
+    // Attempts outlast /readyz's own 2 s limit (as with the defaults: 2 s
+    // attempts within a 5 s operation).
+    .replace("attempt_timeout_ms = 500", "attempt_timeout_ms = 3000")
+    .replace("operation_timeout_ms = 1500", "operation_timeout_ms = 5000")
+    .replace("max_attempts = 2", "max_attempts = 1");
+    let node = TestNode::spawn_toml(dir, &toml).await;
+    assert_eq!(readyz(&node).await, StatusCode::OK);
+
+    proxy.set(Fault::BlackHole);
+    // One call that times out opens the breaker.
+    let res = node.v1(Method::POST, "/v1/sessions").send().await.unwrap();
+    assert_refused_without_a_session(res, "create while black-holed").await;
+    assert!(node.store.dynamo().is_circuit_open());
+    // After the cool-down, /readyz's ping is the probe, and /readyz gives up on it.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(readyz(&node).await, StatusCode::SERVICE_UNAVAILABLE);
+
+    proxy.set(Fault::Pass);
+    eventually("/readyz is 200 once DynamoDB answers", || async {
+        readyz(&node).await == StatusCode::OK
+    })
+    .await;
+    let res = node.v1(Method::POST, "/v1/sessions").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    node.stop().await;
+}
+
+/// Items in the table bound to `user` (direct scan).
+async fn bound_to(cluster: &Cluster, user: &str) -> usize {
+    cluster
+        .scan()
+        .await
+        .iter()
+        .filter(|item| {
+            matches!(item.get("uid"), Some(aws_sdk_dynamodb::types::AttributeValue::S(u)) if u == user)
+        })
+        .count()
+}
+
+/// DynamoDB did the write but its answer was cut halfway: the node cannot
+/// know the outcome and fails closed. No session is issued; the token the
+/// browser carried is dead on this node at once; the outbox deletes it (and
+/// anything the unanswered write may have created) once DynamoDB answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_whose_answer_is_cut_fail_closed() {
+    let Some(proxy) = FaultProxy::to_harness().await else {
+        eprintln!("skipped: the harness endpoint is not plain http");
+        return;
+    };
+    let cluster = Cluster::new().await;
+    let node = proxied_node(&proxy, cluster.tier.table(), "reject").await;
+    let res = node.client.get(node.at("/")).send().await.unwrap();
+    let planted = session_cookie(&res);
+    let res = browser_login(&node, None, "bob").await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let victim = session_cookie(&res);
+
+    // Reads pass; the answer to every transaction (login) is cut.
+    proxy.set(Fault::CutResponseTo("TransactWriteItems"));
+    assert_refused_without_a_session(
+        browser_login(&node, Some(&planted), "alice").await,
+        "login (regenerate) with its answer cut",
+    )
+    .await;
+    assert_eq!(
+        node.store.load(&token(&planted), now()).await.unwrap(),
+        None,
+        "the token the browser carried is dead here at once"
+    );
+    assert!(node.store.cache().outbox_len() >= 1);
+    assert_refused_without_a_session(
+        browser_login(&node, None, "alice").await,
+        "login (create) with its answer cut",
+    )
+    .await;
+
+    // The answer to every delete (logout) is cut.
+    proxy.set(Fault::CutResponseTo("DeleteItem"));
+    assert_eq!(logout(&node, &victim).await, StatusCode::SEE_OTHER);
+    assert_eq!(whoami(&node, &victim).await, StatusCode::UNAUTHORIZED);
+    assert!(node.store.cache().outbox_len() >= 1);
+
+    proxy.set(Fault::Pass);
+    eventually("the outbox drains", || async {
+        node.store.cache().outbox_len() == 0
+    })
+    .await;
+    for (value, what) in [(&planted, "pre-login"), (&victim, "logged out")] {
+        assert!(
+            !tiers_agree(&cluster, &node, value, what).await,
+            "{what}: deleted in DynamoDB"
+        );
+    }
+    // The two logins' transactions did happen; their sessions were never
+    // issued, and the outbox removed them too: none lingers in alice's listing.
+    assert_eq!(
+        bound_to(&cluster, "alice").await,
+        0,
+        "an unissued session of alice is left in DynamoDB"
+    );
+    let res = node
+        .v1(Method::GET, "/v1/users/alice/sessions")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap(), json!([]));
+    node.stop().await;
+}
