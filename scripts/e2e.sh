@@ -42,7 +42,7 @@ fi
 
 # The debug binary (cargo does nothing when it is up to date).
 cargo build --quiet --bin edge-session
-export EDGE_SESSION_BIN=$root/target/debug/edge-session
+export EDGE_SESSION_BIN=${CARGO_TARGET_DIR:-$root/target}/debug/edge-session
 
 status=0
 if [ -z "${E2E_SKIP_BROWSER:-}" ]; then
