@@ -1,24 +1,45 @@
-//! Micro-benchmarks of the session-lookup hot path.
+//! Micro-benchmarks of the session hot path and of login.
 //!
-//! `lookup/cache_hit` is the whole sled-side hot path of a load: storage-key
-//! hash, sled get, CBOR decode, lease and expiry checks. It is measured beside
-//! `lookup/raw_sled_get`: a plain sled `get` of a value of the same size among
-//! the same number of keys, in the same run. Fixed seed; criterion reports the
-//! median of its samples.
+//! - `token/*`: generation (OS CSPRNG), parsing, the storage-key hash.
+//! - `codec/*`: encode and decode of a small record.
+//! - `lookup/cache_hit/N` is the whole sled-side hot path of a load:
+//!   storage-key hash, sled get, CBOR decode, lease and expiry checks. It is
+//!   measured beside `lookup/raw_sled_get/N`: a plain sled `get` of a value
+//!   of the same size among the same number of keys, in the same run, at
+//!   N = 10 000 and 1 000 000 cached sessions. For each N the run also prints
+//!   the resident memory per cached session and per-lookup percentiles
+//!   (p50/p99/p99.9, from an HDR histogram of individually timed lookups).
+//! - `lookup/cache_miss`: a load whose record was evicted, through a
+//!   `TieredStore` over the embedded DynamoDB (in memory): one consistent
+//!   `GetItem`, decode, fill.
+//! - `regenerate/tiered_store` beside `raw/transact_write_items`: a login
+//!   through the store (epoch read, durable tombstone, the transaction, fill)
+//!   and the same `TransactWriteItems` built directly with the SDK client.
+//!
+//! Fixed seed; criterion reports the median of its samples.
+//! `EDGE_SESSION_BENCH_SESSIONS=10000` skips the 1M population (~1 min).
 
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Delete, Put, StreamSpecification, TransactWriteItem,
+};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use edge_session::store::{CacheLookup, StoreSettings};
-use edge_session::sync::{ClientSettings, DynamoTier, Endpoint};
-use edge_session::{codec, Policy, SessionRecord, SessionToken, SledCache, TieredStore};
+use edge_session::embedded::EmbeddedDynamo;
+use edge_session::store::{CacheLookup, NewSession, StoreSettings, UserBinding};
+use edge_session::sync::{ClientSettings, DynamoTier, Endpoint, Item};
+use edge_session::{
+    codec, Policy, SessionRecord, SessionToken, SledCache, StorageKey, TieredStore,
+};
+use hdrhistogram::Histogram;
 
-const SESSIONS: usize = 100_000;
 const NOW: u64 = 1_800_000_000_000;
 
 /// A deterministic token stream (fixed seed), so runs compare.
@@ -49,10 +70,71 @@ fn record(i: usize) -> SessionRecord {
     r
 }
 
-fn bench_lookup(c: &mut Criterion) {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    // The store needs a DynamoDB tier; a cache hit never calls it, so a
-    // client pointed at a closed port proves it.
+/// Resident set size of this process, bytes.
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The session counts to measure (`EDGE_SESSION_BENCH_SESSIONS`, comma-separated).
+fn session_counts() -> Vec<usize> {
+    std::env::var("EDGE_SESSION_BENCH_SESSIONS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![10_000, 1_000_000])
+}
+
+/// Whether criterion's command-line filter (if any) can select `group`:
+/// populating a million sessions is skipped when it cannot.
+fn selected(group: &str) -> bool {
+    // criterion's options that take a value (the value is not a filter).
+    const VALUED: &[&str] = &[
+        "--save-baseline",
+        "--baseline",
+        "--baseline-lenient",
+        "--load-baseline",
+        "--sample-size",
+        "--warm-up-time",
+        "--measurement-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--profile-time",
+        "--output-format",
+        "--plotting-backend",
+        "--format",
+        "--color",
+        "-c",
+        "-s",
+        "-b",
+        "-p",
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filters: Vec<&String> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| {
+            !a.starts_with('-') && (*i == 0 || !VALUED.contains(&args[i - 1].as_str()))
+        })
+        .map(|(_, a)| a)
+        .collect();
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| group.contains(f.as_str()) || f.contains(group))
+}
+
+/// A store whose DynamoDB tier is never reached (a cache hit never calls
+/// it): a client pointed at a closed port proves it.
+fn offline_store(runtime: &tokio::runtime::Runtime, cache: SledCache) -> TieredStore {
     let client = runtime.block_on(
         ClientSettings {
             endpoint: Endpoint::Embedded("http://127.0.0.1:9".into()),
@@ -60,65 +142,139 @@ fn bench_lookup(c: &mut Criterion) {
         }
         .build(),
     );
-    let cache = SledCache::temporary().unwrap();
-    let store = TieredStore::new(
-        cache.clone(),
+    TieredStore::new(
+        cache,
         DynamoTier::new(client, "bench"),
         StoreSettings::default(),
-    );
-    let raw = sled::Config::new().temporary(true).open().unwrap();
+    )
+}
 
-    let tokens = tokens(SESSIONS);
-    let mut value_len = 0;
-    for (i, t) in tokens.iter().enumerate() {
-        let r = record(i);
-        let bytes = codec::encode(&r);
-        cache
-            .fill(&t.storage_key(), NOW, r.version, &bytes)
-            .unwrap();
-        // The raw tree stores a value of the same length under the same key.
-        let mut value = vec![0u8; 16];
-        value.extend_from_slice(&bytes);
-        value_len = value.len();
-        raw.insert(t.storage_key().as_bytes(), value).unwrap();
+struct Percentiles {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+}
+
+/// Time `ops` calls of `f` one by one (the clock read costs ~20-30 ns of
+/// each figure, the same on both sides of a ratio).
+fn percentiles(ops: usize, mut f: impl FnMut(usize)) -> Percentiles {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 1_000_000_000, 3).expect("static bounds");
+    for i in 0..ops {
+        let t0 = Instant::now();
+        f(i);
+        hist.saturating_record(t0.elapsed().as_nanos() as u64);
     }
-    let keys: Vec<_> = tokens.iter().map(|t| *t.storage_key().as_bytes()).collect();
+    let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    Percentiles {
+        p50: us(0.5),
+        p99: us(0.99),
+        p999: us(0.999),
+    }
+}
 
-    let mut group = c.benchmark_group("lookup");
-    let mut i = 0usize;
-    group.bench_function(
-        BenchmarkId::new("raw_sled_get", format!("{SESSIONS}x{value_len}B")),
-        |b| {
-            b.iter(|| {
-                i = (i + 7919) % SESSIONS;
-                black_box(raw.get(black_box(&keys[i])).unwrap())
-            })
-        },
-    );
-    let mut i = 0usize;
-    group.bench_function(
-        BenchmarkId::new("cache_hit", format!("{SESSIONS}x{value_len}B")),
-        |b| {
-            b.iter(|| {
-                i = (i + 7919) % SESSIONS;
-                let key = black_box(&tokens[i]).storage_key();
-                match store.lookup_cached(&key, NOW).unwrap() {
-                    CacheLookup::Fresh(record) => black_box(record.is_live(NOW)),
-                    other => panic!("expected a fresh hit, got {other:?}"),
-                }
-            })
-        },
-    );
-    group.finish();
+fn bench_lookup(c: &mut Criterion) {
+    if !selected("lookup/cache_hit") && !selected("lookup/raw_sled_get") {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut tails: Vec<(usize, Percentiles, Percentiles)> = Vec::new();
+    for n in session_counts() {
+        let tokens = tokens(n);
+        let records: Vec<Vec<u8>> = (0..n).map(|i| codec::encode(&record(i))).collect();
+        let keys: Vec<_> = tokens.iter().map(|t| t.storage_key()).collect();
 
+        // RSS per cached session: only the sled cache grows in between.
+        let cache = SledCache::temporary().unwrap();
+        let store = offline_store(&runtime, cache.clone());
+        let before = rss();
+        let started = Instant::now();
+        for (key, bytes) in keys.iter().zip(&records) {
+            cache.fill(key, NOW, 1, bytes).unwrap();
+        }
+        let fill_secs = started.elapsed().as_secs_f64();
+        let after = rss();
+        eprintln!(
+            "lookup: {n} sessions cached in {fill_secs:.1} s; RSS {:.1} MiB -> {:.1} MiB: {:.0} bytes per cached session ({} B record)",
+            before as f64 / 1048576.0,
+            after as f64 / 1048576.0,
+            after.saturating_sub(before) as f64 / n as f64,
+            records[0].len() + 16,
+        );
+
+        // The raw tree stores a value of the same length under the same key.
+        let raw = sled::Config::new().temporary(true).open().unwrap();
+        for (key, bytes) in keys.iter().zip(&records) {
+            let mut value = vec![0u8; 16];
+            value.extend_from_slice(bytes);
+            raw.insert(key.as_bytes(), value).unwrap();
+        }
+        let value_len = records[0].len() + 16;
+        let raw_keys: Vec<[u8; 32]> = keys.iter().map(|k| *k.as_bytes()).collect();
+
+        let mut group = c.benchmark_group("lookup");
+        group
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3));
+        let mut i = 0usize;
+        group.bench_function(
+            BenchmarkId::new("raw_sled_get", format!("{n}x{value_len}B")),
+            |b| {
+                b.iter(|| {
+                    i = (i + 7919) % n;
+                    black_box(raw.get(black_box(&raw_keys[i])).unwrap())
+                })
+            },
+        );
+        let mut i = 0usize;
+        group.bench_function(
+            BenchmarkId::new("cache_hit", format!("{n}x{value_len}B")),
+            |b| {
+                b.iter(|| {
+                    i = (i + 7919) % n;
+                    let key = black_box(&tokens[i]).storage_key();
+                    match store.lookup_cached(&key, NOW).unwrap() {
+                        CacheLookup::Fresh(record) => black_box(record.is_live(NOW)),
+                        other => panic!("expected a fresh hit, got {other:?}"),
+                    }
+                })
+            },
+        );
+        group.finish();
+
+        // Tails: the same operations, each timed on its own.
+        let ops = 300_000;
+        let raw_tail = percentiles(ops, |j| {
+            black_box(raw.get(raw_keys[(j * 7919) % n]).unwrap());
+        });
+        let hit_tail = percentiles(ops, |j| {
+            let key = tokens[(j * 7919) % n].storage_key();
+            black_box(store.lookup_cached(&key, NOW).unwrap());
+        });
+        eprintln!(
+            "lookup: {n} sessions, {ops} lookups timed one by one: raw_sled_get p50 {:.2} µs p99 {:.2} µs p99.9 {:.2} µs | cache_hit p50 {:.2} µs p99 {:.2} µs p99.9 {:.2} µs",
+            raw_tail.p50, raw_tail.p99, raw_tail.p999, hit_tail.p50, hit_tail.p99, hit_tail.p999
+        );
+        tails.push((n, raw_tail, hit_tail));
+    }
+    if let (Some((small, _, s)), Some((large, _, l))) = (tails.first(), tails.last()) {
+        if small != large {
+            eprintln!(
+                "lookup: cache_hit p99 at {large} sessions is {:.2}× the p99 at {small} (p50 {:.2}×)",
+                l.p99 / s.p99,
+                l.p50 / s.p50
+            );
+        }
+    }
+}
+
+fn bench_codec_and_token(c: &mut Criterion) {
     let mut group = c.benchmark_group("codec");
     let bytes = codec::encode(&record(1));
     group.bench_function("decode_small", |b| {
         b.iter(|| codec::decode(black_box(&bytes)).unwrap())
     });
-    group.bench_function("encode_small", |b| {
-        b.iter(|| codec::encode(black_box(&record(1))))
-    });
+    let r = record(1);
+    group.bench_function("encode_small", |b| b.iter(|| codec::encode(black_box(&r))));
     group.finish();
 
     let mut group = c.benchmark_group("token");
@@ -132,5 +288,189 @@ fn bench_lookup(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_lookup);
+/// A store over the embedded DynamoDB (in memory) and a temporary sled.
+fn embedded_store(runtime: &tokio::runtime::Runtime) -> (EmbeddedDynamo, TieredStore) {
+    let embedded = EmbeddedDynamo::start_in_memory(Duration::from_secs(3600)).unwrap();
+    let client = runtime.block_on(
+        ClientSettings {
+            endpoint: Endpoint::Embedded(embedded.url()),
+            ..ClientSettings::default()
+        }
+        .build(),
+    );
+    let tier = DynamoTier::new(client, "bench");
+    runtime.block_on(tier.provision()).unwrap();
+    // dynoxide 3.2 scans every stream record for the next sequence number,
+    // so with the stream on each write is slower than the last and the
+    // order of the benchmarks would decide their ratio: switch it off.
+    runtime
+        .block_on(
+            tier.client()
+                .update_table()
+                .table_name(tier.table())
+                .stream_specification(
+                    StreamSpecification::builder()
+                        .stream_enabled(false)
+                        .build()
+                        .unwrap(),
+                )
+                .send(),
+        )
+        .unwrap();
+    let store = TieredStore::new(
+        SledCache::temporary().unwrap(),
+        tier,
+        StoreSettings::default(),
+    );
+    (embedded, store)
+}
+
+fn bound() -> UserBinding {
+    UserBinding {
+        user_id: "user-1@example.com".into(),
+        role: Some("member".into()),
+    }
+}
+
+fn key_map(sid: &[u8; 32]) -> HashMap<String, AttributeValue> {
+    HashMap::from([("sid".to_owned(), AttributeValue::B(Blob::new(sid.to_vec())))])
+}
+
+fn item(key: &StorageKey, record: &SessionRecord) -> Item {
+    Item {
+        sid: key.0,
+        uid: record.user_id.clone(),
+        ver: record.version,
+        exp: record.ttl_epoch_secs(),
+        body: codec::encode(record),
+    }
+}
+
+fn bench_dynamo(c: &mut Criterion) {
+    if !selected("lookup/cache_miss") && !selected("regenerate") && !selected("raw") {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (embedded, store) = embedded_store(&runtime);
+
+    // Misses: sessions created through the store, evicted before each load.
+    let keys: Vec<StorageKey> = runtime.block_on(async {
+        let mut keys = Vec::new();
+        for _ in 0..1000 {
+            let spec = NewSession {
+                binding: Some(bound()),
+                ..NewSession::default()
+            };
+            keys.push(store.create(spec, NOW).await.unwrap().1.key);
+        }
+        keys
+    });
+    let mut group = c.benchmark_group("lookup");
+    group
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    let mut i = 0usize;
+    group.bench_function("cache_miss", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    i = (i + 1) % keys.len();
+                    store.cache().evict(&keys[i]).unwrap();
+                    let t0 = Instant::now();
+                    let loaded = store.load_key(keys[i], NOW).await.unwrap();
+                    total += t0.elapsed();
+                    assert!(loaded.is_some(), "a created session loads");
+                }
+                total
+            })
+        })
+    });
+    group.finish();
+
+    // Login: the store's regenerate beside the raw transaction it wraps;
+    // the anonymous session (or old item) is made outside the timing.
+    let mut group = c.benchmark_group("regenerate");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    group.bench_function("tiered_store", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (_, old) = store.create(NewSession::default(), NOW).await.unwrap();
+                    let t0 = Instant::now();
+                    let rotated = store.regenerate(&old, Some(bound()), false, NOW).await;
+                    total += t0.elapsed();
+                    assert!(matches!(rotated, Ok(Ok(_))), "regenerate succeeds");
+                }
+                total
+            })
+        })
+    });
+    group.finish();
+
+    let tier = store.dynamo().clone();
+    let epoch_sid = StorageKey::user_epoch(&bound().user_id);
+    let anonymous = SessionRecord::new(&Policy::default(), NOW);
+    let mut signed_in = SessionRecord::new(&Policy::default(), NOW);
+    signed_in.user_id = Some(bound().user_id);
+    signed_in.role = bound().role;
+    let mut group = c.benchmark_group("raw");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    group.bench_function("transact_write_items", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let old = SessionToken::generate().storage_key();
+                    tier.create(&item(&old, &anonymous)).await.unwrap().unwrap();
+                    let new = item(&SessionToken::generate().storage_key(), &signed_in);
+                    let t0 = Instant::now();
+                    // What `DynamoTier::rotate` sends for a bound login.
+                    let delete = Delete::builder()
+                        .table_name(tier.table())
+                        .set_key(Some(key_map(old.as_bytes())))
+                        .condition_expression("ver = :expected")
+                        .expression_attribute_values(":expected", AttributeValue::N("1".into()))
+                        .build()
+                        .unwrap();
+                    let put = Put::builder()
+                        .table_name(tier.table())
+                        .set_item(Some(new.to_attributes()))
+                        .condition_expression("attribute_not_exists(sid)")
+                        .build()
+                        .unwrap();
+                    let check = ConditionCheck::builder()
+                        .table_name(tier.table())
+                        .set_key(Some(key_map(epoch_sid.as_bytes())))
+                        .condition_expression("attribute_not_exists(sid) OR ver = :epoch")
+                        .expression_attribute_values(":epoch", AttributeValue::N("0".into()))
+                        .build()
+                        .unwrap();
+                    tier.client()
+                        .transact_write_items()
+                        .transact_items(TransactWriteItem::builder().delete(delete).build())
+                        .transact_items(TransactWriteItem::builder().put(put).build())
+                        .transact_items(TransactWriteItem::builder().condition_check(check).build())
+                        .send()
+                        .await
+                        .unwrap();
+                    total += t0.elapsed();
+                }
+                total
+            })
+        })
+    });
+    group.finish();
+    embedded.stop();
+}
+
+criterion_group!(benches, bench_codec_and_token, bench_lookup, bench_dynamo);
 criterion_main!(benches);

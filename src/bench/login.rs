@@ -1,0 +1,255 @@
+//! Login throughput: [`TieredStore::regenerate`] beside the raw DynamoDB
+//! `TransactWriteItems` it wraps (the same three items: conditional delete
+//! of the old key, conditional put of the new one, the user's epoch check),
+//! both against one embedded DynamoDB (SQLite file) and an on-disk sled
+//! cache, as a node runs them. The parts of `regenerate` that are not the
+//! transaction are timed alone too: the consistent read of the user's
+//! revocation epoch and the durable (flushed) tombstone.
+//!
+//! Set-up (creating the anonymous sessions a login regenerates, or the old
+//! items a raw transaction deletes) is done before each timed batch. Each
+//! login binds a different user, as real traffic does. The table's stream is
+//! off (see [`without_stream`]).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Delete, Put, StreamSpecification, TransactWriteItem,
+};
+use edge_session::cache::Tombstone;
+use edge_session::embedded::EmbeddedDynamo;
+use edge_session::http::now;
+use edge_session::store::{NewSession, StoreSettings, UserBinding};
+use edge_session::sync::{ClientSettings, DynamoTier, Endpoint, Item};
+use edge_session::{codec, SessionRecord, SessionToken, SledCache, StorageKey, TieredStore};
+
+use super::load::{drain, Sample};
+use super::peers::USER_ID;
+
+/// A store over an embedded DynamoDB file and a sled cache, in `dir`.
+pub struct LoginBench {
+    store: TieredStore,
+    embedded: Option<EmbeddedDynamo>,
+}
+
+/// Switch the table's stream off. The embedded store (dynoxide 3.2) finds
+/// the next stream sequence number with a `MAX(CAST(..))` over every stream
+/// record, so with the stream on each write costs more than the one before
+/// (p50 of the raw transaction 1.1 ms → 6 ms over ~4 000 writes here), and
+/// that drift, not edge-session, would decide the ratio.
+async fn without_stream(tier: &DynamoTier) -> anyhow::Result<()> {
+    tier.client()
+        .update_table()
+        .table_name(tier.table())
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(false)
+                .build()?,
+        )
+        .send()
+        .await
+        .context("switching the bench table's stream off")?;
+    Ok(())
+}
+
+fn key_map(sid: &[u8; 32]) -> HashMap<String, AttributeValue> {
+    HashMap::from([("sid".to_owned(), AttributeValue::B(Blob::new(sid.to_vec())))])
+}
+
+fn item(key: &StorageKey, record: &SessionRecord) -> Item {
+    Item {
+        sid: key.0,
+        uid: record.user_id.clone(),
+        ver: record.version,
+        exp: record.ttl_epoch_secs(),
+        body: codec::encode(record),
+    }
+}
+
+/// A fresh user for each login, as real traffic has: one user with
+/// thousands of sessions would make a hot `uid-index` partition (the embedded
+/// store slows down as it grows) and measure that instead.
+fn user() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{USER_ID}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn binding(user_id: String) -> UserBinding {
+    UserBinding {
+        user_id,
+        role: Some("member".to_owned()),
+    }
+}
+
+/// Ops per timed batch: enough to keep `concurrency` workers busy.
+fn batch(concurrency: usize) -> usize {
+    (48 * concurrency).max(96)
+}
+
+impl LoginBench {
+    /// Start the embedded server on a file under `dir`, provision, open sled.
+    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        let embedded =
+            EmbeddedDynamo::start_file(&dir.join("dynamodb.sqlite3"), Duration::from_secs(60))
+                .context("starting the embedded DynamoDB store")?;
+        let client = ClientSettings {
+            endpoint: Endpoint::Embedded(embedded.url()),
+            ..ClientSettings::default()
+        }
+        .build()
+        .await;
+        let tier = DynamoTier::new(client, "bench-login");
+        tier.provision().await.context("provisioning")?;
+        without_stream(&tier).await?;
+        let cache = SledCache::open(&dir.join("cache")).context("opening sled")?;
+        // As a node does: the store's metrics go to a real recorder.
+        let _ = edge_session::telemetry::metrics_handle();
+        Ok(LoginBench {
+            store: TieredStore::new(cache, tier, StoreSettings::default()),
+            embedded: Some(embedded),
+        })
+    }
+
+    /// Timed batches of `regenerate` (anonymous session → bound to a user, as
+    /// `POST /login` does) until `duration` of timed work has passed.
+    pub async fn regenerate(
+        &self,
+        concurrency: usize,
+        duration: Duration,
+    ) -> anyhow::Result<Sample> {
+        let mut total = Sample::empty();
+        while total.elapsed < duration {
+            let mut sessions = Vec::with_capacity(batch(concurrency));
+            for _ in 0..batch(concurrency) {
+                let (_, session) = self.store.create(NewSession::default(), now()).await?;
+                sessions.push((session, user()));
+            }
+            let store = self.store.clone();
+            let sample = drain(sessions, concurrency, move |(session, user_id)| {
+                let store = store.clone();
+                async move {
+                    Ok(store
+                        .regenerate(&session, Some(binding(user_id)), false, now())
+                        .await?
+                        .is_ok())
+                }
+            })
+            .await;
+            total.merge(&sample);
+        }
+        Ok(total)
+    }
+
+    /// Timed batches of the raw `TransactWriteItems` that `regenerate` sends,
+    /// built with the SDK client directly.
+    pub async fn raw_transaction(
+        &self,
+        concurrency: usize,
+        duration: Duration,
+    ) -> anyhow::Result<Sample> {
+        let tier = self.store.dynamo().clone();
+        let policy = self.store.settings().policy;
+        let mut total = Sample::empty();
+        while total.elapsed < duration {
+            let mut pairs = Vec::with_capacity(batch(concurrency));
+            for _ in 0..batch(concurrency) {
+                let t = now();
+                let old_key = SessionToken::generate().storage_key();
+                let anonymous = SessionRecord::new(&policy, t);
+                if tier.create(&item(&old_key, &anonymous)).await?.is_err() {
+                    anyhow::bail!("a fresh random key collided");
+                }
+                let user_id = user();
+                let epoch_sid = StorageKey::user_epoch(&user_id);
+                let mut bound = SessionRecord::new(&policy, t);
+                bound.user_id = Some(user_id);
+                bound.role = Some("member".to_owned());
+                let new_key = SessionToken::generate().storage_key();
+                pairs.push((old_key, item(&new_key, &bound), epoch_sid));
+            }
+            let tier = tier.clone();
+            let sample = drain(pairs, concurrency, move |(old_key, new_item, epoch_sid)| {
+                let tier = tier.clone();
+                async move {
+                    let table = tier.table();
+                    let delete = Delete::builder()
+                        .table_name(table)
+                        .set_key(Some(key_map(old_key.as_bytes())))
+                        .condition_expression("ver = :expected")
+                        .expression_attribute_values(":expected", AttributeValue::N("1".into()))
+                        .build()?;
+                    let put = Put::builder()
+                        .table_name(table)
+                        .set_item(Some(new_item.to_attributes()))
+                        .condition_expression("attribute_not_exists(sid)")
+                        .build()?;
+                    let check = ConditionCheck::builder()
+                        .table_name(table)
+                        .set_key(Some(key_map(epoch_sid.as_bytes())))
+                        .condition_expression("attribute_not_exists(sid) OR ver = :epoch")
+                        .expression_attribute_values(":epoch", AttributeValue::N("0".into()))
+                        .build()?;
+                    tier.client()
+                        .transact_write_items()
+                        .transact_items(TransactWriteItem::builder().delete(delete).build())
+                        .transact_items(TransactWriteItem::builder().put(put).build())
+                        .transact_items(TransactWriteItem::builder().condition_check(check).build())
+                        .send()
+                        .await?;
+                    Ok(true)
+                }
+            })
+            .await;
+            total.merge(&sample);
+        }
+        Ok(total)
+    }
+
+    /// The consistent read of the user's epoch that `regenerate` makes first.
+    pub async fn epoch_read(&self, ops: usize) -> Sample {
+        let tier = self.store.dynamo().clone();
+        drain(vec![(); ops], 1, move |()| {
+            let tier = tier.clone();
+            let sid = StorageKey::user_epoch(&user());
+            async move {
+                tier.user_epoch(sid.as_bytes()).await?;
+                Ok(true)
+            }
+        })
+        .await
+    }
+
+    /// The durable tombstone `regenerate` writes before DynamoDB is touched:
+    /// one sled transaction (tombstone, outbox entry) and a flush.
+    pub async fn durable_tombstone(&self, ops: usize) -> Sample {
+        let cache = self.store.cache().clone();
+        drain(vec![(); ops], 1, move |()| {
+            let cache = cache.clone();
+            async move {
+                let key = SessionToken::generate().storage_key();
+                let t = now();
+                let tomb = Tombstone {
+                    keep_until: t + 60_000,
+                    nonce: getrandom::u64()?,
+                };
+                cache.revoke(&key, tomb, t, true)?;
+                cache.flush().await?;
+                Ok(true)
+            }
+        })
+        .await
+    }
+
+    /// Stop the embedded server.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(embedded) = self.embedded.take() {
+            tokio::task::spawn_blocking(move || embedded.stop()).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,97 @@
+//! The servers edge-session is measured against, served by the harness
+//! itself on their own loopback ports with as many actix workers as an
+//! edge-session node uses (one per core):
+//!
+//! - `hello`: an actix-web route answering a fixed body: the HTTP ceiling
+//!   of this machine.
+//! - `actix-session + redis`: actix-session 0.11's `SessionMiddleware` over
+//!   its `RedisSessionStore` (default settings: private cookie, browser
+//!   session), `GET /whoami` reading the user id from the session.
+
+use std::net::{SocketAddr, TcpListener};
+
+use actix_session::storage::RedisSessionStore;
+use actix_session::{Session, SessionExt as _, SessionMiddleware};
+use actix_web::cookie::Key;
+use actix_web::dev::ServerHandle;
+use actix_web::http::header;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use anyhow::Context as _;
+
+/// One in-process server.
+pub struct InProcess {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    handle: ServerHandle,
+}
+
+impl InProcess {
+    /// Stop accepting and let in-flight requests finish.
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+    }
+}
+
+fn bind() -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
+/// The actix-web hello world, `GET /`. Call inside an actix `System`.
+pub fn hello(workers: usize) -> anyhow::Result<InProcess> {
+    let (listener, addr) = bind()?;
+    let server = HttpServer::new(|| {
+        App::new().route(
+            "/",
+            web::get().to(|| async { HttpResponse::Ok().body("Hello world!") }),
+        )
+    })
+    .workers(workers)
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    Ok(InProcess { addr, handle })
+}
+
+/// The user every peer signs in.
+pub const USER_ID: &str = "bench";
+
+async fn session_login(session: Session) -> actix_web::Result<HttpResponse> {
+    session.renew();
+    session.insert("user_id", USER_ID)?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+async fn session_whoami(req: HttpRequest) -> actix_web::Result<HttpResponse> {
+    match req.get_session().get::<String>("user_id")? {
+        Some(user_id) => Ok(HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(serde_json::json!({ "user_id": user_id }))),
+        None => Ok(HttpResponse::Unauthorized().finish()),
+    }
+}
+
+/// actix-session over Redis at `redis_url`: `POST /login` stores the user id
+/// in a renewed session, `GET /whoami` reads it. Call inside an actix
+/// `System`.
+pub async fn actix_session_redis(redis_url: &str, workers: usize) -> anyhow::Result<InProcess> {
+    let store = RedisSessionStore::new(redis_url)
+        .await
+        .with_context(|| format!("connecting actix-session's RedisSessionStore to {redis_url}"))?;
+    let key = Key::generate();
+    let (listener, addr) = bind()?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(SessionMiddleware::new(store.clone(), key.clone()))
+            .route("/login", web::post().to(session_login))
+            .route("/whoami", web::get().to(session_whoami))
+    })
+    .workers(workers)
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    Ok(InProcess { addr, handle })
+}

@@ -1,0 +1,262 @@
+//! What a run prints and writes: Markdown tables (req/s, p50/p99/p99.9,
+//! ratios), CSV files and an SVG latency plot.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use plotters::prelude::*;
+
+use super::load::Sample;
+
+/// One scenario (target × concurrency) over all rounds.
+#[derive(Clone)]
+pub struct Measured {
+    /// What was measured (`edge-session`, `hello (ceiling)`, ...).
+    pub target: String,
+    /// Connections (or workers) in flight.
+    pub concurrency: usize,
+    /// All rounds merged.
+    pub sample: Sample,
+    /// Operations per second of each round, in order.
+    pub round_rates: Vec<f64>,
+}
+
+impl Measured {
+    /// Nothing measured yet.
+    pub fn new(target: &str, concurrency: usize) -> Self {
+        Measured {
+            target: target.to_owned(),
+            concurrency,
+            sample: Sample::empty(),
+            round_rates: Vec::new(),
+        }
+    }
+
+    /// Add one round.
+    pub fn add(&mut self, round: &Sample) {
+        self.round_rates.push(round.rate());
+        self.sample.merge(round);
+    }
+}
+
+/// The median of `values` (`NaN` when empty).
+pub fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+/// Throughput of `a` over `b`: the median of the per-round ratios (each
+/// round ran both side by side, so drift of the machine cancels out).
+pub fn rate_ratio(a: &Measured, b: &Measured) -> f64 {
+    let ratios: Vec<f64> = a
+        .round_rates
+        .iter()
+        .zip(&b.round_rates)
+        .map(|(x, y)| x / y)
+        .collect();
+    median(&ratios)
+}
+
+/// p50 of `a` over p50 of `b`.
+pub fn p50_ratio(a: &Measured, b: &Measured) -> f64 {
+    a.sample.micros(0.5) / b.sample.micros(0.5)
+}
+
+fn us(x: f64) -> String {
+    if x >= 1000.0 {
+        format!("{:.0}", x)
+    } else if x >= 100.0 {
+        format!("{:.1}", x)
+    } else {
+        format!("{:.2}", x)
+    }
+}
+
+fn ratio(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.2}×")
+    } else {
+        "n/a".to_owned()
+    }
+}
+
+/// A Markdown table of `rows`, each compared with the row of `reference`
+/// at the same concurrency (throughput: median of round ratios).
+pub fn table(unit: &str, rows: &[Measured], reference: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| target | c | {unit}/s | p50 µs | p99 µs | p99.9 µs | errors | {unit}/s ÷ {reference} | p50 ÷ {reference} |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let base = rows
+            .iter()
+            .find(|r| r.target == reference && r.concurrency == row.concurrency);
+        let (rr, pr) = match base {
+            Some(b) => (ratio(rate_ratio(row, b)), ratio(p50_ratio(row, b))),
+            None => ("n/a".to_owned(), "n/a".to_owned()),
+        };
+        let s = &row.sample;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
+            row.target,
+            row.concurrency,
+            s.rate(),
+            us(s.micros(0.5)),
+            us(s.micros(0.99)),
+            us(s.micros(0.999)),
+            s.errors,
+            rr,
+            pr,
+        );
+    }
+    out
+}
+
+/// CSV of `rows` (one line each), ratios against `reference` at the same
+/// concurrency.
+pub fn write_csv(
+    path: &Path,
+    scenario: &str,
+    rows: &[Measured],
+    reference: &str,
+) -> anyhow::Result<()> {
+    let mut out = String::from(
+        "scenario,target,concurrency,ops,errors,seconds,ops_per_s,p50_us,p90_us,p99_us,p999_us,max_us,mean_us,reference,rate_ratio_to_reference,p50_ratio_to_reference\n",
+    );
+    for row in rows {
+        let s = &row.sample;
+        let base = rows
+            .iter()
+            .find(|r| r.target == reference && r.concurrency == row.concurrency);
+        let (rr, pr) = base.map_or((f64::NAN, f64::NAN), |b| {
+            (rate_ratio(row, b), p50_ratio(row, b))
+        });
+        let _ = writeln!(
+            out,
+            "{scenario},{},{},{},{},{:.3},{:.1},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{reference},{:.4},{:.4}",
+            row.target,
+            row.concurrency,
+            s.ok(),
+            s.errors,
+            s.elapsed.as_secs_f64(),
+            s.rate(),
+            s.micros(0.5),
+            s.micros(0.9),
+            s.micros(0.99),
+            s.micros(0.999),
+            s.hist.max() as f64 / 1000.0,
+            s.mean_micros(),
+            rr,
+            pr,
+        );
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
+}
+
+const COLOURS: [RGBColor; 5] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0x7f, 0x7f, 0x7f),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0x94, 0x67, 0xbd),
+];
+
+/// Latency by percentile (HdrHistogram style: the x axis in "nines"), one
+/// panel per concurrency, one line per target.
+pub fn plot(path: &Path, title: &str, rows: &[Measured]) -> anyhow::Result<()> {
+    let draw = || -> Result<(), Box<dyn std::error::Error>> {
+        let mut levels: Vec<usize> = rows.iter().map(|r| r.concurrency).collect();
+        levels.sort_unstable();
+        levels.dedup();
+        let mut targets: Vec<&str> = Vec::new();
+        for r in rows {
+            if !targets.contains(&r.target.as_str()) {
+                targets.push(&r.target);
+            }
+        }
+        let root =
+            SVGBackend::new(path, (520 * levels.len().max(1) as u32, 420)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (head, body) = root.split_vertically(36);
+        head.draw(&Text::new(
+            title.to_owned(),
+            (12, 10),
+            ("sans-serif", 18).into_font(),
+        ))?;
+        let panels = body.split_evenly((1, levels.len().max(1)));
+        // Up to 99.99 % where there are enough samples for it.
+        let quantiles: Vec<f64> = (0..=400)
+            .map(|i| 1.0 - 10f64.powf(-(i as f64) / 100.0))
+            .collect();
+        for (panel, c) in panels.iter().zip(&levels) {
+            let lines: Vec<(usize, Vec<(f64, f64)>)> = rows
+                .iter()
+                .filter(|r| r.concurrency == *c && r.sample.ok() > 0)
+                .map(|r| {
+                    let top = 1.0 - 10.0 / r.sample.ok() as f64;
+                    let points = quantiles
+                        .iter()
+                        .filter(|q| **q <= top.max(0.5))
+                        .map(|q| (-(1.0 - q).log10(), r.sample.micros(*q).max(0.001)))
+                        .collect();
+                    let colour = targets.iter().position(|t| *t == r.target).unwrap_or(0);
+                    (colour, points)
+                })
+                .collect();
+            let ys = lines.iter().flat_map(|(_, p)| p.iter().map(|(_, y)| *y));
+            let lo = ys.clone().fold(f64::INFINITY, f64::min).max(1.0);
+            let hi = ys.fold(0.0, f64::max).max(lo * 2.0);
+            let mut chart = ChartBuilder::on(panel)
+                .caption(format!("c = {c}"), ("sans-serif", 16))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(60)
+                .build_cartesian_2d(0f64..4f64, (lo / 1.5..hi * 1.5).log_scale())?;
+            chart
+                .configure_mesh()
+                .x_desc("percentile")
+                .y_desc("latency (µs)")
+                .x_labels(5)
+                .x_label_formatter(&|x| match x.round() as i32 {
+                    0 => "0".to_owned(),
+                    1 => "90".to_owned(),
+                    2 => "99".to_owned(),
+                    3 => "99.9".to_owned(),
+                    _ => "99.99".to_owned(),
+                })
+                .y_label_formatter(&|y| format!("{y:.0}"))
+                .draw()?;
+            for (colour, points) in lines {
+                let style = COLOURS[colour % COLOURS.len()];
+                chart
+                    .draw_series(LineSeries::new(points, style.stroke_width(2)))?
+                    .label(targets[colour])
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], style.stroke_width(2))
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()?;
+        }
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
+}
