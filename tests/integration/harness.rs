@@ -177,23 +177,8 @@ impl TestNode {
     /// prepended to its config's top level.
     pub async fn spawn_on(table: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config = edge_session::config::Config::from_toml(&node_toml(dir.path(), table, extra))
-            .expect("test config");
-        let app = edge_session::app::Application::build(config)
-            .await
-            .expect("node builds");
-        let url = app.url();
-        let store = app.store().clone();
-        let handle = app.handle();
-        let task = tokio::spawn(app.run_until_stopped());
-        TestNode {
-            url,
-            store,
-            client: client(),
-            handle,
-            task: Some(task),
-            _dir: Some(dir),
-        }
+        let toml = node_toml(dir.path(), table, extra);
+        Self::spawn_toml(dir, &toml).await
     }
 
     /// Stop gracefully and wait.
