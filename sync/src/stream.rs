@@ -508,16 +508,7 @@ impl StreamFollower {
     /// The table's current stream ARN.
     async fn stream_arn(&self) -> Result<String, StoreError> {
         let op = "stream_follower";
-        let out = self
-            .dynamodb
-            .describe_table()
-            .table_name(&self.table)
-            .send()
-            .await
-            .map_err(|err| classify(op, &err))?;
-        let table = out
-            .table()
-            .ok_or_else(|| StoreError::new(op, ErrorKind::Malformed, "no table description"))?;
+        let table = crate::tier::describe(&self.dynamodb, &self.table, op).await?;
         match table.latest_stream_arn() {
             Some(arn) if !arn.is_empty() => Ok(arn.to_owned()),
             _ => Err(StoreError::new(

@@ -551,16 +551,7 @@ impl DynamoTier {
     /// An existing table must have the key, the GSI and a stream we can follow.
     async fn check_shape(&self) -> Result<(), StoreError> {
         let op = "provision";
-        let out = self
-            .client
-            .describe_table()
-            .table_name(&self.table)
-            .send()
-            .await
-            .map_err(|err| classify(op, &err))?;
-        let table = out
-            .table()
-            .ok_or_else(|| StoreError::new(op, ErrorKind::Malformed, "no table description"))?;
+        let table = describe(&self.client, &self.table, op).await?;
         let mut problems = Vec::new();
         let key_ok = table.key_schema().len() == 1
             && table.key_schema()[0].attribute_name() == item::SID
@@ -619,6 +610,22 @@ fn hash_key(name: &str) -> Result<KeySchemaElement, StoreError> {
         .key_type(KeyType::Hash)
         .build()
         .map_err(|e| StoreError::new("provision", ErrorKind::Rejected, e.to_string()))
+}
+
+/// `DescribeTable` of `table`, its description required.
+pub(crate) async fn describe(
+    client: &Client,
+    table: &str,
+    op: &'static str,
+) -> Result<aws_sdk_dynamodb::types::TableDescription, StoreError> {
+    let out = client
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|err| classify(op, &err))?;
+    out.table
+        .ok_or_else(|| StoreError::new(op, ErrorKind::Malformed, "no table description"))
 }
 
 /// Map a cancelled transaction's reasons (in item order) to an outcome:
