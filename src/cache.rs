@@ -356,8 +356,18 @@ impl SledCache {
     }
 
     /// Make every write so far durable.
+    ///
+    /// A blocking `flush` on Tokio's blocking pool, not sled's `flush_async`:
+    /// sled 0.34 runs `flush_async` on its own small I/O thread pool, the one
+    /// that also writes the log buffers a flush waits for, so a burst of
+    /// concurrent flushes (logins and logouts racing on one node) takes every
+    /// thread and waits for ever (spacejam/sled#1308, #1241; the test
+    /// `concurrent_flushes_all_complete` hangs with `flush_async`).
     pub async fn flush(&self) -> Result<(), CacheError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| CacheError(format!("flush task: {e}")))??;
         Ok(())
     }
 
@@ -427,6 +437,41 @@ mod tests {
 
     fn key(b: u8) -> StorageKey {
         StorageKey([b; 32])
+    }
+
+    /// sled 0.34's `flush_async` can lose the wake-up of concurrent callers
+    /// (spacejam/sled#1308, #1241): logins and logouts racing on one node
+    /// then hang for ever. Every one of many concurrent flushes must finish.
+    #[test]
+    fn concurrent_flushes_all_complete() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        let cache = SledCache::temporary().unwrap();
+        runtime.block_on(async {
+            for round in 0..20u8 {
+                let mut tasks = tokio::task::JoinSet::new();
+                for i in 0..32u8 {
+                    let cache = cache.clone();
+                    tasks.spawn(async move {
+                        cache.fill(&key(i), 1, u64::from(round) + 1, b"v").unwrap();
+                        cache.flush().await.unwrap();
+                    });
+                }
+                let all = async {
+                    while let Some(done) = tasks.join_next().await {
+                        done.unwrap();
+                    }
+                };
+                // A liveness bound, not a speed target: 32 flushes of a few
+                // bytes take milliseconds; a lost wake-up never ends.
+                tokio::time::timeout(std::time::Duration::from_secs(60), all)
+                    .await
+                    .unwrap_or_else(|_| panic!("round {round}: a flush never completed"));
+            }
+        });
     }
 
     #[test]
