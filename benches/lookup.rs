@@ -288,9 +288,9 @@ fn bench_codec_and_token(c: &mut Criterion) {
     group.finish();
 }
 
-/// A store over the embedded DynamoDB (in memory) and a temporary sled.
+/// A store over the embedded DynamoDB (a temporary file) and a temporary sled.
 fn embedded_store(runtime: &tokio::runtime::Runtime) -> (EmbeddedDynamo, TieredStore) {
-    let embedded = EmbeddedDynamo::start_in_memory(Duration::from_secs(3600)).unwrap();
+    let embedded = EmbeddedDynamo::start_temporary(Duration::from_secs(3600)).unwrap();
     let client = runtime.block_on(
         ClientSettings {
             endpoint: Endpoint::Embedded(embedded.url()),

@@ -2,7 +2,17 @@
 //! `dynamodb.endpoint = "embedded"`. It runs on its own thread and Tokio
 //! runtime, bound to 127.0.0.1:0, and the node talks to it over the real
 //! DynamoDB wire protocol through the official SDK: the production code path.
-//! A timer runs its TTL sweep, as DynamoDB's own TTL would.
+//! A timer runs its TTL sweep, as DynamoDB's own TTL would, and trims stream
+//! records older than 24 hours, as DynamoDB Streams does.
+//!
+//! dynoxide keeps every table's stream in one SQLite table with no index, so
+//! each write (which looks up the table's highest sequence number) and each
+//! `GetRecords` would scan every stream record ever written, of every table:
+//! a node slows with every write, and a follower polling the stream makes it
+//! worse. Before serving, [`StreamLog`] adds an index on (table, sequence
+//! number) through a second SQLite connection to the same file; the trim keeps
+//! the log bounded. Both need a file, so the temporary server for tests and
+//! benchmarks is a file in a temporary directory, not an in-memory database.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,6 +20,9 @@ use std::time::Duration;
 
 use dynoxide::Database;
 use tokio::sync::oneshot;
+
+/// How long stream records are kept: DynamoDB Streams' retention.
+pub const STREAM_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Why the embedded server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +35,10 @@ pub struct EmbeddedDynamo {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Its SQLite file.
+    path: std::path::PathBuf,
+    /// The directory of a temporary server, removed after it stops.
+    scratch: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for EmbeddedDynamo {
@@ -43,18 +60,29 @@ impl EmbeddedDynamo {
             .to_str()
             .ok_or_else(|| EmbeddedError(format!("{} is not UTF-8", path.display())))?;
         let db = Database::new(text).map_err(|e| EmbeddedError(format!("opening {text}: {e}")))?;
-        Self::start(db, ttl_sweep_every)
+        let log = StreamLog::open(path)?;
+        let mut server = Self::start(db, log, ttl_sweep_every)?;
+        server.path = path.to_owned();
+        Ok(server)
     }
 
-    /// Start on an in-memory database (tests).
-    pub fn start_in_memory(ttl_sweep_every: Duration) -> Result<Self, EmbeddedError> {
-        Self::start(
-            Database::memory().map_err(|e| EmbeddedError(e.to_string()))?,
-            ttl_sweep_every,
-        )
+    /// Start on a file in a fresh temporary directory, removed when the
+    /// server is dropped (tests, benchmarks).
+    pub fn start_temporary(ttl_sweep_every: Duration) -> Result<Self, EmbeddedError> {
+        let dir = tempfile::Builder::new()
+            .prefix("edge-session-dynamodb-")
+            .tempdir()
+            .map_err(|e| EmbeddedError(format!("temporary directory: {e}")))?;
+        let mut server = Self::start_file(&dir.path().join("dynamodb.sqlite3"), ttl_sweep_every)?;
+        server.scratch = Some(dir);
+        Ok(server)
     }
 
-    fn start(db: Database, ttl_sweep_every: Duration) -> Result<Self, EmbeddedError> {
+    fn start(
+        db: Database,
+        log: StreamLog,
+        ttl_sweep_every: Duration,
+    ) -> Result<Self, EmbeddedError> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
             .map_err(|e| EmbeddedError(format!("binding 127.0.0.1:0: {e}")))?;
         listener
@@ -81,7 +109,7 @@ impl EmbeddedDynamo {
                             return;
                         }
                     };
-                    let sweeper = tokio::spawn(sweep_ttl(db.clone(), ttl_sweep_every));
+                    let sweeper = tokio::spawn(sweep(db.clone(), log, ttl_sweep_every));
                     let shutdown = async move {
                         let _ = stopped.await;
                     };
@@ -99,6 +127,8 @@ impl EmbeddedDynamo {
             addr,
             stop: Some(stop),
             thread: Some(thread),
+            path: std::path::PathBuf::new(),
+            scratch: None,
         })
     }
 
@@ -110,6 +140,11 @@ impl EmbeddedDynamo {
     /// The endpoint URL for the SDK.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Another connection to its stream log (tests, diagnostics).
+    pub fn stream_log(&self) -> Result<StreamLog, EmbeddedError> {
+        StreamLog::open(&self.path)
     }
 
     /// Stop serving and wait for the server thread.
@@ -133,7 +168,9 @@ impl Drop for EmbeddedDynamo {
     }
 }
 
-async fn sweep_ttl(db: Database, every: Duration) {
+/// Every `every`: dynoxide's TTL sweep, then the stream trim.
+async fn sweep(db: Database, log: StreamLog, every: Duration) {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(log));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -145,5 +182,69 @@ async fn sweep_ttl(db: Database, every: Duration) {
             Ok(Err(err)) => tracing::warn!(%err, "embedded TTL sweep failed"),
             Err(err) => tracing::warn!(%err, "embedded TTL sweep task failed"),
         }
+        let log = log.clone();
+        let trimmed = tokio::task::spawn_blocking(move || {
+            let log = log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            log.trim(std::time::SystemTime::now(), STREAM_RETENTION)
+        });
+        match trimmed.await {
+            Ok(Ok(n)) if n > 0 => tracing::debug!(trimmed = n, "embedded stream trim"),
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::warn!(%err, "embedded stream trim failed"),
+            Err(err) => tracing::warn!(%err, "embedded stream trim task failed"),
+        }
+    }
+}
+
+/// A second SQLite connection to the embedded server's file, for what
+/// dynoxide does not do itself: index its stream log and trim it.
+pub struct StreamLog {
+    conn: rusqlite::Connection,
+}
+
+/// The index every stream query of dynoxide can use: its per-write
+/// `MAX(CAST(sequence_number AS INTEGER)) WHERE table_name = ?` and its
+/// `GetRecords` range (`table_name = ? AND CAST(...) > ? ORDER BY CAST(...)`).
+const STREAM_INDEX: &str = "CREATE INDEX IF NOT EXISTS edge_session_stream_seq \
+     ON _stream_records (table_name, CAST(sequence_number AS INTEGER))";
+
+impl StreamLog {
+    /// Open `path` (dynoxide has created its schema there) and add the index.
+    pub fn open(path: &Path) -> Result<Self, EmbeddedError> {
+        let fail = |e: rusqlite::Error| EmbeddedError(format!("{}: {e}", path.display()));
+        let conn = rusqlite::Connection::open(path).map_err(fail)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
+        conn.execute_batch(STREAM_INDEX).map_err(fail)?;
+        Ok(StreamLog { conn })
+    }
+
+    /// Delete stream records written more than `retention` before `now`;
+    /// how many.
+    pub fn trim(
+        &self,
+        now: std::time::SystemTime,
+        retention: Duration,
+    ) -> Result<usize, rusqlite::Error> {
+        let cutoff = now
+            .checked_sub(retention)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() as i64);
+        self.conn.execute(
+            "DELETE FROM _stream_records WHERE created_at < ?1",
+            [cutoff],
+        )
+    }
+
+    /// SQLite's plan for `sql`, one line per step (for tests).
+    pub fn plan(&self, sql: &str) -> Result<Vec<String>, rusqlite::Error> {
+        let mut stmt = self.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+        let rows = stmt.query_map([], |row| row.get::<_, String>(3))?;
+        rows.collect()
+    }
+
+    /// How many stream records the log holds.
+    pub fn records(&self) -> Result<u64, rusqlite::Error> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM _stream_records", [], |row| row.get(0))
     }
 }

@@ -2,7 +2,7 @@
 //! one fresh table per test.
 //!
 //! By default the harness starts one embedded dynoxide server per test binary,
-//! in memory, on 127.0.0.1:0. Set `EDGE_SESSION_TEST_DYNAMODB_ENDPOINT` to a URL
+//! on a temporary file, on 127.0.0.1:0. Set `EDGE_SESSION_TEST_DYNAMODB_ENDPOINT` to a URL
 //! (DynamoDB Local, another emulator, or `aws` for real DynamoDB in
 //! `EDGE_SESSION_TEST_DYNAMODB_REGION`, default us-east-1) to run the same
 //! suite there; credentials then come from the standard AWS chain.
@@ -25,12 +25,30 @@ pub fn endpoint() -> Endpoint {
         Ok(url) if !url.is_empty() => Endpoint::Url(url),
         _ => {
             let server = EMBEDDED.get_or_init(|| {
-                EmbeddedDynamo::start_in_memory(Duration::from_secs(1))
+                EmbeddedDynamo::start_file(&embedded_file(), Duration::from_secs(1))
                     .expect("embedded DynamoDB starts")
             });
             Endpoint::Embedded(server.url())
         }
     }
+}
+
+/// The embedded server's file: under Cargo's temporary directory for this
+/// package, one directory per test process. A static is never dropped, so
+/// each run removes what earlier runs (processes no longer alive) left.
+fn embedded_file() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("integration-dynamodb");
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for entry in entries.flatten() {
+            let pid = entry.file_name();
+            if !std::path::Path::new("/proc").join(&pid).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let mine = root.join(std::process::id().to_string());
+    let _ = std::fs::remove_dir_all(&mine);
+    mine.join("dynamodb.sqlite3")
 }
 
 /// Client settings for `endpoint`, with short timeouts so a fault shows fast.
@@ -202,10 +220,15 @@ impl TestNode {
 }
 
 /// An HTTP client that follows no redirects and keeps no cookies: tests
-/// handle `Set-Cookie` and `Cookie` themselves.
+/// handle `Set-Cookie` and `Cookie` themselves. A request the node never
+/// answers fails after a minute (a hung node fails its test, not the whole
+/// run's time budget); idle connections are dropped before the server's
+/// 5 s keep-alive closes them, so a request never races that close.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .pool_idle_timeout(Duration::from_secs(2))
         .build()
         .unwrap()
 }

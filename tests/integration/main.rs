@@ -7,6 +7,7 @@ mod adapter;
 mod coherence;
 mod core;
 mod crash;
+mod embedded;
 mod faultproxy;
 mod faults;
 mod harness;
