@@ -9,7 +9,7 @@
 //! | `load` | 1. sled get; a hit within the lease is decoded, expiry-checked, checked against the user's revocation epoch this node knows (no I/O), served. 2. on a miss: if tombstoned, `None` without asking DynamoDB. 3. one consistent DynamoDB get per key at a time (concurrent misses share it); a hit past the lease reads only `ver`. 4. a bound record is checked against its user's epoch (memory within the lease, else one consistent read); an outlawed one is destroyed. 5. fill sled, unless a tombstone or a newer version is there. 6. if `last_seen_at` is older than the touch interval, a conditional write of the next version | 1: cache error, nothing written. 3: unreachable → `Err` (503), nothing written; past the lease with `OnUnreachable::ServeCached`, the cached copy is served up to `max_stale_ms`. 5: not served if a tombstone appeared meanwhile. 6: unreachable → served as loaded (touch is best effort); version conflict → the record is re-read |
 //! | `create` | 1. with a user binding: a consistent read of the user's epoch. 2. DynamoDB put conditional on `attribute_not_exists` (bound: in one transaction with a check that the epoch is unchanged). 3. fill sled | 1–2: `Err`, no token issued; refused → nothing written anywhere; no answer → the put may have happened: a bound session's key is tombstoned and queued in the outbox, which deletes it once DynamoDB answers (an unbound one is listed nowhere and expires by TTL); an epoch that moved meanwhile → read it again and retry. 3: the session exists in DynamoDB and is loaded on first use |
 //! | `update` | 1. refuse if tombstoned here. 2. DynamoDB put conditional on the caller's `version`. 3. fill sled | 2: conflict (changed or deleted elsewhere) → `Conflict` and the stale cached copy is evicted; unreachable → `Err`, nothing written. 3: as for `create` |
-//! | `regenerate` | 1. read the bound user's epoch (refuse to carry a login the epoch outlawed). 2. durable tombstone + outbox entry for the old key (one sled transaction, flushed); the key is marked in flight so the outbox replay leaves it alone. 3. ONE `TransactWriteItems`: delete old (conditional on its version), put new (`attribute_not_exists`), check the user's epoch. 4. ack the outbox, fill sled with the new record | 1–2: `Err`, nothing changed. 3: conflict → the transaction wrote nothing; the tombstone and outbox entry this call wrote are lifted, `Conflict` returned; unreachable or unknown outcome → fail closed: the old token stays dead here and the outbox deletes it from DynamoDB once reachable, and the new key too (the transaction may have happened unanswered); no new token is issued |
+//! | `regenerate` | 1. the bound user's epoch as this node knows it (within the lease; else the old session's if the same user's, else 0), no I/O; refuse to carry a login the epoch outlawed. 2. durable tombstone + outbox entry for the old key (one sled transaction, flushed); the key is marked in flight so the outbox replay leaves it alone. 3. ONE `TransactWriteItems`: delete old (conditional on its version), put new (`attribute_not_exists`), check the user's epoch. 4. ack the outbox, fill sled with the new record | 1–2: `Err`, nothing changed. 3: the epoch check failed on a guessed epoch → nothing was written: read the epoch (consistent), go back to 1 once; another conflict → the transaction wrote nothing; the tombstone and outbox entry this call wrote are lifted, `Conflict` returned; unreachable or unknown outcome → fail closed: the old token stays dead here and the outbox deletes it from DynamoDB once reachable, and the new key too (the transaction may have happened unanswered); no new token is issued |
 //! | `destroy` | 1. if not cached, confirm existence in DynamoDB (so unknown tokens write nothing). 2. durable tombstone + outbox entry (one transaction, flushed), marked in flight. 3. unconditional DynamoDB delete. 4. ack the outbox | 1: unreachable → proceed anyway (fail closed). 2: `Err`, nothing changed. 3: the token is already dead here; the outbox retries the delete until DynamoDB confirms (`Destroyed::Pending`) |
 //! | `revoke_user` | 1. advance the user's epoch in DynamoDB (from then on every session bound under an older epoch is refused at load, and concurrent binds fail their epoch check). 2. `destroy` each session the GSI lists | 1: `Err`, nothing changed. 2: sessions not yet destroyed are still outlawed by the epoch |
 //! | `drain_outbox` | for each pending revocation not in flight: DynamoDB delete, then ack | the entry stays and is retried with backoff |
@@ -357,22 +357,42 @@ impl TieredStore {
     ) -> Result<Option<Session>, Error> {
         let lookup = self.lookup_cached(&key, now)?;
         let result = match &lookup {
-            CacheLookup::Fresh(_) => "hit",
-            CacheLookup::Stale { .. } => "stale",
-            CacheLookup::Revoked => "revoked",
-            CacheLookup::Miss => "miss",
+            CacheLookup::Fresh(_) => 0,
+            CacheLookup::Stale { .. } => 1,
+            CacheLookup::Revoked => 2,
+            CacheLookup::Miss => 3,
         };
-        metrics::counter!("edge_session_cache_lookups_total", "result" => result).increment(1);
+        // Handles registered once per thread (after the recorder is installed).
+        thread_local! {
+            static LOOKUPS: [metrics::Counter; 4] = ["hit", "stale", "revoked", "miss"]
+                .map(|r| metrics::counter!("edge_session_cache_lookups_total", "result" => r));
+        }
+        LOOKUPS.with(|c| c[result].increment(1));
         match lookup {
-            CacheLookup::Fresh(record) => self.serve(key, record, now).await,
+            CacheLookup::Fresh(record) => {
+                // Hot path: no DynamoDB future is built at all.
+                if !record.is_live(now) {
+                    return Ok(None);
+                }
+                if !record.needs_touch(&self.inner.settings.policy, now) && !self.outlawed(&record)
+                {
+                    return Ok(Some(Session { key, record }));
+                }
+                Box::pin(self.serve(key, record, now)).await
+            }
             CacheLookup::Revoked => Ok(None),
             CacheLookup::Stale { record, fetched_at } => {
-                self.revalidate(key, record, fetched_at, now).await
+                Box::pin(self.revalidate(key, record, fetched_at, now)).await
             }
-            CacheLookup::Miss => match self.fetch(key).await? {
-                None => Ok(None),
-                Some(item) => self.accept(key, item, now).await,
-            },
+            CacheLookup::Miss => {
+                Box::pin(async move {
+                    match self.fetch(key).await? {
+                        None => Ok(None),
+                        Some(item) => self.accept(key, item, now).await,
+                    }
+                })
+                .await
+            }
         }
     }
 
@@ -481,6 +501,20 @@ impl TieredStore {
             .await?;
         self.note_epoch(user_id, epoch, now);
         Ok(epoch)
+    }
+
+    /// `user_id`'s epoch as this node knows it (read within the lease).
+    fn known_epoch(&self, user_id: &str, now: UnixMillis) -> Option<u64> {
+        let epochs = self
+            .inner
+            .epochs
+            .lock()
+            .expect("epoch map poisoned by a panic");
+        epochs
+            .by_user
+            .get(user_id)
+            .filter(|(_, read_at)| now.saturating_sub(*read_at) < self.lease_ms())
+            .map(|(epoch, _)| *epoch)
     }
 
     /// Remember `user_id`'s epoch (epochs only grow).
@@ -814,22 +848,58 @@ impl TieredStore {
         if cache.is_tombstoned(&old.key)? {
             return Ok(Err(RotateConflict::OldChanged));
         }
-        let user = binding
-            .as_ref()
-            .map(|b| b.user_id.clone())
-            .or_else(|| old.record.user_id.clone());
-        let epoch = match &user {
-            Some(uid) => Some(self.user_epoch(uid, now, true).await?),
-            None => None,
+        let signs_in = binding.is_some();
+        let (user, role) = match binding {
+            Some(b) => (Some(b.user_id), b.role),
+            None => (old.record.user_id.clone(), old.record.role.clone()),
         };
-        // Rotating a session that was logged out everywhere, without a fresh
-        // sign-in, would carry the revoked login over.
-        if binding.is_none()
-            && old.record.user_id.is_some()
-            && epoch.is_some_and(|e| e > old.record.user_epoch)
-        {
-            return Ok(Err(RotateConflict::EpochChanged));
+        let rebinds = old.record.user_id.is_some() && old.record.user_id == user;
+        // The user's epoch, optimistically: the one this node read within the
+        // lease, else the old session's if it is the same user's (epochs only
+        // grow), else 0 (most users are never logged out everywhere). The
+        // transaction's epoch check refuses a wrong guess without writing;
+        // then the epoch is read (consistently) and the rotation tried once
+        // more. This saves a DynamoDB read on almost every login.
+        let mut epoch = user.as_deref().map(|uid| {
+            self.known_epoch(uid, now)
+                .unwrap_or(if rebinds { old.record.user_epoch } else { 0 })
+        });
+        let mut epoch_read = false;
+        loop {
+            // Rotating a session that was logged out everywhere, without a
+            // fresh sign-in, would carry the revoked login over.
+            if !signs_in
+                && old.record.user_id.is_some()
+                && epoch.is_some_and(|e| e > old.record.user_epoch)
+            {
+                return Ok(Err(RotateConflict::EpochChanged));
+            }
+            match self
+                .rotate_once(old, user.as_deref(), role.as_deref(), epoch, keep_data, now)
+                .await?
+            {
+                Err(RotateConflict::EpochChanged) if !epoch_read => {
+                    if let Some(uid) = &user {
+                        epoch = Some(self.user_epoch(uid, now, true).await?);
+                    }
+                    epoch_read = true;
+                }
+                outcome => return Ok(outcome),
+            }
         }
+    }
+    /// One attempt of [`regenerate`](Self::regenerate) under `epoch`:
+    /// revoke the old key here (flushed), then the one DynamoDB transaction.
+    async fn rotate_once(
+        &self,
+        old: &Session,
+        user: Option<&str>,
+        role: Option<&str>,
+        epoch: Option<u64>,
+        keep_data: bool,
+        now: UnixMillis,
+    ) -> Result<Result<(SessionToken, Session), RotateConflict>, Error> {
+        let cache = &self.inner.cache;
         let tomb = Tombstone {
             keep_until: old.record.absolute_expiry.max(now),
             nonce: nonce(),
@@ -841,21 +911,13 @@ impl TieredStore {
         let token = SessionToken::generate();
         let key = token.storage_key();
         let mut record = SessionRecord::new(&self.inner.settings.policy, now);
-        match binding {
-            Some(b) => {
-                record.user_id = Some(b.user_id);
-                record.role = b.role;
-            }
-            None => {
-                record.user_id.clone_from(&old.record.user_id);
-                record.role.clone_from(&old.record.role);
-            }
-        }
+        record.user_id = user.map(str::to_owned);
+        record.role = role.map(str::to_owned);
         if keep_data {
             record.data.clone_from(&old.record.data);
         }
         record.user_epoch = epoch.unwrap_or(0);
-        let guard = user.as_deref().map(|uid| EpochGuard {
+        let guard = user.map(|uid| EpochGuard {
             sid: StorageKey::user_epoch(uid).0,
             epoch: record.user_epoch,
         });

@@ -689,6 +689,75 @@ async fn logout_everywhere_outlaws_sessions_bound_concurrently() {
     );
 }
 
+/// `regenerate` guesses the user's epoch instead of reading it; a node that
+/// never saw the user's "log out everywhere" guesses wrong, and must neither
+/// refuse the login nor bind it under the old epoch, nor carry an outlawed
+/// login over on a rotation without sign-in.
+#[tokio::test]
+async fn login_on_a_node_that_missed_logout_everywhere_binds_under_the_new_epoch() {
+    let settings = StoreSettings {
+        revalidate_after_ms: 5_000,
+        ..StoreSettings::default()
+    };
+    let cluster = Cluster::new().await;
+    let (a, c) = (cluster.node(settings), cluster.node(settings));
+    let t = now();
+    let (before, _) = c.create(bound("vic"), t).await.unwrap();
+    a.revoke_user("vic", t).await.unwrap();
+    a.revoke_user("vic", t).await.unwrap();
+
+    // C signs vic in again from a fresh anonymous session: it knows no epoch.
+    let (anon, _) = c
+        .create(NewSession::anonymous(BTreeMap::new()), t)
+        .await
+        .unwrap();
+    let anon = c.load(&anon, t).await.unwrap().unwrap();
+    let binding = UserBinding {
+        user_id: "vic".into(),
+        role: None,
+    };
+    let (token, session) = c
+        .regenerate(&anon, Some(binding), false, t)
+        .await
+        .unwrap()
+        .expect("the login goes through despite the wrong guess");
+    assert_eq!(session.record.user_epoch, 2, "bound under the current epoch");
+    let later = t + 5_000;
+    for node in [&a, &c, &cluster.node(settings)] {
+        assert!(node.load(&token, later).await.unwrap().is_some());
+    }
+
+    // A rotation without a fresh sign-in of a session bound before the
+    // revoke (one the listing missed, still in DynamoDB), on a node that has
+    // not seen the revoke, is refused and leaves the old session as it was.
+    assert_eq!(c.load(&before, later).await.unwrap(), None);
+    let mut record = edge_session::SessionRecord::new(&Policy::default(), t);
+    record.user_id = Some("vic".into());
+    let straggler = SessionToken::generate();
+    cluster
+        .tier
+        .create(&edge_session::sync::Item {
+            sid: straggler.storage_key().0,
+            uid: Some("vic".into()),
+            ver: record.version,
+            exp: record.ttl_epoch_secs(),
+            body: codec::encode(&record),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let stale = edge_session::store::Session {
+        key: straggler.storage_key(),
+        record,
+    };
+    let fresh_node = cluster.node(settings);
+    assert_eq!(
+        fresh_node.regenerate(&stale, None, true, t).await.unwrap(),
+        Err(RotateConflict::EpochChanged)
+    );
+    assert_eq!(fresh_node.load(&straggler, t).await.unwrap(), None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outbox_replay_never_cancels_a_regenerate_in_flight() {
     let cluster = Cluster::new().await;
