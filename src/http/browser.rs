@@ -235,15 +235,22 @@ pub async fn whoami(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    #[derive(serde::Serialize)]
+    struct WhoAmI<'a> {
+        created_at: u64,
+        expires_at: u64,
+        role: Option<&'a str>,
+        user_id: &'a str,
+    }
     let (user, session) = signed_in_session(&state, &req).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(serde_json::json!({
-            "user_id": user,
-            "role": session.record.role,
-            "created_at": secs(session.record.created_at),
-            "expires_at": secs(session.record.expires_at()),
-        })))
+        .json(WhoAmI {
+            created_at: secs(session.record.created_at),
+            expires_at: secs(session.record.expires_at()),
+            role: session.record.role.as_deref(),
+            user_id: &user,
+        }))
 }
 
 /// The user's live sessions (GSI listing, expiry and local revocations

@@ -70,8 +70,15 @@ impl AppState {
     /// The session token from the cookie, if it parses. Malformed values are
     /// treated as no cookie at all.
     pub fn cookie_token(&self, req: &HttpRequest) -> Option<SessionToken> {
-        req.cookie(&self.cookie_name)
-            .and_then(|c| SessionToken::parse(c.value()).ok())
+        // The Cookie header(s) read in place: no parse of every cookie into
+        // owned values. A token is base64url, so it is never percent-encoded.
+        req.headers()
+            .get_all(header::COOKIE)
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == self.cookie_name)
+            .and_then(|(_, value)| SessionToken::parse(value.trim_matches('"')).ok())
     }
 
     /// The live session carried by the cookie.
@@ -149,7 +156,7 @@ async fn observe(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = req.method().clone();
     let res = next.call(req).await?;
     let route = res
         .request()
@@ -157,11 +164,27 @@ async fn observe(
         .unwrap_or_else(|| "unmatched".to_owned());
     let status = res.status().as_u16();
     let elapsed = started.elapsed().as_secs_f64();
-    metrics::histogram!("edge_session_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
-        .record(elapsed);
-    metrics::counter!("edge_session_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status.to_string())
-        .increment(1);
-    tracing::debug!(%method, %route, status, elapsed_ms = elapsed * 1000.0, "request");
+    // Metric handles per (method, route, status), cached per worker thread:
+    // the registry (label keys, hashing, its lock) is paid once per series.
+    thread_local! {
+        static HANDLES: std::cell::RefCell<std::collections::HashMap<String, (metrics::Histogram, metrics::Counter)>> =
+            std::cell::RefCell::new(std::collections::HashMap::new());
+    }
+    let series = format!("{method} {route} {status}");
+    HANDLES.with(|handles| {
+        let mut handles = handles.borrow_mut();
+        if let Some((h, c)) = handles.get(series.as_str()) {
+            h.record(elapsed);
+            c.increment(1);
+            return;
+        }
+        let h = metrics::histogram!("edge_session_http_request_duration_seconds", "route" => route.clone(), "method" => method.as_str().to_owned());
+        let c = metrics::counter!("edge_session_http_requests_total", "route" => route.clone(), "method" => method.as_str().to_owned(), "status" => status.to_string());
+        h.record(elapsed);
+        c.increment(1);
+        handles.insert(series, (h, c));
+    });
+    tracing::debug!(method = method.as_str(), %route, status, elapsed_ms = elapsed * 1000.0, "request");
     Ok(res)
 }
 
