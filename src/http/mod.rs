@@ -19,6 +19,7 @@ pub mod ops;
 pub mod page;
 pub mod service;
 
+use std::collections::HashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::body::MessageBody;
@@ -156,7 +157,7 @@ async fn observe(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
     let started = Instant::now();
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let res = next.call(req).await?;
     let route = res
         .request()
@@ -166,26 +167,48 @@ async fn observe(
     let elapsed = started.elapsed().as_secs_f64();
     // Metric handles per (method, route, status), cached per worker thread:
     // the registry (label keys, hashing, its lock) is paid once per series.
+    // Every label is from a bounded set: methods outside the standard ones
+    // are "OTHER", routes are patterns or "unmatched".
+    type Series = (&'static str, String, u16);
     thread_local! {
-        static HANDLES: std::cell::RefCell<std::collections::HashMap<String, (metrics::Histogram, metrics::Counter)>> =
-            std::cell::RefCell::new(std::collections::HashMap::new());
+        static HANDLES: std::cell::RefCell<HashMap<Series, (metrics::Histogram, metrics::Counter)>> =
+            std::cell::RefCell::new(HashMap::new());
     }
-    let series = format!("{method} {route} {status}");
     HANDLES.with(|handles| {
         let mut handles = handles.borrow_mut();
-        if let Some((h, c)) = handles.get(series.as_str()) {
+        let series = (method, route, status);
+        if let Some((h, c)) = handles.get(&series) {
             h.record(elapsed);
             c.increment(1);
             return;
         }
-        let h = metrics::histogram!("edge_session_http_request_duration_seconds", "route" => route.clone(), "method" => method.as_str().to_owned());
-        let c = metrics::counter!("edge_session_http_requests_total", "route" => route.clone(), "method" => method.as_str().to_owned(), "status" => status.to_string());
+        let route = series.1.clone();
+        let h = metrics::histogram!("edge_session_http_request_duration_seconds", "route" => route.clone(), "method" => method);
+        let c = metrics::counter!("edge_session_http_requests_total", "route" => route, "method" => method, "status" => status.to_string());
         h.record(elapsed);
         c.increment(1);
         handles.insert(series, (h, c));
     });
-    tracing::debug!(method = method.as_str(), %route, status, elapsed_ms = elapsed * 1000.0, "request");
+    tracing::debug!(method, status, elapsed_ms = elapsed * 1000.0, "request");
     Ok(res)
+}
+
+/// A method as a metric label: the standard ones by name, any other
+/// (clients may send any token) as "OTHER", so labels stay a bounded set.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
 }
 
 /// One route: method, path and handler. The path is both the actix pattern

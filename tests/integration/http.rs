@@ -848,6 +848,39 @@ async fn operations_endpoints() {
     node.stop().await;
 }
 
+/// Each distinct label value is a new metric series kept for ever: a client
+/// sending requests with made-up methods must not be able to grow the
+/// node's memory (and its /metrics page) without bound.
+#[tokio::test]
+async fn made_up_methods_cannot_grow_the_metric_series() {
+    let node = TestNode::spawn().await;
+    for i in 0..50 {
+        let method = reqwest::Method::from_bytes(format!("X{i}ATTACK").as_bytes()).unwrap();
+        let res = node
+            .client
+            .request(method, node.at("/whoami"))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_client_error(), "{}", res.status());
+    }
+    let text = node
+        .client
+        .get(node.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("ATTACK"), "a made-up method became a label");
+    assert!(
+        text.contains("method=\"OTHER\""),
+        "made-up methods are counted as OTHER"
+    );
+    node.stop().await;
+}
+
 #[tokio::test]
 async fn dynamodb_unreachable_is_503_store_unavailable() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
