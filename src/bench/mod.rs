@@ -75,17 +75,26 @@ pub struct BenchArgs {
     /// The `redis-server` program for the actix-session peer.
     #[arg(long, default_value = "redis-server")]
     redis_server: String,
-    /// What to run (comma-separated): edge, hello, redis, login.
+    /// What to run (comma-separated): edge, hello, redis, login; also
+    /// hello-inprocess (the ceiling served inside the harness process).
     #[arg(long, value_delimiter = ',', default_value = "edge,hello,redis,login")]
     only: Vec<String>,
     /// Directory for whoami.csv, login.csv and whoami-latency.svg (created).
     #[arg(long, default_value = "docs/perf")]
     out: PathBuf,
+    /// Internal: serve only the hello-world ceiling (the harness runs itself
+    /// with this as a child process).
+    #[arg(long, hide = true)]
+    serve_hello: bool,
+    /// Internal: actix workers of `--serve-hello`.
+    #[arg(long, hide = true, default_value_t = 0)]
+    hello_workers: usize,
 }
 
 const EDGE: &str = "edge-session";
 const CANDIDATE: &str = "edge-session (candidate)";
 const HELLO: &str = "hello (ceiling)";
+const HELLO_IN_PROCESS: &str = "hello (in-process)";
 const REDIS: &str = "actix-session+redis";
 const RAW: &str = "raw TransactWriteItems";
 const REGENERATE: &str = "TieredStore::regenerate";
@@ -98,8 +107,20 @@ struct Target {
     cookie: String,
 }
 
+/// The cookie header of the first target, so every target reads the same
+/// request bytes (the ceilings ignore it).
+fn same_cookie(targets: &[Target]) -> String {
+    targets.first().map_or_else(
+        || format!("__Host-sid={}", "A".repeat(43)),
+        |t| t.cookie.clone(),
+    )
+}
+
 /// Run the whole comparison. Blocks until it is done.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.serve_hello {
+        return serve_hello(args.hello_workers);
+    }
     anyhow::ensure!(
         args.rounds > 0 && args.login_rounds > 0,
         "--rounds and --login-rounds must be at least 1"
@@ -118,6 +139,22 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let result = actix_web::rt::System::new().block_on(compare(args, handle));
     load.shutdown_timeout(Duration::from_secs(2));
     result
+}
+
+/// `--serve-hello`: the ceiling alone, until SIGTERM.
+fn serve_hello(workers: usize) -> anyhow::Result<()> {
+    let workers = if workers == 0 {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        workers
+    };
+    actix_web::rt::System::new().block_on(async {
+        let server = peers::hello(workers)?;
+        println!("edge-session listening on http://{}", server.addr);
+        std::io::Write::flush(&mut std::io::stdout())?;
+        server.stopped().await;
+        Ok(())
+    })
 }
 
 /// Today's date (UTC), `YYYY-MM-DD`.
@@ -380,18 +417,29 @@ async fn compare(args: BenchArgs, load: tokio::runtime::Handle) -> anyhow::Resul
         _ => None,
     };
 
+    // The ceiling runs in a child process, as the node does: a server in
+    // the load generator's own process is woken more cheaply (measured as
+    // `hello-inprocess`, not in the default set).
     let hello = if wants("hello") {
-        let server = peers::hello(workers)?;
-        // The same request bytes as edge-session's: the cookie is ignored.
-        let cookie = targets.first().map_or_else(
-            || format!("__Host-sid={}", "A".repeat(43)),
-            |t| t.cookie.clone(),
-        );
+        let harness = std::env::current_exe().context("locating this executable")?;
+        let node = process::Node::hello(&harness, workers)?;
         targets.push(Target {
             name: HELLO,
+            addr: node.addr,
+            path: "/",
+            cookie: same_cookie(&targets),
+        });
+        Some(node)
+    } else {
+        None
+    };
+    let hello_in_process = if wants("hello-inprocess") {
+        let server = peers::hello(workers)?;
+        targets.push(Target {
+            name: HELLO_IN_PROCESS,
             addr: server.addr,
             path: "/",
-            cookie,
+            cookie: same_cookie(&targets),
         });
         Some(server)
     } else {
@@ -696,7 +744,8 @@ async fn compare(args: BenchArgs, load: tokio::runtime::Handle) -> anyhow::Resul
     }
 
     // Shut everything down (the node and redis-server stop on drop).
-    if let Some(server) = hello {
+    drop(hello);
+    if let Some(server) = hello_in_process {
         server.stop().await;
     }
     if let Some((redis, server)) = redis {

@@ -23,12 +23,18 @@ pub struct InProcess {
     /// Where it listens.
     pub addr: SocketAddr,
     handle: ServerHandle,
+    task: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl InProcess {
     /// Stop accepting and let in-flight requests finish.
     pub async fn stop(self) {
         self.handle.stop(true).await;
+    }
+
+    /// Wait until the server stops (SIGTERM or SIGINT: actix handles them).
+    pub async fn stopped(self) {
+        let _ = self.task.await;
     }
 }
 
@@ -51,8 +57,8 @@ pub fn hello(workers: usize) -> anyhow::Result<InProcess> {
     .listen(listener)?
     .run();
     let handle = server.handle();
-    actix_web::rt::spawn(server);
-    Ok(InProcess { addr, handle })
+    let task = actix_web::rt::spawn(server);
+    Ok(InProcess { addr, handle, task })
 }
 
 /// The user every peer signs in.
@@ -92,6 +98,6 @@ pub async fn actix_session_redis(redis_url: &str, workers: usize) -> anyhow::Res
     .listen(listener)?
     .run();
     let handle = server.handle();
-    actix_web::rt::spawn(server);
-    Ok(InProcess { addr, handle })
+    let task = actix_web::rt::spawn(server);
+    Ok(InProcess { addr, handle, task })
 }

@@ -92,9 +92,24 @@ impl Node {
             }
             None => Command::new(bin),
         };
+        command.args(["serve", "--config"]).arg(&config);
+        Node::spawn(command, bin)
+    }
+
+    /// The harness's own hello-world server (`bin bench --serve-hello`) as a
+    /// child process, so the ceiling crosses the same process boundary as
+    /// the node does.
+    pub fn hello(bin: &Path, workers: usize) -> anyhow::Result<Node> {
+        let mut command = Command::new(bin);
+        command
+            .args(["bench", "--serve-hello", "--hello-workers"])
+            .arg(workers.to_string());
+        Node::spawn(command, bin)
+    }
+
+    /// Spawn `command` and wait for its `edge-session listening on` line.
+    fn spawn(mut command: Command, bin: &Path) -> anyhow::Result<Node> {
         let mut child = command
-            .args(["serve", "--config"])
-            .arg(&config)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
