@@ -721,7 +721,10 @@ async fn login_on_a_node_that_missed_logout_everywhere_binds_under_the_new_epoch
         .await
         .unwrap()
         .expect("the login goes through despite the wrong guess");
-    assert_eq!(session.record.user_epoch, 2, "bound under the current epoch");
+    assert_eq!(
+        session.record.user_epoch, 2,
+        "bound under the current epoch"
+    );
     let later = t + 5_000;
     for node in [&a, &c, &cluster.node(settings)] {
         assert!(node.load(&token, later).await.unwrap().is_some());
