@@ -174,6 +174,13 @@ impl SledCache {
         }
     }
 
+    /// The raw bytes under `key` in the sessions tree, nothing decoded: the
+    /// baseline `lookup/cache_hit` is measured against (benches).
+    #[doc(hidden)]
+    pub fn raw_get(&self, key: &[u8]) -> Result<Option<sled::IVec>, CacheError> {
+        Ok(self.sessions.get(key)?)
+    }
+
     /// Cache `bytes` (version `version`, confirmed at `fetched_at`) unless the
     /// key is tombstoned or a newer version is already cached. One sled
     /// transaction, so a concurrent tombstone either sees this record (and
