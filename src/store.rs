@@ -888,6 +888,7 @@ impl TieredStore {
             }
         }
     }
+
     /// One attempt of [`regenerate`](Self::regenerate) under `epoch`:
     /// revoke the old key here (flushed), then the one DynamoDB transaction.
     async fn rotate_once(
