@@ -39,6 +39,9 @@ pub enum Fault {
     /// contain this text (an `X-Amz-Target` operation name such as
     /// `TransactWriteItems`); everything else passes.
     CutResponseTo(&'static str),
+    /// As [`Fault::CutResponseTo`], but only the first such response after
+    /// the switch: a retry of the same request then gets its answer.
+    CutOneResponseTo(&'static str),
 }
 
 /// A running proxy. Dropping it stops it and cuts its connections.
@@ -46,6 +49,8 @@ pub struct FaultProxy {
     addr: SocketAddr,
     fault: watch::Sender<Fault>,
     accepted: Arc<AtomicU64>,
+    /// Responses `CutOneResponseTo` may still cut.
+    cuts_left: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -95,17 +100,20 @@ impl FaultProxy {
         let listener = socket.listen(1024).expect("listen");
         let (fault, watcher) = watch::channel(Fault::Pass);
         let accepted = Arc::new(AtomicU64::new(0));
+        let cuts_left = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(accept_loop(
             listener,
             addr,
             upstream,
             watcher,
             Arc::clone(&accepted),
+            Arc::clone(&cuts_left),
         ));
         FaultProxy {
             addr,
             fault,
             accepted,
+            cuts_left,
             task,
         }
     }
@@ -115,8 +123,15 @@ impl FaultProxy {
         format!("http://{}", self.addr)
     }
 
+    /// Whether a `CutOneResponseTo` fault has made its cut.
+    pub fn cut_made(&self) -> bool {
+        self.cuts_left.load(Ordering::SeqCst) == 0
+    }
+
     /// Switch the fault. Connections opened under the previous one are cut.
     pub fn set(&self, fault: Fault) {
+        let cuts = u64::from(matches!(fault, Fault::CutOneResponseTo(_)));
+        self.cuts_left.store(cuts, Ordering::SeqCst);
         self.fault.send_replace(fault);
     }
 
@@ -132,6 +147,7 @@ async fn accept_loop(
     upstream: SocketAddr,
     mut fault: watch::Receiver<Fault>,
     accepted: Arc<AtomicU64>,
+    cuts_left: Arc<AtomicU64>,
 ) {
     let mut listener = Some(listener);
     loop {
@@ -165,7 +181,7 @@ async fn accept_loop(
                 // The fault as of now (it may have changed since `current`).
                 let mut watcher = fault.clone();
                 let now = *watcher.borrow_and_update();
-                tokio::spawn(serve(client, upstream, now, watcher));
+                tokio::spawn(serve(client, upstream, now, watcher, Arc::clone(&cuts_left)));
             }
         }
     }
@@ -177,6 +193,7 @@ async fn serve(
     upstream: SocketAddr,
     fault: Fault,
     mut changes: watch::Receiver<Fault>,
+    cuts_left: Arc<AtomicU64>,
 ) {
     let _ = client.set_nodelay(true);
     let work = async move {
@@ -200,7 +217,11 @@ async fn serve(
                 // Keep the socket open and silent until the fault changes.
                 std::future::pending::<()>().await;
             }
-            Fault::Pass | Fault::Latency(_) | Fault::CutResponse | Fault::CutResponseTo(_) => {
+            Fault::Pass
+            | Fault::Latency(_)
+            | Fault::CutResponse
+            | Fault::CutResponseTo(_)
+            | Fault::CutOneResponseTo(_) => {
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     return;
                 };
@@ -211,10 +232,17 @@ async fn serve(
                 };
                 // Requests on one HTTP/1.1 connection go one at a time, so
                 // the response after a marked request is that request's.
-                let (mark, armed) = match fault {
-                    Fault::CutResponse => (None, Arc::new(AtomicBool::new(true))),
-                    Fault::CutResponseTo(text) => (Some(text), Arc::new(AtomicBool::new(false))),
-                    _ => (None, Arc::new(AtomicBool::new(false))),
+                let (mark, armed, budget) = match fault {
+                    Fault::CutResponse => (None, Arc::new(AtomicBool::new(true)), None),
+                    Fault::CutResponseTo(text) => {
+                        (Some(text), Arc::new(AtomicBool::new(false)), None)
+                    }
+                    Fault::CutOneResponseTo(text) => (
+                        Some(text),
+                        Arc::new(AtomicBool::new(false)),
+                        Some(cuts_left),
+                    ),
+                    _ => (None, Arc::new(AtomicBool::new(false)), None),
                 };
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
@@ -222,6 +250,7 @@ async fn serve(
                     delay,
                     mark,
                     armed: Arc::clone(&armed),
+                    budget,
                 };
                 let responses = Responses { delay, armed };
                 tokio::select! {
@@ -244,6 +273,8 @@ struct Requests {
     /// Text that marks a request whose response is to be cut.
     mark: Option<&'static str>,
     armed: Arc<AtomicBool>,
+    /// Cuts left across the proxy (`CutOneResponseTo`); `None`: no limit.
+    budget: Option<Arc<AtomicU64>>,
 }
 
 impl Requests {
@@ -255,7 +286,13 @@ impl Requests {
                 Ok(n) => n,
             };
             if let Some(mark) = self.mark {
-                if buf[..n].windows(mark.len()).any(|w| w == mark.as_bytes()) {
+                let allowed = || {
+                    self.budget.as_ref().is_none_or(|left| {
+                        left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok()
+                    })
+                };
+                if buf[..n].windows(mark.len()).any(|w| w == mark.as_bytes()) && allowed() {
                     self.armed.store(true, Ordering::SeqCst);
                 }
             }

@@ -453,6 +453,45 @@ async fn bound_to(cluster: &Cluster, user: &str) -> usize {
         .count()
 }
 
+/// DynamoDB did a login's transaction but its first answer was lost; the
+/// SDK sends it again. The SDK fills `TransactWriteItems`' idempotency token
+/// (`ClientRequestToken`) itself, the same on every attempt, so DynamoDB
+/// answers the retry as the success it was instead of refusing it (the old
+/// item is gone, the new one exists): the login succeeds once, and no session
+/// nobody holds is left in the user's listing.
+#[tokio::test]
+async fn login_retried_after_a_lost_answer_leaves_no_orphan_session() {
+    let Some(proxy) = FaultProxy::to_harness().await else {
+        eprintln!("skipped: the harness endpoint is not plain http");
+        return;
+    };
+    let cluster = Cluster::new().await;
+    let node = proxied_node(&proxy, cluster.tier.table(), "reject").await;
+    let res = node.client.get(node.at("/")).send().await.unwrap();
+    let planted = session_cookie(&res);
+
+    proxy.set(Fault::CutOneResponseTo("TransactWriteItems"));
+    let res = browser_login(&node, Some(&planted), "alice").await;
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "the retried login succeeds"
+    );
+    let signed_in = session_cookie(&res);
+    assert_ne!(signed_in, planted);
+    assert!(proxy.cut_made(), "the transaction's first answer was cut");
+    proxy.set(Fault::Pass);
+
+    assert_eq!(whoami(&node, &signed_in).await, StatusCode::OK);
+    assert_eq!(whoami(&node, &planted).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        bound_to(&cluster, "alice").await,
+        1,
+        "exactly the issued session is bound to alice in DynamoDB"
+    );
+    node.stop().await;
+}
+
 /// DynamoDB did the write but its answer was cut halfway: the node cannot
 /// know the outcome and fails closed. No session is issued; the token the
 /// browser carried is dead on this node at once; the outbox deletes it (and
