@@ -18,7 +18,8 @@
 //!   and the same `TransactWriteItems` built directly with the SDK client.
 //!
 //! Fixed seed; criterion reports the median of its samples.
-//! `EDGE_SESSION_BENCH_SESSIONS=10000` skips the 1M population (~1 min).
+//! `EDGE_SESSION_BENCH_SESSIONS=10000` skips the 1M population (~1 min); a test
+//! run (`cargo test --all-targets`, no `--bench` argument) uses 10k only.
 
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
@@ -86,10 +87,20 @@ fn rss() -> u64 {
 
 /// The session counts to measure (`EDGE_SESSION_BENCH_SESSIONS`, comma-separated).
 fn session_counts() -> Vec<usize> {
+    // `cargo test --all-targets` runs this file once per benchmark as a
+    // smoke test (no `--bench` argument): the 1M fixture would only cost
+    // minutes there.
+    let benchmarking = std::env::args().any(|a| a == "--bench");
     std::env::var("EDGE_SESSION_BENCH_SESSIONS")
         .ok()
         .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![10_000, 1_000_000])
+        .unwrap_or_else(|| {
+            if benchmarking {
+                vec![10_000, 1_000_000]
+            } else {
+                vec![10_000]
+            }
+        })
 }
 
 /// Whether criterion's command-line filter (if any) can select `group`:
