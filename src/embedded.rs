@@ -61,9 +61,7 @@ impl EmbeddedDynamo {
             .ok_or_else(|| EmbeddedError(format!("{} is not UTF-8", path.display())))?;
         let db = Database::new(text).map_err(|e| EmbeddedError(format!("opening {text}: {e}")))?;
         let log = StreamLog::open(path)?;
-        let mut server = Self::start(db, log, ttl_sweep_every)?;
-        server.path = path.to_owned();
-        Ok(server)
+        Self::start(db, log, path.to_owned(), ttl_sweep_every)
     }
 
     /// Start on a file in a fresh temporary directory, removed when the
@@ -81,6 +79,7 @@ impl EmbeddedDynamo {
     fn start(
         db: Database,
         log: StreamLog,
+        path: std::path::PathBuf,
         ttl_sweep_every: Duration,
     ) -> Result<Self, EmbeddedError> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
@@ -127,7 +126,7 @@ impl EmbeddedDynamo {
             addr,
             stop: Some(stop),
             thread: Some(thread),
-            path: std::path::PathBuf::new(),
+            path,
             scratch: None,
         })
     }
