@@ -107,6 +107,32 @@ struct Target {
     cookie: String,
 }
 
+/// An edge-session node as a `GET /whoami` target named `name`: signed in
+/// through its login form.
+async fn edge_target(
+    load: &tokio::runtime::Handle,
+    node: &process::Node,
+    form: Bytes,
+    name: &'static str,
+) -> anyhow::Result<Target> {
+    let cookie = sign_in(
+        load,
+        node.addr,
+        form,
+        "__Host-sid",
+        StatusCode::SEE_OTHER,
+        "/whoami",
+    )
+    .await
+    .with_context(|| format!("signing in on {name}; its output:\n{}", node.output()))?;
+    Ok(Target {
+        name,
+        addr: node.addr,
+        path: "/whoami",
+        cookie,
+    })
+}
+
 /// The cookie header of the first target, so every target reads the same
 /// request bytes (the ceilings ignore it).
 fn same_cookie(targets: &[Target]) -> String {
@@ -365,22 +391,7 @@ async fn compare(args: BenchArgs, load: tokio::runtime::Handle) -> anyhow::Resul
     };
     let form = Bytes::from(format!("username={}&password={password}", peers::USER_ID));
     if let (Some(node), true) = (&node, wants("edge")) {
-        let cookie = sign_in(
-            &load,
-            node.addr,
-            form.clone(),
-            "__Host-sid",
-            StatusCode::SEE_OTHER,
-            "/whoami",
-        )
-        .await
-        .with_context(|| format!("signing in on the node; its output:\n{}", node.output()))?;
-        targets.push(Target {
-            name: EDGE,
-            addr: node.addr,
-            path: "/whoami",
-            cookie,
-        });
+        targets.push(edge_target(&load, node, form.clone(), EDGE).await?);
     }
 
     let candidate = match (&args.candidate_bin, wants("edge")) {
@@ -390,28 +401,8 @@ async fn compare(args: BenchArgs, load: tokio::runtime::Handle) -> anyhow::Resul
             let node_dir = dir.path().join("candidate");
             std::fs::create_dir_all(&node_dir)?;
             let node = process::Node::start(bin, &[], &node_dir, peers::USER_ID, &hash)?;
-            let cookie = sign_in(
-                &load,
-                node.addr,
-                form.clone(),
-                "__Host-sid",
-                StatusCode::SEE_OTHER,
-                "/whoami",
-            )
-            .await
-            .with_context(|| {
-                format!(
-                    "signing in on the candidate; its output:\n{}",
-                    node.output()
-                )
-            })?;
+            targets.push(edge_target(&load, &node, form.clone(), CANDIDATE).await?);
             println!("candidate node: {} (binary {})", node.addr, bin.display());
-            targets.push(Target {
-                name: CANDIDATE,
-                addr: node.addr,
-                path: "/whoami",
-                cookie,
-            });
             Some(node)
         }
         _ => None,
