@@ -453,6 +453,19 @@ async fn bound_to(cluster: &Cluster, user: &str) -> usize {
         .count()
 }
 
+/// A proxy in front of the harness's endpoint (`None` when it is not plain
+/// http), a fresh table, a node behind the proxy with `on_unreachable =
+/// "reject"`, and the anonymous cookie a browser got from `GET /` there
+/// (what an attacker would plant).
+async fn planted_behind_a_proxy() -> Option<(FaultProxy, Cluster, TestNode, String)> {
+    let proxy = FaultProxy::to_harness().await?;
+    let cluster = Cluster::new().await;
+    let node = proxied_node(&proxy, cluster.tier.table(), "reject").await;
+    let res = node.client.get(node.at("/")).send().await.unwrap();
+    let planted = session_cookie(&res);
+    Some((proxy, cluster, node, planted))
+}
+
 /// DynamoDB did a login's transaction but its first answer was lost; the
 /// SDK sends it again. The SDK fills `TransactWriteItems`' idempotency token
 /// (`ClientRequestToken`) itself, the same on every attempt, so DynamoDB
@@ -461,14 +474,10 @@ async fn bound_to(cluster: &Cluster, user: &str) -> usize {
 /// nobody holds is left in the user's listing.
 #[tokio::test]
 async fn login_retried_after_a_lost_answer_leaves_no_orphan_session() {
-    let Some(proxy) = FaultProxy::to_harness().await else {
+    let Some((proxy, cluster, node, planted)) = planted_behind_a_proxy().await else {
         eprintln!("skipped: the harness endpoint is not plain http");
         return;
     };
-    let cluster = Cluster::new().await;
-    let node = proxied_node(&proxy, cluster.tier.table(), "reject").await;
-    let res = node.client.get(node.at("/")).send().await.unwrap();
-    let planted = session_cookie(&res);
 
     proxy.set(Fault::CutOneResponseTo("TransactWriteItems"));
     let res = browser_login(&node, Some(&planted), "alice").await;
@@ -498,14 +507,10 @@ async fn login_retried_after_a_lost_answer_leaves_no_orphan_session() {
 /// anything the unanswered write may have created) once DynamoDB answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_whose_answer_is_cut_fail_closed() {
-    let Some(proxy) = FaultProxy::to_harness().await else {
+    let Some((proxy, cluster, node, planted)) = planted_behind_a_proxy().await else {
         eprintln!("skipped: the harness endpoint is not plain http");
         return;
     };
-    let cluster = Cluster::new().await;
-    let node = proxied_node(&proxy, cluster.tier.table(), "reject").await;
-    let res = node.client.get(node.at("/")).send().await.unwrap();
-    let planted = session_cookie(&res);
     let res = browser_login(&node, None, "bob").await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let victim = session_cookie(&res);
