@@ -7,9 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
 
-use crate::harness::{client, node_toml, table_name, API_KEY};
+use crate::harness::{client, node_toml, service_login, table_name, v1};
 use crate::process::Node;
 
 /// Start a node process over `table` with `extra` TOML sections.
@@ -24,34 +23,8 @@ fn start(dir: &Path, table: &str, extra: &str) -> Node {
     )
 }
 
-fn v1(c: &reqwest::Client, node: &Node, method: Method, path: &str) -> reqwest::RequestBuilder {
-    c.request(method, node.at(path)).bearer_auth(API_KEY)
-}
-
-/// A bound session created on `node`; returns its token.
-async fn login(c: &reqwest::Client, node: &Node, user: &str) -> String {
-    let res = v1(c, node, Method::POST, "/v1/sessions")
-        .send()
-        .await
-        .unwrap();
-    let anon = res.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let res = v1(c, node, Method::POST, "/v1/session/regenerate")
-        .header("x-session-token", &anon)
-        .json(&json!({"user_id": user}))
-        .send()
-        .await
-        .unwrap();
-    let code = res.status();
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(code, StatusCode::OK, "{body}");
-    body["token"].as_str().unwrap().to_owned()
-}
-
 async fn status(c: &reqwest::Client, node: &Node, token: &str) -> StatusCode {
-    v1(c, node, Method::GET, "/v1/session")
+    v1((c, &node.url), Method::GET, "/v1/session")
         .header("x-session-token", token)
         .send()
         .await
@@ -112,7 +85,7 @@ async fn revocation_on_one_node_reaches_the_others() {
             let (a, b, cc) = (&nodes[0], &nodes[1], &nodes[2]);
             let mut times = Vec::new();
             for i in 0..per_worker {
-                let token = login(&c, a, &format!("user-{w}-{i}")).await;
+                let token = service_login((&c, &a.url), &format!("user-{w}-{i}")).await;
                 assert_eq!(
                     status(&c, b, &token).await,
                     StatusCode::OK,
@@ -123,7 +96,7 @@ async fn revocation_on_one_node_reaches_the_others() {
                     StatusCode::OK,
                     "C reads it (and caches it)"
                 );
-                let res = v1(&c, a, Method::DELETE, "/v1/session")
+                let res = v1((&c, &a.url), Method::DELETE, "/v1/session")
                     .header("x-session-token", &token)
                     .send()
                     .await
@@ -180,10 +153,10 @@ async fn with_the_follower_off_the_lease_bounds_staleness() {
     let c = client();
     let mut times = Vec::new();
     for i in 0..10 {
-        let token = login(&c, &a, &format!("lease-{i}")).await;
+        let token = service_login((&c, &a.url), &format!("lease-{i}")).await;
         assert_eq!(status(&c, &b, &token).await, StatusCode::OK);
         let cached_at = Instant::now();
-        let res = v1(&c, &a, Method::DELETE, "/v1/session")
+        let res = v1((&c, &a.url), Method::DELETE, "/v1/session")
             .header("x-session-token", &token)
             .send()
             .await
@@ -225,12 +198,12 @@ async fn follower_restart_misses_no_revocation() {
 
     let mut tokens = Vec::new();
     for i in 0..20 {
-        let token = login(&c, &a, &format!("restart-{i}")).await;
+        let token = service_login((&c, &a.url), &format!("restart-{i}")).await;
         assert_eq!(status(&c, &b, &token).await, StatusCode::OK);
         tokens.push(token);
     }
     // Revoke one while B runs, so B has a checkpoint to resume from.
-    v1(&c, &a, Method::DELETE, "/v1/session")
+    v1((&c, &a.url), Method::DELETE, "/v1/session")
         .header("x-session-token", &tokens[0])
         .send()
         .await
@@ -243,7 +216,7 @@ async fn follower_restart_misses_no_revocation() {
     assert!(status_b.success());
     // While B is down, A revokes half of them.
     for token in tokens.iter().skip(1).step_by(2) {
-        let res = v1(&c, &a, Method::DELETE, "/v1/session")
+        let res = v1((&c, &a.url), Method::DELETE, "/v1/session")
             .header("x-session-token", token)
             .send()
             .await

@@ -15,25 +15,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edge_session::store::StoreSettings;
-use edge_session::SessionToken;
 use reqwest::header::COOKIE;
 use reqwest::StatusCode;
 
 use crate::faultproxy::{Fault, FaultProxy};
-use crate::faults::{eventually, proxied_node};
+use crate::faults::proxied_node;
 use crate::harness::{
-    client, metric_at, now, proxied_node_toml, session_cookie, Cluster, ALICE_PASSWORD,
-    BOB_PASSWORD,
+    client, cookie, eventually, login_form, logout, now, outbox_pending, proxied_node_toml, readyz,
+    session_cookie, token, whoami, Cluster, ALICE_PASSWORD, BOB_PASSWORD,
 };
 use crate::process::Node;
-
-fn cookie(value: &str) -> String {
-    format!("__Host-sid={value}")
-}
-
-fn token(value: &str) -> SessionToken {
-    SessionToken::parse(value).expect("the node issued a well-formed token")
-}
 
 /// A config file for a node process under `dir`, reaching DynamoDB through
 /// `proxy`.
@@ -66,18 +57,6 @@ async fn kill_9(node: Node) {
         .unwrap();
 }
 
-async fn whoami(c: &reqwest::Client, url: &str, value: &str) -> Result<StatusCode, reqwest::Error> {
-    c.get(format!("{url}/whoami"))
-        .header(COOKIE, cookie(value))
-        .send()
-        .await
-        .map(|r| r.status())
-}
-
-async fn outbox(c: &reqwest::Client, url: &str) -> Option<f64> {
-    metric_at(c, url, "edge_session_outbox_pending").await
-}
-
 /// Logout while DynamoDB is down; the node restarted while it is still down;
 /// DynamoDB back: the session is gone in DynamoDB and refused by every node,
 /// including one that had it cached.
@@ -104,7 +83,7 @@ async fn logout_during_outage_is_not_lost() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let t = session_cookie(&res);
-    assert_eq!(whoami(&c, &b.url, &t).await.unwrap(), StatusCode::OK);
+    assert_eq!(whoami((&c, &b.url), &t).await.unwrap(), StatusCode::OK);
     assert!(
         b.store
             .cache()
@@ -123,10 +102,10 @@ async fn logout_during_outage_is_not_lost() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(
-        whoami(&c, &a.url, &t).await.unwrap(),
+        whoami((&c, &a.url), &t).await.unwrap(),
         StatusCode::UNAUTHORIZED
     );
-    assert!(outbox(&c, &a.url).await.unwrap() >= 1.0);
+    assert!(outbox_pending((&c, &a.url)).await.unwrap() >= 1.0);
 
     // Restart while DynamoDB is still down.
     let (status, output) = tokio::task::spawn_blocking(move || a.terminate())
@@ -135,12 +114,12 @@ async fn logout_during_outage_is_not_lost() {
     assert!(status.success(), "SIGTERM exit {status:?}:\n{output}");
     let a = start(&config).await;
     assert_eq!(
-        whoami(&c, &a.url, &t).await.unwrap(),
+        whoami((&c, &a.url), &t).await.unwrap(),
         StatusCode::UNAUTHORIZED,
         "the tombstone survived the restart"
     );
     assert!(
-        outbox(&c, &a.url).await.unwrap() >= 1.0,
+        outbox_pending((&c, &a.url)).await.unwrap() >= 1.0,
         "the revocation survived the restart in the outbox"
     );
     assert!(
@@ -156,7 +135,7 @@ async fn logout_during_outage_is_not_lost() {
     // DynamoDB is back.
     proxy.set(Fault::Pass);
     let drained = eventually("the restarted node drains its outbox", || async {
-        outbox(&c, &a.url).await == Some(0.0)
+        outbox_pending((&c, &a.url)).await == Some(0.0)
     })
     .await;
     assert!(
@@ -169,7 +148,7 @@ async fn logout_during_outage_is_not_lost() {
         "gone in DynamoDB"
     );
     let learned = eventually("the node that had it cached refuses it", || async {
-        whoami(&c, &b.url, &t).await.ok() == Some(StatusCode::UNAUTHORIZED)
+        whoami((&c, &b.url), &t).await.ok() == Some(StatusCode::UNAUTHORIZED)
     })
     .await;
     assert_eq!(
@@ -182,7 +161,7 @@ async fn logout_during_outage_is_not_lost() {
         "a fresh node refuses it"
     );
     assert_eq!(
-        whoami(&c, &a.url, &t).await.unwrap(),
+        whoami((&c, &a.url), &t).await.unwrap(),
         StatusCode::UNAUTHORIZED
     );
     println!("outbox drained {drained:?} after DynamoDB came back; the other node refused the token {learned:?} after that");
@@ -265,13 +244,9 @@ async fn client_loop(
                     None
                 }
             };
-            let mut req = c
-                .post(format!("{url}/login"))
-                .form(&[("username", user), ("password", password)]);
-            if let Some(value) = &carried {
-                req = req.header(COOKIE, cookie(value));
-            }
-            let Ok(res) = req.send().await else { return };
+            let Ok(res) = login_form((&c, &url), carried.as_deref(), user, password).await else {
+                return;
+            };
             let mut ledger = ledger.lock().unwrap();
             match res.status() {
                 StatusCode::SEE_OTHER => {
@@ -306,7 +281,7 @@ async fn client_loop(
                     continue;
                 }
             };
-            let Ok(status) = whoami(&c, &url, &value).await else {
+            let Ok(status) = whoami((&c, &url), &value).await else {
                 return;
             };
             let mut ledger = ledger.lock().unwrap();
@@ -337,20 +312,15 @@ async fn client_loop(
                 ledger.unsure.push(value.clone());
                 value
             };
-            let res = c
-                .post(format!("{url}/logout"))
-                .header(COOKIE, cookie(&value))
-                .send()
-                .await;
-            let Ok(res) = res else { return };
+            let Ok(status) = logout((&c, &url), &value).await else {
+                return;
+            };
             let mut ledger = ledger.lock().unwrap();
             ledger.unsure.retain(|v| v != &value);
-            if res.status() == StatusCode::SEE_OTHER {
+            if status == StatusCode::SEE_OTHER {
                 ledger.dead.push(value);
             } else {
-                ledger
-                    .violations
-                    .push(format!("logout answered {}", res.status()));
+                ledger.violations.push(format!("logout answered {status}"));
             }
         }
     }
@@ -431,7 +401,7 @@ async fn kill_9_at_random_moments_loses_no_logout_and_no_login() {
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(rng.range(50, 700))).await;
-        if let Some(pending) = outbox(&c, &node.url).await {
+        if let Some(pending) = outbox_pending((&c, &node.url)).await {
             most_pending = most_pending.max(pending);
         }
         kill_9(node).await;
@@ -457,7 +427,7 @@ async fn kill_9_at_random_moments_loses_no_logout_and_no_login() {
         let u = url.clone();
         let resurrected = failing(&dead, move |v| {
             let (c, u) = (cc.clone(), u.clone());
-            async move { whoami(&c, &u, &v).await.ok() == Some(StatusCode::UNAUTHORIZED) }
+            async move { whoami((&c, &u), &v).await.ok() == Some(StatusCode::UNAUTHORIZED) }
         })
         .await;
         assert!(
@@ -469,10 +439,7 @@ async fn kill_9_at_random_moments_loses_no_logout_and_no_login() {
         // DynamoDB answers again.
         proxy.set(Fault::Pass);
         eventually("the node is ready", || async {
-            c.get(format!("{url}/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == StatusCode::OK)
+            readyz((&c, &url)).await.ok() == Some(StatusCode::OK)
         })
         .await;
         // Logouts (and logins carrying a session) whose answer never came,
@@ -490,7 +457,7 @@ async fn kill_9_at_random_moments_loses_no_logout_and_no_login() {
             ledger.lock().unwrap().dead.push(value);
         }
         eventually("the outbox drains once DynamoDB answers", || async {
-            outbox(&c, &url).await == Some(0.0)
+            outbox_pending((&c, &url)).await == Some(0.0)
         })
         .await;
 
@@ -509,7 +476,7 @@ async fn kill_9_at_random_moments_loses_no_logout_and_no_login() {
         let u = url.clone();
         let lost = failing(&live, move |v| {
             let (c, u) = (cc.clone(), u.clone());
-            async move { whoami(&c, &u, &v).await.ok() == Some(StatusCode::OK) }
+            async move { whoami((&c, &u), &v).await.ok() == Some(StatusCode::OK) }
         })
         .await;
         assert!(

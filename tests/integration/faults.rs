@@ -15,31 +15,20 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use edge_session::store::StoreSettings;
-use edge_session::SessionToken;
 use reqwest::header::COOKIE;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::faultproxy::{Fault, FaultProxy};
 use crate::harness::{
-    now, proxied_node_toml, session_cookie, session_set_cookie, Cluster, TestNode, ALICE_PASSWORD,
+    cookie, eventually, login_form, logout, now, outbox_pending, proxied_node_toml, readyz,
+    session_cookie, session_set_cookie, token, whoami, Cluster, TestNode, ALICE_PASSWORD,
     BOB_PASSWORD,
 };
 
 /// The lease of the nodes under test: long enough for the in-lease checks,
 /// short enough to wait out.
 const LEASE_MS: u64 = 4_000;
-
-/// Bound on every "eventually" below.
-const PATIENCE: Duration = Duration::from_secs(45);
-
-fn cookie(value: &str) -> String {
-    format!("__Host-sid={value}")
-}
-
-fn token(value: &str) -> SessionToken {
-    SessionToken::parse(value).expect("the node issued a well-formed token")
-}
 
 /// A node behind `proxy` over `table`: stream off (the lease alone bounds
 /// staleness, so the timing below is exact), the given `on_unreachable`.
@@ -80,70 +69,6 @@ async fn in_dynamodb(cluster: &Cluster, value: &str) -> bool {
         .is_some()
 }
 
-async fn browser_login(node: &TestNode, carried: Option<&str>, user: &str) -> reqwest::Response {
-    let password = if user == "alice" {
-        ALICE_PASSWORD
-    } else {
-        BOB_PASSWORD
-    };
-    let mut req = node
-        .client
-        .post(node.at("/login"))
-        .form(&[("username", user), ("password", password)]);
-    if let Some(value) = carried {
-        req = req.header(COOKIE, cookie(value));
-    }
-    req.send().await.unwrap()
-}
-
-async fn whoami(node: &TestNode, value: &str) -> StatusCode {
-    node.client
-        .get(node.at("/whoami"))
-        .header(COOKIE, cookie(value))
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
-
-async fn logout(node: &TestNode, value: &str) -> StatusCode {
-    node.client
-        .post(node.at("/logout"))
-        .header(COOKIE, cookie(value))
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
-
-async fn readyz(node: &TestNode) -> StatusCode {
-    node.client
-        .get(node.at("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
-
-/// Wait until `check` holds, at most [`PATIENCE`]; panics with `what`.
-pub async fn eventually<F, Fut>(what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if check().await {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < PATIENCE,
-            "not within {PATIENCE:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A 503 `store_unavailable` that issues no session.
 async fn assert_refused_without_a_session(res: reqwest::Response, what: &str) {
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
@@ -169,10 +94,12 @@ struct Sessions {
 }
 
 async fn prepare(node: &TestNode) -> Sessions {
-    let res = browser_login(node, None, "alice").await;
+    let res = login_form(node, None, "alice", ALICE_PASSWORD)
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let keep = session_cookie(&res);
-    let res = browser_login(node, None, "bob").await;
+    let res = login_form(node, None, "bob", BOB_PASSWORD).await.unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let victim = session_cookie(&res);
     let res = node.client.get(node.at("/")).send().await.unwrap();
@@ -195,14 +122,17 @@ async fn prepare(node: &TestNode) -> Sessions {
 /// The checks while the fault is on, on one node. Returns when it finished.
 async fn during_the_fault(node: &TestNode, s: &Sessions, fault: Fault) {
     assert_eq!(
-        whoami(node, &s.keep).await,
+        whoami(node, &s.keep).await.unwrap(),
         StatusCode::OK,
         "{fault:?}: a cached session within its lease is served"
     );
 
-    assert_eq!(logout(node, &s.victim).await, StatusCode::SEE_OTHER);
     assert_eq!(
-        whoami(node, &s.victim).await,
+        logout(node, &s.victim).await.unwrap(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        whoami(node, &s.victim).await.unwrap(),
         StatusCode::UNAUTHORIZED,
         "{fault:?}: logged out, dead on this node at once"
     );
@@ -211,19 +141,21 @@ async fn during_the_fault(node: &TestNode, s: &Sessions, fault: Fault) {
         "{fault:?}: the revocation waits in the outbox"
     );
     eventually("/metrics shows the outbox", || async {
-        node.metric("edge_session_outbox_pending")
-            .await
-            .is_some_and(|v| v >= 1.0)
+        outbox_pending(node).await.is_some_and(|v| v >= 1.0)
     })
     .await;
 
     assert_refused_without_a_session(
-        browser_login(node, None, "alice").await,
+        login_form(node, None, "alice", ALICE_PASSWORD)
+            .await
+            .unwrap(),
         &format!("{fault:?}: login (create)"),
     )
     .await;
     assert_refused_without_a_session(
-        browser_login(node, Some(&s.planted), "alice").await,
+        login_form(node, Some(&s.planted), "alice", ALICE_PASSWORD)
+            .await
+            .unwrap(),
         &format!("{fault:?}: login (regenerate)"),
     )
     .await;
@@ -239,7 +171,7 @@ async fn during_the_fault(node: &TestNode, s: &Sessions, fault: Fault) {
     assert_refused_without_a_session(res, &format!("{fault:?}: /v1 create")).await;
 
     assert_eq!(
-        readyz(node).await,
+        readyz(node).await.unwrap(),
         StatusCode::SERVICE_UNAVAILABLE,
         "{fault:?}: not ready while DynamoDB is unreachable"
     );
@@ -311,12 +243,12 @@ async fn outage_semantics_hold(fault: Fault) {
         "store_unavailable"
     );
     assert_eq!(
-        whoami(&serve, &s.keep).await,
+        whoami(&serve, &s.keep).await.unwrap(),
         StatusCode::OK,
         "{fault:?}: past the lease, on_unreachable = serve_cached (within max_stale_ms)"
     );
     assert_eq!(
-        whoami(&serve, &s.victim).await,
+        whoami(&serve, &s.victim).await.unwrap(),
         StatusCode::UNAUTHORIZED,
         "{fault:?}: serve_cached never serves a session revoked here"
     );
@@ -324,7 +256,8 @@ async fn outage_semantics_hold(fault: Fault) {
     // The fault clears.
     proxy.set(Fault::Pass);
     let ready = eventually("/readyz is 200 again", || async {
-        readyz(&reject).await == StatusCode::OK && readyz(&serve).await == StatusCode::OK
+        readyz(&reject).await.unwrap() == StatusCode::OK
+            && readyz(&serve).await.unwrap() == StatusCode::OK
     })
     .await;
     let drained = eventually("the outbox drains", || async {
@@ -333,7 +266,7 @@ async fn outage_semantics_hold(fault: Fault) {
     .await;
     for node in [&reject, &serve] {
         eventually("/metrics shows an empty outbox", || async {
-            node.metric("edge_session_outbox_pending").await == Some(0.0)
+            outbox_pending(node).await == Some(0.0)
         })
         .await;
     }
@@ -353,14 +286,19 @@ async fn outage_semantics_hold(fault: Fault) {
         assert!(tiers_agree(&cluster, node, &s.keep, "kept").await);
         tiers_agree(&cluster, node, &s.planted, "planted").await;
         tiers_agree(&cluster, node, &s.service, "service").await;
-        assert_eq!(whoami(node, &s.keep).await, StatusCode::OK);
-        let res = browser_login(node, Some(&s.planted), "alice").await;
+        assert_eq!(whoami(node, &s.keep).await.unwrap(), StatusCode::OK);
+        let res = login_form(node, Some(&s.planted), "alice", ALICE_PASSWORD)
+            .await
+            .unwrap();
         assert_eq!(
             res.status(),
             StatusCode::SEE_OTHER,
             "{fault:?}: login works again"
         );
-        assert_eq!(whoami(node, &session_cookie(&res)).await, StatusCode::OK);
+        assert_eq!(
+            whoami(node, &session_cookie(&res)).await.unwrap(),
+            StatusCode::OK
+        );
     }
     println!(
         "{fault:?}: fault phase {fault_phase:?}, ready again after {ready:?}, outbox drained {drained:?} later; {} connections through the proxy",
@@ -420,7 +358,7 @@ async fn abandoned_probe_does_not_wedge_the_circuit_breaker() {
     .replace("operation_timeout_ms = 1500", "operation_timeout_ms = 5000")
     .replace("max_attempts = 2", "max_attempts = 1");
     let node = TestNode::spawn_toml(dir, &toml).await;
-    assert_eq!(readyz(&node).await, StatusCode::OK);
+    assert_eq!(readyz(&node).await.unwrap(), StatusCode::OK);
 
     proxy.set(Fault::BlackHole);
     // One call that times out opens the breaker.
@@ -429,11 +367,14 @@ async fn abandoned_probe_does_not_wedge_the_circuit_breaker() {
     assert!(node.store.dynamo().is_circuit_open());
     // After the cool-down, /readyz's ping is the probe, and /readyz gives up on it.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(readyz(&node).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        readyz(&node).await.unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 
     proxy.set(Fault::Pass);
     eventually("/readyz is 200 once DynamoDB answers", || async {
-        readyz(&node).await == StatusCode::OK
+        readyz(&node).await.unwrap() == StatusCode::OK
     })
     .await;
     let res = node.v1(Method::POST, "/v1/sessions").send().await.unwrap();
@@ -480,7 +421,9 @@ async fn login_retried_after_a_lost_answer_leaves_no_orphan_session() {
     };
 
     proxy.set(Fault::CutOneResponseTo("TransactWriteItems"));
-    let res = browser_login(&node, Some(&planted), "alice").await;
+    let res = login_form(&node, Some(&planted), "alice", ALICE_PASSWORD)
+        .await
+        .unwrap();
     assert_eq!(
         res.status(),
         StatusCode::SEE_OTHER,
@@ -491,8 +434,11 @@ async fn login_retried_after_a_lost_answer_leaves_no_orphan_session() {
     assert!(proxy.cut_made(), "the transaction's first answer was cut");
     proxy.set(Fault::Pass);
 
-    assert_eq!(whoami(&node, &signed_in).await, StatusCode::OK);
-    assert_eq!(whoami(&node, &planted).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(whoami(&node, &signed_in).await.unwrap(), StatusCode::OK);
+    assert_eq!(
+        whoami(&node, &planted).await.unwrap(),
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(
         bound_to(&cluster, "alice").await,
         1,
@@ -511,14 +457,16 @@ async fn writes_whose_answer_is_cut_fail_closed() {
         eprintln!("skipped: the harness endpoint is not plain http");
         return;
     };
-    let res = browser_login(&node, None, "bob").await;
+    let res = login_form(&node, None, "bob", BOB_PASSWORD).await.unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let victim = session_cookie(&res);
 
     // Reads pass; the answer to every transaction (login) is cut.
     proxy.set(Fault::CutResponseTo("TransactWriteItems"));
     assert_refused_without_a_session(
-        browser_login(&node, Some(&planted), "alice").await,
+        login_form(&node, Some(&planted), "alice", ALICE_PASSWORD)
+            .await
+            .unwrap(),
         "login (regenerate) with its answer cut",
     )
     .await;
@@ -529,15 +477,20 @@ async fn writes_whose_answer_is_cut_fail_closed() {
     );
     assert!(node.store.cache().outbox_len() >= 1);
     assert_refused_without_a_session(
-        browser_login(&node, None, "alice").await,
+        login_form(&node, None, "alice", ALICE_PASSWORD)
+            .await
+            .unwrap(),
         "login (create) with its answer cut",
     )
     .await;
 
     // The answer to every delete (logout) is cut.
     proxy.set(Fault::CutResponseTo("DeleteItem"));
-    assert_eq!(logout(&node, &victim).await, StatusCode::SEE_OTHER);
-    assert_eq!(whoami(&node, &victim).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(logout(&node, &victim).await.unwrap(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        whoami(&node, &victim).await.unwrap(),
+        StatusCode::UNAUTHORIZED
+    );
     assert!(node.store.cache().outbox_len() >= 1);
 
     proxy.set(Fault::Pass);

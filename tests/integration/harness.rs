@@ -6,15 +6,23 @@
 //! (DynamoDB Local, another emulator, or `aws` for real DynamoDB in
 //! `EDGE_SESSION_TEST_DYNAMODB_REGION`, default us-east-1) to run the same
 //! suite there; credentials then come from the standard AWS chain.
+//!
+//! The request helpers at the end talk to a node as a browser or a service
+//! would. Those that only send return what the node answered, or the error
+//! if it did not (a test may have killed it); those that also check what it
+//! answered panic when the check fails.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use edge_session::embedded::EmbeddedDynamo;
 use edge_session::store::StoreSettings;
 use edge_session::sync::{ClientSettings, DynamoTier, Endpoint};
-use edge_session::{SledCache, TieredStore};
+use edge_session::{SessionToken, SledCache, TieredStore};
+use reqwest::header::COOKIE;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
 
 static EMBEDDED: OnceLock<EmbeddedDynamo> = OnceLock::new();
 
@@ -213,9 +221,7 @@ impl TestNode {
 
     /// A `/v1` request with the API key.
     pub fn v1(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.client
-            .request(method, self.at(path))
-            .bearer_auth(API_KEY)
+        v1(self, method, path)
     }
 }
 
@@ -300,18 +306,164 @@ impl TestNode {
             _dir: Some(dir),
         }
     }
+}
 
-    /// A metric's value from `/metrics` (the first sample whose line starts
-    /// with `name`), `None` if absent.
-    pub async fn metric(&self, name: &str) -> Option<f64> {
-        metric_at(&self.client, &self.url, name).await
+/// A node the request helpers below send to: the client to send with and
+/// the node's base URL. A [`TestNode`] is one; a node known by its URL (a
+/// child process, which a test may kill) is one as `(&client, url)`.
+pub trait HttpNode {
+    /// The client to send with.
+    fn client(&self) -> &reqwest::Client;
+    /// The node's base URL, `http://host:port`.
+    fn url(&self) -> &str;
+}
+
+impl HttpNode for TestNode {
+    fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    fn url(&self) -> &str {
+        &self.url
     }
 }
 
-/// A metric's value from the node at `url` (see [`TestNode::metric`]).
-pub async fn metric_at(client: &reqwest::Client, url: &str, name: &str) -> Option<f64> {
-    let text = client
-        .get(format!("{url}/metrics"))
+impl<N: HttpNode + ?Sized> HttpNode for &N {
+    fn client(&self) -> &reqwest::Client {
+        (**self).client()
+    }
+
+    fn url(&self) -> &str {
+        (**self).url()
+    }
+}
+
+impl<S: AsRef<str>> HttpNode for (&reqwest::Client, S) {
+    fn client(&self) -> &reqwest::Client {
+        self.0
+    }
+
+    fn url(&self) -> &str {
+        self.1.as_ref()
+    }
+}
+
+/// The `Cookie` header value carrying the session cookie `value`.
+pub fn cookie(value: &str) -> String {
+    format!("__Host-sid={value}")
+}
+
+/// The token a node issued as the cookie or token `value`.
+pub fn token(value: &str) -> SessionToken {
+    SessionToken::parse(value).expect("the node issued a well-formed token")
+}
+
+/// A `/v1` request to `node` with the API key.
+pub fn v1(node: impl HttpNode, method: Method, path: &str) -> reqwest::RequestBuilder {
+    node.client()
+        .request(method, format!("{}{path}", node.url()))
+        .bearer_auth(API_KEY)
+}
+
+/// A browser request to `node`, carrying the session cookie `carried` if any.
+fn browser(
+    node: &impl HttpNode,
+    method: Method,
+    path: &str,
+    carried: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let req = node
+        .client()
+        .request(method, format!("{}{path}", node.url()));
+    match carried {
+        Some(value) => req.header(COOKIE, cookie(value)),
+        None => req,
+    }
+}
+
+/// `GET /whoami` with the session cookie `value`: its status, or the error
+/// if the node did not answer.
+pub async fn whoami(node: impl HttpNode, value: &str) -> reqwest::Result<StatusCode> {
+    let res = browser(&node, Method::GET, "/whoami", Some(value))
+        .send()
+        .await?;
+    Ok(res.status())
+}
+
+/// `GET /whoami` with the session cookie `value`: its status and JSON body
+/// (`Null` if it has none).
+pub async fn whoami_body(node: impl HttpNode, value: &str) -> (StatusCode, Value) {
+    let res = browser(&node, Method::GET, "/whoami", Some(value))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// `POST /login` with a form for `user`, carrying the session cookie
+/// `carried` if any: the answer, or the error if the node did not answer.
+pub async fn login_form(
+    node: impl HttpNode,
+    carried: Option<&str>,
+    user: &str,
+    password: &str,
+) -> reqwest::Result<reqwest::Response> {
+    browser(&node, Method::POST, "/login", carried)
+        .form(&[("username", user), ("password", password)])
+        .send()
+        .await
+}
+
+/// A browser login of `user` (303); its session cookie's value.
+pub async fn browser_login(node: impl HttpNode, user: &str, password: &str) -> String {
+    let res = login_form(node, None, user, password).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    session_cookie(&res)
+}
+
+/// A session bound to `user` through the service API (create, then
+/// regenerate); its token.
+pub async fn service_login(node: impl HttpNode, user: &str) -> String {
+    let res = v1(&node, Method::POST, "/v1/sessions")
+        .send()
+        .await
+        .unwrap();
+    let anon = res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = v1(&node, Method::POST, "/v1/session/regenerate")
+        .header("x-session-token", &anon)
+        .json(&json!({"user_id": user}))
+        .send()
+        .await
+        .unwrap();
+    let code = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(code, StatusCode::OK, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}
+
+/// `POST /logout` with the session cookie `value`: its status, or the error
+/// if the node did not answer.
+pub async fn logout(node: impl HttpNode, value: &str) -> reqwest::Result<StatusCode> {
+    let res = browser(&node, Method::POST, "/logout", Some(value))
+        .send()
+        .await?;
+    Ok(res.status())
+}
+
+/// `GET /readyz`: its status, or the error if the node did not answer.
+pub async fn readyz(node: impl HttpNode) -> reqwest::Result<StatusCode> {
+    let res = browser(&node, Method::GET, "/readyz", None).send().await?;
+    Ok(res.status())
+}
+
+/// A metric's value from the node's `/metrics` (the first sample whose line
+/// starts with `name`), `None` if absent or if the node did not answer.
+pub async fn metric(node: impl HttpNode, name: &str) -> Option<f64> {
+    let text = browser(&node, Method::GET, "/metrics", None)
         .send()
         .await
         .ok()?
@@ -326,4 +478,32 @@ pub async fn metric_at(client: &reqwest::Client, url: &str, name: &str) -> Optio
         })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// The node's `edge_session_outbox_pending` (see [`metric`]).
+pub async fn outbox_pending(node: impl HttpNode) -> Option<f64> {
+    metric(node, "edge_session_outbox_pending").await
+}
+
+/// Bound on every [`eventually`].
+pub const PATIENCE: Duration = Duration::from_secs(45);
+
+/// Wait until `check` holds, at most [`PATIENCE`]; panics with `what`.
+/// Returns how long it took.
+pub async fn eventually<F, Fut>(what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "not within {PATIENCE:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -6,12 +6,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::harness::{
-    client, session_cookie, session_set_cookie, table_name, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
+    browser_login, client, cookie, login_form, service_login, session_cookie, session_set_cookie,
+    table_name, whoami, whoami_body, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
 };
-
-fn cookie(value: &str) -> String {
-    format!("__Host-sid={value}")
-}
 
 /// GET / and return the anonymous cookie it issues.
 async fn anonymous(node: &TestNode) -> String {
@@ -20,56 +17,32 @@ async fn anonymous(node: &TestNode) -> String {
     session_cookie(&res)
 }
 
-/// Log in with a form, carrying `cookie_value` if given; returns the response.
-async fn login_form(
-    node: &TestNode,
-    cookie_value: Option<&str>,
-    user: &str,
-    password: &str,
-) -> reqwest::Response {
-    let mut req = node
-        .client
-        .post(node.at("/login"))
-        .form(&[("username", user), ("password", password)]);
-    if let Some(c) = cookie_value {
-        req = req.header(COOKIE, cookie(c));
-    }
-    req.send().await.unwrap()
-}
-
-async fn whoami(node: &TestNode, cookie_value: &str) -> (StatusCode, Value) {
-    let res = node
-        .client
-        .get(node.at("/whoami"))
-        .header(COOKIE, cookie(cookie_value))
-        .send()
-        .await
-        .unwrap();
-    let status = res.status();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn browser_flow_regenerates_on_login_and_destroys_on_logout() {
     let node = TestNode::spawn().await;
     let anon = anonymous(&node).await;
     assert_eq!(anon.len(), 43);
-    assert_eq!(whoami(&node, &anon).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        whoami(&node, &anon).await.unwrap(),
+        StatusCode::UNAUTHORIZED
+    );
 
-    let res = login_form(&node, Some(&anon), "alice", ALICE_PASSWORD).await;
+    let res = login_form(&node, Some(&anon), "alice", ALICE_PASSWORD)
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(res.headers()[LOCATION], "/");
     let signed_in = session_cookie(&res);
     assert_ne!(signed_in, anon, "login issues a new token");
 
-    let (status, body) = whoami(&node, &anon).await;
+    let (status, body) = whoami_body(&node, &anon).await;
     assert_eq!(
         status,
         StatusCode::UNAUTHORIZED,
         "the pre-login cookie is dead"
     );
     assert_eq!(body["error"], "unauthenticated");
-    let (status, body) = whoami(&node, &signed_in).await;
+    let (status, body) = whoami_body(&node, &signed_in).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["user_id"], "alice");
     assert_eq!(body["role"], "admin");
@@ -97,7 +70,7 @@ async fn browser_flow_regenerates_on_login_and_destroys_on_logout() {
     let removal = session_set_cookie(&res).expect("logout expires the cookie");
     assert!(removal.contains("Max-Age=0"), "{removal}");
     assert_eq!(
-        whoami(&node, &signed_in).await.0,
+        whoami(&node, &signed_in).await.unwrap(),
         StatusCode::UNAUTHORIZED,
         "logged-out cookie is dead"
     );
@@ -127,7 +100,10 @@ async fn attacker_planted_cookie_is_never_elevated() {
     assert_ne!(victim, planted);
 
     // The attacker's value is still unauthenticated, everywhere it could be used.
-    assert_eq!(whoami(&node, &planted).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        whoami(&node, &planted).await.unwrap(),
+        StatusCode::UNAUTHORIZED
+    );
     let mine = node
         .client
         .get(node.at("/me/sessions"))
@@ -154,7 +130,7 @@ async fn attacker_planted_cookie_is_never_elevated() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     // A second node (cold cache, same table) agrees.
-    assert_eq!(whoami(&node, &victim).await.0, StatusCode::OK);
+    assert_eq!(whoami(&node, &victim).await.unwrap(), StatusCode::OK);
     node.stop().await;
 }
 
@@ -163,7 +139,9 @@ async fn failed_login_leaves_the_session_exactly_as_it_was() {
     let node = TestNode::spawn().await;
     let anon = anonymous(&node).await;
     for (user, password) in [("alice", "wrong"), ("mallory", ALICE_PASSWORD), ("", "")] {
-        let res = login_form(&node, Some(&anon), user, password).await;
+        let res = login_form(&node, Some(&anon), user, password)
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
         assert!(
             session_set_cookie(&res).is_none(),
@@ -187,7 +165,10 @@ async fn failed_login_leaves_the_session_exactly_as_it_was() {
         session_set_cookie(&res).is_none(),
         "the old session is still live"
     );
-    assert_eq!(whoami(&node, &anon).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        whoami(&node, &anon).await.unwrap(),
+        StatusCode::UNAUTHORIZED
+    );
     node.stop().await;
 }
 
@@ -207,7 +188,9 @@ async fn cookie_attributes_are_exact() {
     );
 
     let value = session_cookie(&res);
-    let res = login_form(&node, Some(&value), "alice", ALICE_PASSWORD).await;
+    let res = login_form(&node, Some(&value), "alice", ALICE_PASSWORD)
+        .await
+        .unwrap();
     let header = session_set_cookie(&res).unwrap();
     let mut parts: Vec<&str> = header.split("; ").skip(1).collect();
     parts.sort_unstable();
@@ -419,27 +402,6 @@ async fn service_api_crud_and_version_conflicts() {
     node.stop().await;
 }
 
-/// A session bound to `user` through the service API.
-async fn service_login(node: &TestNode, user: &str) -> String {
-    let res = node.v1(Method::POST, "/v1/sessions").send().await.unwrap();
-    let anon = res.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let res = node
-        .v1(Method::POST, "/v1/session/regenerate")
-        .header("x-session-token", &anon)
-        .json(&json!({"user_id": user}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    res.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn logout_everywhere_revokes_all_user_sessions() {
     let node = TestNode::spawn().await;
@@ -497,12 +459,6 @@ async fn logout_everywhere_revokes_all_user_sessions() {
     node.stop().await;
 }
 
-async fn browser_login(node: &TestNode, user: &str, password: &str) -> String {
-    let res = login_form(node, None, user, password).await;
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    session_cookie(&res)
-}
-
 async fn my_sessions(node: &TestNode, cookie_value: &str) -> Vec<Value> {
     let res = node
         .client
@@ -534,7 +490,7 @@ async fn handle_of_another_user_cannot_be_revoked() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     assert_eq!(
-        whoami(&node, &bob).await.0,
+        whoami(&node, &bob).await.unwrap(),
         StatusCode::OK,
         "bob is still signed in"
     );
@@ -556,10 +512,10 @@ async fn handle_of_another_user_cannot_be_revoked() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert_eq!(
-        whoami(&node, &alice_phone).await.0,
+        whoami(&node, &alice_phone).await.unwrap(),
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(whoami(&node, &alice_laptop).await.0, StatusCode::OK);
+    assert_eq!(whoami(&node, &alice_laptop).await.unwrap(), StatusCode::OK);
     // The service API refuses a handle under the wrong user too.
     let res = node
         .v1(
@@ -570,7 +526,7 @@ async fn handle_of_another_user_cannot_be_revoked() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
-    assert_eq!(whoami(&node, &bob).await.0, StatusCode::OK);
+    assert_eq!(whoami(&node, &bob).await.unwrap(), StatusCode::OK);
     node.stop().await;
 }
 
@@ -600,7 +556,7 @@ async fn cross_origin_state_changes_are_refused() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert_eq!(
-        whoami(&node, &signed_in).await.0,
+        whoami(&node, &signed_in).await.unwrap(),
         StatusCode::OK,
         "the cross-site logout did nothing"
     );

@@ -5,7 +5,6 @@
 
 mod adapter;
 mod coherence;
-mod core;
 mod crash;
 mod embedded;
 mod faultproxy;
@@ -16,3 +15,4 @@ mod http;
 mod model;
 mod openapi;
 mod process;
+mod store;

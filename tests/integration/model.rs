@@ -71,7 +71,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     // with the model. B is a second node with no lease (it revalidates every
     // hit against DynamoDB), so it must agree at once too. (A node with a
     // lease may serve another node's revocation late, within the lease: that
-    // bound is tested in `core::stale_cache_is_revalidated_after_the_lease`.)
+    // bound is tested in `store::stale_cache_is_revalidated_after_the_lease`.)
     let a = cluster.node(StoreSettings::default());
     let b = cluster.node(StoreSettings {
         revalidate_after_ms: 0,

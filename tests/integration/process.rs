@@ -12,7 +12,7 @@ use reqwest::header::COOKIE;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::{client, session_cookie, ALICE_PASSWORD, API_KEY};
+use crate::harness::{browser_login, client, cookie, session_cookie, whoami, ALICE_PASSWORD};
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge-session");
 
@@ -131,26 +131,6 @@ impl Drop for Node {
     }
 }
 
-async fn login(c: &reqwest::Client, node: &Node) -> String {
-    let res = c
-        .post(node.at("/login"))
-        .form(&[("username", "alice"), ("password", ALICE_PASSWORD)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    session_cookie(&res)
-}
-
-async fn whoami(c: &reqwest::Client, node: &Node, value: &str) -> StatusCode {
-    c.get(node.at("/whoami"))
-        .header(COOKIE, format!("__Host-sid={value}"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
-
 #[tokio::test]
 async fn sigterm_drains_and_restart_keeps_sessions_and_revocations() {
     let dir = tempfile::tempdir().unwrap();
@@ -158,17 +138,17 @@ async fn sigterm_drains_and_restart_keeps_sessions_and_revocations() {
     let c = client();
 
     let node = Node::start(&config, "info");
-    let logged_in = login(&c, &node).await;
-    let logged_out = login(&c, &node).await;
+    let logged_in = browser_login((&c, &node.url), "alice", ALICE_PASSWORD).await;
+    let logged_out = browser_login((&c, &node.url), "alice", ALICE_PASSWORD).await;
     let res = c
         .post(node.at("/logout"))
-        .header(COOKIE, format!("__Host-sid={logged_out}"))
+        .header(COOKIE, cookie(&logged_out))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(
-        whoami(&c, &node, &logged_out).await,
+        whoami((&c, &node.url), &logged_out).await.unwrap(),
         StatusCode::UNAUTHORIZED
     );
 
@@ -204,12 +184,12 @@ async fn sigterm_drains_and_restart_keeps_sessions_and_revocations() {
 
     let node = Node::start(&config, "info");
     assert_eq!(
-        whoami(&c, &node, &logged_in).await,
+        whoami((&c, &node.url), &logged_in).await.unwrap(),
         StatusCode::OK,
         "logged-in session survives restart"
     );
     assert_eq!(
-        whoami(&c, &node, &logged_out).await,
+        whoami((&c, &node.url), &logged_out).await.unwrap(),
         StatusCode::UNAUTHORIZED,
         "logged-out session stays dead"
     );
@@ -233,7 +213,7 @@ async fn tokens_never_appear_in_logs_or_locations() {
     tokens.push(anon.clone());
     let res = c
         .post(node.at("/login"))
-        .header(COOKIE, format!("__Host-sid={anon}"))
+        .header(COOKIE, cookie(&anon))
         .form(&[("username", "alice"), ("password", ALICE_PASSWORD)])
         .send()
         .await
@@ -242,16 +222,16 @@ async fn tokens_never_appear_in_logs_or_locations() {
     let signed_in = session_cookie(&res);
     tokens.push(signed_in.clone());
     assert_eq!(location, "/");
-    let _ = whoami(&c, &node, &signed_in).await;
-    let _ = whoami(&c, &node, &anon).await;
+    let _ = whoami((&c, &node.url), &signed_in).await.unwrap();
+    let _ = whoami((&c, &node.url), &anon).await.unwrap();
     let _ = c
         .get(node.at("/me/sessions"))
-        .header(COOKIE, format!("__Host-sid={signed_in}"))
+        .header(COOKIE, cookie(&signed_in))
         .send()
         .await
         .unwrap();
 
-    let v1 = |m: Method, p: &str| c.request(m, node.at(p)).bearer_auth(API_KEY);
+    let v1 = |m: Method, p: &str| crate::harness::v1((&c, &node.url), m, p);
     let res = v1(Method::POST, "/v1/sessions")
         .json(&json!({"data": {"k": "v"}}))
         .send()
@@ -293,7 +273,7 @@ async fn tokens_never_appear_in_logs_or_locations() {
         .unwrap();
     let _ = c
         .post(node.at("/logout"))
-        .header(COOKIE, format!("__Host-sid={signed_in}"))
+        .header(COOKIE, cookie(&signed_in))
         .send()
         .await
         .unwrap();
