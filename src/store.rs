@@ -327,14 +327,12 @@ impl TieredStore {
             ),
             None => now.saturating_add(2 * self.lease_ms()),
         };
-        cache.revoke(
+        cache.revoke_locally(
             &key,
             Tombstone {
                 keep_until,
                 nonce: nonce(),
             },
-            now,
-            false,
         )?;
         Ok(())
     }
@@ -906,7 +904,7 @@ impl TieredStore {
             nonce: nonce(),
         };
         let _revoking = Revoking::new(&self.inner.revoking, old.key);
-        cache.revoke(&old.key, tomb, now, true)?;
+        cache.revoke_and_queue(&old.key, tomb, now)?;
         cache.flush().await?;
 
         let token = SessionToken::generate();
@@ -965,7 +963,7 @@ impl TieredStore {
             keep_until: record.absolute_expiry.max(now),
             nonce: nonce(),
         };
-        let queued = match self.inner.cache.revoke(&key, tomb, now, true) {
+        let queued = match self.inner.cache.revoke_and_queue(&key, tomb, now) {
             Ok(()) => self.inner.cache.flush().await,
             Err(err) => Err(err),
         };
@@ -1005,7 +1003,7 @@ impl TieredStore {
             nonce: nonce(),
         };
         let _revoking = Revoking::new(&self.inner.revoking, key);
-        cache.revoke(&key, tomb, now, true)?;
+        cache.revoke_and_queue(&key, tomb, now)?;
         cache.flush().await?;
         match self.inner.dynamo.delete(key.as_bytes()).await {
             Ok(_) => {
@@ -1157,8 +1155,8 @@ impl TieredStore {
                 // Whole-tree scans: off the async threads.
                 let cache = self.inner.cache.clone();
                 let swept = tokio::task::spawn_blocking(move || {
-                    let tombstones = cache.sweep(now)?;
-                    let sessions = cache.sweep_sessions(|bytes| {
+                    let tombstones = cache.sweep_tombstones(now)?;
+                    let sessions = cache.sweep_expired_sessions(|bytes| {
                         codec::decode(bytes).map_or(true, |r| !r.is_live(now))
                     })?;
                     Ok::<_, CacheError>((tombstones, sessions))
