@@ -15,15 +15,8 @@ impl TieredStore {
         fresh: bool,
     ) -> Result<u64, Error> {
         if !fresh {
-            let epochs = self
-                .inner
-                .epochs
-                .lock()
-                .expect("epoch map poisoned by a panic");
-            if let Some((epoch, read_at)) = epochs.by_user.get(user_id) {
-                if now.saturating_sub(*read_at) < self.lease_ms() {
-                    return Ok(*epoch);
-                }
+            if let Some(epoch) = self.known_epoch(user_id, now) {
+                return Ok(epoch);
             }
         }
         let epoch = self
@@ -37,50 +30,20 @@ impl TieredStore {
 
     /// `user_id`'s epoch as this node knows it (read within the lease).
     pub(super) fn known_epoch(&self, user_id: &str, now: UnixMillis) -> Option<u64> {
-        let epochs = self
-            .inner
-            .epochs
-            .lock()
-            .expect("epoch map poisoned by a panic");
-        epochs
-            .by_user
-            .get(user_id)
-            .filter(|(_, read_at)| now.saturating_sub(*read_at) < self.lease_ms())
-            .map(|(epoch, _)| *epoch)
+        self.inner.epochs.known(user_id, now, self.lease_ms())
     }
 
     /// Remember `user_id`'s epoch (epochs only grow).
     pub(super) fn note_epoch(&self, user_id: &str, epoch: u64, now: UnixMillis) {
-        let mut epochs = self
-            .inner
-            .epochs
-            .lock()
-            .expect("epoch map poisoned by a panic");
-        let entry = epochs
-            .by_user
-            .entry(user_id.to_owned())
-            .or_insert((epoch, now));
-        *entry = (entry.0.max(epoch), now);
-        epochs
-            .by_key
-            .entry(StorageKey::user_epoch(user_id))
-            .or_insert_with(|| user_id.to_owned());
+        self.inner.epochs.note(user_id, epoch, now);
     }
 
     /// Whether an epoch this node already knows outlaws `record` (no I/O).
     pub(super) fn outlawed(&self, record: &SessionRecord) -> bool {
-        let Some(user) = &record.user_id else {
-            return false;
-        };
-        let epochs = self
-            .inner
-            .epochs
-            .lock()
-            .expect("epoch map poisoned by a panic");
-        epochs
-            .by_user
-            .get(user)
-            .is_some_and(|(epoch, _)| *epoch > record.user_epoch)
+        record
+            .user_id
+            .as_deref()
+            .is_some_and(|user| self.inner.epochs.outlaws(user, record.user_epoch))
     }
 
     /// Check a bound record against its user's epoch (reading it if this

@@ -2,8 +2,6 @@
 //! shared by concurrent misses, and the coarse touch of a record served
 //! (`load` in the table of the [store](super) module doc).
 
-use std::sync::Arc;
-
 use edge_session_sync::{Conflict, Item};
 
 use super::{item_of, CacheLookup, Error, Fetch, OnUnreachable, Session, TieredStore};
@@ -234,29 +232,9 @@ impl TieredStore {
     /// One consistent DynamoDB read per key at a time: concurrent misses on
     /// the same key wait for the first one's answer.
     async fn fetch(&self, key: StorageKey) -> Fetch {
-        let cell = {
-            let mut inflight = self
-                .inner
-                .inflight
-                .lock()
-                .expect("inflight map poisoned by a panic");
-            Arc::clone(inflight.entry(key).or_default())
-        };
-        let result = cell
-            .get_or_init(|| async {
-                let result = self.inner.dynamo.get(key.as_bytes()).await;
-                // Later misses must read afresh, not reuse this answer.
-                let mut inflight = self
-                    .inner
-                    .inflight
-                    .lock()
-                    .expect("inflight map poisoned by a panic");
-                if inflight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                    inflight.remove(&key);
-                }
-                result
-            })
-            .await;
-        result.clone()
+        self.inner
+            .misses
+            .run(key, || self.inner.dynamo.get(key.as_bytes()))
+            .await
     }
 }

@@ -22,7 +22,9 @@
 //!   stream). Its only write is `load`'s step 4: an outlawed session is
 //!   destroyed as by `destroy`.
 //!
-//! This file holds the public types and the shared state.
+//! This file holds the public types and the shared state; `epoch_map.rs`,
+//! `single_flight.rs` and `revoking.rs` hold the parts of that state that
+//! take a lock, each behind a narrow API.
 //!
 //! | file | operation | steps, in order | a failure at step N leaves |
 //! |---|---|---|---|
@@ -39,17 +41,19 @@
 //! before DynamoDB calls are flushed, so a revocation is never forgotten, and
 //! nothing is issued to a client before DynamoDB has it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use edge_session_sync::{DynamoTier, Item, StoreError};
-use tokio::sync::OnceCell;
 
 use crate::cache::{CacheError, SledCache};
 use crate::codec::DecodeError;
 use crate::record::{Policy, SessionRecord, UnixMillis};
 use crate::token::StorageKey;
+use epoch_map::Epochs;
+use revoking::RevokingSet;
+use single_flight::SingleFlight;
 
 // The groups of operations, in the order of the table above.
 mod load;
@@ -63,6 +67,11 @@ mod revoke;
 mod remote;
 
 mod epochs;
+
+// The parts of the shared state that take a lock.
+mod epoch_map;
+mod revoking;
+mod single_flight;
 
 /// A live session as loaded: its key and record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,47 +243,15 @@ struct Inner {
     cache: SledCache,
     dynamo: DynamoTier,
     settings: StoreSettings,
-    inflight: Mutex<HashMap<StorageKey, Arc<OnceCell<Fetch>>>>,
-    epochs: Mutex<Epochs>,
+    /// Loads that missed sled, by key: concurrent misses share one read.
+    misses: SingleFlight<Fetch>,
+    /// Users' revocation epochs as this node last read them.
+    epochs: Epochs,
     /// The lease in force (ms): `settings.revalidate_after_ms`, shortened
     /// while the stream follower lags (see [`TieredStore::set_lease`]).
     lease_ms: AtomicU64,
-    /// Keys whose revocation a request is carrying out right now: the
-    /// outbox replay leaves their entries alone (replaying a regenerate's
-    /// delete before its transaction runs would cancel the transaction).
-    revoking: Mutex<HashSet<StorageKey>>,
-}
-
-/// Marks a key as being revoked by a live request until dropped.
-struct Revoking<'a> {
-    set: &'a Mutex<HashSet<StorageKey>>,
-    key: StorageKey,
-}
-
-impl<'a> Revoking<'a> {
-    fn new(set: &'a Mutex<HashSet<StorageKey>>, key: StorageKey) -> Self {
-        set.lock()
-            .expect("revoking set poisoned by a panic")
-            .insert(key);
-        Revoking { set, key }
-    }
-}
-
-impl Drop for Revoking<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut set) = self.set.lock() {
-            set.remove(&self.key);
-        }
-    }
-}
-
-/// Users' revocation epochs as this node last read them.
-#[derive(Default)]
-struct Epochs {
-    /// user → (epoch, when it was read).
-    by_user: HashMap<String, (u64, UnixMillis)>,
-    /// epoch item key → user (to apply stream events about epoch items).
-    by_key: HashMap<StorageKey, String>,
+    /// Keys a live request is revoking: the outbox replay skips them.
+    revoking: RevokingSet,
 }
 
 impl std::fmt::Debug for TieredStore {
@@ -308,10 +285,10 @@ impl TieredStore {
                 cache,
                 dynamo,
                 settings,
-                inflight: Mutex::new(HashMap::new()),
-                epochs: Mutex::default(),
+                misses: SingleFlight::default(),
+                epochs: Epochs::default(),
                 lease_ms: AtomicU64::new(settings.revalidate_after_ms),
-                revoking: Mutex::new(HashSet::new()),
+                revoking: RevokingSet::default(),
             }),
         }
     }

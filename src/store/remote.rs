@@ -46,26 +46,11 @@ impl TieredStore {
         new_ver: Option<u64>,
         now: UnixMillis,
     ) -> Result<bool, Error> {
-        let user = {
-            let epochs = self
-                .inner
-                .epochs
-                .lock()
-                .expect("epoch map poisoned by a panic");
-            epochs.by_key.get(&key).cloned()
-        };
-        if let Some(user) = user {
+        if let Some(user) = self.inner.epochs.user_of(&key) {
             match new_ver {
                 Some(epoch) => self.note_epoch(&user, epoch, now),
                 // Unknown new epoch: forget ours, so the next check reads it.
-                None => {
-                    self.inner
-                        .epochs
-                        .lock()
-                        .expect("epoch map poisoned by a panic")
-                        .by_user
-                        .remove(&user);
-                }
+                None => self.inner.epochs.forget(&user),
             }
             return Ok(true);
         }

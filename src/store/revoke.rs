@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{nonce, Destroyed, DrainReport, Error, Revoking, Session, TieredStore};
+use super::{nonce, Destroyed, DrainReport, Error, Session, TieredStore};
 use crate::cache::{CacheError, Tombstone};
 use crate::codec;
 use crate::record::UnixMillis;
@@ -41,7 +41,7 @@ impl TieredStore {
             keep_until,
             nonce: nonce(),
         };
-        let _revoking = Revoking::new(&self.inner.revoking, key);
+        let _revoking = self.inner.revoking.mark(key);
         cache.revoke_and_queue(&key, tomb, now)?;
         cache.flush().await?;
         match self.inner.dynamo.delete(key.as_bytes()).await {
@@ -143,13 +143,7 @@ impl TieredStore {
         let cache = &self.inner.cache;
         let mut report = DrainReport::default();
         for (key, entry) in cache.pending(limit)? {
-            if self
-                .inner
-                .revoking
-                .lock()
-                .expect("revoking set poisoned by a panic")
-                .contains(&key)
-            {
+            if self.inner.revoking.contains(&key) {
                 continue;
             }
             self.inner.dynamo.delete(key.as_bytes()).await?;

@@ -3,7 +3,7 @@
 
 use edge_session_sync::{EpochGuard, RotateConflict};
 
-use super::{item_of, nonce, Error, Revoking, Session, TieredStore, UserBinding};
+use super::{item_of, nonce, Error, Session, TieredStore, UserBinding};
 use crate::cache::Tombstone;
 use crate::codec;
 use crate::record::{SessionRecord, UnixMillis};
@@ -82,7 +82,7 @@ impl TieredStore {
             keep_until: old.record.absolute_expiry.max(now),
             nonce: nonce(),
         };
-        let _revoking = Revoking::new(&self.inner.revoking, old.key);
+        let _revoking = self.inner.revoking.mark(old.key);
         cache.revoke_and_queue(&old.key, tomb, now)?;
         cache.flush().await?;
 
