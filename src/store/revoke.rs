@@ -37,13 +37,8 @@ impl TieredStore {
                 Err(err) => return Err(err.into()),
             },
         };
-        let tomb = Tombstone {
-            keep_until,
-            nonce: nonce(),
-        };
         let _revoking = self.inner.revoking.mark(key);
-        cache.revoke_and_queue(&key, tomb, now)?;
-        cache.flush().await?;
+        let tomb = self.write_revocation(&key, keep_until, now).await?;
         match self.inner.dynamo.delete(key.as_bytes()).await {
             Ok(_) => {
                 cache.ack(&key, tomb.nonce)?;
@@ -54,6 +49,26 @@ impl TieredStore {
                 Ok(Destroyed::Pending)
             }
         }
+    }
+
+    /// Revoke `key` here, durably, before DynamoDB is touched: a tombstone
+    /// kept until `keep_until` and an outbox entry (one sled transaction),
+    /// flushed. From then on the key is dead on this node and the outbox
+    /// deletes it from DynamoDB, unless the caller acks or lifts the
+    /// returned tombstone's nonce.
+    pub(super) async fn write_revocation(
+        &self,
+        key: &StorageKey,
+        keep_until: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<Tombstone, CacheError> {
+        let tomb = Tombstone {
+            keep_until,
+            nonce: nonce(),
+        };
+        self.inner.cache.revoke_and_queue(key, tomb, now)?;
+        self.inner.cache.flush().await?;
+        Ok(tomb)
     }
 
     /// The live sessions bound to `user_id`, oldest first: the GSI listing

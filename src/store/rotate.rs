@@ -3,8 +3,7 @@
 
 use edge_session_sync::{EpochGuard, RotateConflict};
 
-use super::{item_of, nonce, Error, Session, TieredStore, UserBinding};
-use crate::cache::Tombstone;
+use super::{item_of, Error, Session, TieredStore, UserBinding};
 use crate::codec;
 use crate::record::{SessionRecord, UnixMillis};
 use crate::token::{SessionToken, StorageKey};
@@ -78,13 +77,10 @@ impl TieredStore {
         now: UnixMillis,
     ) -> Result<Result<(SessionToken, Session), RotateConflict>, Error> {
         let cache = &self.inner.cache;
-        let tomb = Tombstone {
-            keep_until: old.record.absolute_expiry.max(now),
-            nonce: nonce(),
-        };
         let _revoking = self.inner.revoking.mark(old.key);
-        cache.revoke_and_queue(&old.key, tomb, now)?;
-        cache.flush().await?;
+        let tomb = self
+            .write_revocation(&old.key, old.record.absolute_expiry.max(now), now)
+            .await?;
 
         let token = SessionToken::generate();
         let key = token.storage_key();
@@ -143,14 +139,9 @@ impl TieredStore {
         record: &SessionRecord,
         now: UnixMillis,
     ) {
-        let tomb = Tombstone {
-            keep_until: record.absolute_expiry.max(now),
-            nonce: nonce(),
-        };
-        let queued = match self.inner.cache.revoke_and_queue(&key, tomb, now) {
-            Ok(()) => self.inner.cache.flush().await,
-            Err(err) => Err(err),
-        };
+        let queued = self
+            .write_revocation(&key, record.absolute_expiry.max(now), now)
+            .await;
         if let Err(err) = queued {
             tracing::warn!(%err, "could not queue the delete of an unissued session");
         }
