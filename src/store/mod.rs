@@ -40,6 +40,10 @@
 //! A crash between any two steps is covered by the same column: sled writes
 //! before DynamoDB calls are flushed, so a revocation is never forgotten, and
 //! nothing is issued to a client before DynamoDB has it.
+//!
+//! The durable tombstone + outbox entry that `regenerate`, `destroy` and a
+//! `create` without an answer write before DynamoDB is touched is one
+//! method, `write_revocation` (`revoke.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
