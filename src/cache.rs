@@ -231,17 +231,35 @@ impl SledCache {
             .map(|(keep_until, nonce)| Tombstone { keep_until, nonce }))
     }
 
-    /// Revoke `key` on this node: write the tombstone (keeping the later
-    /// `keep_until` if one exists), remove the cached record, and, when
-    /// `enqueue` is set, add the revocation to the outbox, all in one
+    /// Revoke `key` on this node and queue the DynamoDB delete: the
+    /// tombstone (keeping the later `keep_until` if one exists), the removal
+    /// of the cached record and an outbox entry enqueued at `now`, all in one
     /// transaction. Not yet durable: call [`flush`](Self::flush) before
     /// acting on it.
-    pub fn revoke(
+    pub fn revoke_and_queue(
         &self,
         key: &StorageKey,
         tomb: Tombstone,
         now: UnixMillis,
-        enqueue: bool,
+    ) -> Result<(), CacheError> {
+        self.revoke(key, tomb, Some(now))
+    }
+
+    /// Revoke `key` on this node only, for a key DynamoDB already deleted:
+    /// the tombstone (keeping the later `keep_until` if one exists) and the
+    /// removal of the cached record, in one transaction; nothing is queued.
+    /// Not yet durable: call [`flush`](Self::flush) before acting on it.
+    pub fn revoke_locally(&self, key: &StorageKey, tomb: Tombstone) -> Result<(), CacheError> {
+        self.revoke(key, tomb, None)
+    }
+
+    /// The one transaction behind [`revoke_and_queue`](Self::revoke_and_queue)
+    /// (`queued_at` set) and [`revoke_locally`](Self::revoke_locally).
+    fn revoke(
+        &self,
+        key: &StorageKey,
+        tomb: Tombstone,
+        queued_at: Option<UnixMillis>,
     ) -> Result<(), CacheError> {
         (&self.sessions, &self.tombstones, &self.outbox).transaction(
             |(sessions, tombstones, outbox)| {
@@ -251,7 +269,7 @@ impl SledCache {
                 };
                 tombstones.insert(key.as_bytes(), &pair(keep_until, tomb.nonce)[..])?;
                 sessions.remove(key.as_bytes())?;
-                if enqueue {
+                if let Some(now) = queued_at {
                     outbox.insert(key.as_bytes(), &pair(now, tomb.nonce)[..])?;
                 }
                 Ok::<_, ConflictableTransactionError<()>>(())
@@ -260,7 +278,7 @@ impl SledCache {
         Ok(())
     }
 
-    /// Undo [`revoke`](Self::revoke) for a revocation that turned out not to
+    /// Undo [`revoke_and_queue`](Self::revoke_and_queue) for a revocation that turned out not to
     /// happen (a regenerate whose transaction was cancelled): removes the
     /// tombstone and the outbox entry only if they are still this revocation's
     /// (same nonce). Returns whether the tombstone was lifted.
@@ -322,7 +340,7 @@ impl SledCache {
     }
 
     /// Remove tombstones whose `keep_until` has passed.
-    pub fn sweep(&self, now: UnixMillis) -> Result<SweepReport, CacheError> {
+    pub fn sweep_tombstones(&self, now: UnixMillis) -> Result<SweepReport, CacheError> {
         let mut report = SweepReport::default();
         for entry in self.tombstones.iter() {
             let (k, v) = entry?;
@@ -343,7 +361,7 @@ impl SledCache {
     /// Remove cached records for which `expired(record bytes)` holds (each
     /// only if unchanged meanwhile). Returns (removed, kept). Reads the whole
     /// tree: run it off the request path.
-    pub fn sweep_sessions(
+    pub fn sweep_expired_sessions(
         &self,
         expired: impl Fn(&[u8]) -> bool,
     ) -> Result<(usize, usize), CacheError> {
@@ -494,14 +512,13 @@ mod tests {
         );
         assert_eq!(cache.get(&key(1)).unwrap().unwrap().bytes(), b"v2");
         cache
-            .revoke(
+            .revoke_and_queue(
                 &key(1),
                 Tombstone {
                     keep_until: 100,
                     nonce: 7,
                 },
                 10,
-                true,
             )
             .unwrap();
         assert!(cache.get(&key(1)).unwrap().is_none());
@@ -517,25 +534,23 @@ mod tests {
     fn lift_only_removes_its_own_revocation() {
         let cache = SledCache::temporary().unwrap();
         cache
-            .revoke(
+            .revoke_and_queue(
                 &key(2),
                 Tombstone {
                     keep_until: 100,
                     nonce: 1,
                 },
                 0,
-                true,
             )
             .unwrap();
         cache
-            .revoke(
+            .revoke_and_queue(
                 &key(2),
                 Tombstone {
                     keep_until: 50,
                     nonce: 2,
                 },
                 0,
-                true,
             )
             .unwrap();
         assert!(!cache.lift(&key(2), 1).unwrap());
@@ -553,25 +568,23 @@ mod tests {
     fn ack_keeps_a_newer_revocation() {
         let cache = SledCache::temporary().unwrap();
         cache
-            .revoke(
+            .revoke_and_queue(
                 &key(3),
                 Tombstone {
                     keep_until: 100,
                     nonce: 1,
                 },
                 0,
-                true,
             )
             .unwrap();
         cache
-            .revoke(
+            .revoke_and_queue(
                 &key(3),
                 Tombstone {
                     keep_until: 100,
                     nonce: 2,
                 },
                 0,
-                true,
             )
             .unwrap();
         cache.ack(&key(3), 1).unwrap();
@@ -590,12 +603,14 @@ mod tests {
     }
 
     #[test]
-    fn sweep_sessions_removes_what_the_predicate_calls_expired() {
+    fn sweep_expired_sessions_removes_what_the_predicate_calls_expired() {
         let cache = SledCache::temporary().unwrap();
         cache.fill(&key(6), 0, 1, b"old").unwrap();
         cache.fill(&key(7), 0, 1, b"new").unwrap();
         assert_eq!(
-            cache.sweep_sessions(|bytes| bytes == b"old").unwrap(),
+            cache
+                .sweep_expired_sessions(|bytes| bytes == b"old")
+                .unwrap(),
             (1, 1)
         );
         assert!(cache.get(&key(6)).unwrap().is_none());
@@ -603,31 +618,27 @@ mod tests {
     }
 
     #[test]
-    fn sweep_removes_only_expired_tombstones() {
+    fn sweep_tombstones_removes_only_expired_ones() {
         let cache = SledCache::temporary().unwrap();
         cache
-            .revoke(
+            .revoke_locally(
                 &key(4),
                 Tombstone {
                     keep_until: 100,
                     nonce: 1,
                 },
-                0,
-                false,
             )
             .unwrap();
         cache
-            .revoke(
+            .revoke_locally(
                 &key(5),
                 Tombstone {
                     keep_until: 300,
                     nonce: 1,
                 },
-                0,
-                false,
             )
             .unwrap();
-        assert_eq!(cache.sweep(200).unwrap().tombstones, 1);
+        assert_eq!(cache.sweep_tombstones(200).unwrap().tombstones, 1);
         assert!(!cache.is_tombstoned(&key(4)).unwrap());
         assert!(cache.is_tombstoned(&key(5)).unwrap());
     }

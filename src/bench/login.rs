@@ -237,7 +237,7 @@ impl LoginBench {
                     keep_until: t + 60_000,
                     nonce: getrandom::u64()?,
                 };
-                cache.revoke(&key, tomb, t, true)?;
+                cache.revoke_and_queue(&key, tomb, t)?;
                 cache.flush().await?;
                 Ok(true)
             }

@@ -1,0 +1,240 @@
+//! Loads: the sled lookup, the lease revalidation, the single DynamoDB read
+//! shared by concurrent misses, and the coarse touch of a record served
+//! (`load` in the table of the [store](super) module doc).
+
+use edge_session_sync::{Conflict, Item};
+
+use super::{item_of, CacheLookup, Error, Fetch, OnUnreachable, Session, TieredStore};
+use crate::cache::FillOutcome;
+use crate::codec;
+use crate::record::{SessionRecord, UnixMillis};
+use crate::token::{SessionToken, StorageKey};
+
+impl TieredStore {
+    /// The live session for `token`, or `None` (unknown, expired, revoked).
+    /// Never writes anything for a token the server did not issue.
+    pub async fn load(
+        &self,
+        token: &SessionToken,
+        now: UnixMillis,
+    ) -> Result<Option<Session>, Error> {
+        self.load_key(token.storage_key(), now).await
+    }
+
+    /// [`load`](Self::load) by storage key.
+    pub async fn load_key(
+        &self,
+        key: StorageKey,
+        now: UnixMillis,
+    ) -> Result<Option<Session>, Error> {
+        let lookup = self.lookup_cached(&key, now)?;
+        let result = match &lookup {
+            CacheLookup::Fresh(_) => 0,
+            CacheLookup::Stale { .. } => 1,
+            CacheLookup::Revoked => 2,
+            CacheLookup::Miss => 3,
+        };
+        // Handles registered once per thread (after the recorder is installed).
+        thread_local! {
+            static LOOKUPS: [metrics::Counter; 4] = ["hit", "stale", "revoked", "miss"]
+                .map(|r| metrics::counter!("edge_session_cache_lookups_total", "result" => r));
+        }
+        LOOKUPS.with(|c| c[result].increment(1));
+        match lookup {
+            CacheLookup::Fresh(record) => {
+                // Hot path: no DynamoDB future is built at all.
+                if !record.is_live(now) {
+                    return Ok(None);
+                }
+                if !record.needs_touch(&self.inner.settings.policy, now) && !self.outlawed(&record)
+                {
+                    return Ok(Some(Session { key, record }));
+                }
+                Box::pin(self.serve(key, record, now)).await
+            }
+            CacheLookup::Revoked => Ok(None),
+            CacheLookup::Stale { record, fetched_at } => {
+                Box::pin(self.revalidate(key, record, fetched_at, now)).await
+            }
+            CacheLookup::Miss => {
+                Box::pin(async move {
+                    match self.fetch(key).await? {
+                        None => Ok(None),
+                        Some(item) => self.accept(key, item, now).await,
+                    }
+                })
+                .await
+            }
+        }
+    }
+
+    /// The sled half of a load: no I/O beyond sled, no `.await`. This is the
+    /// whole hot path of a cache hit (the `lookup/cache_hit` benchmark).
+    pub fn lookup_cached(&self, key: &StorageKey, now: UnixMillis) -> Result<CacheLookup, Error> {
+        let cache = &self.inner.cache;
+        if let Some(hit) = cache.get(key)? {
+            return match codec::decode(hit.bytes()) {
+                Ok(record) if now.saturating_sub(hit.fetched_at) < self.lease_ms() => {
+                    Ok(CacheLookup::Fresh(record))
+                }
+                Ok(record) => Ok(CacheLookup::Stale {
+                    record,
+                    fetched_at: hit.fetched_at,
+                }),
+                Err(err) => {
+                    tracing::warn!(%err, "evicting an undecodable cached record");
+                    cache.evict(key)?;
+                    Ok(CacheLookup::Miss)
+                }
+            };
+        }
+        // A key is never cached and tombstoned at once (see `cache`), so the
+        // tombstone lookup is only paid on a miss.
+        if cache.is_tombstoned(key)? {
+            return Ok(CacheLookup::Revoked);
+        }
+        Ok(CacheLookup::Miss)
+    }
+
+    /// A cached record past its lease: one consistent read of `ver`. Same
+    /// version: confirm and serve. Otherwise re-read the whole item.
+    async fn revalidate(
+        &self,
+        key: StorageKey,
+        record: SessionRecord,
+        fetched_at: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<Option<Session>, Error> {
+        let cache = &self.inner.cache;
+        metrics::counter!("edge_session_lease_revalidations_total").increment(1);
+        let version = match self.inner.dynamo.get_version(key.as_bytes()).await {
+            Ok(version) => version,
+            Err(err) if err.is_unavailable() => {
+                return match self.inner.settings.on_unreachable {
+                    // Past the lease and DynamoDB cannot confirm it: the
+                    // operator chose to serve what this node has, up to a bound.
+                    OnUnreachable::ServeCached { max_stale_ms }
+                        if now.saturating_sub(fetched_at) <= max_stale_ms =>
+                    {
+                        metrics::counter!("edge_session_stale_serves_total").increment(1);
+                        if !record.is_live(now) || self.outlawed(&record) {
+                            return Ok(None);
+                        }
+                        Ok(Some(Session { key, record }))
+                    }
+                    _ => Err(err.into()),
+                };
+            }
+            Err(err) => return Err(err.into()),
+        };
+        match version {
+            Some(ver) if ver == record.version => {
+                if !self.epoch_allows(key, &record, now).await? {
+                    return Ok(None);
+                }
+                let bytes = codec::encode(&record);
+                match cache.fill(&key, now, ver, &bytes)? {
+                    FillOutcome::Tombstoned => Ok(None),
+                    FillOutcome::Filled | FillOutcome::Superseded => {
+                        self.serve(key, record, now).await
+                    }
+                }
+            }
+            Some(_) => match self.fetch(key).await? {
+                None => Ok(None),
+                Some(item) => self.accept(key, item, now).await,
+            },
+            None => {
+                cache.evict(&key)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// A record read from DynamoDB: check it, fill the cache, serve it.
+    async fn accept(
+        &self,
+        key: StorageKey,
+        item: Item,
+        now: UnixMillis,
+    ) -> Result<Option<Session>, Error> {
+        let record = codec::decode(&item.body)?;
+        if !record.is_live(now) {
+            self.inner.cache.evict(&key)?;
+            return Ok(None);
+        }
+        if !self.epoch_allows(key, &record, now).await? {
+            return Ok(None);
+        }
+        match self.inner.cache.fill(&key, now, item.ver, &item.body)? {
+            FillOutcome::Tombstoned => Ok(None),
+            FillOutcome::Filled | FillOutcome::Superseded => self.serve(key, record, now).await,
+        }
+    }
+
+    /// Expiry check and coarse touch of a record about to be served.
+    async fn serve(
+        &self,
+        key: StorageKey,
+        record: SessionRecord,
+        now: UnixMillis,
+    ) -> Result<Option<Session>, Error> {
+        if !record.is_live(now) {
+            return Ok(None);
+        }
+        if self.outlawed(&record) {
+            self.inner.cache.evict(&key)?;
+            return Ok(None);
+        }
+        if !record.needs_touch(&self.inner.settings.policy, now) {
+            return Ok(Some(Session { key, record }));
+        }
+        let mut next = record.next_version();
+        next.last_seen_at = now;
+        let body = codec::encode(&next);
+        match self
+            .inner
+            .dynamo
+            .update(&item_of(&key, &next, body.clone()), record.version)
+            .await
+        {
+            Ok(Ok(())) => match self.inner.cache.fill(&key, now, next.version, &body)? {
+                FillOutcome::Tombstoned => Ok(None),
+                FillOutcome::Filled | FillOutcome::Superseded => {
+                    Ok(Some(Session { key, record: next }))
+                }
+            },
+            Ok(Err(Conflict)) => {
+                // Changed or deleted elsewhere: the cached copy is stale.
+                self.inner.cache.evict(&key)?;
+                match self.inner.dynamo.get(key.as_bytes()).await? {
+                    None => Ok(None),
+                    Some(item) => {
+                        let record = codec::decode(&item.body)?;
+                        if !record.is_live(now) {
+                            return Ok(None);
+                        }
+                        match self.inner.cache.fill(&key, now, item.ver, &item.body)? {
+                            FillOutcome::Tombstoned => Ok(None),
+                            _ => Ok(Some(Session { key, record })),
+                        }
+                    }
+                }
+            }
+            Err(err) if err.is_unavailable() => {
+                tracing::debug!(%err, "touch skipped: DynamoDB unreachable");
+                Ok(Some(Session { key, record }))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// One consistent DynamoDB read per key at a time: concurrent misses on
+    /// the same key wait for the first one's answer.
+    async fn fetch(&self, key: StorageKey) -> Fetch {
+        self.inner
+            .misses
+            .run(key, || self.inner.dynamo.get(key.as_bytes()))
+            .await
+    }
+}

@@ -1,0 +1,229 @@
+//! Revocations: `destroy`, `revoke_user`, and the outbox that carries their
+//! DynamoDB deletes through outages (their rows in the table of the
+//! [store](super) module doc), with the background upkeep that drives it.
+
+use std::time::Duration;
+
+use super::{nonce, Destroyed, DrainReport, Error, Session, TieredStore};
+use crate::cache::{CacheError, Tombstone};
+use crate::codec;
+use crate::record::UnixMillis;
+use crate::token::{SessionToken, StorageKey};
+
+impl TieredStore {
+    /// Revoke the session under `token` in both tiers.
+    pub async fn destroy(&self, token: &SessionToken, now: UnixMillis) -> Result<Destroyed, Error> {
+        self.destroy_key(token.storage_key(), now).await
+    }
+
+    /// [`destroy`](Self::destroy) by storage key (admin revoke, "my sessions").
+    pub async fn destroy_key(&self, key: StorageKey, now: UnixMillis) -> Result<Destroyed, Error> {
+        let cache = &self.inner.cache;
+        if cache.is_tombstoned(&key)? {
+            return Ok(Destroyed::AlreadyRevoked);
+        }
+        let policy_bound = now.saturating_add(self.inner.settings.policy.absolute_timeout_ms);
+        let keep_until = match cache.get(&key)? {
+            Some(hit) => {
+                codec::decode(hit.bytes()).map_or(policy_bound, |r| r.absolute_expiry.max(now))
+            }
+            None => match self.inner.dynamo.get(key.as_bytes()).await {
+                Ok(None) => return Ok(Destroyed::NotFound),
+                Ok(Some(item)) => {
+                    codec::decode(&item.body).map_or(policy_bound, |r| r.absolute_expiry.max(now))
+                }
+                // Cannot tell whether it exists: fail closed.
+                Err(err) if err.is_unavailable() => policy_bound,
+                Err(err) => return Err(err.into()),
+            },
+        };
+        let _revoking = self.inner.revoking.mark(key);
+        let tomb = self.write_revocation(&key, keep_until, now).await?;
+        match self.inner.dynamo.delete(key.as_bytes()).await {
+            Ok(_) => {
+                cache.ack(&key, tomb.nonce)?;
+                Ok(Destroyed::Confirmed)
+            }
+            Err(err) => {
+                tracing::warn!(%err, "revocation queued in the outbox");
+                Ok(Destroyed::Pending)
+            }
+        }
+    }
+
+    /// Revoke `key` here, durably, before DynamoDB is touched: a tombstone
+    /// kept until `keep_until` and an outbox entry (one sled transaction),
+    /// flushed. From then on the key is dead on this node and the outbox
+    /// deletes it from DynamoDB, unless the caller acks or lifts the
+    /// returned tombstone's nonce.
+    pub(super) async fn write_revocation(
+        &self,
+        key: &StorageKey,
+        keep_until: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<Tombstone, CacheError> {
+        let tomb = Tombstone {
+            keep_until,
+            nonce: nonce(),
+        };
+        self.inner.cache.revoke_and_queue(key, tomb, now)?;
+        self.inner.cache.flush().await?;
+        Ok(tomb)
+    }
+
+    /// The live sessions bound to `user_id`, oldest first: the GSI listing
+    /// (eventually consistent), minus expired records and sessions revoked on
+    /// this node.
+    pub async fn list_user_sessions(
+        &self,
+        user_id: &str,
+        now: UnixMillis,
+    ) -> Result<Vec<Session>, Error> {
+        let mut out = Vec::new();
+        for item in self.inner.dynamo.list_by_user(user_id).await? {
+            let key = StorageKey(item.sid);
+            if self.inner.cache.is_tombstoned(&key)? {
+                continue;
+            }
+            let record = match codec::decode(&item.body) {
+                Ok(record) => record,
+                Err(err) => {
+                    tracing::warn!(%err, "skipping an undecodable item in a user listing");
+                    continue;
+                }
+            };
+            if record.user_id.as_deref() == Some(user_id) && record.is_live(now) {
+                out.push(Session { key, record });
+            }
+        }
+        out.sort_by_key(|s| (s.record.created_at, s.key));
+        Ok(out)
+    }
+
+    /// Revoke the session under `key` if it is bound to `user_id` (checked
+    /// with a consistent read). `false`: no such session of that user.
+    pub async fn revoke_user_session(
+        &self,
+        user_id: &str,
+        key: StorageKey,
+        now: UnixMillis,
+    ) -> Result<bool, Error> {
+        match self.inner.dynamo.get(key.as_bytes()).await? {
+            Some(item) if item.uid.as_deref() == Some(user_id) => Ok(matches!(
+                self.destroy_key(key, now).await?,
+                Destroyed::Confirmed | Destroyed::Pending
+            )),
+            _ => Ok(false),
+        }
+    }
+
+    /// Revoke every session bound to `user_id` ("log out everywhere").
+    /// Returns how many were revoked.
+    ///
+    /// First the user's revocation epoch is advanced: from then on every
+    /// session bound under an older epoch is refused at load (here at once;
+    /// on other nodes on their next DynamoDB read, within the lease), and a
+    /// session being bound concurrently fails its epoch check and retries
+    /// under the new epoch. Then every session the GSI lists is destroyed.
+    pub async fn revoke_user(&self, user_id: &str, now: UnixMillis) -> Result<usize, Error> {
+        let key = StorageKey::user_epoch(user_id);
+        // The epoch item must outlive every session it outlaws.
+        let exp = now
+            .saturating_add(self.inner.settings.policy.absolute_timeout_ms)
+            .div_ceil(1000)
+            + 86_400;
+        let epoch = self
+            .inner
+            .dynamo
+            .bump_user_epoch(key.as_bytes(), exp)
+            .await?;
+        self.note_epoch(user_id, epoch, now);
+        let mut revoked = 0;
+        for item in self.inner.dynamo.list_by_user(user_id).await? {
+            if item.uid.as_deref() == Some(user_id)
+                && matches!(
+                    self.destroy_key(StorageKey(item.sid), now).await?,
+                    Destroyed::Confirmed | Destroyed::Pending
+                )
+            {
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
+    }
+
+    /// One pass over the outbox: replay up to `limit` pending deletes. Stops
+    /// at the first one DynamoDB does not confirm.
+    pub async fn drain_outbox(&self, limit: usize) -> Result<DrainReport, Error> {
+        let cache = &self.inner.cache;
+        let mut report = DrainReport::default();
+        for (key, entry) in cache.pending(limit)? {
+            if self.inner.revoking.contains(&key) {
+                continue;
+            }
+            self.inner.dynamo.delete(key.as_bytes()).await?;
+            cache.ack(&key, entry.nonce)?;
+            report.confirmed += 1;
+        }
+        report.remaining = cache.outbox_len();
+        Ok(report)
+    }
+
+    /// Background upkeep until `shutdown` resolves: replay the outbox (with
+    /// exponential backoff while DynamoDB is unreachable), and once a minute
+    /// sweep expired tombstones and expired cached records (and report how
+    /// many records are cached).
+    pub async fn maintain(
+        self,
+        clock: fn() -> UnixMillis,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        const BASE: Duration = Duration::from_millis(250);
+        const MAX: Duration = Duration::from_secs(30);
+        let mut backoff = BASE;
+        let mut last_sweep = 0;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            if self.inner.cache.outbox_len() > 0 {
+                match self.drain_outbox(256).await {
+                    Ok(_) => backoff = BASE,
+                    Err(err) => {
+                        backoff = (backoff * 2).min(MAX);
+                        tracing::warn!(%err, retry_in_ms = backoff.as_millis() as u64, "outbox replay failed");
+                    }
+                }
+            }
+            let now = clock();
+            if now.saturating_sub(last_sweep) >= 60_000 {
+                last_sweep = now;
+                // Whole-tree scans: off the async threads.
+                let cache = self.inner.cache.clone();
+                let swept = tokio::task::spawn_blocking(move || {
+                    let tombstones = cache.sweep_tombstones(now)?;
+                    let sessions = cache.sweep_expired_sessions(|bytes| {
+                        codec::decode(bytes).map_or(true, |r| !r.is_live(now))
+                    })?;
+                    Ok::<_, CacheError>((tombstones, sessions))
+                })
+                .await;
+                match swept {
+                    Ok(Ok((tombstones, (expired, cached)))) => {
+                        metrics::gauge!("edge_session_cached_sessions").set(cached as f64);
+                        tracing::debug!(
+                            tombstones = tombstones.tombstones,
+                            expired,
+                            cached,
+                            "cache swept"
+                        );
+                    }
+                    Ok(Err(err)) => tracing::warn!(%err, "cache sweep failed"),
+                    Err(err) => tracing::warn!(%err, "cache sweep task failed"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! `regenerate`: a new token for a session in one DynamoDB transaction
+//! (its row in the table of the [store](super) module doc).
+
+use edge_session_sync::{EpochGuard, RotateConflict};
+
+use super::{item_of, Error, Session, TieredStore, UserBinding};
+use crate::codec;
+use crate::record::{SessionRecord, UnixMillis};
+use crate::token::{SessionToken, StorageKey};
+
+impl TieredStore {
+    /// Replace `old` by a new session with a new token (login, privilege
+    /// change). `binding` binds a user (`None` keeps the old binding);
+    /// `keep_data` carries the application data over. The old token is dead
+    /// in both tiers when this returns `Ok(Ok(_))`.
+    pub async fn regenerate(
+        &self,
+        old: &Session,
+        binding: Option<UserBinding>,
+        keep_data: bool,
+        now: UnixMillis,
+    ) -> Result<Result<(SessionToken, Session), RotateConflict>, Error> {
+        let cache = &self.inner.cache;
+        if cache.is_tombstoned(&old.key)? {
+            return Ok(Err(RotateConflict::OldChanged));
+        }
+        let signs_in = binding.is_some();
+        let (user, role) = match binding {
+            Some(b) => (Some(b.user_id), b.role),
+            None => (old.record.user_id.clone(), old.record.role.clone()),
+        };
+        let rebinds = old.record.user_id.is_some() && old.record.user_id == user;
+        // The user's epoch, optimistically: the one this node read within the
+        // lease, else the old session's if it is the same user's (epochs only
+        // grow), else 0 (most users are never logged out everywhere). The
+        // transaction's epoch check refuses a wrong guess without writing;
+        // then the epoch is read (consistently) and the rotation tried once
+        // more. This saves a DynamoDB read on almost every login.
+        let mut epoch = user.as_deref().map(|uid| {
+            self.known_epoch(uid, now)
+                .unwrap_or(if rebinds { old.record.user_epoch } else { 0 })
+        });
+        let mut epoch_read = false;
+        loop {
+            // Rotating a session that was logged out everywhere, without a
+            // fresh sign-in, would carry the revoked login over.
+            if !signs_in
+                && old.record.user_id.is_some()
+                && epoch.is_some_and(|e| e > old.record.user_epoch)
+            {
+                return Ok(Err(RotateConflict::EpochChanged));
+            }
+            match self
+                .rotate_once(old, user.as_deref(), role.as_deref(), epoch, keep_data, now)
+                .await?
+            {
+                Err(RotateConflict::EpochChanged) if !epoch_read => {
+                    if let Some(uid) = &user {
+                        epoch = Some(self.user_epoch(uid, now, true).await?);
+                    }
+                    epoch_read = true;
+                }
+                outcome => return Ok(outcome),
+            }
+        }
+    }
+
+    /// One attempt of [`regenerate`](Self::regenerate) under `epoch`:
+    /// revoke the old key here (flushed), then the one DynamoDB transaction.
+    async fn rotate_once(
+        &self,
+        old: &Session,
+        user: Option<&str>,
+        role: Option<&str>,
+        epoch: Option<u64>,
+        keep_data: bool,
+        now: UnixMillis,
+    ) -> Result<Result<(SessionToken, Session), RotateConflict>, Error> {
+        let cache = &self.inner.cache;
+        let _revoking = self.inner.revoking.mark(old.key);
+        let tomb = self
+            .write_revocation(&old.key, old.record.absolute_expiry.max(now), now)
+            .await?;
+
+        let token = SessionToken::generate();
+        let key = token.storage_key();
+        let mut record = SessionRecord::new(&self.inner.settings.policy, now);
+        record.user_id = user.map(str::to_owned);
+        record.role = role.map(str::to_owned);
+        if keep_data {
+            record.data.clone_from(&old.record.data);
+        }
+        record.user_epoch = epoch.unwrap_or(0);
+        let guard = user.map(|uid| EpochGuard {
+            sid: StorageKey::user_epoch(uid).0,
+            epoch: record.user_epoch,
+        });
+        let body = codec::encode(&record);
+        match self
+            .inner
+            .dynamo
+            .rotate(
+                old.key.as_bytes(),
+                old.record.version,
+                &item_of(&key, &record, body.clone()),
+                guard,
+            )
+            .await
+        {
+            Ok(Ok(())) => {
+                cache.ack(&old.key, tomb.nonce)?;
+                cache.fill(&key, now, record.version, &body)?;
+                Ok(Ok((token, Session { key, record })))
+            }
+            Ok(Err(conflict)) => {
+                // Nothing was written in DynamoDB: undo this call's revocation
+                // (unless another revocation of the key replaced it).
+                cache.lift(&old.key, tomb.nonce)?;
+                Ok(Err(conflict))
+            }
+            Err(err) => {
+                tracing::warn!(%err, "regenerate failed; the old session stays revoked and its delete is queued");
+                if err.is_unavailable() {
+                    // The transaction may have happened unanswered.
+                    self.queue_unissued(key, &record, now).await;
+                }
+                Err(err.into())
+            }
+        }
+    }
+
+    /// The write of a new session got no answer, so it may have happened,
+    /// and its token will never be issued: queue its delete as a revocation
+    /// (tombstone + outbox entry, flushed), so the outbox removes it once
+    /// DynamoDB answers and it does not linger in its user's listings.
+    pub(super) async fn queue_unissued(
+        &self,
+        key: StorageKey,
+        record: &SessionRecord,
+        now: UnixMillis,
+    ) {
+        let queued = self
+            .write_revocation(&key, record.absolute_expiry.max(now), now)
+            .await;
+        if let Err(err) = queued {
+            tracing::warn!(%err, "could not queue the delete of an unissued session");
+        }
+    }
+}

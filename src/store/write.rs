@@ -1,0 +1,125 @@
+//! Writes of a session's content: `create` and `update` (their rows in the
+//! table of the [store](super) module doc).
+
+use edge_session_sync::{Conflict, EpochGuard, StoreError};
+
+use super::{item_of, Error, NewSession, Session, SessionChange, TieredStore};
+use crate::cache::FillOutcome;
+use crate::codec;
+use crate::record::{SessionRecord, UnixMillis};
+use crate::token::{SessionToken, StorageKey};
+
+impl TieredStore {
+    /// A new session, issued only once DynamoDB has it. A session bound to a
+    /// user at creation is written in one transaction with a check of the
+    /// user's revocation epoch, so a concurrent "log out everywhere" either
+    /// outlaws it or happened before it.
+    pub async fn create(
+        &self,
+        spec: NewSession,
+        now: UnixMillis,
+    ) -> Result<(SessionToken, Session), Error> {
+        let mut record = SessionRecord::new(&self.inner.settings.policy, now);
+        if let Some(b) = spec.binding {
+            record.user_id = Some(b.user_id);
+            record.role = b.role;
+        }
+        record.data = spec.data;
+        if let Some(idle) = spec.idle_timeout_ms {
+            record.idle_timeout_ms = idle;
+        }
+        for _ in 0..8 {
+            let guard = match &record.user_id {
+                Some(uid) => {
+                    record.user_epoch = self.user_epoch(uid, now, true).await?;
+                    Some(EpochGuard {
+                        sid: StorageKey::user_epoch(uid).0,
+                        epoch: record.user_epoch,
+                    })
+                }
+                None => None,
+            };
+            let body = codec::encode(&record);
+            let token = SessionToken::generate();
+            let key = token.storage_key();
+            let item = item_of(&key, &record, body.clone());
+            let written = match guard {
+                Some(guard) => self
+                    .inner
+                    .dynamo
+                    .create_guarded(&item, guard)
+                    .await
+                    .map(|r| r.map_err(|_| ())),
+                None => self
+                    .inner
+                    .dynamo
+                    .create(&item)
+                    .await
+                    .map(|r| r.map_err(|_| ())),
+            };
+            let written = match written {
+                Ok(written) => written,
+                Err(err) => {
+                    // A login's put may have happened unanswered: the
+                    // session would sit in its user's listings unissued.
+                    if err.is_unavailable() && record.user_id.is_some() {
+                        self.queue_unissued(key, &record, now).await;
+                    }
+                    return Err(err.into());
+                }
+            };
+            // A conflict is a 256-bit collision or an epoch that moved
+            // meanwhile: draw again, with the epoch read afresh.
+            if written.is_ok() {
+                self.inner.cache.fill(&key, now, record.version, &body)?;
+                return Ok((token, Session { key, record }));
+            }
+        }
+        Err(Error::Dynamo(StoreError::new_unavailable(
+            "create",
+            "the user's revocation epoch kept moving",
+        )))
+    }
+
+    /// Write `change` to `session`, conditional on its version being unchanged
+    /// since it was loaded. Refreshes `last_seen_at`. A destroyed session is
+    /// never written back. The user binding is not changed here: binding a
+    /// user is a privilege change and goes through [`regenerate`](Self::regenerate).
+    pub async fn update(
+        &self,
+        session: &Session,
+        change: SessionChange,
+        now: UnixMillis,
+    ) -> Result<Result<Session, Conflict>, Error> {
+        let key = session.key;
+        if self.inner.cache.is_tombstoned(&key)? {
+            return Ok(Err(Conflict));
+        }
+        let mut next = session.record.next_version();
+        if let Some(data) = change.data {
+            next.data = data;
+        }
+        if let Some(idle) = change.idle_timeout_ms {
+            next.idle_timeout_ms = idle;
+        }
+        next.last_seen_at = now.max(next.last_seen_at);
+        let body = codec::encode(&next);
+        match self
+            .inner
+            .dynamo
+            .update(&item_of(&key, &next, body.clone()), session.record.version)
+            .await?
+        {
+            Ok(()) => match self.inner.cache.fill(&key, now, next.version, &body)? {
+                // Destroyed on this node while the write was in flight: the
+                // destroy's DynamoDB delete removes what was just written.
+                FillOutcome::Tombstoned => Ok(Err(Conflict)),
+                _ => Ok(Ok(Session { key, record: next })),
+            },
+            Err(Conflict) => {
+                self.inner.cache.evict(&key)?;
+                Ok(Err(Conflict))
+            }
+        }
+    }
+}
