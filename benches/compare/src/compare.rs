@@ -52,7 +52,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 async fn compare(args: BenchArgs, load: tokio::runtime::Handle) -> anyhow::Result<()> {
     let wants = |what: &str| args.only.iter().any(|o| o == what);
     if cfg!(debug_assertions) {
-        eprintln!("warning: this harness is a debug build; run `cargo build --release -p edge-session -p edge-session-bench` and target/release/edge-session-bench");
+        eprintln!("warning: this harness is a debug build; ./scripts/bench.sh builds and runs the release one");
     }
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let timing = Timing {
@@ -65,7 +65,7 @@ async fn compare(args: BenchArgs, load: tokio::runtime::Handle) -> anyhow::Resul
         .context("creating a temporary directory")?;
     let command: Vec<String> = std::env::args().collect();
     println!(
-        "edge-session bench: {} on {}, {} rounds × {:.1} s per scenario (+{:.1} s warm-up each), load generator: {} threads, peers: {workers} workers",
+        "edge-session-bench: {} on {}, {} rounds × {:.1} s per scenario (+{:.1} s warm-up each), load generator: {} threads, peers: {workers} workers",
         report::today(),
         report::machine(),
         args.rounds,
