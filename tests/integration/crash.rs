@@ -1,6 +1,6 @@
 //! Crash safety and restarts: the `edge-session` binary as a child process
-//! (`process::Node`), killed with SIGKILL or stopped with SIGTERM, restarted
-//! on the same `data_dir`.
+//! (`node::Node`, started by `process::start`), killed with SIGKILL or
+//! stopped with SIGTERM, restarted on the same `data_dir`.
 //!
 //! DynamoDB is the harness's server, reached through a [`FaultProxy`], not
 //! the node's own embedded store: it must outlive the node (a killed node
@@ -25,7 +25,8 @@ use crate::harness::{
     client, metric_at, now, proxied_node_toml, session_cookie, Cluster, ALICE_PASSWORD,
     BOB_PASSWORD,
 };
-use crate::process::Node;
+use crate::node::Node;
+use crate::process;
 
 fn cookie(value: &str) -> String {
     format!("__Host-sid={value}")
@@ -54,7 +55,7 @@ fn write_config(dir: &Path, table: &str, proxy: &FaultProxy) -> PathBuf {
 /// its address).
 async fn start(config: &Path) -> Node {
     let config = config.to_owned();
-    tokio::task::spawn_blocking(move || Node::start(&config, "info"))
+    tokio::task::spawn_blocking(move || process::start(&config, "info"))
         .await
         .unwrap()
 }
@@ -129,7 +130,7 @@ async fn logout_during_outage_is_not_lost() {
     assert!(outbox(&c, &a.url).await.unwrap() >= 1.0);
 
     // Restart while DynamoDB is still down.
-    let (status, output) = tokio::task::spawn_blocking(move || a.terminate())
+    let (status, output) = tokio::task::spawn_blocking(move || a.terminate().unwrap())
         .await
         .unwrap();
     assert!(status.success(), "SIGTERM exit {status:?}:\n{output}");
@@ -187,7 +188,7 @@ async fn logout_during_outage_is_not_lost() {
     );
     println!("outbox drained {drained:?} after DynamoDB came back; the other node refused the token {learned:?} after that");
     b.stop().await;
-    let (status, _) = tokio::task::spawn_blocking(move || a.terminate())
+    let (status, _) = tokio::task::spawn_blocking(move || a.terminate().unwrap())
         .await
         .unwrap();
     assert!(status.success());
