@@ -23,23 +23,21 @@
 
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, Delete, Put, StreamSpecification, TransactWriteItem,
-};
+use aws_sdk_dynamodb::types::StreamSpecification;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use edge_session::embedded::EmbeddedDynamo;
 use edge_session::store::{CacheLookup, NewSession, StoreSettings, UserBinding};
-use edge_session::sync::{ClientSettings, DynamoTier, Endpoint, Item};
+use edge_session::sync::{ClientSettings, DynamoTier, Endpoint};
 use edge_session::{
     codec, Policy, SessionRecord, SessionToken, SledCache, StorageKey, TieredStore,
 };
+use edge_session_bench::raw::{item, login_transaction};
 use hdrhistogram::Histogram;
 
 const NOW: u64 = 1_800_000_000_000;
@@ -360,20 +358,6 @@ fn bound() -> UserBinding {
     }
 }
 
-fn key_map(sid: &[u8; 32]) -> HashMap<String, AttributeValue> {
-    HashMap::from([("sid".to_owned(), AttributeValue::B(Blob::new(sid.to_vec())))])
-}
-
-fn item(key: &StorageKey, record: &SessionRecord) -> Item {
-    Item {
-        sid: key.0,
-        uid: record.user_id.clone(),
-        ver: record.version,
-        exp: record.ttl_epoch_secs(),
-        body: codec::encode(record),
-    }
-}
-
 fn bench_dynamo(c: &mut Criterion) {
     if !selected("lookup/cache_miss") && !selected("regenerate") && !selected("raw") {
         return;
@@ -462,31 +446,8 @@ fn bench_dynamo(c: &mut Criterion) {
                     let new = item(&SessionToken::generate().storage_key(), &signed_in);
                     let t0 = Instant::now();
                     // What `DynamoTier::rotate` sends for a bound login.
-                    let delete = Delete::builder()
-                        .table_name(tier.table())
-                        .set_key(Some(key_map(old.as_bytes())))
-                        .condition_expression("ver = :expected")
-                        .expression_attribute_values(":expected", AttributeValue::N("1".into()))
-                        .build()
-                        .unwrap();
-                    let put = Put::builder()
-                        .table_name(tier.table())
-                        .set_item(Some(new.to_attributes()))
-                        .condition_expression("attribute_not_exists(sid)")
-                        .build()
-                        .unwrap();
-                    let check = ConditionCheck::builder()
-                        .table_name(tier.table())
-                        .set_key(Some(key_map(epoch_sid.as_bytes())))
-                        .condition_expression("attribute_not_exists(sid) OR ver = :epoch")
-                        .expression_attribute_values(":epoch", AttributeValue::N("0".into()))
-                        .build()
-                        .unwrap();
-                    tier.client()
-                        .transact_write_items()
-                        .transact_items(TransactWriteItem::builder().delete(delete).build())
-                        .transact_items(TransactWriteItem::builder().put(put).build())
-                        .transact_items(TransactWriteItem::builder().condition_check(check).build())
+                    login_transaction(&tier, &old, &new, &epoch_sid)
+                        .unwrap()
                         .send()
                         .await
                         .unwrap();

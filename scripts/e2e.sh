@@ -3,8 +3,9 @@
 # headless Chromium (e2e/), and Schemathesis fuzzing the HTTP API from
 # docs/openapi.json (scripts/schemathesis.sh). Installs what a fresh Debian
 # machine lacks (chromium, chromium-driver, node/npm, python venv; the npm
-# and PyPI packages are pinned) and builds the debug binary if needed; with
-# everything in place it installs nothing. Exits non-zero if either fails.
+# and PyPI packages are pinned) and builds the debug binary if needed (not
+# when EDGE_SESSION_BIN names one); with everything in place it installs
+# nothing. Exits non-zero if either fails.
 #
 #   E2E_SKIP_BROWSER=1       skip the browser test
 #   E2E_SKIP_SCHEMATHESIS=1  skip the fuzzing run
@@ -40,9 +41,13 @@ if [ "$want" != "$have" ]; then
     (cd e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-# The debug binary (cargo does nothing when it is up to date).
-cargo build --quiet --bin edge-session
-export EDGE_SESSION_BIN=${CARGO_TARGET_DIR:-$root/target}/debug/edge-session
+# The debug binary (cargo does nothing when it is up to date), unless given
+# (scripts/test passes the one its test build made).
+if [ -z "${EDGE_SESSION_BIN:-}" ]; then
+    cargo build --quiet --bin edge-session
+    EDGE_SESSION_BIN=${CARGO_TARGET_DIR:-$root/target}/debug/edge-session
+fi
+export EDGE_SESSION_BIN
 
 status=0
 if [ -z "${E2E_SKIP_BROWSER:-}" ]; then

@@ -1,8 +1,6 @@
 //! `edge-session`: the command line. Thin: configuration, telemetry, then
 //! the [`Application`](edge_session::app::Application).
 
-mod bench;
-
 use std::io::{BufRead as _, IsTerminal as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,8 +23,6 @@ struct Cli {
     command: Option<Command>,
 }
 
-// Parsed once per process: the size of the `Bench` variant costs nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run a node (the default).
@@ -43,9 +39,6 @@ enum Command {
     },
     /// Read a password on stdin, print its argon2id PHC string.
     HashPassword,
-    /// Measure `GET /whoami` and login against the HTTP ceiling and
-    /// actix-session + Redis, side by side (see docs/performance.md).
-    Bench(bench::BenchArgs),
 }
 
 fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
@@ -67,7 +60,6 @@ fn main() -> ExitCode {
             actix_web::rt::System::new().block_on(provision(config))
         }),
         Command::HashPassword => hash_from_stdin(),
-        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 
 use crate::harness::{client, node_toml, service_login, table_name, v1};
-use crate::process::Node;
+use crate::node::Node;
+use crate::process;
 
 /// Start a node process over `table` with `extra` TOML sections.
 fn start(dir: &Path, table: &str, extra: &str) -> Node {
@@ -17,7 +18,7 @@ fn start(dir: &Path, table: &str, extra: &str) -> Node {
     toml.push_str(extra);
     let path = dir.join("config.toml");
     std::fs::write(&path, toml).unwrap();
-    Node::start(
+    process::start(
         &path,
         &std::env::var("NODE_LOG").unwrap_or_else(|_| "warn".into()),
     )
@@ -132,7 +133,7 @@ async fn revocation_on_one_node_reaches_the_others() {
     );
     let nodes = std::sync::Arc::try_unwrap(nodes).ok().unwrap();
     for node in nodes {
-        let (status, _) = tokio::task::spawn_blocking(move || node.terminate())
+        let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
             .await
             .unwrap();
         assert!(status.success());
@@ -178,7 +179,7 @@ async fn with_the_follower_off_the_lease_bounds_staleness() {
         times.last().unwrap()
     );
     for node in [a, b] {
-        let (status, _) = tokio::task::spawn_blocking(move || node.terminate())
+        let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
             .await
             .unwrap();
         assert!(status.success());
@@ -210,7 +211,7 @@ async fn follower_restart_misses_no_revocation() {
         .unwrap();
     until_refused(&c, &b, &tokens[0], Duration::from_secs(10)).await;
 
-    let (status_b, _) = tokio::task::spawn_blocking(move || b.terminate())
+    let (status_b, _) = tokio::task::spawn_blocking(move || b.terminate().unwrap())
         .await
         .unwrap();
     assert!(status_b.success());
@@ -239,7 +240,7 @@ async fn follower_restart_misses_no_revocation() {
         }
     }
     for node in [a, b] {
-        let (status, _) = tokio::task::spawn_blocking(move || node.terminate())
+        let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
             .await
             .unwrap();
         assert!(status.success());

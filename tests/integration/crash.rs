@@ -1,6 +1,6 @@
 //! Crash safety and restarts: the `edge-session` binary as a child process
-//! (`process::Node`), killed with SIGKILL or stopped with SIGTERM, restarted
-//! on the same `data_dir`.
+//! (`node::Node`, started by `process::start`), killed with SIGKILL or
+//! stopped with SIGTERM, restarted on the same `data_dir`.
 //!
 //! DynamoDB is the harness's server, reached through a [`FaultProxy`], not
 //! the node's own embedded store: it must outlive the node (a killed node
@@ -24,7 +24,8 @@ use crate::harness::{
     client, cookie, eventually, login_form, logout, now, outbox_pending, proxied_node_toml, readyz,
     session_cookie, token, whoami, Cluster, ALICE_PASSWORD, BOB_PASSWORD,
 };
-use crate::process::Node;
+use crate::node::Node;
+use crate::process;
 
 /// A config file for a node process under `dir`, reaching DynamoDB through
 /// `proxy`.
@@ -45,7 +46,7 @@ fn write_config(dir: &Path, table: &str, proxy: &FaultProxy) -> PathBuf {
 /// its address).
 async fn start(config: &Path) -> Node {
     let config = config.to_owned();
-    tokio::task::spawn_blocking(move || Node::start(&config, "info"))
+    tokio::task::spawn_blocking(move || process::start(&config, "info"))
         .await
         .unwrap()
 }
@@ -108,7 +109,7 @@ async fn logout_during_outage_is_not_lost() {
     assert!(outbox_pending((&c, &a.url)).await.unwrap() >= 1.0);
 
     // Restart while DynamoDB is still down.
-    let (status, output) = tokio::task::spawn_blocking(move || a.terminate())
+    let (status, output) = tokio::task::spawn_blocking(move || a.terminate().unwrap())
         .await
         .unwrap();
     assert!(status.success(), "SIGTERM exit {status:?}:\n{output}");
@@ -166,7 +167,7 @@ async fn logout_during_outage_is_not_lost() {
     );
     println!("outbox drained {drained:?} after DynamoDB came back; the other node refused the token {learned:?} after that");
     b.stop().await;
-    let (status, _) = tokio::task::spawn_blocking(move || a.terminate())
+    let (status, _) = tokio::task::spawn_blocking(move || a.terminate().unwrap())
         .await
         .unwrap();
     assert!(status.success());

@@ -13,6 +13,11 @@ mod harness;
 mod hostile;
 mod http;
 mod model;
+// The child-process helper the bench harness uses too; the tests use part
+// of it.
+#[allow(dead_code)]
+#[path = "../../benches/compare/src/node.rs"]
+mod node;
 mod openapi;
 mod process;
 mod store;

@@ -2,26 +2,18 @@
 //! SIGTERM draining and restart on the same `data_dir`, captured logs, and
 //! start-up errors.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use reqwest::header::COOKIE;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::harness::{browser_login, client, cookie, session_cookie, whoami, ALICE_PASSWORD};
+use crate::node::{Node, OnDrop, Options};
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge-session");
-
-/// A running node process.
-pub(crate) struct Node {
-    child: Child,
-    pub(crate) url: String,
-    output: Arc<Mutex<String>>,
-}
 
 /// Config for a node in embedded mode (the default) under `dir`, with the
 /// test users; `server.listen` comes from the environment override.
@@ -43,92 +35,26 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-impl Node {
-    pub(crate) fn start(config: &Path, log_filter: &str) -> Node {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("EDGE_SESSION__SERVER__LISTEN", "127.0.0.1:0")
-            .env("RUST_LOG", log_filter)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn edge-session");
-        let output = Arc::new(Mutex::new(String::new()));
-        let mut stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&output);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = Arc::clone(&output);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("edge-session listening on ") {
-                    let _ = tx.send(url.to_owned());
-                }
-                sink.lock().unwrap().push_str(&line);
-                sink.lock().unwrap().push('\n');
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("no listening line; output:\n{}", output.lock().unwrap()));
-        Node { child, url, output }
-    }
-
-    pub(crate) fn at(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
-    }
-
-    /// SIGTERM, then wait for the exit status.
-    pub(crate) fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
-                let output = self.output.lock().unwrap().clone();
-                return (status, output);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node did not exit within 30 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking()
-            || std::env::var_os("EDGE_SESSION_TEST_SHOW_NODE_LOGS").is_some()
-        {
-            let output = self.output.lock().map(|o| o.clone()).unwrap_or_default();
-            let tail: Vec<&str> = output.lines().rev().take(4000).collect();
-            eprintln!("--- last lines of node {} ---", self.url);
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-    }
+/// Start the binary: `serve --config config` on 127.0.0.1:0 (the environment
+/// override), logging at `log_filter`. Dropping the node kills it (SIGKILL,
+/// a crash); the tail of its output is printed if the test panics, or always
+/// with `EDGE_SESSION_TEST_SHOW_NODE_LOGS` set. `terminate` sends SIGTERM and
+/// allows 30 s.
+pub(crate) fn start(config: &Path, log_filter: &str) -> Node {
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("EDGE_SESSION__SERVER__LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", log_filter);
+    let options = Options {
+        ready_within: Duration::from_secs(60),
+        exit_within: Duration::from_secs(30),
+        on_drop: OnDrop::Kill,
+        keep_output: None,
+        show_output: std::env::var_os("EDGE_SESSION_TEST_SHOW_NODE_LOGS").is_some(),
+    };
+    Node::spawn(command, options).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 #[tokio::test]
@@ -137,7 +63,7 @@ async fn sigterm_drains_and_restart_keeps_sessions_and_revocations() {
     let config = write_config(dir.path());
     let c = client();
 
-    let node = Node::start(&config, "info");
+    let node = start(&config, "info");
     let logged_in = browser_login((&c, &node.url), "alice", ALICE_PASSWORD).await;
     let logged_out = browser_login((&c, &node.url), "alice", ALICE_PASSWORD).await;
     let res = c
@@ -162,7 +88,7 @@ async fn sigterm_drains_and_restart_keeps_sessions_and_revocations() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let (status, output) = tokio::task::spawn_blocking(move || node.terminate())
+    let (status, output) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
         .await
         .unwrap();
     assert!(
@@ -182,7 +108,7 @@ async fn sigterm_drains_and_restart_keeps_sessions_and_revocations() {
     }
     println!("in-flight logins answered across SIGTERM: {drained}/4");
 
-    let node = Node::start(&config, "info");
+    let node = start(&config, "info");
     assert_eq!(
         whoami((&c, &node.url), &logged_in).await.unwrap(),
         StatusCode::OK,
@@ -193,7 +119,7 @@ async fn sigterm_drains_and_restart_keeps_sessions_and_revocations() {
         StatusCode::UNAUTHORIZED,
         "logged-out session stays dead"
     );
-    let (status, _) = tokio::task::spawn_blocking(move || node.terminate())
+    let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
         .await
         .unwrap();
     assert!(status.success());
@@ -205,7 +131,7 @@ async fn tokens_never_appear_in_logs_or_locations() {
     let config = write_config(dir.path());
     let c = client();
     // Everything at debug, every crate: actix, hyper, the AWS SDK, dynoxide.
-    let node = Node::start(&config, "debug");
+    let node = start(&config, "debug");
     let mut tokens = Vec::new();
 
     let res = c.get(node.at("/")).send().await.unwrap();
@@ -278,7 +204,7 @@ async fn tokens_never_appear_in_logs_or_locations() {
         .await
         .unwrap();
 
-    let (status, output) = tokio::task::spawn_blocking(move || node.terminate())
+    let (status, output) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
         .await
         .unwrap();
     assert!(status.success());
@@ -406,7 +332,7 @@ fn tls_serves_https_with_the_configured_certificate() {
     );
     std::fs::write(&config, text).unwrap();
 
-    let node = Node::start(&config, "info");
+    let node = start(&config, "info");
     assert!(node.url.starts_with("https://127.0.0.1:"), "{}", node.url);
     let out = Command::new("curl")
         .args(["-s", "--cacert"])
@@ -440,6 +366,6 @@ fn tls_serves_https_with_the_configured_certificate() {
         .output()
         .unwrap();
     assert_ne!(String::from_utf8_lossy(&plain.stdout), "200");
-    let (status, _) = node.terminate();
+    let (status, _) = node.terminate().unwrap();
     assert!(status.success());
 }

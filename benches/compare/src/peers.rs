@@ -17,6 +17,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use anyhow::Context as _;
+use edge_session_bench::node::LISTENING;
 
 /// One in-process server.
 pub struct InProcess {
@@ -59,6 +60,24 @@ pub fn hello(workers: usize) -> anyhow::Result<InProcess> {
     let handle = server.handle();
     let task = actix_web::rt::spawn(server);
     Ok(InProcess { addr, handle, task })
+}
+
+/// `edge-session-bench serve-hello`: the ceiling alone, until SIGTERM, with
+/// `workers` actix workers (0: one per core). Prints the listening line a
+/// node prints, so the harness starts it as it starts a node.
+pub fn serve_hello(workers: usize) -> anyhow::Result<()> {
+    let workers = if workers == 0 {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        workers
+    };
+    actix_web::rt::System::new().block_on(async {
+        let server = hello(workers)?;
+        println!("{LISTENING}http://{}", server.addr);
+        std::io::Write::flush(&mut std::io::stdout())?;
+        server.stopped().await;
+        Ok(())
+    })
 }
 
 /// The user every peer signs in.

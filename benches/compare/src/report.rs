@@ -1,13 +1,18 @@
 //! What a run prints and writes: Markdown tables (req/s, p50/p99/p99.9,
-//! ratios), CSV files and an SVG latency plot.
+//! ratios), CSV files, an SVG latency plot, and the targets: each ratio the
+//! performance goals name, with whether it is met.
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use plotters::prelude::*;
 
-use super::load::Sample;
+use crate::compare::{CANDIDATE, EDGE, HELLO, RAW, REDIS, REGENERATE};
+use crate::load::Sample;
+use crate::measure::Logins;
+use crate::BenchArgs;
 
 /// One scenario (target × concurrency) over all rounds.
 #[derive(Clone)]
@@ -259,4 +264,173 @@ pub fn plot(path: &Path, title: &str, rows: &[Measured]) -> anyhow::Result<()> {
         Ok(())
     };
     draw().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
+}
+
+/// Today's date (UTC), `YYYY-MM-DD`.
+pub fn today() -> String {
+    let days = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400) as i64;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Cores and CPU model of this machine.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{cores} cores ({cpu})")
+}
+
+/// Print the tables of a run and write its CSV files and plot under
+/// `args.out` (created).
+pub fn write(
+    args: &BenchArgs,
+    workers: usize,
+    whoami: &[Measured],
+    logins: &Logins,
+    redis_note: Option<&str>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    println!();
+    println!("## GET /whoami (hot cache), {} , {}", today(), machine());
+    println!();
+    print!("{}", table("req", whoami, HELLO));
+    if let Some(note) = redis_note {
+        println!("\n{note}");
+    }
+    if !whoami.is_empty() {
+        let csv = args.out.join("whoami.csv");
+        write_csv(&csv, "GET /whoami", whoami, HELLO)?;
+        let svg = args.out.join("whoami-latency.svg");
+        plot(
+            &svg,
+            &format!(
+                "GET /whoami latency by percentile ({}, {} cores, one run)",
+                today(),
+                workers
+            ),
+            whoami,
+        )?;
+        println!("\nwrote {} and {}", csv.display(), svg.display());
+    }
+    if !logins.rows.is_empty() {
+        println!();
+        println!("## Login: regenerate vs the raw TransactWriteItems");
+        println!();
+        print!("{}", table("ops", &logins.rows, RAW));
+        println!();
+        println!("| part of a login, c=1 | ops | p50 µs | p99 µs | mean µs |");
+        println!("|---|---:|---:|---:|---:|");
+        for (name, s) in &logins.parts {
+            println!(
+                "| {name} | {} | {:.1} | {:.1} | {:.1} |",
+                s.ok(),
+                s.micros(0.5),
+                s.micros(0.99),
+                s.mean_micros()
+            );
+        }
+        let csv = args.out.join("login.csv");
+        write_csv(&csv, "login", &logins.rows, RAW)?;
+        println!("\nwrote {}", csv.display());
+    }
+    Ok(())
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+/// The row of `target` at concurrency `c`.
+fn find(rows: &[Measured], target: &str, c: usize) -> Option<Measured> {
+    rows.iter()
+        .find(|m| m.target == target && m.concurrency == c)
+        .cloned()
+}
+
+/// Print the performance targets (docs/performance.md) with the ratios of
+/// this run and whether each is met.
+pub fn targets(args: &BenchArgs, whoami: &[Measured], logins: &[Measured]) {
+    println!();
+    println!("## Targets");
+    let top = args.concurrency.iter().copied().max().unwrap_or(64);
+    if let (Some(e), Some(h)) = (find(whoami, EDGE, top), find(whoami, HELLO, top)) {
+        let r = rate_ratio(&e, &h);
+        println!(
+            "- GET /whoami c={top}: edge-session {r:.2}× the hello-world ceiling's req/s (target ≥ 0.85): {}",
+            verdict(r >= 0.85)
+        );
+        if let Some(p) = find(whoami, REDIS, top) {
+            println!(
+                "- GET /whoami c={top}: edge-session {:.2}× actix-session+redis's req/s; actix-session+redis {:.2}× the ceiling",
+                rate_ratio(&e, &p),
+                rate_ratio(&p, &h)
+            );
+        }
+    }
+    for c in &args.concurrency {
+        if let (Some(e), Some(k), Some(h)) = (
+            find(whoami, EDGE, *c),
+            find(whoami, CANDIDATE, *c),
+            find(whoami, HELLO, *c),
+        ) {
+            println!(
+                "- GET /whoami c={c}: candidate {:.2}× edge-session's req/s, p50 {:.2}×; candidate {:.2}× the ceiling's req/s, p50 {:.2}× the ceiling's",
+                rate_ratio(&k, &e),
+                p50_ratio(&k, &e),
+                rate_ratio(&k, &h),
+                p50_ratio(&k, &h)
+            );
+        }
+    }
+    let low = args.concurrency.iter().copied().min().unwrap_or(1);
+    if let (Some(e), Some(h)) = (find(whoami, EDGE, low), find(whoami, HELLO, low)) {
+        let r = p50_ratio(&e, &h);
+        println!(
+            "- GET /whoami c={low}: edge-session p50 {r:.2}× the ceiling's p50 (target ≤ 1.15): {}",
+            verdict(r <= 1.15)
+        );
+        if let Some(p) = find(whoami, REDIS, low) {
+            println!(
+                "- GET /whoami c={low}: edge-session p50 {:.2}× actix-session+redis's p50",
+                p50_ratio(&e, &p)
+            );
+        }
+    }
+    for c in &args.login_concurrency {
+        if let (Some(g), Some(r)) = (find(logins, REGENERATE, *c), find(logins, RAW, *c)) {
+            // Time per login over time per raw transaction: the inverse of
+            // the throughput ratio, median over rounds.
+            let per_op = 1.0 / rate_ratio(&g, &r);
+            println!(
+                "- login c={c}: regenerate takes {per_op:.2}× the raw transaction's time per op (median of {} round ratios; p50 {:.2}×) (target ≤ 1.10): {}",
+                g.round_rates.len(),
+                p50_ratio(&g, &r),
+                verdict(per_op <= 1.10)
+            );
+        }
+    }
 }

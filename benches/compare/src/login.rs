@@ -11,25 +11,22 @@
 //! login binds a different user, as real traffic does. The table's stream is
 //! off (see [`without_stream`]).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, Delete, Put, StreamSpecification, TransactWriteItem,
-};
+use aws_sdk_dynamodb::types::StreamSpecification;
 use edge_session::cache::Tombstone;
 use edge_session::embedded::EmbeddedDynamo;
 use edge_session::http::now;
 use edge_session::store::{NewSession, StoreSettings, UserBinding};
-use edge_session::sync::{ClientSettings, DynamoTier, Endpoint, Item};
-use edge_session::{codec, SessionRecord, SessionToken, SledCache, StorageKey, TieredStore};
+use edge_session::sync::{ClientSettings, DynamoTier, Endpoint};
+use edge_session::{SessionRecord, SessionToken, SledCache, StorageKey, TieredStore};
+use edge_session_bench::raw::{item, login_transaction};
 
-use super::load::{drain, Sample};
-use super::peers::USER_ID;
+use crate::load::{drain, Sample};
+use crate::peers::USER_ID;
 
 /// A store over an embedded DynamoDB file and a sled cache, in `dir`.
 pub struct LoginBench {
@@ -55,20 +52,6 @@ async fn without_stream(tier: &DynamoTier) -> anyhow::Result<()> {
         .await
         .context("switching the bench table's stream off")?;
     Ok(())
-}
-
-fn key_map(sid: &[u8; 32]) -> HashMap<String, AttributeValue> {
-    HashMap::from([("sid".to_owned(), AttributeValue::B(Blob::new(sid.to_vec())))])
-}
-
-fn item(key: &StorageKey, record: &SessionRecord) -> Item {
-    Item {
-        sid: key.0,
-        uid: record.user_id.clone(),
-        ver: record.version,
-        exp: record.ttl_epoch_secs(),
-        body: codec::encode(record),
-    }
 }
 
 /// A fresh user for each login, as real traffic has: one user with
@@ -176,29 +159,7 @@ impl LoginBench {
             let sample = drain(pairs, concurrency, move |(old_key, new_item, epoch_sid)| {
                 let tier = tier.clone();
                 async move {
-                    let table = tier.table();
-                    let delete = Delete::builder()
-                        .table_name(table)
-                        .set_key(Some(key_map(old_key.as_bytes())))
-                        .condition_expression("ver = :expected")
-                        .expression_attribute_values(":expected", AttributeValue::N("1".into()))
-                        .build()?;
-                    let put = Put::builder()
-                        .table_name(table)
-                        .set_item(Some(new_item.to_attributes()))
-                        .condition_expression("attribute_not_exists(sid)")
-                        .build()?;
-                    let check = ConditionCheck::builder()
-                        .table_name(table)
-                        .set_key(Some(key_map(epoch_sid.as_bytes())))
-                        .condition_expression("attribute_not_exists(sid) OR ver = :epoch")
-                        .expression_attribute_values(":epoch", AttributeValue::N("0".into()))
-                        .build()?;
-                    tier.client()
-                        .transact_write_items()
-                        .transact_items(TransactWriteItem::builder().delete(delete).build())
-                        .transact_items(TransactWriteItem::builder().put(put).build())
-                        .transact_items(TransactWriteItem::builder().condition_check(check).build())
+                    login_transaction(&tier, &old_key, &new_item, &epoch_sid)?
                         .send()
                         .await?;
                     Ok(true)

@@ -1,0 +1,12 @@
+//! The parts of the edge-session benchmarks shared by more than one program:
+//!
+//! - [`node`]: a server as a child process (the `edge-session-bench` harness
+//!   and the integration tests both start the node with it).
+//! - [`raw`]: the raw DynamoDB `TransactWriteItems` a login wraps, built with
+//!   the SDK client (the harness and the criterion bench `lookup` both
+//!   measure `regenerate` beside it).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod node;
+pub mod raw;

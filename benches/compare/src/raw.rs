@@ -1,0 +1,64 @@
+//! The raw DynamoDB `TransactWriteItems` that `DynamoTier::rotate` sends for
+//! a bound login, built with the SDK client directly: the conditional delete
+//! of the old key (`ver = 1`, a fresh anonymous session), the conditional put
+//! of the new item, and the check of the user's revocation epoch (absent or
+//! 0). Measured beside `TieredStore::regenerate`, which wraps it.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::error::BuildError;
+use aws_sdk_dynamodb::operation::transact_write_items::builders::TransactWriteItemsFluentBuilder;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem};
+use edge_session::sync::{DynamoTier, Item};
+use edge_session::{codec, SessionRecord, StorageKey};
+
+/// The key attribute map of item `sid`.
+pub fn key_map(sid: &[u8; 32]) -> HashMap<String, AttributeValue> {
+    HashMap::from([("sid".to_owned(), AttributeValue::B(Blob::new(sid.to_vec())))])
+}
+
+/// The DynamoDB item of `record` stored under `key`.
+pub fn item(key: &StorageKey, record: &SessionRecord) -> Item {
+    Item {
+        sid: key.0,
+        uid: record.user_id.clone(),
+        ver: record.version,
+        exp: record.ttl_epoch_secs(),
+        body: codec::encode(record),
+    }
+}
+
+/// The login transaction on `tier`: delete `old` (version 1), put `new`,
+/// check the epoch item `epoch_sid` (absent or 0). Ready to `send()`.
+pub fn login_transaction(
+    tier: &DynamoTier,
+    old: &StorageKey,
+    new: &Item,
+    epoch_sid: &StorageKey,
+) -> Result<TransactWriteItemsFluentBuilder, BuildError> {
+    let table = tier.table();
+    let delete = Delete::builder()
+        .table_name(table)
+        .set_key(Some(key_map(old.as_bytes())))
+        .condition_expression("ver = :expected")
+        .expression_attribute_values(":expected", AttributeValue::N("1".into()))
+        .build()?;
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(new.to_attributes()))
+        .condition_expression("attribute_not_exists(sid)")
+        .build()?;
+    let check = ConditionCheck::builder()
+        .table_name(table)
+        .set_key(Some(key_map(epoch_sid.as_bytes())))
+        .condition_expression("attribute_not_exists(sid) OR ver = :epoch")
+        .expression_attribute_values(":epoch", AttributeValue::N("0".into()))
+        .build()?;
+    Ok(tier
+        .client()
+        .transact_write_items()
+        .transact_items(TransactWriteItem::builder().delete(delete).build())
+        .transact_items(TransactWriteItem::builder().put(put).build())
+        .transact_items(TransactWriteItem::builder().condition_check(check).build()))
+}

@@ -1,0 +1,315 @@
+//! The start of a run: every target of `GET /whoami` started and, where it
+//! has a login, signed in once; and the one-shot requests that do it.
+//!
+//! Contract: [`start`] returns only with every wanted target answering
+//! `GET /whoami` (or `/`) with the cookie it will be measured with, or an
+//! error naming the target (with the node's output when a node failed).
+//! [`Started::shutdown`] stops everything it started; dropping it does too
+//! (the child processes stop on drop).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use actix_web::web::Bytes;
+use anyhow::Context as _;
+use edge_session_bench::node::Node;
+use hyper::{Method, StatusCode};
+
+use crate::compare::{CANDIDATE, EDGE, HELLO, HELLO_IN_PROCESS, REDIS};
+use crate::load::{Connection, RequestTemplate, Response};
+use crate::peers::{self, InProcess};
+use crate::process::{self, Redis};
+use crate::BenchArgs;
+
+/// One HTTP target of the `GET /whoami` comparison.
+pub struct Target {
+    /// Its name in the tables.
+    pub name: &'static str,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// What is requested (`/whoami`, or `/` for the ceilings).
+    pub path: &'static str,
+    /// The `cookie` header sent.
+    pub cookie: String,
+}
+
+/// Everything a run started.
+pub struct Started {
+    /// The targets of `GET /whoami`, in start order.
+    pub targets: Vec<Target>,
+    /// The node under test (for `edge` or `login`).
+    pub node: Option<Node>,
+    /// The login form of the bench user on the node.
+    pub form: Bytes,
+    /// Why the actix-session + Redis peer was skipped, if it was.
+    pub redis_note: Option<String>,
+    candidate: Option<Node>,
+    hello: Option<Node>,
+    hello_in_process: Option<InProcess>,
+    redis: Option<(Redis, InProcess)>,
+}
+
+impl Started {
+    /// Stop the servers in the harness and the children (the node and
+    /// redis-server stop on drop).
+    pub async fn shutdown(self) {
+        drop(self.hello);
+        if let Some(server) = self.hello_in_process {
+            server.stop().await;
+        }
+        if let Some((redis, server)) = self.redis {
+            server.stop().await;
+            drop(redis);
+        }
+        drop(self.candidate);
+        drop(self.node);
+    }
+}
+
+/// A random password for the bench user.
+fn password() -> anyhow::Result<String> {
+    let mut raw = [0u8; 18];
+    getrandom::fill(&mut raw).context("OS random")?;
+    Ok(base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        raw,
+    ))
+}
+
+/// Start the targets `args` asks for, under `dir`, the peers with `workers`
+/// actix workers; one-shot requests run on `load`.
+pub async fn start(
+    args: &BenchArgs,
+    load: &tokio::runtime::Handle,
+    dir: &Path,
+    workers: usize,
+) -> anyhow::Result<Started> {
+    let wants = |what: &str| args.only.iter().any(|o| o == what);
+    let password = password()?;
+    let form = Bytes::from(format!("username={}&password={password}", peers::USER_ID));
+    let mut started = Started {
+        targets: Vec::new(),
+        node: None,
+        form: form.clone(),
+        redis_note: None,
+        candidate: None,
+        hello: None,
+        hello_in_process: None,
+        redis: None,
+    };
+
+    // The node under test, signed in once.
+    if wants("edge") || wants("login") {
+        let bin = match &args.server_bin {
+            Some(bin) => bin.clone(),
+            None => process::default_server_bin()?,
+        };
+        let wrapper: Vec<String> = args
+            .server_wrapper
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let node = start_edge(&bin, &wrapper, &dir.join("node"), &password)?;
+        println!(
+            "edge-session node: {} (binary {})",
+            node.addr,
+            bin.display()
+        );
+        if wants("edge") {
+            let target = edge_target(load, &node, form.clone(), EDGE).await?;
+            started.targets.push(target);
+        }
+        started.node = Some(node);
+    }
+    if let (Some(bin), true) = (&args.candidate_bin, wants("edge")) {
+        let node = start_edge(bin, &[], &dir.join("candidate"), &password)?;
+        let target = edge_target(load, &node, form.clone(), CANDIDATE).await?;
+        started.targets.push(target);
+        println!("candidate node: {} (binary {})", node.addr, bin.display());
+        started.candidate = Some(node);
+    }
+
+    // The ceiling runs in a child process, as the node does: a server in
+    // the load generator's own process is woken more cheaply (measured as
+    // `hello-inprocess`, not in the default set).
+    if wants("hello") {
+        let node = process::start_hello(workers)?;
+        let cookie = same_cookie(&started.targets);
+        started.targets.push(Target {
+            name: HELLO,
+            addr: node.addr,
+            path: "/",
+            cookie,
+        });
+        started.hello = Some(node);
+    }
+    if wants("hello-inprocess") {
+        let server = peers::hello(workers)?;
+        let cookie = same_cookie(&started.targets);
+        started.targets.push(Target {
+            name: HELLO_IN_PROCESS,
+            addr: server.addr,
+            path: "/",
+            cookie,
+        });
+        started.hello_in_process = Some(server);
+    }
+    if wants("redis") {
+        start_redis(args, load, workers, &mut started).await?;
+    }
+    Ok(started)
+}
+
+/// An edge-session node from `bin` (prefixed by `wrapper`) in `dir`, whose
+/// bench user signs in with `password`.
+fn start_edge(bin: &Path, wrapper: &[String], dir: &Path, password: &str) -> anyhow::Result<Node> {
+    let hash = edge_session::http::auth::hash_password(password)
+        .map_err(|e| anyhow::anyhow!("hashing the bench user's password: {e}"))?;
+    std::fs::create_dir_all(dir)?;
+    process::start_node(bin, wrapper, dir, peers::USER_ID, &hash)
+}
+
+/// actix-session over a fresh `redis-server`, signed in, as a target; or a
+/// note saying why it is skipped.
+async fn start_redis(
+    args: &BenchArgs,
+    load: &tokio::runtime::Handle,
+    workers: usize,
+    started: &mut Started,
+) -> anyhow::Result<()> {
+    let Some(program) = process::which(&args.redis_server) else {
+        let note = format!(
+            "actix-session+redis: skipped: `{}` is not installed (Debian/Ubuntu: `sudo apt-get install redis-server`, or pass --redis-server PATH)",
+            args.redis_server
+        );
+        println!("{note}");
+        started.redis_note = Some(note);
+        return Ok(());
+    };
+    let redis = Redis::start(&program)?;
+    let server = peers::actix_session_redis(&redis.url(), workers).await?;
+    let cookie = sign_in(
+        load,
+        server.addr,
+        Bytes::new(),
+        "id",
+        StatusCode::OK,
+        "/whoami",
+    )
+    .await?;
+    started.targets.push(Target {
+        name: REDIS,
+        addr: server.addr,
+        path: "/whoami",
+        cookie,
+    });
+    println!(
+        "actix-session+redis: {} over redis-server {}",
+        server.addr, redis.addr
+    );
+    started.redis = Some((redis, server));
+    Ok(())
+}
+
+/// An edge-session node as a `GET /whoami` target named `name`: signed in
+/// through its login form.
+async fn edge_target(
+    load: &tokio::runtime::Handle,
+    node: &Node,
+    form: Bytes,
+    name: &'static str,
+) -> anyhow::Result<Target> {
+    let cookie = sign_in(
+        load,
+        node.addr,
+        form,
+        "__Host-sid",
+        StatusCode::SEE_OTHER,
+        "/whoami",
+    )
+    .await
+    .with_context(|| format!("signing in on {name}; its output:\n{}", node.output()))?;
+    Ok(Target {
+        name,
+        addr: node.addr,
+        path: "/whoami",
+        cookie,
+    })
+}
+
+/// The cookie header of the first target, so every target reads the same
+/// request bytes (the ceilings ignore it).
+fn same_cookie(targets: &[Target]) -> String {
+    targets.first().map_or_else(
+        || format!("__Host-sid={}", "A".repeat(43)),
+        |t| t.cookie.clone(),
+    )
+}
+
+/// Send one request on a fresh connection, on the load runtime.
+async fn once(
+    load: &tokio::runtime::Handle,
+    addr: SocketAddr,
+    method: Method,
+    path: &'static str,
+    headers: Vec<(&'static str, String)>,
+    body: Bytes,
+) -> anyhow::Result<Response> {
+    load.spawn(async move {
+        let req = RequestTemplate::new(addr, method, path, &headers, body)?;
+        Connection::open(addr).await?.send(&req).await
+    })
+    .await?
+}
+
+/// Sign in on `addr` (`POST /login` with `form`, answered `expect` with a
+/// cookie `cookie_name`) and check that `GET whoami` then answers 200 with
+/// the bench user. Returns the cookie (`name=value`).
+pub async fn sign_in(
+    load: &tokio::runtime::Handle,
+    addr: SocketAddr,
+    form: Bytes,
+    cookie_name: &str,
+    expect: StatusCode,
+    whoami: &'static str,
+) -> anyhow::Result<String> {
+    let res = once(
+        load,
+        addr,
+        Method::POST,
+        "/login",
+        vec![(
+            "content-type",
+            "application/x-www-form-urlencoded".to_owned(),
+        )],
+        form,
+    )
+    .await?;
+    anyhow::ensure!(
+        res.status == expect,
+        "POST /login on {addr} answered {} (expected {expect})",
+        res.status
+    );
+    let cookie = res
+        .cookie(cookie_name)
+        .with_context(|| format!("POST /login on {addr} set no `{cookie_name}` cookie"))?;
+    let check = once(
+        load,
+        addr,
+        Method::GET,
+        whoami,
+        vec![("cookie", cookie.clone())],
+        Bytes::new(),
+    )
+    .await?;
+    anyhow::ensure!(
+        check.status == StatusCode::OK
+            && String::from_utf8_lossy(&check.body).contains(peers::USER_ID),
+        "GET {whoami} on {addr} with the login cookie answered {} {:?}",
+        check.status,
+        check.body
+    );
+    Ok(cookie)
+}
