@@ -5,6 +5,7 @@
 //! found is a gap and done, throttling keeps the iterator and backs off.
 
 use super::shards::Position;
+use crate::error::is_throttling;
 
 /// A failed `GetShardIterator` or `GetRecords`, by what the follower does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,11 +37,7 @@ pub(super) fn failure_of_code(code: &str, server_error: bool) -> Failure {
         "ExpiredIteratorException" => Failure::Expired,
         "TrimmedDataAccessException" => Failure::Trimmed,
         "ResourceNotFoundException" => Failure::Gone,
-        "LimitExceededException"
-        | "ThrottlingException"
-        | "Throttling"
-        | "ProvisionedThroughputExceededException"
-        | "RequestLimitExceeded" => Failure::Throttled,
+        _ if is_throttling(code) => Failure::Throttled,
         "InternalServerError" | "ServiceUnavailable" => Failure::Unavailable,
         _ if server_error => Failure::Unavailable,
         _ => Failure::Rejected,
