@@ -1,7 +1,7 @@
 //! The follow loop: [`FollowLoop`] carries what one round leaves to the next
 //! (the current stream, the shards, when to list them again), and its steps
 //! (`discover`, `poll_due`, `handle_fetched`, `publish`, `sleep`) are what
-//! [`StreamFollower::run`](super::StreamFollower::run) strings together.
+//! `StreamFollower::run` strings together.
 //! [`Follower`] is the part that does not change while it runs: the clients,
 //! the checkpoint store, the settings and the status handle; it hands batches
 //! over (`deliver`) and checkpoints them once accepted (`checkpoint`).

@@ -15,7 +15,7 @@ pub enum ColdStart {
     TrimHorizon,
 }
 
-/// Tuning of a [`StreamFollower`]. Every field has a default.
+/// Tuning of a [`StreamFollower`](crate::StreamFollower). Every field has a default.
 #[derive(Debug, Clone)]
 pub struct FollowerSettings {
     /// Sleep of a shard after an empty `GetRecords` (the propagation delay

@@ -36,7 +36,7 @@ pub(super) struct Start {
     pub(super) cold_start: ColdStart,
 }
 
-/// Where a shard with no iterator yet begins (see the module docs).
+/// Where a shard with no iterator yet begins (see the stream module's docs).
 pub(super) fn initial_position(
     checkpoint: Option<String>,
     parent_listed: bool,
