@@ -71,6 +71,22 @@ pub enum RotateConflict {
     EpochChanged,
 }
 
+/// The error codes with which DynamoDB and DynamoDB Streams refuse a call
+/// for lack of capacity (the request itself was fine): retried by the SDK,
+/// then treated as no answer.
+const THROTTLING_CODES: [&str; 5] = [
+    "ThrottlingException",
+    "Throttling",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "LimitExceededException",
+];
+
+/// Whether `code` is one of DynamoDB's throttling error codes.
+pub(crate) fn is_throttling(code: &str) -> bool {
+    THROTTLING_CODES.contains(&code)
+}
+
 /// Whether DynamoDB answered at all, and with what.
 fn kind_of<E>(err: &SdkError<E, HttpResponse>) -> ErrorKind
 where
@@ -80,12 +96,8 @@ where
         SdkError::ServiceError(service) => {
             let code = service.err().code().unwrap_or("Unknown");
             match code {
-                "ThrottlingException"
-                | "ProvisionedThroughputExceededException"
-                | "RequestLimitExceeded"
-                | "InternalServerError"
-                | "ServiceUnavailable"
-                | "LimitExceededException" => ErrorKind::Unavailable,
+                _ if is_throttling(code) => ErrorKind::Unavailable,
+                "InternalServerError" | "ServiceUnavailable" => ErrorKind::Unavailable,
                 _ if service.raw().status().is_server_error() => ErrorKind::Unavailable,
                 _ => ErrorKind::Rejected,
             }
@@ -134,4 +146,25 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_codes_are_the_capacity_refusals() {
+        for code in [
+            "ThrottlingException",
+            "Throttling",
+            "ProvisionedThroughputExceededException",
+            "RequestLimitExceeded",
+            "LimitExceededException",
+        ] {
+            assert!(is_throttling(code), "{code}");
+        }
+        for code in ["ValidationException", "InternalServerError", "Unknown"] {
+            assert!(!is_throttling(code), "{code}");
+        }
+    }
 }
