@@ -49,7 +49,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use edge_session_sync::{DynamoTier, Item, StoreError};
+use edge_session_sync::{DynamoError, DynamoTier, Item};
 
 use crate::cache::{CacheError, SledCache};
 use crate::codec::DecodeError;
@@ -181,7 +181,7 @@ pub struct DrainReport {
 pub enum Error {
     /// DynamoDB did not complete the call.
     #[error(transparent)]
-    Dynamo(#[from] StoreError),
+    Dynamo(#[from] DynamoError),
     /// The local cache failed.
     #[error(transparent)]
     Cache(#[from] CacheError),
@@ -235,7 +235,7 @@ impl Default for StoreSettings {
     }
 }
 
-type Fetch = Result<Option<Item>, StoreError>;
+type Fetch = Result<Option<Item>, DynamoError>;
 
 /// The two-tier session store. Cheap to clone.
 #[derive(Clone)]

@@ -1,7 +1,7 @@
 //! Writes of a session's content: `create` and `update` (their rows in the
 //! table of the [store](super) module doc).
 
-use edge_session_sync::{Conflict, EpochGuard, StoreError};
+use edge_session_sync::{Conflict, DynamoError, EpochGuard};
 
 use super::{item_of, Error, NewSession, Session, SessionChange, TieredStore};
 use crate::cache::FillOutcome;
@@ -75,7 +75,7 @@ impl TieredStore {
                 return Ok((token, Session { key, record }));
             }
         }
-        Err(Error::Dynamo(StoreError::new_unavailable(
+        Err(Error::Dynamo(DynamoError::new_unavailable(
             "create",
             "the user's revocation epoch kept moving",
         )))

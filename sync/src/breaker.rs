@@ -13,7 +13,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::error::{ErrorKind, StoreError};
+use crate::error::{DynamoError, ErrorKind};
 
 /// Breaker tuning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,11 +56,11 @@ impl Breaker {
     }
 
     /// Let a call through, or fail it fast while open.
-    pub fn admit(&self, op: &'static str) -> Result<(), StoreError> {
+    pub fn admit(&self, op: &'static str) -> Result<(), DynamoError> {
         self.admit_at(op, Instant::now())
     }
 
-    fn admit_at(&self, op: &'static str, now: Instant) -> Result<(), StoreError> {
+    fn admit_at(&self, op: &'static str, now: Instant) -> Result<(), DynamoError> {
         let mut state = self
             .state
             .lock()
@@ -70,7 +70,7 @@ impl Breaker {
             Some(until) if now < until => {
                 metrics::counter!("edge_session_dynamodb_breaker_rejections_total", "op" => op)
                     .increment(1);
-                Err(StoreError::new(
+                Err(DynamoError::new(
                     op,
                     ErrorKind::Unavailable,
                     format!(

@@ -21,7 +21,7 @@ pub enum ErrorKind {
 /// A DynamoDB call that did not complete.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("dynamodb {op} failed ({kind:?}): {message}")]
-pub struct StoreError {
+pub struct DynamoError {
     /// The operation (`get`, `create`, `rotate`, ...).
     pub op: &'static str,
     /// How to treat it.
@@ -31,9 +31,9 @@ pub struct StoreError {
     pub message: String,
 }
 
-impl StoreError {
+impl DynamoError {
     pub(crate) fn new(op: &'static str, kind: ErrorKind, message: impl Into<String>) -> Self {
-        StoreError {
+        DynamoError {
             op,
             kind,
             message: message.into(),
@@ -117,8 +117,8 @@ where
     kind_of(err) == ErrorKind::Unavailable
 }
 
-/// Classify an SDK error into a [`StoreError`].
-pub(crate) fn classify<E>(op: &'static str, err: &SdkError<E, HttpResponse>) -> StoreError
+/// Classify an SDK error into a [`DynamoError`].
+pub(crate) fn classify<E>(op: &'static str, err: &SdkError<E, HttpResponse>) -> DynamoError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -133,7 +133,7 @@ where
         }
         _ => error_chain(err),
     };
-    StoreError::new(op, kind_of(err), message)
+    DynamoError::new(op, kind_of(err), message)
 }
 
 /// The error and its sources on one line.

@@ -4,7 +4,7 @@
 //!
 //! - [`item`]: the table's item shape ([`Item`]) and its pure mapping to and
 //!   from DynamoDB attribute maps.
-//! - [`error`]: [`StoreError`] (the call did not complete) and the expected
+//! - [`error`]: [`DynamoError`] (the call did not complete) and the expected
 //!   outcomes that are values, not errors ([`Conflict`], [`RotateConflict`]).
 //! - [`client`]: building an SDK client for a real endpoint or the embedded one,
 //!   with the SDK's own timeouts and retry policy.
@@ -30,7 +30,7 @@ mod tier;
 
 pub use breaker::BreakerSettings;
 pub use client::{ClientSettings, Endpoint};
-pub use error::{Conflict, ErrorKind, RotateConflict, StoreError};
+pub use error::{Conflict, DynamoError, ErrorKind, RotateConflict};
 pub use item::{Item, ItemError, SID_LEN};
 pub use stream::{
     CheckpointError, Checkpoints, ColdStart, FollowerSettings, FollowerStatus, Invalidation,

@@ -27,7 +27,7 @@ use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
 use crate::breaker::{Breaker, BreakerSettings};
-use crate::error::{classify, is_unreachable, Conflict, ErrorKind, RotateConflict, StoreError};
+use crate::error::{classify, is_unreachable, Conflict, DynamoError, ErrorKind, RotateConflict};
 use crate::item::{self, Item, SID_LEN};
 
 /// Every DynamoDB call goes through `timed`: the circuit breaker admits it
@@ -41,7 +41,7 @@ where
         self,
         op: &'static str,
         breaker: &Breaker,
-    ) -> impl std::future::Future<Output = Result<Self::Output, StoreError>> {
+    ) -> impl std::future::Future<Output = Result<Self::Output, DynamoError>> {
         async move {
             breaker.admit(op)?;
             let started = std::time::Instant::now();
@@ -94,8 +94,8 @@ pub struct ProvisionReport {
     pub ttl_enabled: bool,
 }
 
-fn malformed(op: &'static str, err: impl std::fmt::Display) -> StoreError {
-    StoreError::new(op, ErrorKind::Malformed, err.to_string())
+fn malformed(op: &'static str, err: impl std::fmt::Display) -> DynamoError {
+    DynamoError::new(op, ErrorKind::Malformed, err.to_string())
 }
 
 impl DynamoTier {
@@ -133,7 +133,7 @@ impl DynamoTier {
     }
 
     /// Put a new item, conditional on no item having its `sid`.
-    pub async fn create(&self, item: &Item) -> Result<Result<(), Conflict>, StoreError> {
+    pub async fn create(&self, item: &Item) -> Result<Result<(), Conflict>, DynamoError> {
         let result = self
             .client
             .put_item()
@@ -158,7 +158,7 @@ impl DynamoTier {
     }
 
     /// Strongly consistent read of one item.
-    pub async fn get(&self, sid: &[u8; SID_LEN]) -> Result<Option<Item>, StoreError> {
+    pub async fn get(&self, sid: &[u8; SID_LEN]) -> Result<Option<Item>, DynamoError> {
         let out = self
             .client
             .get_item()
@@ -178,7 +178,7 @@ impl DynamoTier {
     }
 
     /// Strongly consistent read of `ver` alone: the cheap lease check.
-    pub async fn get_version(&self, sid: &[u8; SID_LEN]) -> Result<Option<u64>, StoreError> {
+    pub async fn get_version(&self, sid: &[u8; SID_LEN]) -> Result<Option<u64>, DynamoError> {
         let out = self
             .client
             .get_item()
@@ -204,7 +204,7 @@ impl DynamoTier {
         &self,
         item: &Item,
         expected_ver: u64,
-    ) -> Result<Result<(), Conflict>, StoreError> {
+    ) -> Result<Result<(), Conflict>, DynamoError> {
         let result = self
             .client
             .put_item()
@@ -238,14 +238,14 @@ impl DynamoTier {
         old_ver: u64,
         new: &Item,
         guard: Option<EpochGuard>,
-    ) -> Result<Result<(), RotateConflict>, StoreError> {
+    ) -> Result<Result<(), RotateConflict>, DynamoError> {
         let delete = Delete::builder()
             .table_name(&self.table)
             .set_key(Some(item::key(old_sid)))
             .condition_expression("ver = :expected")
             .expression_attribute_values(":expected", AttributeValue::N(old_ver.to_string()))
             .build()
-            .map_err(|e| StoreError::new("rotate", ErrorKind::Rejected, e.to_string()))?;
+            .map_err(|e| DynamoError::new("rotate", ErrorKind::Rejected, e.to_string()))?;
         let mut items = vec![
             TransactWriteItem::builder().delete(delete).build(),
             self.put_new(new, "rotate")?,
@@ -264,7 +264,7 @@ impl DynamoTier {
         &self,
         new: &Item,
         guard: EpochGuard,
-    ) -> Result<Result<(), RotateConflict>, StoreError> {
+    ) -> Result<Result<(), RotateConflict>, DynamoError> {
         let items = vec![
             self.put_new(new, "create")?,
             self.epoch_check(&guard, "create")?,
@@ -277,13 +277,13 @@ impl DynamoTier {
         .await
     }
 
-    fn put_new(&self, new: &Item, op: &'static str) -> Result<TransactWriteItem, StoreError> {
+    fn put_new(&self, new: &Item, op: &'static str) -> Result<TransactWriteItem, DynamoError> {
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(new.to_attributes()))
             .condition_expression("attribute_not_exists(sid)")
             .build()
-            .map_err(|e| StoreError::new(op, ErrorKind::Rejected, e.to_string()))?;
+            .map_err(|e| DynamoError::new(op, ErrorKind::Rejected, e.to_string()))?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
@@ -291,7 +291,7 @@ impl DynamoTier {
         &self,
         guard: &EpochGuard,
         op: &'static str,
-    ) -> Result<TransactWriteItem, StoreError> {
+    ) -> Result<TransactWriteItem, DynamoError> {
         // Epoch 0 is "never revoked": the item may not exist yet.
         let condition = if guard.epoch == 0 {
             "attribute_not_exists(sid) OR ver = :epoch"
@@ -304,7 +304,7 @@ impl DynamoTier {
             .condition_expression(condition)
             .expression_attribute_values(":epoch", AttributeValue::N(guard.epoch.to_string()))
             .build()
-            .map_err(|e| StoreError::new(op, ErrorKind::Rejected, e.to_string()))?;
+            .map_err(|e| DynamoError::new(op, ErrorKind::Rejected, e.to_string()))?;
         Ok(TransactWriteItem::builder().condition_check(check).build())
     }
 
@@ -315,7 +315,7 @@ impl DynamoTier {
         op: &'static str,
         items: Vec<TransactWriteItem>,
         roles: &[RotateConflict],
-    ) -> Result<Result<(), RotateConflict>, StoreError> {
+    ) -> Result<Result<(), RotateConflict>, DynamoError> {
         let result = self
             .client
             .transact_write_items()
@@ -334,7 +334,7 @@ impl DynamoTier {
                         .collect();
                     match cancellation_outcome(&codes, roles) {
                         Some(conflict) => Ok(Err(conflict)),
-                        None => Err(StoreError::new(
+                        None => Err(DynamoError::new(
                             op,
                             ErrorKind::Unavailable,
                             format!("transaction cancelled: {codes:?}"),
@@ -351,7 +351,7 @@ impl DynamoTier {
 
     /// A user's revocation epoch (0 when the user was never revoked):
     /// strongly consistent.
-    pub async fn user_epoch(&self, epoch_sid: &[u8; SID_LEN]) -> Result<u64, StoreError> {
+    pub async fn user_epoch(&self, epoch_sid: &[u8; SID_LEN]) -> Result<u64, DynamoError> {
         Ok(self.get_version(epoch_sid).await?.unwrap_or(0))
     }
 
@@ -361,7 +361,7 @@ impl DynamoTier {
         &self,
         epoch_sid: &[u8; SID_LEN],
         exp: u64,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<u64, DynamoError> {
         let out = self
             .client
             .update_item()
@@ -383,7 +383,7 @@ impl DynamoTier {
     /// Delete the item whatever its version (a revocation must win over any
     /// concurrent write). Returns the deleted item's `ver`, `None` if there
     /// was none. Idempotent.
-    pub async fn delete(&self, sid: &[u8; SID_LEN]) -> Result<Option<u64>, StoreError> {
+    pub async fn delete(&self, sid: &[u8; SID_LEN]) -> Result<Option<u64>, DynamoError> {
         let out = self
             .client
             .delete_item()
@@ -407,7 +407,7 @@ impl DynamoTier {
     }
 
     /// Every item bound to `uid`, through the GSI (eventually consistent).
-    pub async fn list_by_user(&self, uid: &str) -> Result<Vec<Item>, StoreError> {
+    pub async fn list_by_user(&self, uid: &str) -> Result<Vec<Item>, DynamoError> {
         let mut items = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
@@ -434,7 +434,7 @@ impl DynamoTier {
     }
 
     /// Cheap reachability check: the table exists and answers.
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub async fn ping(&self) -> Result<(), DynamoError> {
         self.client
             .describe_table()
             .table_name(&self.table)
@@ -447,7 +447,7 @@ impl DynamoTier {
 
     /// Create the table (key `sid`, GSI `uid-index`, stream NEW_AND_OLD_IMAGES,
     /// TTL on `exp`) or check that an existing one has that shape. Idempotent.
-    pub async fn provision(&self) -> Result<ProvisionReport, StoreError> {
+    pub async fn provision(&self) -> Result<ProvisionReport, DynamoError> {
         let op = "provision";
         let created = match self
             .client
@@ -467,14 +467,14 @@ impl DynamoTier {
                             .build(),
                     )
                     .build()
-                    .map_err(|e| StoreError::new(op, ErrorKind::Rejected, e.to_string()))?,
+                    .map_err(|e| DynamoError::new(op, ErrorKind::Rejected, e.to_string()))?,
             )
             .stream_specification(
                 StreamSpecification::builder()
                     .stream_enabled(true)
                     .stream_view_type(StreamViewType::NewAndOldImages)
                     .build()
-                    .map_err(|e| StoreError::new(op, ErrorKind::Rejected, e.to_string()))?,
+                    .map_err(|e| DynamoError::new(op, ErrorKind::Rejected, e.to_string()))?,
             )
             .send()
             .await
@@ -515,7 +515,7 @@ impl DynamoTier {
                         .enabled(true)
                         .attribute_name(item::EXP)
                         .build()
-                        .map_err(|e| StoreError::new(op, ErrorKind::Rejected, e.to_string()))?,
+                        .map_err(|e| DynamoError::new(op, ErrorKind::Rejected, e.to_string()))?,
                 )
                 .send()
                 .await
@@ -527,7 +527,7 @@ impl DynamoTier {
         })
     }
 
-    async fn wait_active(&self) -> Result<(), StoreError> {
+    async fn wait_active(&self) -> Result<(), DynamoError> {
         for _ in 0..600 {
             let out = self
                 .client
@@ -541,7 +541,7 @@ impl DynamoTier {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Err(StoreError::new(
+        Err(DynamoError::new(
             "provision",
             ErrorKind::Unavailable,
             "table did not become ACTIVE within 120 s",
@@ -549,7 +549,7 @@ impl DynamoTier {
     }
 
     /// An existing table must have the key, the GSI and a stream we can follow.
-    async fn check_shape(&self) -> Result<(), StoreError> {
+    async fn check_shape(&self) -> Result<(), DynamoError> {
         let op = "provision";
         let table = describe(&self.client, &self.table, op).await?;
         let mut problems = Vec::new();
@@ -583,7 +583,7 @@ impl DynamoTier {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(StoreError::new(
+            Err(DynamoError::new(
                 op,
                 ErrorKind::Rejected,
                 format!(
@@ -596,20 +596,20 @@ impl DynamoTier {
     }
 }
 
-fn attr_def(name: &str, ty: ScalarAttributeType) -> Result<AttributeDefinition, StoreError> {
+fn attr_def(name: &str, ty: ScalarAttributeType) -> Result<AttributeDefinition, DynamoError> {
     AttributeDefinition::builder()
         .attribute_name(name)
         .attribute_type(ty)
         .build()
-        .map_err(|e| StoreError::new("provision", ErrorKind::Rejected, e.to_string()))
+        .map_err(|e| DynamoError::new("provision", ErrorKind::Rejected, e.to_string()))
 }
 
-fn hash_key(name: &str) -> Result<KeySchemaElement, StoreError> {
+fn hash_key(name: &str) -> Result<KeySchemaElement, DynamoError> {
     KeySchemaElement::builder()
         .attribute_name(name)
         .key_type(KeyType::Hash)
         .build()
-        .map_err(|e| StoreError::new("provision", ErrorKind::Rejected, e.to_string()))
+        .map_err(|e| DynamoError::new("provision", ErrorKind::Rejected, e.to_string()))
 }
 
 /// `DescribeTable` of `table`, its description required.
@@ -617,7 +617,7 @@ pub(crate) async fn describe(
     client: &Client,
     table: &str,
     op: &'static str,
-) -> Result<aws_sdk_dynamodb::types::TableDescription, StoreError> {
+) -> Result<aws_sdk_dynamodb::types::TableDescription, DynamoError> {
     let out = client
         .describe_table()
         .table_name(table)
@@ -625,7 +625,7 @@ pub(crate) async fn describe(
         .await
         .map_err(|err| classify(op, &err))?;
     out.table
-        .ok_or_else(|| StoreError::new(op, ErrorKind::Malformed, "no table description"))
+        .ok_or_else(|| DynamoError::new(op, ErrorKind::Malformed, "no table description"))
 }
 
 /// Map a cancelled transaction's reasons (in item order) to an outcome:

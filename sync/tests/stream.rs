@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use edge_session_sync::{
-    ClientSettings, DynamoTier, Endpoint, ErrorKind, FollowerSettings, FollowerStatus,
-    Invalidation, InvalidationKind, Item, MemoryCheckpoints, StoreError, StreamFollower, SID_LEN,
+    ClientSettings, DynamoError, DynamoTier, Endpoint, ErrorKind, FollowerSettings, FollowerStatus,
+    Invalidation, InvalidationKind, Item, MemoryCheckpoints, StreamFollower, SID_LEN,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -298,7 +298,7 @@ async fn create_and_delete(tier: &DynamoTier, byte: u8) {
 /// A running follower whose sink forwards every batch to `batches`.
 struct Running {
     stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), StoreError>>,
+    task: tokio::task::JoinHandle<Result<(), DynamoError>>,
     status: FollowerStatus,
     batches: mpsc::UnboundedReceiver<Vec<Invalidation>>,
 }

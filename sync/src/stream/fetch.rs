@@ -12,18 +12,18 @@ use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
 
 use super::recovery::{failure_of_code, Failure, Op};
 use super::shards::{Listed, Position};
-use crate::error::{classify, ErrorKind, StoreError};
+use crate::error::{classify, DynamoError, ErrorKind};
 
 /// The table's current stream ARN.
 pub(super) async fn stream_arn(
     dynamodb: &aws_sdk_dynamodb::Client,
     table: &str,
-) -> Result<String, StoreError> {
+) -> Result<String, DynamoError> {
     let op = "stream_follower";
     let description = crate::tier::describe(dynamodb, table, op).await?;
     match description.latest_stream_arn() {
         Some(arn) if !arn.is_empty() => Ok(arn.to_owned()),
-        _ => Err(StoreError::new(
+        _ => Err(DynamoError::new(
             op,
             ErrorKind::Rejected,
             format!("table `{table}` has no stream to follow"),
@@ -35,7 +35,7 @@ pub(super) async fn stream_arn(
 pub(super) async fn list_shards(
     streams: &aws_sdk_dynamodbstreams::Client,
     arn: &str,
-) -> Result<Vec<Listed>, StoreError> {
+) -> Result<Vec<Listed>, DynamoError> {
     let mut listed = Vec::new();
     let mut seen = HashSet::new();
     let mut start: Option<String> = None;
@@ -48,7 +48,7 @@ pub(super) async fn list_shards(
             .await
             .map_err(|err| classify("describe_stream", &err))?;
         let description = out.stream_description().ok_or_else(|| {
-            StoreError::new(
+            DynamoError::new(
                 "describe_stream",
                 ErrorKind::Malformed,
                 "no stream description",

@@ -25,7 +25,7 @@ use super::recovery::recover;
 use super::settings::FollowerSettings;
 use super::shards::{Listed, Position, ShardState, Shards, Start};
 use super::status::FollowerStatus;
-use crate::error::StoreError;
+use crate::error::DynamoError;
 
 /// What the follower talks to and reports through.
 pub(super) struct Follower {
@@ -69,7 +69,7 @@ impl FollowLoop {
     pub(super) async fn start<S: Future>(
         follower: Follower,
         mut shutdown: Pin<&mut S>,
-    ) -> Result<Option<FollowLoop>, StoreError> {
+    ) -> Result<Option<FollowLoop>, DynamoError> {
         let mut failures = 0;
         let arn = loop {
             let Some(found) = unless_shutdown(shutdown.as_mut(), follower.stream_arn()).await
@@ -264,7 +264,7 @@ pub(super) async fn collect<S: Future>(
 
 impl Follower {
     /// The table's current stream ARN.
-    async fn stream_arn(&self) -> Result<String, StoreError> {
+    async fn stream_arn(&self) -> Result<String, DynamoError> {
         stream_arn(&self.dynamodb, &self.table).await
     }
 
@@ -474,7 +474,7 @@ fn count_error(kind: &'static str) {
 #[derive(Debug, thiserror::Error)]
 enum DiscoveryError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] DynamoError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
 }

@@ -107,7 +107,7 @@ pub use record::{Invalidation, InvalidationKind};
 pub use settings::{ColdStart, FollowerSettings};
 pub use status::FollowerStatus;
 
-use crate::error::StoreError;
+use crate::error::DynamoError;
 use follow::{collect, FollowLoop, Follower};
 
 /// Follows the table's stream; see the [module docs](self).
@@ -157,7 +157,7 @@ impl StreamFollower {
     ///
     /// Returns `Ok` on shutdown, and an error only when the table is missing
     /// or has no stream at start-up; every later failure is retried.
-    pub async fn run<F, Fut, E>(self, mut sink: F, shutdown: impl Future) -> Result<(), StoreError>
+    pub async fn run<F, Fut, E>(self, mut sink: F, shutdown: impl Future) -> Result<(), DynamoError>
     where
         F: FnMut(Vec<Invalidation>) -> Fut,
         Fut: Future<Output = Result<(), E>>,
