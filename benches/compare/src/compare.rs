@@ -6,25 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::measure::{self, Logins, Timing};
+use crate::args::BenchArgs;
+use crate::measure;
 use crate::report;
+use crate::results::{Logins, Timing};
 use crate::start;
-use crate::BenchArgs;
-
-/// The node under test.
-pub const EDGE: &str = "edge-session";
-/// A second edge-session binary (`--candidate-bin`).
-pub const CANDIDATE: &str = "edge-session (candidate)";
-/// The hello-world ceiling, in a child process.
-pub const HELLO: &str = "hello (ceiling)";
-/// The hello-world ceiling, in the harness process.
-pub const HELLO_IN_PROCESS: &str = "hello (in-process)";
-/// actix-session 0.11 over Redis.
-pub const REDIS: &str = "actix-session+redis";
-/// The raw DynamoDB transaction a login wraps.
-pub const RAW: &str = "raw TransactWriteItems";
-/// The store's login.
-pub const REGENERATE: &str = "TieredStore::regenerate";
 
 /// Run the whole comparison: the targets in an actix `System` on this
 /// thread, the load generator on a runtime of its own.

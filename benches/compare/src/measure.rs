@@ -17,29 +17,12 @@ use edge_session_bench::node::Node;
 use hyper::header::HeaderValue;
 use hyper::{Method, StatusCode};
 
-use crate::compare::{RAW, REGENERATE};
+use crate::args::BenchArgs;
 use crate::load::{drive, Connection, Http, Op, RequestTemplate, Sample};
 use crate::login::LoginBench;
-use crate::report::Measured;
+use crate::names::{RAW, REGENERATE};
+use crate::results::{Logins, Measured, Timing};
 use crate::start::{sign_in, Target};
-use crate::BenchArgs;
-
-/// How long each slice warms up and records.
-#[derive(Clone, Copy)]
-pub struct Timing {
-    /// Unrecorded warm-up before each slice.
-    pub warmup: Duration,
-    /// Recorded time of one `GET /whoami` slice (one round's share).
-    pub per_round: Duration,
-}
-
-/// What the login comparison measured.
-pub struct Logins {
-    /// `RAW` and `REGENERATE` at every login concurrency.
-    pub rows: Vec<Measured>,
-    /// Parts of a login timed alone (c=1).
-    pub parts: Vec<(&'static str, Sample)>,
-}
 
 /// `GET path` on every target at every concurrency, once per round.
 pub async fn whoami(

@@ -9,41 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use plotters::prelude::*;
 
-use crate::compare::{CANDIDATE, EDGE, HELLO, RAW, REDIS, REGENERATE};
-use crate::load::Sample;
-use crate::measure::Logins;
-use crate::BenchArgs;
-
-/// One scenario (target × concurrency) over all rounds.
-#[derive(Clone)]
-pub struct Measured {
-    /// What was measured (`edge-session`, `hello (ceiling)`, ...).
-    pub target: String,
-    /// Connections (or workers) in flight.
-    pub concurrency: usize,
-    /// All rounds merged.
-    pub sample: Sample,
-    /// Operations per second of each round, in order.
-    pub round_rates: Vec<f64>,
-}
-
-impl Measured {
-    /// Nothing measured yet.
-    pub fn new(target: &str, concurrency: usize) -> Self {
-        Measured {
-            target: target.to_owned(),
-            concurrency,
-            sample: Sample::empty(),
-            round_rates: Vec::new(),
-        }
-    }
-
-    /// Add one round.
-    pub fn add(&mut self, round: &Sample) {
-        self.round_rates.push(round.rate());
-        self.sample.merge(round);
-    }
-}
+use crate::args::BenchArgs;
+use crate::names::{CANDIDATE, EDGE, HELLO, RAW, REDIS, REGENERATE};
+use crate::results::{Logins, Measured};
 
 /// The median of `values` (`NaN` when empty).
 pub fn median(values: &[f64]) -> f64 {

@@ -15,11 +15,11 @@ use anyhow::Context as _;
 use edge_session_bench::node::Node;
 use hyper::{Method, StatusCode};
 
-use crate::compare::{CANDIDATE, EDGE, HELLO, HELLO_IN_PROCESS, REDIS};
+use crate::args::BenchArgs;
 use crate::load::{Connection, RequestTemplate, Response};
+use crate::names::{CANDIDATE, EDGE, HELLO, HELLO_IN_PROCESS, REDIS};
 use crate::peers::{self, InProcess};
 use crate::process::{self, Redis};
-use crate::BenchArgs;
 
 /// One HTTP target of the `GET /whoami` comparison.
 pub struct Target {

@@ -1,0 +1,52 @@
+//! The flags of a comparison run.
+
+use std::path::PathBuf;
+
+/// Flags of a comparison run.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Seconds measured per scenario, split evenly over the rounds.
+    #[arg(long, default_value_t = 6.0)]
+    pub(crate) duration: f64,
+    /// Seconds of unrecorded warm-up before each measured slice.
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) warmup: f64,
+    /// Rounds: each scenario runs once per round, beside all the others.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) rounds: usize,
+    /// Connections for `GET /whoami` (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    pub(crate) concurrency: Vec<usize>,
+    /// Rounds of the login comparison (short, alternating: the disk is
+    /// shared and noisy, the median of many round ratios is not).
+    #[arg(long, default_value_t = 10)]
+    pub(crate) login_rounds: usize,
+    /// Concurrency levels of the login comparison (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    pub(crate) login_concurrency: Vec<usize>,
+    /// Threads of the load generator's runtime.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) client_threads: usize,
+    /// The edge-session binary to measure (default: `edge-session` beside
+    /// this executable, i.e. in the same target directory and profile).
+    #[arg(long)]
+    pub(crate) server_bin: Option<PathBuf>,
+    /// A second edge-session binary (e.g. a patched build) measured beside
+    /// the first, as target `edge-session (candidate)`.
+    #[arg(long)]
+    pub(crate) candidate_bin: Option<PathBuf>,
+    /// Prefix for the node's command line, e.g. `valgrind --tool=callgrind`
+    /// (split on whitespace).
+    #[arg(long)]
+    pub(crate) server_wrapper: Option<String>,
+    /// The `redis-server` program for the actix-session peer.
+    #[arg(long, default_value = "redis-server")]
+    pub(crate) redis_server: String,
+    /// What to run (comma-separated): edge, hello, redis, login; also
+    /// hello-inprocess (the ceiling served inside the harness process).
+    #[arg(long, value_delimiter = ',', default_value = "edge,hello,redis,login")]
+    pub(crate) only: Vec<String>,
+    /// Directory for whoami.csv, login.csv and whoami-latency.svg (created).
+    #[arg(long, default_value = "docs/perf")]
+    pub(crate) out: PathBuf,
+}
