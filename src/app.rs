@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 use tokio::sync::oneshot;
 
 use crate::coherence::{self, CoherenceSettings};
-use crate::config::Config;
+use crate::config::{Config, DynamoEndpoint};
 use crate::embedded::EmbeddedDynamo;
 use crate::http::{self, auth, AppState};
 use crate::record::Policy;
@@ -58,8 +58,8 @@ pub async fn dynamo_tier(
     provision: bool,
 ) -> anyhow::Result<(DynamoTier, ClientSettings, Option<EmbeddedDynamo>)> {
     let d = &config.dynamodb;
-    let (endpoint, embedded) = match d.endpoint.as_str() {
-        "embedded" => {
+    let (endpoint, embedded) = match &d.endpoint {
+        DynamoEndpoint::Embedded => {
             let path = config.data_dir.join("dynamodb.sqlite3");
             let server =
                 EmbeddedDynamo::start_file(&path, Duration::from_secs(d.ttl_sweep_secs.max(1)))
@@ -68,17 +68,17 @@ pub async fn dynamo_tier(
                     })?;
             (Endpoint::Embedded(server.url()), Some(server))
         }
-        "aws" => (Endpoint::Aws, None),
-        url => match (&d.access_key_id, &d.secret_access_key) {
+        DynamoEndpoint::Aws => (Endpoint::Aws, None),
+        DynamoEndpoint::Url(url) => match (&d.access_key_id, &d.secret_access_key) {
             (Some(id), Some(secret)) => (
                 Endpoint::Static {
-                    url: url.to_owned(),
+                    url: url.clone(),
                     access_key_id: id.clone(),
                     secret_access_key: secret.expose_secret().to_owned(),
                 },
                 None,
             ),
-            _ => (Endpoint::Url(url.to_owned()), None),
+            _ => (Endpoint::Url(url.clone()), None),
         },
     };
     let settings = ClientSettings {
@@ -151,7 +151,7 @@ impl Application {
             metrics: telemetry::metrics_handle(),
         };
 
-        let listen = config.listen_addr();
+        let listen = config.server.listen;
         let listener = TcpListener::bind(listen)
             .with_context(|| format!("binding `server.listen` {listen}"))?;
         let addr = listener.local_addr().context("reading the bound address")?;

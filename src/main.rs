@@ -86,7 +86,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .filter(|u| u.demo)
         .map(|u| u.user_id.clone())
         .collect();
-    let listen = config.listen_addr();
+    let listen = config.server.listen;
     if !demo_users.is_empty() && !listen.ip().is_loopback() {
         tracing::warn!(
             users = ?demo_users,
