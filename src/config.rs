@@ -399,7 +399,15 @@ impl Config {
 
     fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
         let config: Config = figment.extract().map_err(|e| {
-            let errors: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            // Each error leads with its key as written in config.toml: figment
+            // names an environment variable's key in its own spelling.
+            let errors: Vec<String> = e
+                .into_iter()
+                .map(|e| match e.path.join(".") {
+                    key if key.is_empty() => e.to_string(),
+                    key => format!("`{key}`: {e}"),
+                })
+                .collect();
             ConfigError(format!("invalid configuration: {}", errors.join("; ")))
         })?;
         config.validate()?;
