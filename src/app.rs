@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 use crate::coherence::{self, CoherenceSettings};
 use crate::config::{Config, DynamoEndpoint};
 use crate::embedded::EmbeddedDynamo;
-use crate::http::{self, auth, AppState};
-use crate::record::Policy;
+use crate::http::{self, AppState};
+use crate::record::{now, Policy};
 use crate::store::StoreSettings;
 use crate::sync::{BreakerSettings, ClientSettings, DynamoTier, Endpoint};
 use crate::{telemetry, SledCache, TieredStore};
@@ -141,15 +141,7 @@ impl Application {
             on_unreachable: config.on_unreachable(),
         };
         let store = TieredStore::new(cache, tier, settings);
-        let state = AppState {
-            store: store.clone(),
-            users: auth::Users::new(&config.auth.users),
-            api_keys: auth::ApiKeys::new(&config.api.keys),
-            cookie_name: config.cookie.name.clone(),
-            cookie_secure: config.cookie.secure,
-            max_body_bytes: config.server.max_body_bytes,
-            metrics: telemetry::metrics_handle(),
-        };
+        let state = AppState::new(store.clone(), &config, telemetry::metrics_handle());
 
         let listen = config.server.listen;
         let listener = TcpListener::bind(listen)
@@ -170,7 +162,7 @@ impl Application {
 
         let (stop_upkeep, stopped) = oneshot::channel();
         let (stopped, stopped_follower) = split_shutdown(stopped);
-        let upkeep = tokio::spawn(store.clone().maintain(crate::http::now, stopped));
+        let upkeep = tokio::spawn(store.clone().maintain(now, stopped));
         let follower = config.stream.enabled.then(|| {
             let settings = CoherenceSettings {
                 poll_interval: Duration::from_millis(config.stream.poll_interval_ms),
@@ -182,7 +174,7 @@ impl Application {
                 store.clone(),
                 client_settings,
                 settings,
-                crate::http::now,
+                now,
                 stopped_follower,
             ))
         });

@@ -11,8 +11,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use edge_session::app::{dynamo_tier, Application};
 use edge_session::config::Config;
-use edge_session::http::auth::hash_password;
-use edge_session::telemetry;
+use edge_session::{hash_password, telemetry};
 
 #[derive(Parser)]
 #[command(

@@ -23,7 +23,7 @@ use aws_sdk_dynamodb::types::{
 };
 use edge_session::cache::Tombstone;
 use edge_session::embedded::EmbeddedDynamo;
-use edge_session::http::now;
+use edge_session::now;
 use edge_session::store::{NewSession, StoreSettings, UserBinding};
 use edge_session::sync::{ClientSettings, DynamoTier, Endpoint, Item};
 use edge_session::{codec, SessionRecord, SessionToken, SledCache, StorageKey, TieredStore};

@@ -368,7 +368,7 @@ async fn compare(args: BenchArgs, load: tokio::runtime::Handle) -> anyhow::Resul
             Some(bin) => bin.clone(),
             None => std::env::current_exe().context("locating this executable")?,
         };
-        let hash = edge_session::http::auth::hash_password(&password)
+        let hash = edge_session::hash_password(&password)
             .map_err(|e| anyhow::anyhow!("hashing the bench user's password: {e}"))?;
         let wrapper: Vec<String> = args
             .server_wrapper
@@ -396,7 +396,7 @@ async fn compare(args: BenchArgs, load: tokio::runtime::Handle) -> anyhow::Resul
 
     let candidate = match (&args.candidate_bin, wants("edge")) {
         (Some(bin), true) => {
-            let hash = edge_session::http::auth::hash_password(&password)
+            let hash = edge_session::hash_password(&password)
                 .map_err(|e| anyhow::anyhow!("hashing the bench user's password: {e}"))?;
             let node_dir = dir.path().join("candidate");
             std::fs::create_dir_all(&node_dir)?;
