@@ -12,10 +12,10 @@ use secrecy::ExposeSecret;
 use tokio::sync::oneshot;
 
 use crate::coherence::{self, CoherenceSettings};
-use crate::config::Config;
+use crate::config::{Config, DynamoEndpoint};
 use crate::embedded::EmbeddedDynamo;
-use crate::http::{self, auth, AppState};
-use crate::record::Policy;
+use crate::http::{self, AppState};
+use crate::record::{now, Policy};
 use crate::store::StoreSettings;
 use crate::sync::{BreakerSettings, ClientSettings, DynamoTier, Endpoint};
 use crate::{telemetry, SledCache, TieredStore};
@@ -58,8 +58,8 @@ pub async fn dynamo_tier(
     provision: bool,
 ) -> anyhow::Result<(DynamoTier, ClientSettings, Option<EmbeddedDynamo>)> {
     let d = &config.dynamodb;
-    let (endpoint, embedded) = match d.endpoint.as_str() {
-        "embedded" => {
+    let (endpoint, embedded) = match &d.endpoint {
+        DynamoEndpoint::Embedded => {
             let path = config.data_dir.join("dynamodb.sqlite3");
             let server =
                 EmbeddedDynamo::start_file(&path, Duration::from_secs(d.ttl_sweep_secs.max(1)))
@@ -68,17 +68,17 @@ pub async fn dynamo_tier(
                     })?;
             (Endpoint::Embedded(server.url()), Some(server))
         }
-        "aws" => (Endpoint::Aws, None),
-        url => match (&d.access_key_id, &d.secret_access_key) {
+        DynamoEndpoint::Aws => (Endpoint::Aws, None),
+        DynamoEndpoint::Url(url) => match (&d.access_key_id, &d.secret_access_key) {
             (Some(id), Some(secret)) => (
                 Endpoint::Static {
-                    url: url.to_owned(),
+                    url: url.clone(),
                     access_key_id: id.clone(),
                     secret_access_key: secret.expose_secret().to_owned(),
                 },
                 None,
             ),
-            _ => (Endpoint::Url(url.to_owned()), None),
+            _ => (Endpoint::Url(url.clone()), None),
         },
     };
     let settings = ClientSettings {
@@ -141,17 +141,9 @@ impl Application {
             on_unreachable: config.on_unreachable(),
         };
         let store = TieredStore::new(cache, tier, settings);
-        let state = AppState {
-            store: store.clone(),
-            users: auth::Users::new(&config.auth.users),
-            api_keys: auth::ApiKeys::new(&config.api.keys),
-            cookie_name: config.cookie.name.clone(),
-            cookie_secure: config.cookie.secure,
-            max_body_bytes: config.server.max_body_bytes,
-            metrics: telemetry::metrics_handle(),
-        };
+        let state = AppState::new(store.clone(), &config, telemetry::metrics_handle());
 
-        let listen = config.listen_addr();
+        let listen = config.server.listen;
         let listener = TcpListener::bind(listen)
             .with_context(|| format!("binding `server.listen` {listen}"))?;
         let addr = listener.local_addr().context("reading the bound address")?;
@@ -170,7 +162,7 @@ impl Application {
 
         let (stop_upkeep, stopped) = oneshot::channel();
         let (stopped, stopped_follower) = split_shutdown(stopped);
-        let upkeep = tokio::spawn(store.clone().maintain(crate::http::now, stopped));
+        let upkeep = tokio::spawn(store.clone().maintain(now, stopped));
         let follower = config.stream.enabled.then(|| {
             let settings = CoherenceSettings {
                 poll_interval: Duration::from_millis(config.stream.poll_interval_ms),
@@ -182,7 +174,7 @@ impl Application {
                 store.clone(),
                 client_settings,
                 settings,
-                crate::http::now,
+                now,
                 stopped_follower,
             ))
         });

@@ -1,4 +1,5 @@
-//! Node configuration: `config.toml` (every key optional, defaults below),
+//! Node configuration: `config.toml` (every key optional; each section's
+//! `Default` holds its defaults, which the shipped `config.toml` documents),
 //! then environment variables `EDGE_SESSION__<SECTION>__<KEY>` on top.
 //! Unknown keys and bad values fail start-up with the key's name.
 
@@ -8,63 +9,78 @@ use std::path::{Path, PathBuf};
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Deserializer};
+use serde::{de, Deserialize, Deserializer};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// sled cache (and the embedded DynamoDB file in embedded mode).
-    #[serde(default = "defaults::data_dir")]
     pub data_dir: PathBuf,
     /// HTTP server.
-    #[serde(default)]
     pub server: ServerConfig,
     /// DynamoDB tier.
-    #[serde(default)]
     pub dynamodb: DynamoConfig,
     /// Service API.
-    #[serde(default)]
     pub api: ApiConfig,
     /// Login page users.
-    #[serde(default)]
     pub auth: AuthConfig,
     /// Browser session cookie.
-    #[serde(default)]
     pub cookie: CookieConfig,
     /// Expiry policy.
-    #[serde(default)]
     pub session: SessionConfig,
     /// sled tier.
-    #[serde(default)]
     pub cache: CacheConfig,
     /// Stream follower.
-    #[serde(default)]
     pub stream: StreamConfig,
     /// Logging.
-    #[serde(default)]
     pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            server: ServerConfig::default(),
+            dynamodb: DynamoConfig::default(),
+            api: ApiConfig::default(),
+            auth: AuthConfig::default(),
+            cookie: CookieConfig::default(),
+            session: SessionConfig::default(),
+            cache: CacheConfig::default(),
+            stream: StreamConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
 }
 
 /// `[server]`
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Bind address, `host:port`; port 0 picks a free port.
-    #[serde(default = "defaults::listen")]
-    pub listen: String,
+    /// Bind address, `host:port` with an IP host; port 0 picks a free port.
+    #[serde(deserialize_with = "socket_addr")]
+    pub listen: SocketAddr,
     /// Worker threads (0: one per core).
-    #[serde(default)]
     pub workers: usize,
     /// Largest request body accepted, in bytes (larger: 413).
-    #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: usize,
     /// On SIGTERM, how long in-flight requests get to finish.
-    #[serde(default = "defaults::shutdown_timeout_secs")]
     pub shutdown_timeout_secs: u64,
     /// Optional TLS.
-    #[serde(default)]
     pub tls: Option<TlsConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: 0,
+            max_body_bytes: 16 * 1024,
+            shutdown_timeout_secs: 30,
+            tls: None,
+        }
+    }
 }
 
 /// `[server.tls]`
@@ -77,74 +93,118 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
+/// `dynamodb.endpoint`: which DynamoDB the node talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DynamoEndpoint {
+    /// `"embedded"`: the in-process store under `data_dir`.
+    Embedded,
+    /// `"aws"`: the SDK's regional endpoint.
+    Aws,
+    /// An `http://` or `https://` URL (DynamoDB Local, a proxy).
+    Url(String),
+}
+
+impl<'de> Deserialize<'de> for DynamoEndpoint {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(de)?;
+        match text.as_str() {
+            "embedded" => Ok(DynamoEndpoint::Embedded),
+            "aws" => Ok(DynamoEndpoint::Aws),
+            url if url.starts_with("http://") || url.starts_with("https://") => {
+                Ok(DynamoEndpoint::Url(text))
+            }
+            other => Err(de::Error::invalid_value(
+                de::Unexpected::Str(other),
+                &"\"embedded\", \"aws\" or an http(s):// URL",
+            )),
+        }
+    }
+}
+
+/// `dynamodb.on_unreachable`: a cached session past its lease while
+/// DynamoDB is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnreachableMode {
+    /// `"reject"`: 503.
+    Reject,
+    /// `"serve_cached"`: served if confirmed at most `max_stale_ms` ago.
+    ServeCached,
+}
+
 /// `[dynamodb]`
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DynamoConfig {
     /// `"embedded"`, `"aws"` (the SDK's regional endpoint) or a URL.
-    #[serde(default = "defaults::endpoint")]
-    pub endpoint: String,
+    pub endpoint: DynamoEndpoint,
     /// Table name.
-    #[serde(default = "defaults::table")]
     pub table: String,
     /// Region (signing region for non-AWS endpoints).
-    #[serde(default = "defaults::region")]
     pub region: String,
     /// Create or check the table at start-up (always on in embedded mode).
-    #[serde(default)]
     pub provision_on_start: bool,
     /// Static credentials for a DynamoDB-compatible server (DynamoDB Local).
     /// Unset: the standard AWS credential chain.
-    #[serde(default)]
     pub access_key_id: Option<String>,
     /// Secret for `access_key_id`.
-    #[serde(default)]
     pub secret_access_key: Option<SecretString>,
     /// Connect timeout.
-    #[serde(default = "defaults::connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// Timeout of one attempt.
-    #[serde(default = "defaults::attempt_timeout_ms")]
     pub attempt_timeout_ms: u64,
     /// Timeout of a call, retries included.
-    #[serde(default = "defaults::operation_timeout_ms")]
     pub operation_timeout_ms: u64,
     /// Attempts per call (SDK standard retry mode, jittered backoff).
-    #[serde(default = "defaults::max_attempts")]
     pub max_attempts: u32,
     /// Embedded mode: how often expired items are swept (TTL).
-    #[serde(default = "defaults::ttl_sweep_secs")]
     pub ttl_sweep_secs: u64,
     /// Consecutive unanswered calls that open the circuit breaker (0: never).
-    #[serde(default = "defaults::breaker_failures")]
     pub breaker_failures: u32,
     /// How long the breaker fails calls fast before it probes again.
-    #[serde(default = "defaults::breaker_cooldown_ms")]
     pub breaker_cooldown_ms: u64,
-    /// A cached session past its lease while DynamoDB is unreachable:
-    /// `"reject"` (503) or `"serve_cached"` (up to `max_stale_ms` old).
-    #[serde(default = "defaults::on_unreachable")]
-    pub on_unreachable: String,
+    /// A cached session past its lease while DynamoDB is unreachable.
+    pub on_unreachable: OnUnreachableMode,
     /// With `serve_cached`: the oldest confirmation a served record may have.
-    #[serde(default = "defaults::max_stale_ms")]
     pub max_stale_ms: u64,
+}
+
+impl Default for DynamoConfig {
+    fn default() -> Self {
+        DynamoConfig {
+            endpoint: DynamoEndpoint::Embedded,
+            table: "edge-sessions".into(),
+            region: "us-east-1".into(),
+            provision_on_start: false,
+            access_key_id: None,
+            secret_access_key: None,
+            connect_timeout_ms: 1000,
+            attempt_timeout_ms: 2000,
+            operation_timeout_ms: 5000,
+            max_attempts: 3,
+            ttl_sweep_secs: 60,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 2000,
+            on_unreachable: OnUnreachableMode::Reject,
+            max_stale_ms: 300_000,
+        }
+    }
 }
 
 /// `[api]`
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// Bearer keys for `/v1` (env: comma-separated). Empty: `/v1` refuses all.
-    #[serde(default, deserialize_with = "list_or_csv")]
+    #[serde(deserialize_with = "list_or_csv")]
     pub keys: Vec<SecretString>,
 }
 
 /// `[auth]`
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// `[[auth.users]]`
-    #[serde(default)]
     pub users: Vec<UserConfig>,
 }
 
@@ -157,266 +217,138 @@ pub struct UserConfig {
     /// argon2id PHC string (`edge-session hash-password`).
     pub password_hash: SecretString,
     /// Role bound to the session.
-    #[serde(default = "defaults::role")]
+    #[serde(default = "UserConfig::default_role")]
     pub role: String,
     /// Marks the shipped demo user (warned about on non-loopback addresses).
     #[serde(default)]
     pub demo: bool,
 }
 
-/// `[cookie]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CookieConfig {
-    /// Cookie name.
-    #[serde(default = "defaults::cookie_name")]
-    pub name: String,
-    /// `Secure` attribute.
-    #[serde(default = "defaults::yes")]
-    pub secure: bool,
-}
-
-/// `[session]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SessionConfig {
-    /// A session unused this long ends.
-    #[serde(default = "defaults::idle_timeout_secs")]
-    pub idle_timeout_secs: u64,
-    /// A session ends this long after creation, however active.
-    #[serde(default = "defaults::absolute_timeout_secs")]
-    pub absolute_timeout_secs: u64,
-    /// `last_seen_at` is written back at most this often per session.
-    #[serde(default = "defaults::touch_interval_secs")]
-    pub touch_interval_secs: u64,
-}
-
-/// `[cache]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CacheConfig {
-    /// A cached record older than this is re-checked against DynamoDB
-    /// before use (the cross-node staleness bound).
-    #[serde(default = "defaults::revalidate_after_ms")]
-    pub revalidate_after_ms: u64,
-    /// The lease while the stream follower lags or is broken.
-    #[serde(default = "defaults::revalidate_after_lagging_ms")]
-    pub revalidate_after_lagging_ms: u64,
-}
-
-/// `[stream]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StreamConfig {
-    /// Follow the table's stream and evict what other nodes revoke.
-    #[serde(default = "defaults::yes")]
-    pub enabled: bool,
-    /// Pause after an empty read of a shard (the propagation delay).
-    #[serde(default = "defaults::poll_interval_ms")]
-    pub poll_interval_ms: u64,
-    /// The follower lags when its last good poll or newest applied record
-    /// is older than this; the lease then shortens.
-    #[serde(default = "defaults::lag_threshold_ms")]
-    pub lag_threshold_ms: u64,
-}
-
-/// `[log]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    /// `tracing` filter (`RUST_LOG` wins when set).
-    #[serde(default = "defaults::log_level")]
-    pub level: String,
-    /// `"text"` or `"json"`.
-    #[serde(default = "defaults::log_format")]
-    pub format: String,
-}
-
-mod defaults {
-    use std::path::PathBuf;
-
-    pub fn data_dir() -> PathBuf {
-        PathBuf::from("data")
-    }
-    pub fn listen() -> String {
-        "127.0.0.1:8080".into()
-    }
-    pub fn max_body_bytes() -> usize {
-        16 * 1024
-    }
-    pub fn shutdown_timeout_secs() -> u64 {
-        30
-    }
-    pub fn endpoint() -> String {
-        "embedded".into()
-    }
-    pub fn table() -> String {
-        "edge-sessions".into()
-    }
-    pub fn region() -> String {
-        "us-east-1".into()
-    }
-    pub fn connect_timeout_ms() -> u64 {
-        1000
-    }
-    pub fn attempt_timeout_ms() -> u64 {
-        2000
-    }
-    pub fn operation_timeout_ms() -> u64 {
-        5000
-    }
-    pub fn max_attempts() -> u32 {
-        3
-    }
-    pub fn ttl_sweep_secs() -> u64 {
-        60
-    }
-    pub fn breaker_failures() -> u32 {
-        5
-    }
-    pub fn breaker_cooldown_ms() -> u64 {
-        2000
-    }
-    pub fn on_unreachable() -> String {
-        "reject".into()
-    }
-    pub fn max_stale_ms() -> u64 {
-        300_000
-    }
-    pub fn role() -> String {
+impl UserConfig {
+    fn default_role() -> String {
         "user".into()
     }
-    pub fn cookie_name() -> String {
-        "__Host-sid".into()
-    }
-    pub fn yes() -> bool {
-        true
-    }
-    pub fn idle_timeout_secs() -> u64 {
-        30 * 60
-    }
-    pub fn absolute_timeout_secs() -> u64 {
-        12 * 60 * 60
-    }
-    pub fn touch_interval_secs() -> u64 {
-        60
-    }
-    pub fn revalidate_after_ms() -> u64 {
-        30_000
-    }
-    pub fn revalidate_after_lagging_ms() -> u64 {
-        1000
-    }
-    pub fn poll_interval_ms() -> u64 {
-        250
-    }
-    pub fn lag_threshold_ms() -> u64 {
-        3000
-    }
-    pub fn log_level() -> String {
-        "info".into()
-    }
-    pub fn log_format() -> String {
-        "text".into()
-    }
 }
 
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            listen: defaults::listen(),
-            workers: 0,
-            max_body_bytes: defaults::max_body_bytes(),
-            shutdown_timeout_secs: defaults::shutdown_timeout_secs(),
-            tls: None,
-        }
-    }
-}
-
-impl Default for DynamoConfig {
-    fn default() -> Self {
-        DynamoConfig {
-            endpoint: defaults::endpoint(),
-            table: defaults::table(),
-            region: defaults::region(),
-            provision_on_start: false,
-            access_key_id: None,
-            secret_access_key: None,
-            connect_timeout_ms: defaults::connect_timeout_ms(),
-            attempt_timeout_ms: defaults::attempt_timeout_ms(),
-            operation_timeout_ms: defaults::operation_timeout_ms(),
-            max_attempts: defaults::max_attempts(),
-            ttl_sweep_secs: defaults::ttl_sweep_secs(),
-            breaker_failures: defaults::breaker_failures(),
-            breaker_cooldown_ms: defaults::breaker_cooldown_ms(),
-            on_unreachable: defaults::on_unreachable(),
-            max_stale_ms: defaults::max_stale_ms(),
-        }
-    }
+/// `[cookie]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CookieConfig {
+    /// Cookie name.
+    pub name: String,
+    /// `Secure` attribute.
+    pub secure: bool,
 }
 
 impl Default for CookieConfig {
     fn default() -> Self {
         CookieConfig {
-            name: defaults::cookie_name(),
+            name: "__Host-sid".into(),
             secure: true,
         }
     }
 }
 
+/// `[session]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// A session unused this long ends.
+    pub idle_timeout_secs: u64,
+    /// A session ends this long after creation, however active.
+    pub absolute_timeout_secs: u64,
+    /// `last_seen_at` is written back at most this often per session.
+    pub touch_interval_secs: u64,
+}
+
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
-            idle_timeout_secs: defaults::idle_timeout_secs(),
-            absolute_timeout_secs: defaults::absolute_timeout_secs(),
-            touch_interval_secs: defaults::touch_interval_secs(),
+            idle_timeout_secs: 30 * 60,
+            absolute_timeout_secs: 12 * 60 * 60,
+            touch_interval_secs: 60,
         }
     }
+}
+
+/// `[cache]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// A cached record older than this is re-checked against DynamoDB
+    /// before use (the cross-node staleness bound).
+    pub revalidate_after_ms: u64,
+    /// The lease while the stream follower lags or is broken.
+    pub revalidate_after_lagging_ms: u64,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
-            revalidate_after_ms: defaults::revalidate_after_ms(),
-            revalidate_after_lagging_ms: defaults::revalidate_after_lagging_ms(),
+            revalidate_after_ms: 30_000,
+            revalidate_after_lagging_ms: 1000,
         }
     }
+}
+
+/// `[stream]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Follow the table's stream and evict what other nodes revoke.
+    pub enabled: bool,
+    /// Pause after an empty read of a shard (the propagation delay).
+    pub poll_interval_ms: u64,
+    /// The follower lags when its last good poll or newest applied record
+    /// is older than this; the lease then shortens.
+    pub lag_threshold_ms: u64,
 }
 
 impl Default for StreamConfig {
     fn default() -> Self {
         StreamConfig {
             enabled: true,
-            poll_interval_ms: defaults::poll_interval_ms(),
-            lag_threshold_ms: defaults::lag_threshold_ms(),
+            poll_interval_ms: 250,
+            lag_threshold_ms: 3000,
         }
     }
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `"text"`: human-readable lines.
+    Text,
+    /// `"json"`: one JSON object per event.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter (`RUST_LOG` wins when set).
+    pub level: String,
+    /// Line format.
+    pub format: LogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            level: defaults::log_level(),
-            format: defaults::log_format(),
+            level: "info".into(),
+            format: LogFormat::Text,
         }
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            data_dir: defaults::data_dir(),
-            server: ServerConfig::default(),
-            dynamodb: DynamoConfig::default(),
-            api: ApiConfig::default(),
-            auth: AuthConfig::default(),
-            cookie: CookieConfig::default(),
-            session: SessionConfig::default(),
-            cache: CacheConfig::default(),
-            stream: StreamConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
+/// A `host:port` with an IP host.
+fn socket_addr<'de, D: Deserializer<'de>>(de: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(de)?;
+    text.parse().map_err(|_| {
+        de::Error::invalid_value(de::Unexpected::Str(&text), &"host:port with an IP host")
+    })
 }
 
 /// A list from TOML, or a comma-separated string from the environment.
@@ -467,37 +399,28 @@ impl Config {
 
     fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
         let config: Config = figment.extract().map_err(|e| {
-            let errors: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            // Each error leads with its key as written in config.toml: figment
+            // names an environment variable's key in its own spelling.
+            let errors: Vec<String> = e
+                .into_iter()
+                .map(|e| match e.path.join(".") {
+                    key if key.is_empty() => e.to_string(),
+                    key => format!("`{key}`: {e}"),
+                })
+                .collect();
             ConfigError(format!("invalid configuration: {}", errors.join("; ")))
         })?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Semantic checks serde cannot express.
+    /// The checks the types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: String| {
             Err(ConfigError(format!("invalid configuration: `{key}` {why}")))
         };
-        if let Err(e) = self.server.listen.parse::<SocketAddr>() {
-            return bad(
-                "server.listen",
-                format!("must be host:port with an IP host ({e})"),
-            );
-        }
         if self.server.max_body_bytes < 256 {
             return bad("server.max_body_bytes", "must be at least 256".into());
-        }
-        let endpoint = self.dynamodb.endpoint.as_str();
-        if !(endpoint == "embedded"
-            || endpoint == "aws"
-            || endpoint.starts_with("http://")
-            || endpoint.starts_with("https://"))
-        {
-            return bad(
-                "dynamodb.endpoint",
-                "must be \"embedded\", \"aws\" or an http(s):// URL".into(),
-            );
         }
         if self.dynamodb.table.len() < 3
             || self.dynamodb.table.len() > 255
@@ -516,15 +439,6 @@ impl Config {
             return bad(
                 "dynamodb.access_key_id",
                 "and `dynamodb.secret_access_key` must be set together".into(),
-            );
-        }
-        if !matches!(
-            self.dynamodb.on_unreachable.as_str(),
-            "reject" | "serve_cached"
-        ) {
-            return bad(
-                "dynamodb.on_unreachable",
-                "must be \"reject\" or \"serve_cached\"".into(),
             );
         }
         if self.dynamodb.max_attempts == 0 {
@@ -582,28 +496,17 @@ impl Config {
         if self.stream.poll_interval_ms == 0 || self.stream.poll_interval_ms > 60_000 {
             return bad("stream.poll_interval_ms", "must be 1-60000".into());
         }
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            return bad("log.format", "must be \"text\" or \"json\"".into());
-        }
         Ok(())
     }
 
-    /// The `dynamodb.on_unreachable` policy (validated).
+    /// The `dynamodb.on_unreachable` policy, with `max_stale_ms`.
     pub fn on_unreachable(&self) -> crate::store::OnUnreachable {
-        match self.dynamodb.on_unreachable.as_str() {
-            "serve_cached" => crate::store::OnUnreachable::ServeCached {
+        match self.dynamodb.on_unreachable {
+            OnUnreachableMode::ServeCached => crate::store::OnUnreachable::ServeCached {
                 max_stale_ms: self.dynamodb.max_stale_ms,
             },
-            _ => crate::store::OnUnreachable::Reject,
+            OnUnreachableMode::Reject => crate::store::OnUnreachable::Reject,
         }
-    }
-
-    /// The listen address (validated).
-    pub fn listen_addr(&self) -> SocketAddr {
-        self.server
-            .listen
-            .parse()
-            .expect("validated in Config::validate")
     }
 }
 
@@ -641,6 +544,69 @@ mod tests {
         assert_eq!(shipped.data_dir, defaults.data_dir);
         assert_eq!(shipped.auth.users.len(), 1);
         assert!(shipped.auth.users[0].demo);
+    }
+
+    #[test]
+    fn shipped_config_is_the_default_config_plus_the_demo_user() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+        let shipped = Config::from_toml(&text).unwrap();
+        assert_eq!(shipped.auth.users.len(), 1);
+        let without_users = Config {
+            auth: AuthConfig::default(),
+            ..shipped
+        };
+        assert_eq!(
+            format!("{without_users:?}"),
+            format!("{:?}", Config::default())
+        );
+        assert_eq!(
+            format!("{:?}", Config::from_toml("").unwrap()),
+            format!("{:?}", Config::default())
+        );
+    }
+
+    #[test]
+    fn typed_values_take_their_wire_names() {
+        let c = Config::from_toml(
+            "[server]\nlisten = \"0.0.0.0:9\"\n[dynamodb]\nendpoint = \"http://127.0.0.1:8000\"\n\
+             on_unreachable = \"serve_cached\"\n[log]\nformat = \"json\"",
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, SocketAddr::from(([0, 0, 0, 0], 9)));
+        assert_eq!(
+            c.dynamodb.endpoint,
+            DynamoEndpoint::Url("http://127.0.0.1:8000".into())
+        );
+        assert_eq!(c.dynamodb.on_unreachable, OnUnreachableMode::ServeCached);
+        assert_eq!(c.log.format, LogFormat::Json);
+        let aws = Config::from_toml("[dynamodb]\nendpoint = \"aws\"").unwrap();
+        assert_eq!(aws.dynamodb.endpoint, DynamoEndpoint::Aws);
+        let defaults = Config::default();
+        assert_eq!(defaults.dynamodb.endpoint, DynamoEndpoint::Embedded);
+        assert_eq!(defaults.dynamodb.on_unreachable, OnUnreachableMode::Reject);
+        assert_eq!(defaults.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn typed_values_name_their_key_and_what_was_expected() {
+        let e = err("[server]\nlisten = \"nope\"");
+        assert!(
+            e.contains("server.listen") && e.contains("host:port"),
+            "{e}"
+        );
+        let e = err("[dynamodb]\nendpoint = \"ftp://x\"");
+        assert!(
+            e.contains("dynamodb.endpoint") && e.contains("http(s)://"),
+            "{e}"
+        );
+        let e = err("[dynamodb]\non_unreachable = \"maybe\"");
+        assert!(
+            e.contains("dynamodb.on_unreachable") && e.contains("serve_cached"),
+            "{e}"
+        );
+        let e = err("[log]\nformat = \"xml\"");
+        assert!(e.contains("log.format") && e.contains("json"), "{e}");
     }
 
     fn err(text: &str) -> String {

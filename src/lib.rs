@@ -4,9 +4,13 @@
 //!
 //! # Layout
 //!
-//! - [`token`]: [`SessionToken`] (the bearer secret) and [`StorageKey`] (its
+//! Public modules hold only public API; the rest are private and what they
+//! export is re-exported below.
+//!
+//! - `token`: [`SessionToken`] (the bearer secret) and [`StorageKey`] (its
 //!   blake3 derivation, the only key either tier stores).
-//! - [`record`]: [`SessionRecord`] and the pure expiry rules.
+//! - `record`: [`SessionRecord`], the pure expiry rules, and [`now`], the
+//!   wall clock.
 //! - [`codec`]: the versioned CBOR envelope (the one file naming serde_cbor).
 //! - [`cache`]: [`SledCache`], records, tombstones and the revocation outbox
 //!   (the one file naming sled).
@@ -14,34 +18,39 @@
 //!   both tiers; its module doc is the contract.
 //! - [`embedded`]: the in-process DynamoDB-compatible server (dynoxide) for
 //!   the default `dynamodb.endpoint = "embedded"`.
-//! - [`coherence`]: the node side of the stream follower, and the lease
+//! - `coherence`: the node side of the stream follower, and the lease
 //!   watchdog (how another node's revocation reaches this one).
 //! - [`config`]: layered configuration (file, then `EDGE_SESSION__*` env).
-//! - [`http`]: the browser routes, the `/v1` service API, operations.
-//! - [`app`]: [`app::Application`], a node assembled from a config.
-//! - [`adapter`]: `actix_session::storage::SessionStore` for [`TieredStore`].
+//! - `http`: the browser routes, the `/v1` service API, operations; its
+//!   contract is `docs/openapi.json` ([`OPENAPI_SPEC`], checked against
+//!   [`route_table`] and [`ErrorCode`]).
+//! - [`app`]: [`Application`], a node assembled from a config.
+//! - `adapter`: `actix_session::storage::SessionStore` for [`TieredStore`].
 //! - [`telemetry`]: logging and the Prometheus recorder.
 //! - DynamoDB itself lives in the `edge-session-sync` crate, re-exported as
 //!   [`sync`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod adapter;
+mod adapter;
 pub mod app;
 pub mod cache;
 pub mod codec;
-pub mod coherence;
+mod coherence;
 pub mod config;
 pub mod embedded;
-pub mod http;
-pub mod record;
+mod http;
+mod record;
 pub mod store;
 pub mod telemetry;
-pub mod token;
+mod token;
 
 pub use edge_session_sync as sync;
 
+pub use app::Application;
 pub use cache::SledCache;
-pub use record::{Policy, SessionRecord, UnixMillis};
+pub use config::Config;
+pub use http::{hash_password, route_table, ErrorCode, SPEC as OPENAPI_SPEC};
+pub use record::{now, Policy, SessionRecord, UnixMillis};
 pub use store::{Session, TieredStore};
 pub use token::{SessionToken, StorageKey, TokenError};

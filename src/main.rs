@@ -9,8 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use edge_session::app::{dynamo_tier, Application};
 use edge_session::config::Config;
-use edge_session::http::auth::hash_password;
-use edge_session::telemetry;
+use edge_session::{hash_password, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -78,7 +77,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .filter(|u| u.demo)
         .map(|u| u.user_id.clone())
         .collect();
-    let listen = config.listen_addr();
+    let listen = config.server.listen;
     if !demo_users.is_empty() && !listen.ip().is_loopback() {
         tracing::warn!(
             users = ?demo_users,

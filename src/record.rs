@@ -1,12 +1,26 @@
 //! The session record and its expiry rules. Pure: every decision takes `now`
-//! (milliseconds since the Unix epoch) as a parameter.
+//! (milliseconds since the Unix epoch) as a parameter; [`now`] is the wall
+//! clock callers read it from.
 
 use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch.
 pub type UnixMillis = u64;
+
+/// Wall-clock now.
+pub fn now() -> UnixMillis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Milliseconds to whole epoch seconds, the unit of times in JSON.
+pub fn secs(ms: UnixMillis) -> u64 {
+    ms / 1000
+}
 
 /// One session, as both tiers store it (encoded by [`crate::codec`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogConfig;
+use crate::config::{LogConfig, LogFormat};
 
 /// Install the global `tracing` subscriber. `RUST_LOG` overrides
 /// `log.level`.
@@ -17,10 +17,9 @@ pub fn init_logging(config: &LogConfig) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     // A second call (tests) keeps the first subscriber.
-    let _ = if config.format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    let _ = match config.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
     };
 }
 

@@ -11,11 +11,16 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::auth::SignedIn;
+use super::error::{ApiError, ErrorCode};
 use super::page::{self, SessionRow};
-use super::service::JsonObject;
-use super::{check_same_origin, now, secs, wants_json, ApiError, AppState};
+use super::request::{self, check_same_origin, wants_json, within_id_limit};
+use super::state::AppState;
+use crate::record::{now, secs};
 use crate::store::{NewSession, Session, UserBinding};
-use crate::token::{SessionToken, StorageKey};
+use crate::token::SessionToken;
+
+/// The longest password accepted, in characters.
+const MAX_PASSWORD_CHARS: usize = 1024;
 
 /// A login form or JSON body.
 #[derive(Debug, Deserialize)]
@@ -28,7 +33,6 @@ pub struct LoginForm {
 fn html(status: StatusCode, body: String) -> HttpResponse {
     HttpResponse::build(status)
         .content_type(ContentType::html())
-        .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(body)
 }
 
@@ -49,45 +53,22 @@ pub async fn index(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
             let (token, _) = state.store.create(NewSession::default(), now()).await?;
             let mut res = html(StatusCode::OK, page::login(None));
             res.add_cookie(&state.session_cookie(&token))
-                .map_err(|_| internal())?;
+                .map_err(|_| ApiError::internal())?;
             Ok(res)
         }
     }
 }
 
-fn internal() -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "internal error",
-    )
-}
-
 /// Parse a login body: form or JSON, by content type.
 fn parse_login(req: &HttpRequest, body: &[u8]) -> Result<LoginForm, ApiError> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match mime.as_str() {
-        "application/json" => serde_json::from_slice::<JsonObject>(body)
-            .map_err(|e| e.to_string())
-            .and_then(|o| {
-                LoginForm::deserialize(serde_json::Value::Object(o)).map_err(|e| e.to_string())
-            })
-            .map_err(|e| ApiError::bad_request("malformed_json", format!("login body: {e}"))),
-        "application/x-www-form-urlencoded" => serde_urlencoded::from_bytes(body)
-            .map_err(|e| ApiError::bad_request("malformed_form", format!("login form: {e}"))),
-        _ => Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+    match request::media_type(req).as_str() {
+        request::JSON => request::parse_json_object(body).map_err(|e| {
+            ApiError::bad_request(ErrorCode::MalformedJson, format!("login body: {e}"))
+        }),
+        request::FORM => serde_urlencoded::from_bytes(body).map_err(|e| {
+            ApiError::bad_request(ErrorCode::MalformedForm, format!("login form: {e}"))
+        }),
+        _ => Err(ApiError::unsupported_media_type(
             "send application/x-www-form-urlencoded or application/json",
         )),
     }
@@ -102,22 +83,22 @@ pub async fn login(
     check_same_origin(&req)?;
     let form = parse_login(&req, &body)?;
     let json = wants_json(&req);
-    if form.username.chars().count() > 256 || form.password.chars().count() > 1024 {
+    if !within_id_limit(&form.username) || form.password.chars().count() > MAX_PASSWORD_CHARS {
         return Err(ApiError::bad_request(
-            "malformed_input",
+            ErrorCode::MalformedInput,
             "username or password too long",
         ));
     }
     let users = state.users.clone();
     let signed_in = web::block(move || users.verify(&form.username, &form.password))
         .await
-        .map_err(|_| internal())?;
+        .map_err(|_| ApiError::internal())?;
     let Some(SignedIn { user_id, role }) = signed_in else {
         // Nothing about the session changes on a failed login.
         return Ok(if json {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "invalid_credentials",
+                ErrorCode::InvalidCredentials,
                 "wrong username or password",
             )
             .into_response()
@@ -134,24 +115,20 @@ pub async fn login(
     };
     let token = sign_in(&state, &req, binding).await?;
     let mut res = if json {
-        HttpResponse::Ok()
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(serde_json::json!({ "user_id": user_id }))
+        HttpResponse::Ok().json(serde_json::json!({ "user_id": user_id }))
     } else {
-        HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, "/"))
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .finish()
+        see_home()
     };
     res.add_cookie(&state.session_cookie(&token))
-        .map_err(|_| internal())?;
+        .map_err(|_| ApiError::internal())?;
     Ok(res)
 }
 
-impl ApiError {
-    fn into_response(self) -> HttpResponse {
-        actix_web::ResponseError::error_response(&self)
-    }
+/// 303 to `/`: where every form post lands.
+fn see_home() -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/"))
+        .finish()
 }
 
 /// Bind `binding` to a NEW session: regenerate the browser's current one (its
@@ -202,17 +179,12 @@ pub async fn logout(
         state.store.destroy(&token, now()).await?;
     }
     let mut res = if wants_json(&req) {
-        HttpResponse::NoContent()
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .finish()
+        HttpResponse::NoContent().finish()
     } else {
-        HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, "/"))
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .finish()
+        see_home()
     };
     res.add_cookie(&state.removal_cookie())
-        .map_err(|_| internal())?;
+        .map_err(|_| ApiError::internal())?;
     Ok(res)
 }
 
@@ -243,14 +215,12 @@ pub async fn whoami(
         user_id: &'a str,
     }
     let (user, session) = signed_in_session(&state, &req).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(WhoAmI {
-            created_at: secs(session.record.created_at),
-            expires_at: secs(session.record.expires_at()),
-            role: session.record.role.as_deref(),
-            user_id: &user,
-        }))
+    Ok(HttpResponse::Ok().json(WhoAmI {
+        created_at: secs(session.record.created_at),
+        expires_at: secs(session.record.expires_at()),
+        role: session.record.role.as_deref(),
+        user_id: &user,
+    }))
 }
 
 /// The user's live sessions (GSI listing, expiry and local revocations
@@ -287,24 +257,7 @@ pub async fn my_sessions(
             })
         })
         .collect();
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(body))
-}
-
-/// Revoke `handle` if it is one of `user`'s sessions; 404 otherwise (an
-/// unknown handle and another user's handle are indistinguishable).
-pub(crate) async fn revoke_handle(
-    state: &AppState,
-    user: &str,
-    handle: &str,
-) -> Result<(), ApiError> {
-    let key = StorageKey::from_handle(handle).ok_or_else(ApiError::unknown_session)?;
-    if state.store.revoke_user_session(user, key, now()).await? {
-        Ok(())
-    } else {
-        Err(ApiError::unknown_session())
-    }
+    Ok(HttpResponse::Ok().json(body))
 }
 
 /// `DELETE /me/sessions/{handle}`.
@@ -315,10 +268,8 @@ pub async fn revoke_mine(
 ) -> Result<HttpResponse, ApiError> {
     check_same_origin(&req)?;
     let (user, _) = signed_in_session(&state, &req).await?;
-    revoke_handle(&state, &user, &handle).await?;
-    Ok(HttpResponse::NoContent()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .finish())
+    state.revoke_handle(&user, &handle).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// `POST /me/sessions/{handle}/revoke`: the same for a plain HTML form.
@@ -329,9 +280,6 @@ pub async fn revoke_mine_form(
 ) -> Result<HttpResponse, ApiError> {
     check_same_origin(&req)?;
     let (user, _) = signed_in_session(&state, &req).await?;
-    revoke_handle(&state, &user, &handle).await?;
-    Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, "/"))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .finish())
+    state.revoke_handle(&user, &handle).await?;
+    Ok(see_home())
 }

@@ -1,6 +1,7 @@
 //! JSON errors: `{"error": code, "message": text}` with the right status.
 //! Messages never carry a session token; internal failures are opaque to the
-//! client and logged with their cause.
+//! client and logged with their cause. The codes are the closed set
+//! [`ErrorCode`]; `docs/openapi.json` documents them.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::ServiceResponse;
@@ -11,20 +12,115 @@ use actix_web::{HttpResponse, ResponseError};
 
 use crate::store;
 
+/// Declares [`ErrorCode`] with its wire strings and [`ErrorCode::ALL`] from
+/// one list, so the list of codes cannot miss one.
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])* $variant:ident = $wire:literal,)*) => {
+        /// The `"error"` string of a JSON error: stable, machine-readable.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
+
+            /// The code as it appears on the wire.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $wire,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// 400: the body is not the JSON object the route takes.
+    MalformedJson = "malformed_json",
+    /// 400: the login form does not parse.
+    MalformedForm = "malformed_form",
+    /// 400: a value is out of range (lengths, counts).
+    MalformedInput = "malformed_input",
+    /// 400: no `X-Session-Token` header.
+    MissingToken = "missing_token",
+    /// 400: `X-Session-Token` is not a session token.
+    MalformedToken = "malformed_token",
+    /// 400 from the framework (a request it could not read).
+    BadRequest = "bad_request",
+    /// 401: missing or invalid API key on `/v1`.
+    Unauthorized = "unauthorized",
+    /// 401: no signed-in browser session.
+    Unauthenticated = "unauthenticated",
+    /// 401: wrong username or password at login.
+    InvalidCredentials = "invalid_credentials",
+    /// 403: a cross-origin state change.
+    CrossOrigin = "cross_origin",
+    /// 403 from the framework.
+    Forbidden = "forbidden",
+    /// 404: no live session for this token or handle.
+    UnknownSession = "unknown_session",
+    /// 404: no such route.
+    NotFound = "not_found",
+    /// 405: the route does not take this method.
+    MethodNotAllowed = "method_not_allowed",
+    /// 409: the session changed since it was read.
+    VersionConflict = "version_conflict",
+    /// 413: the body is over `server.max_body_bytes`.
+    PayloadTooLarge = "payload_too_large",
+    /// 415: a body of a type the route does not take.
+    UnsupportedMediaType = "unsupported_media_type",
+    /// 431: request headers too large.
+    HeadersTooLarge = "headers_too_large",
+    /// 503: DynamoDB cannot be reached.
+    StoreUnavailable = "store_unavailable",
+    /// 5xx: an internal failure (details only in the log).
+    Internal = "internal",
+    /// Any other status the framework answers with.
+    Other = "error",
+}
+
+impl ErrorCode {
+    /// The code for a status that reached the client without a JSON body
+    /// (actix's own 404, 405, 413, 431 ...).
+    fn for_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::BAD_REQUEST => ErrorCode::BadRequest,
+            StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+            StatusCode::FORBIDDEN => ErrorCode::Forbidden,
+            StatusCode::NOT_FOUND => ErrorCode::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ErrorCode::HeadersTooLarge,
+            StatusCode::SERVICE_UNAVAILABLE => ErrorCode::StoreUnavailable,
+            s if s.is_server_error() => ErrorCode::Internal,
+            _ => ErrorCode::Other,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An error answered to the client.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// Stable machine-readable code.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// Human-readable explanation.
     pub message: String,
 }
 
 impl ApiError {
     /// An error with `status`, `code` and `message`.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -33,7 +129,7 @@ impl ApiError {
     }
 
     /// 400 for input that does not parse.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
@@ -41,7 +137,7 @@ impl ApiError {
     pub fn unauthenticated() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
-            "unauthenticated",
+            ErrorCode::Unauthenticated,
             "no signed-in session",
         )
     }
@@ -50,7 +146,7 @@ impl ApiError {
     pub fn unknown_session() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "unknown_session",
+            ErrorCode::UnknownSession,
             "no live session for this token",
         )
     }
@@ -59,7 +155,7 @@ impl ApiError {
     pub fn conflict() -> Self {
         Self::new(
             StatusCode::CONFLICT,
-            "version_conflict",
+            ErrorCode::VersionConflict,
             "the session changed since it was read; reload and retry",
         )
     }
@@ -68,9 +164,42 @@ impl ApiError {
     pub fn cross_origin() -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
-            "cross_origin",
+            ErrorCode::CrossOrigin,
             "cross-origin requests may not change session state",
         )
+    }
+
+    /// 413 for a body over `server.max_body_bytes`.
+    pub fn payload_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge,
+            "request body too large",
+        )
+    }
+
+    /// 415 for a body of a type the route does not take; `message` names
+    /// the types it does.
+    pub fn unsupported_media_type(message: &'static str) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            message,
+        )
+    }
+
+    /// 500, opaque: the cause belongs in the log, not the answer.
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            "internal error",
+        )
+    }
+
+    /// The response for this error, for a handler that answers it itself.
+    pub fn into_response(self) -> HttpResponse {
+        self.error_response()
     }
 }
 
@@ -93,11 +222,10 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
-        response.insert_header((header::CACHE_CONTROL, "no-store"));
-        if self.status == StatusCode::UNAUTHORIZED && self.code == "unauthorized" {
+        if self.status == StatusCode::UNAUTHORIZED && self.code == ErrorCode::Unauthorized {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
-        response.json(serde_json::json!({ "error": self.code, "message": self.message }))
+        response.json(serde_json::json!({ "error": self.code.as_str(), "message": self.message }))
     }
 }
 
@@ -107,35 +235,13 @@ impl From<store::Error> for ApiError {
             tracing::warn!(%err, "DynamoDB unavailable");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
+                ErrorCode::StoreUnavailable,
                 "the session store cannot be reached; retry later",
             )
         } else {
             tracing::error!(%err, "session store failure");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
+            ApiError::internal()
         }
-    }
-}
-
-/// The code for a status that reached the client without a JSON body
-/// (actix's own 404, 405, 413, 431 ...).
-fn code_for(status: StatusCode) -> &'static str {
-    match status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::FORBIDDEN => "forbidden",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
-        StatusCode::SERVICE_UNAVAILABLE => "store_unavailable",
-        s if s.is_server_error() => "internal",
-        _ => "error",
     }
 }
 
@@ -160,16 +266,30 @@ pub fn render_json_error<B: MessageBody + 'static>(
         StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this route".to_owned(),
         s => s.canonical_reason().unwrap_or("error").to_ascii_lowercase(),
     };
-    let body = serde_json::json!({ "error": code_for(status), "message": message }).to_string();
+    let code = ErrorCode::for_status(status).as_str();
+    let body = serde_json::json!({ "error": code, "message": message }).to_string();
     let (req, res) = res.into_parts();
     let mut res = res.set_body(body);
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(ErrorHandlerResponse::Response(
         ServiceResponse::new(req, res.map_into_boxed_body()).map_into_right_body(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct_snake_case_words() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            let text = code.as_str();
+            assert!(seen.insert(text), "{text} listed twice");
+            assert!(text.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        }
+    }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
-use super::AppState;
+use super::state::AppState;
 
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> HttpResponse {

@@ -6,120 +6,43 @@ use std::collections::BTreeMap;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::error::JsonPayloadError;
-use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::browser::revoke_handle;
-use super::{now, secs, ApiError, AppState, Endpoint};
+use super::error::{ApiError, ErrorCode};
+use super::request::{
+    self, bearer_key, from_object, header_token, is_valid_id, within_id_limit, JsonObject,
+};
+use super::state::AppState;
+use crate::record::{now, secs};
 use crate::store::{Destroyed, NewSession, Session, SessionChange, UserBinding};
 use crate::sync::RotateConflict;
 use crate::token::SessionToken;
 
-/// The header carrying the session token.
-pub const TOKEN_HEADER: &str = "x-session-token";
-
-/// JSON extractor settings: size limit and JSON error bodies.
-pub fn json_config(limit: usize) -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(limit)
-        .error_handler(|err, _req| {
-            let api = match &err {
-                JsonPayloadError::OverflowKnownLength { .. }
-                | JsonPayloadError::Overflow { .. } => ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "request body too large",
-                ),
-                JsonPayloadError::ContentType => ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    "send Content-Type: application/json",
-                ),
-                JsonPayloadError::Deserialize(e) => {
-                    ApiError::bad_request("malformed_json", e.to_string())
-                }
-                _ => ApiError::bad_request("malformed_json", "the request body is not valid JSON"),
-            };
-            api.into()
-        })
-}
+/// The most keys a session's data may hold.
+const MAX_DATA_KEYS: usize = 256;
 
 /// Refuse any `/v1` call without a valid bearer key.
-async fn require_api_key(
+pub async fn require_api_key(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let ok = match (state, presented) {
+    let ok = match (state, bearer_key(req.request())) {
         (Some(state), Some(key)) => state.api_keys.accepts(key),
         _ => false,
     };
     if !ok {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "missing or invalid API key",
         )
         .into());
     }
     next.call(req).await
-}
-
-/// The `/v1` scope.
-pub fn scope() -> actix_web::Scope<
-    impl actix_web::dev::ServiceFactory<
-        ServiceRequest,
-        Config = (),
-        Response = ServiceResponse<impl MessageBody>,
-        Error = actix_web::Error,
-        InitError = (),
-    >,
-> {
-    super::resources(ROUTES, PREFIX).into_iter().fold(
-        web::scope(PREFIX).wrap(actix_web::middleware::from_fn(require_api_key)),
-        |scope, resource| scope.service(resource),
-    )
-}
-
-/// The scope's prefix.
-pub const PREFIX: &str = "/v1";
-
-/// The `/v1` routes (full paths); [`scope`] registers them.
-pub(super) const ROUTES: &[Endpoint] = &[
-    Endpoint::new("POST", "/v1/sessions", |r| r.to(create)),
-    Endpoint::new("GET", "/v1/session", |r| r.to(read)),
-    Endpoint::new("PATCH", "/v1/session", |r| r.to(update)),
-    Endpoint::new("DELETE", "/v1/session", |r| r.to(destroy)),
-    Endpoint::new("POST", "/v1/session/regenerate", |r| r.to(regenerate)),
-    Endpoint::new("GET", "/v1/users/{user_id}/sessions", |r| r.to(list_user)),
-    Endpoint::new("DELETE", "/v1/users/{user_id}/sessions", |r| {
-        r.to(revoke_user)
-    }),
-    Endpoint::new("DELETE", "/v1/users/{user_id}/sessions/{handle}", |r| {
-        r.to(revoke_one)
-    }),
-];
-
-/// The token from `X-Session-Token`: 400 if missing or malformed.
-fn header_token(req: &HttpRequest) -> Result<SessionToken, ApiError> {
-    let value = req.headers().get(TOKEN_HEADER).ok_or_else(|| {
-        ApiError::bad_request("missing_token", "the X-Session-Token header is required")
-    })?;
-    let text = value.to_str().map_err(|_| {
-        ApiError::bad_request("malformed_token", "X-Session-Token is not a session token")
-    })?;
-    SessionToken::parse(text.trim())
-        .map_err(|e| ApiError::bad_request("malformed_token", format!("X-Session-Token: {e}")))
 }
 
 /// The live session named by the header: 404 if unknown, expired or revoked.
@@ -146,31 +69,14 @@ fn session_json(s: &Session) -> serde_json::Value {
     })
 }
 
-fn no_store() -> actix_web::HttpResponseBuilder {
-    let mut b = HttpResponse::Ok();
-    b.insert_header((header::CACHE_CONTROL, "no-store"));
-    b
-}
-
 fn validate_data(data: &BTreeMap<String, String>) -> Result<(), ApiError> {
-    if data.len() > 256 || data.keys().any(|k| k.is_empty() || k.chars().count() > 256) {
+    if data.len() > MAX_DATA_KEYS || !data.keys().all(|k| is_valid_id(k)) {
         return Err(ApiError::bad_request(
-            "malformed_input",
+            ErrorCode::MalformedInput,
             "data: at most 256 keys of 1-256 characters",
         ));
     }
     Ok(())
-}
-
-/// A JSON request body. Bodies are read as an object first: serde's derived
-/// `Deserialize` would also take a struct from an array of its fields in
-/// order (`[{"k":"v"}, 3]`), which the API does not accept.
-pub type JsonObject = serde_json::Map<String, serde_json::Value>;
-
-/// `object` as `T`: 400 `malformed_json` if it does not fit.
-pub fn from_object<T: serde::de::DeserializeOwned>(object: JsonObject) -> Result<T, ApiError> {
-    T::deserialize(serde_json::Value::Object(object))
-        .map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))
 }
 
 /// `POST /v1/sessions` body.
@@ -191,28 +97,11 @@ pub async fn create(
     let body: CreateBody = if body.is_empty() {
         CreateBody::default()
     } else {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .eq_ignore_ascii_case("application/json")
-            });
-        if !is_json {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send Content-Type: application/json",
-            ));
+        if request::media_type(&req) != request::JSON {
+            return Err(request::json_only());
         }
-        from_object(
-            serde_json::from_slice(&body)
-                .map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))?,
-        )?
+        request::parse_json_object(&body)
+            .map_err(|e| ApiError::bad_request(ErrorCode::MalformedJson, e))?
     };
     validate_data(&body.data)?;
     let (token, session) = state
@@ -220,14 +109,13 @@ pub async fn create(
         .create(NewSession::anonymous(body.data), now())
         .await?;
     Ok(HttpResponse::Created()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(serde_json::json!({ "token": token.expose(), "expires_at": secs(session.record.expires_at()) })))
 }
 
 /// `GET /v1/session`.
 pub async fn read(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let (_, session) = header_session(&state, &req).await?;
-    Ok(no_store().json(session_json(&session)))
+    Ok(HttpResponse::Ok().json(session_json(&session)))
 }
 
 /// `PATCH /v1/session` body: keys to set (a `null` value removes the key),
@@ -296,7 +184,7 @@ pub async fn update(
             .update(&session, SessionChange::data(data), t)
             .await?
         {
-            Ok(updated) => return Ok(no_store().json(session_json(&updated))),
+            Ok(updated) => return Ok(HttpResponse::Ok().json(session_json(&updated))),
             Err(_) if body.version.is_some() => return Err(ApiError::conflict()),
             // No version given: the caller wants the latest; retry on it.
             Err(_) => continue,
@@ -324,12 +212,9 @@ pub async fn regenerate(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let body: RegenerateBody = from_object(body.into_inner())?;
-    if body.user_id.is_empty()
-        || body.user_id.chars().count() > 256
-        || body.role.as_ref().is_some_and(|r| r.chars().count() > 256)
-    {
+    if !is_valid_id(&body.user_id) || body.role.as_deref().is_some_and(|r| !within_id_limit(r)) {
         return Err(ApiError::bad_request(
-            "malformed_input",
+            ErrorCode::MalformedInput,
             "user_id must be 1-256 characters, role at most 256",
         ));
     }
@@ -339,7 +224,7 @@ pub async fn regenerate(
         role: body.role,
     };
     match state.store.regenerate(&session, Some(binding), body.keep_data, now()).await? {
-        Ok((token, new)) => Ok(no_store()
+        Ok((token, new)) => Ok(HttpResponse::Ok()
             .json(serde_json::json!({ "token": token.expose(), "expires_at": secs(new.record.expires_at()) }))),
         Err(conflict) => {
             let why = match conflict {
@@ -347,7 +232,7 @@ pub async fn regenerate(
                 RotateConflict::TransactionInProgress => "another write to this session is in progress",
                 _ => "the session changed or ended since it was read",
             };
-            Err(ApiError::new(StatusCode::CONFLICT, "version_conflict", format!("{why}; reload and retry")))
+            Err(ApiError::new(StatusCode::CONFLICT, ErrorCode::VersionConflict, format!("{why}; reload and retry")))
         }
     }
 }
@@ -365,9 +250,9 @@ pub async fn destroy(
 }
 
 fn valid_user(user_id: &str) -> Result<(), ApiError> {
-    if user_id.is_empty() || user_id.chars().count() > 256 {
+    if !is_valid_id(user_id) {
         return Err(ApiError::bad_request(
-            "malformed_input",
+            ErrorCode::MalformedInput,
             "user_id must be 1-256 characters",
         ));
     }
@@ -391,7 +276,7 @@ pub async fn list_user(
             })
         })
         .collect();
-    Ok(no_store().json(body))
+    Ok(HttpResponse::Ok().json(body))
 }
 
 /// `DELETE /v1/users/{user_id}/sessions`: log out everywhere.
@@ -401,7 +286,7 @@ pub async fn revoke_user(
 ) -> Result<HttpResponse, ApiError> {
     valid_user(&user_id)?;
     let revoked = state.store.revoke_user(&user_id, now()).await?;
-    Ok(no_store().json(serde_json::json!({ "revoked": revoked })))
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "revoked": revoked })))
 }
 
 /// `DELETE /v1/users/{user_id}/sessions/{handle}`.
@@ -411,7 +296,7 @@ pub async fn revoke_one(
 ) -> Result<HttpResponse, ApiError> {
     let (user_id, handle) = path.into_inner();
     valid_user(&user_id)?;
-    revoke_handle(&state, &user_id, &handle).await?;
+    state.revoke_handle(&user_id, &handle).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -428,7 +313,7 @@ mod tests {
         assert!(serde_json::from_str::<JsonObject>(r#"[{"k":"v"}, 3]"#).is_err());
         assert!(from_object::<CreateBody>(JsonObject::new()).is_ok());
         let err = patch(r#"{"data":{"k":"v"},"extra":1}"#).unwrap_err();
-        assert_eq!(err.code, "malformed_json");
+        assert_eq!(err.code.as_str(), "malformed_json");
     }
 
     #[test]
@@ -454,7 +339,11 @@ mod tests {
         );
         for bad in ["7.5", "-1", "9007199254740992", "1e300", "\"7\""] {
             let text = format!(r#"{{"data":{{}},"version":{bad}}}"#);
-            assert_eq!(patch(&text).unwrap_err().code, "malformed_json", "{bad}");
+            assert_eq!(
+                patch(&text).unwrap_err().code.as_str(),
+                "malformed_json",
+                "{bad}"
+            );
         }
     }
 

@@ -144,7 +144,7 @@ pub const BOB_PASSWORD: &str = "bob-password-for-tests";
 fn user_hashes() -> &'static (String, String) {
     static HASHES: OnceLock<(String, String)> = OnceLock::new();
     HASHES.get_or_init(|| {
-        use edge_session::http::auth::hash_password;
+        use edge_session::hash_password;
         (
             hash_password(ALICE_PASSWORD).unwrap(),
             hash_password(BOB_PASSWORD).unwrap(),

@@ -1,13 +1,15 @@
 //! `docs/openapi.json` and the router describe the same routes.
 //!
-//! The router is built from `edge_session::http::route_table()`; these tests
+//! The router is built from `edge_session::route_table()`; these tests
 //! hold that table and the spec to each other, check that the running router
 //! serves exactly the table (every listed method answers, every other method
 //! on those paths is 405), and that no route is registered outside the table.
+//! The error codes the spec documents are the server's
+//! (`edge_session::ErrorCode::ALL`).
 
 use std::collections::BTreeSet;
 
-use edge_session::http::{openapi::SPEC, route_table};
+use edge_session::{route_table, ErrorCode, OPENAPI_SPEC as SPEC};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -182,6 +184,79 @@ fn routes_are_registered_only_from_the_route_tables() {
         [1, 1],
         "one `web::resource(` (the table builder) and one `web::scope(` (/v1)"
     );
+}
+
+/// Codes the server can answer with that the spec leaves out: the
+/// framework's fallbacks for statuses no route answers on purpose.
+const UNDOCUMENTED_CODES: [&str; 5] = [
+    "bad_request",
+    "forbidden",
+    "headers_too_large",
+    "internal",
+    "error",
+];
+
+/// The codes of the "Codes: ..." sentence of `info.description`: every
+/// backquoted word outside parentheses.
+fn documented_codes(spec: &Value) -> BTreeSet<String> {
+    let description = spec["info"]["description"]
+        .as_str()
+        .expect("info.description");
+    let sentence = description
+        .split_once("Codes:")
+        .expect("info.description lists the error codes after `Codes:`")
+        .1;
+    let sentence = sentence.split("\n\n").next().unwrap_or(sentence);
+    let mut outside = String::new();
+    let mut depth = 0usize;
+    for c in sentence.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            c if depth == 0 => outside.push(c),
+            _ => {}
+        }
+    }
+    outside
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_documented_error_codes_are_the_servers() {
+    let spec = spec();
+    let server: BTreeSet<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(server.len(), ErrorCode::ALL.len(), "a code is listed twice");
+    let documented = documented_codes(&spec);
+    assert!(documented.len() >= 10, "parsed codes: {documented:?}");
+    let unknown: Vec<_> = documented
+        .iter()
+        .filter(|c| !server.contains(c.as_str()))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "docs/openapi.json documents codes the server never answers: {unknown:?}"
+    );
+    let undocumented: BTreeSet<&str> = server
+        .iter()
+        .copied()
+        .filter(|c| !documented.contains(*c))
+        .collect();
+    assert_eq!(
+        undocumented,
+        BTreeSet::from(UNDOCUMENTED_CODES),
+        "codes missing from docs/openapi.json (document them, or list them as undocumented)"
+    );
+    for example in spec["components"]["schemas"]["Error"]["properties"]["error"]["examples"]
+        .as_array()
+        .expect("Error.error has examples")
+    {
+        let example = example.as_str().expect("a code is a string");
+        assert!(server.contains(example), "example code {example}");
+    }
 }
 
 fn concrete(path: &str) -> String {

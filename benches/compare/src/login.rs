@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use aws_sdk_dynamodb::types::StreamSpecification;
 use edge_session::cache::Tombstone;
 use edge_session::embedded::EmbeddedDynamo;
-use edge_session::http::now;
+use edge_session::now;
 use edge_session::store::{NewSession, StoreSettings, UserBinding};
 use edge_session::sync::{ClientSettings, DynamoTier, Endpoint};
 use edge_session::{SessionRecord, SessionToken, SledCache, StorageKey, TieredStore};

@@ -165,7 +165,7 @@ pub async fn start(
 /// An edge-session node from `bin` (prefixed by `wrapper`) in `dir`, whose
 /// bench user signs in with `password`.
 fn start_edge(bin: &Path, wrapper: &[String], dir: &Path, password: &str) -> anyhow::Result<Node> {
-    let hash = edge_session::http::auth::hash_password(password)
+    let hash = edge_session::hash_password(password)
         .map_err(|e| anyhow::anyhow!("hashing the bench user's password: {e}"))?;
     std::fs::create_dir_all(dir)?;
     process::start_node(bin, wrapper, dir, peers::USER_ID, &hash)

@@ -1,0 +1,101 @@
+//! [`AppState`]: what every handler shares (the store, credentials, cookie
+//! settings), and the session operations both the browser routes and `/v1`
+//! perform on it.
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::HttpRequest;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use super::auth;
+use super::error::ApiError;
+use super::request;
+use crate::config::Config;
+use crate::record::now;
+use crate::store::{Session, TieredStore};
+use crate::token::{SessionToken, StorageKey};
+
+/// Everything a handler needs. Shared by all workers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The two-tier store.
+    pub store: TieredStore,
+    /// Login-page users.
+    pub users: auth::Users,
+    /// Service API keys.
+    pub api_keys: auth::ApiKeys,
+    /// Session cookie name.
+    pub cookie_name: String,
+    /// Session cookie `Secure` attribute.
+    pub cookie_secure: bool,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+    /// Prometheus renderer.
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// The state for `store`, configured by `config`.
+    pub fn new(store: TieredStore, config: &Config, metrics: PrometheusHandle) -> Self {
+        AppState {
+            store,
+            users: auth::Users::new(&config.auth.users),
+            api_keys: auth::ApiKeys::new(&config.api.keys),
+            cookie_name: config.cookie.name.clone(),
+            cookie_secure: config.cookie.secure,
+            max_body_bytes: config.server.max_body_bytes,
+            metrics,
+        }
+    }
+
+    /// The session token from the cookie, if it parses. Malformed values are
+    /// treated as no cookie at all.
+    pub fn cookie_token(&self, req: &HttpRequest) -> Option<SessionToken> {
+        request::cookie_token(req, &self.cookie_name)
+    }
+
+    /// The live session carried by the cookie.
+    pub async fn cookie_session(
+        &self,
+        req: &HttpRequest,
+    ) -> Result<Option<(SessionToken, Session)>, ApiError> {
+        let Some(token) = self.cookie_token(req) else {
+            return Ok(None);
+        };
+        Ok(self.store.load(&token, now()).await?.map(|s| (token, s)))
+    }
+
+    /// The `Set-Cookie` for `token`: `__Host-` rules (Secure, Path=/, no
+    /// Domain), HttpOnly, SameSite=Strict. A browser-session cookie: the
+    /// server-side record enforces the idle and absolute timeouts.
+    pub fn session_cookie(&self, token: &SessionToken) -> Cookie<'static> {
+        Cookie::build(self.cookie_name.clone(), token.expose())
+            .path("/")
+            .secure(self.cookie_secure)
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .finish()
+    }
+
+    /// A `Set-Cookie` that removes the session cookie.
+    pub fn removal_cookie(&self) -> Cookie<'static> {
+        let mut cookie = Cookie::build(self.cookie_name.clone(), "")
+            .path("/")
+            .secure(self.cookie_secure)
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .finish();
+        cookie.make_removal();
+        cookie
+    }
+
+    /// Revoke `handle` if it is one of `user`'s sessions; 404 otherwise (an
+    /// unknown handle and another user's handle are indistinguishable).
+    pub async fn revoke_handle(&self, user: &str, handle: &str) -> Result<(), ApiError> {
+        let key = StorageKey::from_handle(handle).ok_or_else(ApiError::unknown_session)?;
+        if self.store.revoke_user_session(user, key, now()).await? {
+            Ok(())
+        } else {
+            Err(ApiError::unknown_session())
+        }
+    }
+}
