@@ -97,13 +97,24 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::UNAUTHORIZED && self.code == "unauthorized" {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
+        if self.code == "store_throttled" {
+            response.insert_header((header::RETRY_AFTER, "1"));
+        }
         response.json(serde_json::json!({ "error": self.code, "message": self.message }))
     }
 }
 
 impl From<store::Error> for ApiError {
     fn from(err: store::Error) -> Self {
-        if err.is_unavailable() {
+        if matches!(&err, store::Error::Dynamo(e) if e.is_throttled()) {
+            // Capacity, not an outage: the client may retry after a second.
+            tracing::warn!(%err, "DynamoDB throttled");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_throttled",
+                "the session store is over its capacity; retry after a second",
+            )
+        } else if err.is_unavailable() {
             tracing::warn!(%err, "DynamoDB unavailable");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
