@@ -13,10 +13,24 @@
 //! `stream.lag_threshold_ms`) the node serves cached records for up to
 //! `cache.revalidate_after_ms` without asking DynamoDB. When it lags, the
 //! watchdog shortens the lease to `cache.revalidate_after_lagging_ms`, and
-//! restores it when the follower catches up. So another node's revocation is
-//! refused here within:
+//! restores it when the follower catches up.
+//!
+//! The long lease is only for what the stream covers (tier rule 6): a record
+//! confirmed before the follower's position ([`FollowerStatus::covered_since`]:
+//! a cold start's `LATEST` iterators, records lost to retention, a shard whose
+//! parent was never read, a replaced stream) may have been revoked by a write
+//! in no record this node will read. The watchdog hands that moment to the
+//! store ([`TieredStore::set_coverage`]), which serves such a record for at
+//! most `cache.revalidate_after_lagging_ms` before re-reading it; once
+//! re-read it is covered. Until the position is taken nothing is covered.
+//!
+//! So another node's revocation is refused here within:
 //! - the follower's delivery time (about `stream.poll_interval_ms` plus one
-//!   round trip) while it is healthy;
+//!   round trip) while it is healthy and the record was confirmed after the
+//!   follower's position;
+//! - `cache.revalidate_after_lagging_ms` (+ one watchdog tick, 250 ms, after
+//!   a gap) for a record confirmed before that position: the revocation
+//!   during a node's cold start;
 //! - `stream.lag_threshold_ms` + `cache.revalidate_after_lagging_ms` + one
 //!   watchdog tick (250 ms) when the follower stalls or breaks;
 //! - `cache.revalidate_after_ms` in every case (with the follower disabled,
@@ -61,6 +75,12 @@ pub fn lease_for(
     }
 }
 
+/// `at` in milliseconds since the epoch (the store's clock, `http::now`).
+fn unix_ms(at: SystemTime) -> UnixMillis {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn age_ms(at: Option<SystemTime>, now: SystemTime) -> Option<u64> {
     at.map(|t| now.duration_since(t).map_or(0, |d| d.as_millis() as u64))
 }
@@ -74,6 +94,9 @@ pub async fn run(
     clock: fn() -> UnixMillis,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
+    // Nothing cached so far is covered by a stream position yet.
+    let short_lease_ms = settings.lagging_lease_ms.min(settings.lease_ms);
+    store.set_coverage(None, short_lease_ms);
     let cache = store.cache().clone();
     // A persisted cache may hold sessions revoked while this node was down:
     // with no checkpoint yet, read what the stream still holds.
@@ -135,35 +158,38 @@ async fn watch(
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut gaps = status.gaps();
-    let mut gap_seen_at: Option<std::time::Instant> = None;
+    let short_lease_ms = settings.lagging_lease_ms.min(settings.lease_ms);
+    let mut covered = None;
     loop {
         tokio::select! {
             _ = &mut stop => return,
             _ = tick.tick() => {}
         }
         let now = SystemTime::now();
-        // Records lost to the stream's retention: revocations may have been
-        // missed, so lean on the short lease until every cached record has
-        // been re-checked once.
+        // Records lost to the stream's retention (a gap) raise the
+        // follower's coverage: every record confirmed before is re-checked
+        // after the short lease.
         if status.gaps() != gaps {
             gaps = status.gaps();
-            gap_seen_at = Some(std::time::Instant::now());
             tracing::warn!(
                 gaps,
                 "stream records were lost to retention; re-checking cached sessions"
             );
         }
-        let recent_gap =
-            gap_seen_at.is_some_and(|at| at.elapsed() < Duration::from_millis(settings.lease_ms));
-        let lease = if recent_gap {
-            settings.lagging_lease_ms.min(settings.lease_ms)
-        } else {
-            lease_for(
-                age_ms(status.last_poll_ok_at(), now),
-                status.last_record_age().map(|d| d.as_millis() as u64),
-                &settings,
-            )
-        };
+        let since = status.covered_since().map(unix_ms);
+        if since != covered {
+            covered = since;
+            store.set_coverage(since, short_lease_ms);
+            tracing::info!(
+                covered_since_ms = since,
+                "stream coverage moved: cached sessions confirmed before it are re-checked"
+            );
+        }
+        let lease = lease_for(
+            age_ms(status.last_poll_ok_at(), now),
+            status.last_record_age().map(|d| d.as_millis() as u64),
+            &settings,
+        );
         if lease != store.lease_ms() {
             if lease < settings.lease_ms && status.last_poll_ok_at().is_none() {
                 tracing::info!(

@@ -1,5 +1,12 @@
 //! Logging and metrics set-up. Logs go to stderr (stdout carries only the
 //! "listening" line); a session token is never a field of any event.
+//!
+//! The metrics are listed in the README (`GET /metrics`). Those of the
+//! DynamoDB tier are emitted in `sync/`: `edge_session_dynamodb_errors_total`
+//! counts every failed call by `op` and `kind` (`unavailable`: no answer;
+//! `throttled`: refused for capacity after the SDK's retries, which does not
+//! open the breaker; `rejected`; `malformed`), not the calls the open breaker
+//! fails fast (`edge_session_dynamodb_breaker_rejections_total{op}`).
 
 use std::sync::OnceLock;
 

@@ -75,6 +75,9 @@ error_codes! {
     HeadersTooLarge = "headers_too_large",
     /// 503: DynamoDB cannot be reached.
     StoreUnavailable = "store_unavailable",
+    /// 503: DynamoDB throttled the call (capacity, not an outage); with
+    /// `Retry-After`.
+    StoreThrottled = "store_throttled",
     /// 5xx: an internal failure (details only in the log).
     Internal = "internal",
     /// Any other status the framework answers with.
@@ -225,13 +228,24 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::UNAUTHORIZED && self.code == ErrorCode::Unauthorized {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
+        if self.code == ErrorCode::StoreThrottled {
+            response.insert_header((header::RETRY_AFTER, "1"));
+        }
         response.json(serde_json::json!({ "error": self.code.as_str(), "message": self.message }))
     }
 }
 
 impl From<store::Error> for ApiError {
     fn from(err: store::Error) -> Self {
-        if err.is_unavailable() {
+        if matches!(&err, store::Error::Dynamo(e) if e.is_throttled()) {
+            // Capacity, not an outage: the client may retry after a second.
+            tracing::warn!(%err, "DynamoDB throttled");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::StoreThrottled,
+                "the session store is over its capacity; retry after a second",
+            )
+        } else if err.is_unavailable() {
             tracing::warn!(%err, "DynamoDB unavailable");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -74,7 +74,9 @@ impl TieredStore {
         let cache = &self.inner.cache;
         if let Some(hit) = cache.get(key)? {
             return match codec::decode(hit.bytes()) {
-                Ok(record) if now.saturating_sub(hit.fetched_at) < self.lease_ms() => {
+                Ok(record)
+                    if now.saturating_sub(hit.fetched_at) < self.lease_at(hit.fetched_at) =>
+                {
                     Ok(CacheLookup::Fresh(record))
                 }
                 Ok(record) => Ok(CacheLookup::Stale {

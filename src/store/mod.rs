@@ -16,7 +16,9 @@
 //!   and revocation of one user's sessions), `drain_outbox`, and `maintain`,
 //!   the background outbox replay and cache sweeps.
 //! - `remote.rs`: what other nodes did, as the stream reports it
-//!   (`apply_removed`, `apply_version_raised`), and the lease.
+//!   (`apply_removed`, `apply_version_raised`), the lease, and which cached
+//!   records the stream follower's position covers (the others get the
+//!   short lease).
 //! - `epochs.rs`: users' revocation epochs as this node knows them (read by
 //!   `load`, `create` and `regenerate`, raised by `revoke_user` and the
 //!   stream). Its only write is `load`'s step 4: an outlawed session is
@@ -28,7 +30,7 @@
 //!
 //! | file | operation | steps, in order | a failure at step N leaves |
 //! |---|---|---|---|
-//! | `load.rs` | `load` | 1. sled get; a hit within the lease is decoded, expiry-checked, checked against the user's revocation epoch this node knows (no I/O), served. 2. on a miss: if tombstoned, `None` without asking DynamoDB. 3. one consistent DynamoDB get per key at a time (concurrent misses share it); a hit past the lease reads only `ver`. 4. a bound record is checked against its user's epoch (memory within the lease, else one consistent read); an outlawed one is destroyed. 5. fill sled, unless a tombstone or a newer version is there. 6. if `last_seen_at` is older than the touch interval, a conditional write of the next version | 1: cache error, nothing written. 3: unreachable → `Err` (503), nothing written; past the lease with `OnUnreachable::ServeCached`, the cached copy is served up to `max_stale_ms`. 5: not served if a tombstone appeared meanwhile. 6: unreachable → served as loaded (touch is best effort); version conflict → the record is re-read |
+//! | `load.rs` | `load` | 1. sled get; a hit within the lease (at most the short lease for a record confirmed before the stream follower's position, `remote.rs`) is decoded, expiry-checked, checked against the user's revocation epoch this node knows (no I/O), served. 2. on a miss: if tombstoned, `None` without asking DynamoDB. 3. one consistent DynamoDB get per key at a time (concurrent misses share it); a hit past the lease reads only `ver`. 4. a bound record is checked against its user's epoch (memory within the lease, else one consistent read); an outlawed one is destroyed. 5. fill sled, unless a tombstone or a newer version is there. 6. if `last_seen_at` is older than the touch interval, a conditional write of the next version | 1: cache error, nothing written. 3: unreachable → `Err` (503), nothing written; past the lease with `OnUnreachable::ServeCached`, the cached copy is served up to `max_stale_ms`. 5: not served if a tombstone appeared meanwhile. 6: unreachable → served as loaded (touch is best effort); version conflict → the record is re-read |
 //! | `write.rs` | `create` | 1. with a user binding: a consistent read of the user's epoch. 2. DynamoDB put conditional on `attribute_not_exists` (bound: in one transaction with a check that the epoch is unchanged). 3. fill sled | 1–2: `Err`, no token issued; refused → nothing written anywhere; no answer → the put may have happened: a bound session's key is tombstoned and queued in the outbox, which deletes it once DynamoDB answers (an unbound one is listed nowhere and expires by TTL); an epoch that moved meanwhile → read it again and retry. 3: the session exists in DynamoDB and is loaded on first use |
 //! | `write.rs` | `update` | 1. refuse if tombstoned here. 2. DynamoDB put conditional on the caller's `version`. 3. fill sled | 2: conflict (changed or deleted elsewhere) → `Conflict` and the stale cached copy is evicted; unreachable → `Err`, nothing written. 3: as for `create` |
 //! | `rotate.rs` | `regenerate` | 1. the bound user's epoch as this node knows it (within the lease; else the old session's if the same user's, else 0), no I/O; refuse to carry a login the epoch outlawed. 2. durable tombstone + outbox entry for the old key (one sled transaction, flushed); the key is marked in flight so the outbox replay leaves it alone. 3. ONE `TransactWriteItems`: delete old (conditional on its version), put new (`attribute_not_exists`), check the user's epoch. 4. ack the outbox, fill sled with the new record | 1–2: `Err`, nothing changed. 3: the epoch check failed on a guessed epoch → nothing was written: read the epoch (consistent), go back to 1 once; another conflict → the transaction wrote nothing; the tombstone and outbox entry this call wrote are lifted, `Conflict` returned; unreachable or unknown outcome → fail closed: the old token stays dead here and the outbox deletes it from DynamoDB once reachable, and the new key too (the transaction may have happened unanswered); no new token is issued |
@@ -254,6 +256,9 @@ struct Inner {
     /// The lease in force (ms): `settings.revalidate_after_ms`, shortened
     /// while the stream follower lags (see [`TieredStore::set_lease`]).
     lease_ms: AtomicU64,
+    /// Which cached records the follower's position covers (records
+    /// confirmed before it get the short lease; see `remote.rs`).
+    coverage: remote::Coverage,
     /// Keys a live request is revoking: the outbox replay skips them.
     revoking: RevokingSet,
 }
@@ -292,6 +297,7 @@ impl TieredStore {
                 misses: SingleFlight::default(),
                 epochs: Epochs::default(),
                 lease_ms: AtomicU64::new(settings.revalidate_after_ms),
+                coverage: remote::Coverage::default(),
                 revoking: RevokingSet::default(),
             }),
         }

@@ -1,14 +1,19 @@
 //! A circuit breaker in front of DynamoDB, so a dead endpoint does not pile
 //! up waiting requests: after `failures_to_open` calls in a row that got no
-//! answer (timeouts, refused or cut connections, 5xx, throttling after the
-//! SDK's own retries), calls fail at once with `Unavailable` for `cooldown`.
+//! answer (timeouts, refused or cut connections, 5xx), calls fail at once
+//! with `Unavailable` for `cooldown`.
 //! Then one probe call is let through: an answer closes the breaker, another
 //! failure opens it for another `cooldown`. A probe that never reports (its
 //! caller gave up on it, as `/readyz` does after 2 s) keeps the breaker open
 //! for one more `cooldown` only; then the next call probes.
 //!
 //! An answer of any kind, including a refusal such as a failed condition,
-//! counts as success: the breaker measures reachability, not outcomes.
+//! counts as success: the breaker measures reachability, not outcomes. A
+//! throttled call (`ThrottlingException`, ... after the SDK's retries) is
+//! such an answer: DynamoDB is there and asks for less traffic, and failing
+//! calls fast would only turn a slowdown into an outage. Throttled calls
+//! reach DynamoDB at the SDK's backoff, and the first one it accepts again
+//! succeeds at once.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -70,7 +75,7 @@ impl Breaker {
             Some(until) if now < until => {
                 metrics::counter!("edge_session_dynamodb_breaker_rejections_total", "op" => op)
                     .increment(1);
-                Err(DynamoError::new(
+                Err(DynamoError::uncounted(
                     op,
                     ErrorKind::Unavailable,
                     format!(

@@ -8,9 +8,16 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 #[non_exhaustive]
 pub enum ErrorKind {
     /// DynamoDB could not be reached or did not answer in time (connect
-    /// refused, timeout, a cut response, 5xx, throttling after the SDK's
-    /// retries). The outcome of a write that failed this way is unknown.
+    /// refused, timeout, a cut response, 5xx). The outcome of a write that
+    /// failed this way is unknown.
     Unavailable,
+    /// DynamoDB answered, refusing the request for lack of capacity
+    /// (`ThrottlingException`, `ProvisionedThroughputExceededException`,
+    /// `RequestLimitExceeded`, ...), still after the SDK's retries with
+    /// backoff. An answer, not an outage: it does not count towards the
+    /// circuit breaker. An earlier attempt of the same call may have timed
+    /// out, so a write that failed this way has an unknown outcome too.
+    Throttled,
     /// DynamoDB answered and refused the request (validation, missing table,
     /// access denied). Retrying the same request will not help.
     Rejected,
@@ -31,8 +38,30 @@ pub struct DynamoError {
     pub message: String,
 }
 
+impl ErrorKind {
+    /// The `kind` label of `edge_session_dynamodb_errors_total`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Throttled => "throttled",
+            ErrorKind::Rejected => "rejected",
+            ErrorKind::Malformed => "malformed",
+        }
+    }
+}
+
 impl DynamoError {
+    /// A failed DynamoDB call, counted in
+    /// `edge_session_dynamodb_errors_total{op,kind}`.
     pub(crate) fn new(op: &'static str, kind: ErrorKind, message: impl Into<String>) -> Self {
+        metrics::counter!("edge_session_dynamodb_errors_total", "op" => op, "kind" => kind.name())
+            .increment(1);
+        Self::uncounted(op, kind, message)
+    }
+
+    /// An error that is not a failed call (the breaker failing one fast,
+    /// the caller's retry budget): not counted as a DynamoDB error.
+    pub(crate) fn uncounted(op: &'static str, kind: ErrorKind, message: impl Into<String>) -> Self {
         DynamoError {
             op,
             kind,
@@ -42,12 +71,21 @@ impl DynamoError {
 
     /// An `Unavailable` error raised by the caller (a retry budget ran out).
     pub fn new_unavailable(op: &'static str, message: impl Into<String>) -> Self {
-        Self::new(op, ErrorKind::Unavailable, message)
+        Self::uncounted(op, ErrorKind::Unavailable, message)
     }
 
-    /// True when DynamoDB could not be reached: the 503 `store_unavailable` case.
+    /// True when the call got no usable answer: DynamoDB could not be
+    /// reached, or it throttled the call (the outcome of a write is unknown
+    /// either way). The 503 case: `store_throttled` when
+    /// [`is_throttled`](Self::is_throttled), else `store_unavailable`.
     pub fn is_unavailable(&self) -> bool {
-        self.kind == ErrorKind::Unavailable
+        matches!(self.kind, ErrorKind::Unavailable | ErrorKind::Throttled)
+    }
+
+    /// True when DynamoDB refused the call for lack of capacity (after the
+    /// SDK's retries): the 503 `store_throttled` case, with `Retry-After`.
+    pub fn is_throttled(&self) -> bool {
+        self.kind == ErrorKind::Throttled
     }
 }
 
@@ -72,8 +110,9 @@ pub enum RotateConflict {
 }
 
 /// The error codes with which DynamoDB and DynamoDB Streams refuse a call
-/// for lack of capacity (the request itself was fine): retried by the SDK,
-/// then treated as no answer.
+/// for lack of capacity (the request itself was fine): retried by the SDK
+/// with backoff, then [`ErrorKind::Throttled`]: an answer, so the circuit
+/// breaker does not count them.
 const THROTTLING_CODES: [&str; 5] = [
     "ThrottlingException",
     "Throttling",
@@ -96,7 +135,7 @@ where
         SdkError::ServiceError(service) => {
             let code = service.err().code().unwrap_or("Unknown");
             match code {
-                _ if is_throttling(code) => ErrorKind::Unavailable,
+                _ if is_throttling(code) => ErrorKind::Throttled,
                 "InternalServerError" | "ServiceUnavailable" => ErrorKind::Unavailable,
                 _ if service.raw().status().is_server_error() => ErrorKind::Unavailable,
                 _ => ErrorKind::Rejected,
@@ -109,7 +148,8 @@ where
     }
 }
 
-/// Whether the call got no usable answer (what the circuit breaker counts).
+/// Whether DynamoDB did not answer at all (what the circuit breaker counts):
+/// a throttled call was answered.
 pub(crate) fn is_unreachable<E>(err: &SdkError<E, HttpResponse>) -> bool
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,

@@ -32,7 +32,8 @@ use crate::item::{self, Item, SID_LEN};
 
 /// Every DynamoDB call goes through `timed`: the circuit breaker admits it
 /// (or fails it fast), its latency is recorded by operation, and whether
-/// DynamoDB answered feeds the breaker.
+/// DynamoDB answered feeds the breaker (a throttled call was answered).
+/// A failed call becomes a [`DynamoError`], counted by `op` and `kind`.
 trait Timed<T, E>: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>> + Sized
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -336,7 +337,7 @@ impl DynamoTier {
                         Some(conflict) => Ok(Err(conflict)),
                         None => Err(DynamoError::new(
                             op,
-                            ErrorKind::Unavailable,
+                            cancellation_kind(&codes),
                             format!("transaction cancelled: {codes:?}"),
                         )),
                     }
@@ -642,6 +643,17 @@ fn cancellation_outcome(codes: &[&str], roles: &[RotateConflict]) -> Option<Rota
     None
 }
 
+/// A cancellation that is not a conflict: throttled when an item was refused
+/// for capacity, else no usable answer.
+fn cancellation_kind(codes: &[&str]) -> ErrorKind {
+    let capacity = ["ThrottlingError", "ProvisionedThroughputExceeded"];
+    if codes.iter().any(|c| capacity.contains(c)) {
+        ErrorKind::Throttled
+    } else {
+        ErrorKind::Unavailable
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -674,6 +686,10 @@ mod tests {
             Some(RotateConflict::TransactionInProgress)
         );
         assert_eq!(rotate_outcome(&["ThrottlingError", "None"]), None);
+        assert_eq!(
+            cancellation_kind(&["ThrottlingError", "None"]),
+            ErrorKind::Throttled
+        );
         assert_eq!(rotate_outcome(&[]), None);
     }
 }

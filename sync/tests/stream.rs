@@ -454,6 +454,12 @@ async fn a_restarted_follower_resumes_after_its_checkpoint_missing_and_repeating
     let mut b = follow(&server.url, tier.table(), checkpoints.clone(), fast()).await;
     let resumed = b.take(3).await;
     assert_eq!(sids(&resumed), vec![4, 5, 6], "{resumed:?}");
+    b.ready().await;
+    assert_eq!(
+        b.status.covered_since(),
+        Some(UNIX_EPOCH),
+        "resumed from checkpoints: everything the stream holds is covered"
+    );
     create_and_delete(&tier, 7).await;
     let marker = b.take(1).await;
     assert_eq!(
@@ -554,6 +560,7 @@ async fn a_cold_start_begins_at_latest() {
     let tier = table(&server.url).await;
     create_and_delete(&tier, 1).await;
 
+    let started = SystemTime::now();
     let mut follower = follow(
         &server.url,
         tier.table(),
@@ -562,9 +569,14 @@ async fn a_cold_start_begins_at_latest() {
     )
     .await;
     follower.ready().await;
+    // What was written before the LATEST position is in no record it reads:
+    // its coverage begins after that position was taken.
+    let covered = follower.status.covered_since().expect("positioned");
+    assert!(covered >= started, "{covered:?} before {started:?}");
     create_and_delete(&tier, 2).await;
     // Had the history been replayed, session 1 would come first.
     assert_eq!(sids(&follower.take(1).await), vec![2]);
+    assert_eq!(follower.status.covered_since(), Some(covered), "unchanged");
     follower.stop().await;
 }
 
@@ -649,7 +661,9 @@ async fn trimmed_data_is_reported_as_a_gap_and_reading_goes_on_from_the_trim_hor
     follower.ready().await;
     create_and_delete(&tier, 1).await;
     assert_eq!(sids(&follower.take(1).await), vec![1]);
+    let covered = follower.status.covered_since().expect("positioned");
 
+    let lost_at = SystemTime::now();
     proxy.inject("GetRecords", "TrimmedDataAccessException", 1);
     create_and_delete(&tier, 2).await;
     // dynoxide never trims, so its trim horizon is the shard's first record:
@@ -657,6 +671,11 @@ async fn trimmed_data_is_reported_as_a_gap_and_reading_goes_on_from_the_trim_hor
     let got = follower.take(2).await;
     assert_eq!(sids(&got), vec![1, 2], "{got:?}");
     assert_eq!(follower.status.gaps(), 1);
+    let now_covered = follower.status.covered_since().expect("positioned");
+    assert!(
+        now_covered >= lost_at && now_covered > covered,
+        "a gap moves the coverage past the loss: {now_covered:?}, lost at {lost_at:?}"
+    );
     assert!(proxy
         .requests("GetShardIterator")
         .iter()

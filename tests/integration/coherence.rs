@@ -1,14 +1,18 @@
 //! Several nodes as separate processes over one DynamoDB-wire endpoint (the
 //! harness's): a revocation on one node reaches the others, through the
 //! stream follower when it runs and within the lease when it does not; a
-//! follower restart misses nothing.
+//! follower restart misses nothing; a revocation made while a node's
+//! follower is still taking its first position is not missed either.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 
-use crate::harness::{client, node_toml, service_login, table_name, v1};
+use crate::faultproxy::{Fault, FaultProxy};
+use crate::harness::{
+    client, eventually, metric, node_toml, proxied_node_toml, service_login, table_name, v1,
+};
 use crate::node::Node;
 use crate::process;
 
@@ -16,6 +20,11 @@ use crate::process;
 fn start(dir: &Path, table: &str, extra: &str) -> Node {
     let mut toml = node_toml(&dir.join("data"), table, "");
     toml.push_str(extra);
+    start_toml(dir, &toml)
+}
+
+/// Start a node process from a whole config written under `dir`.
+fn start_toml(dir: &Path, toml: &str) -> Node {
     let path = dir.join("config.toml");
     std::fs::write(&path, toml).unwrap();
     process::start(
@@ -238,6 +247,81 @@ async fn follower_restart_misses_no_revocation() {
                 "untouched session {i} still served"
             );
         }
+    }
+    for node in [a, b] {
+        let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
+            .await
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// A cold-starting node serves (and caches) sessions before its follower has
+/// taken its `LATEST` position; a revocation written in between is in no
+/// record that follower will read. Node B reaches DynamoDB through the fault
+/// proxy, which holds back its `GetShardIterator` calls (B's follower start
+/// is slowed for as long as the test needs) and passes everything else. B
+/// caches sessions at once, A revokes them, then B's follower takes its
+/// position and becomes healthy, so B's ten-minute lease is in force: only
+/// the rule "a record confirmed before the follower's position is served on
+/// the short lease" (docs/design.md, tier rule 6) makes B refuse them now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_during_a_nodes_cold_start_is_not_missed() {
+    let Some(proxy) = FaultProxy::to_harness().await else {
+        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+        return;
+    };
+    let table = table_name();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // A ten-minute lease (the short one stays 1 s) and no touch within the
+    // test: nothing else makes B re-read a session.
+    let extra = format!(
+        "{STREAM_FAST}\n[cache]\nrevalidate_after_ms = 600000\n\
+         [session]\ntouch_interval_secs = 1200\n"
+    );
+    let a = start(da.path(), &table, &extra);
+    let c = client();
+    let mut tokens = Vec::new();
+    for i in 0..10 {
+        tokens.push(service_login((&c, &a.url), &format!("cold-{i}")).await);
+    }
+
+    proxy.set(Fault::HoldRequestsTo("GetShardIterator"));
+    let b_toml = proxied_node_toml(&db.path().join("data"), &table, &proxy.url(), "", &extra);
+    let b = start_toml(db.path(), &b_toml);
+    for token in &tokens {
+        assert_eq!(status(&c, &b, token).await, StatusCode::OK, "B caches it");
+    }
+    for token in &tokens {
+        let res = v1((&c, &a.url), Method::DELETE, "/v1/session")
+            .header("x-session-token", token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    }
+    // B's follower is still waiting for its position: the revocations are
+    // before it, in no record B will read.
+    eventually("B's follower asks for its position", || async {
+        proxy.held() > 0
+    })
+    .await;
+    proxy.set(Fault::Pass);
+    eventually(
+        "B's follower healthy: the ten-minute lease in force",
+        || async { metric((&c, &b.url), "edge_session_lease_seconds").await == Some(600.0) },
+    )
+    .await;
+
+    for token in &tokens {
+        until_refused(&c, &b, token, Duration::from_secs(30)).await;
+    }
+    for token in &tokens {
+        assert_eq!(
+            status(&c, &b, token).await,
+            StatusCode::NOT_FOUND,
+            "refused for good"
+        );
     }
     for node in [a, b] {
         let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())

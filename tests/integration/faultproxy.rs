@@ -42,7 +42,19 @@ pub enum Fault {
     /// As [`Fault::CutResponseTo`], but only the first such response after
     /// the switch: a retry of the same request then gets its answer.
     CutOneResponseTo(&'static str),
+    /// Forward requests, but hold back every request whose bytes contain
+    /// this text (an operation name such as `GetShardIterator`) until the
+    /// fault changes: a slow start of just that call, for as long as the
+    /// test needs. Everything else passes.
+    HoldRequestsTo(&'static str),
+    /// Answer every request itself, as DynamoDB does when it throttles:
+    /// HTTP 400 with the AWS JSON protocol's error shape (`x-amzn-ErrorType`
+    /// and `__type` `ThrottlingException`). Nothing reaches the server.
+    Throttle,
 }
+
+/// DynamoDB's answer to a throttled request (AWS JSON 1.0 error shape).
+const THROTTLED_BODY: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#;
 
 /// A running proxy. Dropping it stops it and cuts its connections.
 pub struct FaultProxy {
@@ -51,7 +63,17 @@ pub struct FaultProxy {
     accepted: Arc<AtomicU64>,
     /// Responses `CutOneResponseTo` may still cut.
     cuts_left: Arc<AtomicU64>,
+    counts: Arc<Counts>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What the proxy did to requests, across connections.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Requests answered with `ThrottlingException`.
+    throttled: AtomicU64,
+    /// Requests held back by `HoldRequestsTo`.
+    held: AtomicU64,
 }
 
 impl Drop for FaultProxy {
@@ -101,19 +123,24 @@ impl FaultProxy {
         let (fault, watcher) = watch::channel(Fault::Pass);
         let accepted = Arc::new(AtomicU64::new(0));
         let cuts_left = Arc::new(AtomicU64::new(0));
+        let counts = Arc::new(Counts::default());
         let task = tokio::spawn(accept_loop(
             listener,
             addr,
             upstream,
             watcher,
             Arc::clone(&accepted),
-            Arc::clone(&cuts_left),
+            Shared {
+                cuts_left: Arc::clone(&cuts_left),
+                counts: Arc::clone(&counts),
+            },
         ));
         FaultProxy {
             addr,
             fault,
             accepted,
             cuts_left,
+            counts,
             task,
         }
     }
@@ -139,6 +166,24 @@ impl FaultProxy {
     pub fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
     }
+
+    /// Requests answered with `ThrottlingException` so far ([`Fault::Throttle`]).
+    pub fn throttled(&self) -> u64 {
+        self.counts.throttled.load(Ordering::SeqCst)
+    }
+
+    /// Requests held back so far ([`Fault::HoldRequestsTo`]).
+    pub fn held(&self) -> u64 {
+        self.counts.held.load(Ordering::SeqCst)
+    }
+}
+
+/// What every connection's task shares.
+#[derive(Clone)]
+struct Shared {
+    /// Responses `CutOneResponseTo` may still cut.
+    cuts_left: Arc<AtomicU64>,
+    counts: Arc<Counts>,
 }
 
 async fn accept_loop(
@@ -147,7 +192,7 @@ async fn accept_loop(
     upstream: SocketAddr,
     mut fault: watch::Receiver<Fault>,
     accepted: Arc<AtomicU64>,
-    cuts_left: Arc<AtomicU64>,
+    shared: Shared,
 ) {
     let mut listener = Some(listener);
     loop {
@@ -181,7 +226,7 @@ async fn accept_loop(
                 // The fault as of now (it may have changed since `current`).
                 let mut watcher = fault.clone();
                 let now = *watcher.borrow_and_update();
-                tokio::spawn(serve(client, upstream, now, watcher, Arc::clone(&cuts_left)));
+                tokio::spawn(serve(client, upstream, now, watcher, shared.clone()));
             }
         }
     }
@@ -193,7 +238,7 @@ async fn serve(
     upstream: SocketAddr,
     fault: Fault,
     mut changes: watch::Receiver<Fault>,
-    cuts_left: Arc<AtomicU64>,
+    shared: Shared,
 ) {
     let _ = client.set_nodelay(true);
     let work = async move {
@@ -217,11 +262,13 @@ async fn serve(
                 // Keep the socket open and silent until the fault changes.
                 std::future::pending::<()>().await;
             }
+            Fault::Throttle => throttle(client, &shared.counts).await,
             Fault::Pass
             | Fault::Latency(_)
             | Fault::CutResponse
             | Fault::CutResponseTo(_)
-            | Fault::CutOneResponseTo(_) => {
+            | Fault::CutOneResponseTo(_)
+            | Fault::HoldRequestsTo(_) => {
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     return;
                 };
@@ -240,17 +287,22 @@ async fn serve(
                     Fault::CutOneResponseTo(text) => (
                         Some(text),
                         Arc::new(AtomicBool::new(false)),
-                        Some(cuts_left),
+                        Some(shared.cuts_left),
                     ),
                     _ => (None, Arc::new(AtomicBool::new(false)), None),
                 };
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
+                let hold = match fault {
+                    Fault::HoldRequestsTo(text) => Some((text, shared.counts)),
+                    _ => None,
+                };
                 let requests = Requests {
                     delay,
                     mark,
                     armed: Arc::clone(&armed),
                     budget,
+                    hold,
                 };
                 let responses = Responses { delay, armed };
                 tokio::select! {
@@ -275,6 +327,8 @@ struct Requests {
     armed: Arc<AtomicBool>,
     /// Cuts left across the proxy (`CutOneResponseTo`); `None`: no limit.
     budget: Option<Arc<AtomicU64>>,
+    /// Text that marks a request to hold back until the fault changes.
+    hold: Option<(&'static str, Arc<Counts>)>,
 }
 
 impl Requests {
@@ -296,6 +350,14 @@ impl Requests {
                     self.armed.store(true, Ordering::SeqCst);
                 }
             }
+            if let Some((text, counts)) = &self.hold {
+                if buf[..n].windows(text.len()).any(|w| w == text.as_bytes()) {
+                    counts.held.fetch_add(1, Ordering::SeqCst);
+                    // Never forwarded: the switch that lifts the hold ends
+                    // this connection, and the client retries on a new one.
+                    std::future::pending::<()>().await;
+                }
+            }
             if !self.delay.is_zero() {
                 tokio::time::sleep(self.delay).await;
             }
@@ -304,6 +366,55 @@ impl Requests {
             }
         }
     }
+}
+
+/// Answer every HTTP/1.1 request on `client` with DynamoDB's throttling
+/// error, keeping the connection alive as DynamoDB does.
+async fn throttle(mut client: TcpStream, counts: &Counts) {
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        // One request: its headers, then `Content-Length` bytes of body.
+        let body_start = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            match client.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let length = content_length(&buf[..body_start]);
+        while buf.len() < body_start + length {
+            match client.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..body_start + length);
+        counts.throttled.fetch_add(1, Ordering::SeqCst);
+        let response = format!(
+            "HTTP/1.1 400 Bad Request\r\n\
+             content-type: application/x-amz-json-1.0\r\n\
+             x-amzn-errortype: ThrottlingException\r\n\
+             x-amzn-requestid: fault-proxy\r\n\
+             content-length: {}\r\n\r\n{THROTTLED_BODY}",
+            THROTTLED_BODY.len()
+        );
+        if client.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The `Content-Length` of a request's header block (0 when absent).
+fn content_length(headers: &[u8]) -> usize {
+    String::from_utf8_lossy(headers)
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The server-to-client half of a connection.
@@ -365,5 +476,12 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n{\""
         );
         assert_eq!(cut_point(b"HTTP/1.1 200"), 6);
+    }
+
+    #[test]
+    fn content_length_is_read_case_insensitively() {
+        let head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n";
+        assert_eq!(content_length(head), 12);
+        assert_eq!(content_length(b"GET / HTTP/1.1\r\n\r\n"), 0);
     }
 }

@@ -21,3 +21,4 @@ mod node;
 mod openapi;
 mod process;
 mod store;
+mod throttle;

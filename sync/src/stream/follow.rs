@@ -212,12 +212,13 @@ impl FollowLoop {
         Some(())
     }
 
-    /// Update the status handle and the lag gauge.
+    /// Update the status handle (coverage, health) and the lag gauge.
     pub(super) fn publish(&self) {
+        let status = &self.follower.status;
+        status.set_positioned(!self.shards.awaiting_position());
         let Some((ok_at, record_age)) = self.shards.health() else {
             return;
         };
-        let status = &self.follower.status;
         status.set(ok_at, record_age);
         if let Some(lag) = status.lag(SystemTime::now()) {
             metrics::gauge!("edge_session_stream_lag_seconds").set(lag.as_secs_f64());
@@ -273,6 +274,8 @@ impl Follower {
         let latest = self.stream_arn().await?;
         if latest != *arn {
             tracing::info!(old = %arn, new = %latest, "stream follower: the table has a new stream");
+            // Writes between the two streams are in neither.
+            self.status.raise_covered_from(SystemTime::now());
             *arn = latest;
         }
         Ok(list_shards(&self.streams, arn).await?)
@@ -289,6 +292,7 @@ impl Follower {
         now: Instant,
     ) -> Result<(), DiscoveryError> {
         let cold = first && self.checkpoints.shard_ids()?.is_empty();
+        let unread = !first && shards.unread_parent(listed);
         let checkpoints = &self.checkpoints;
         let added = shards.merge(
             arn,
@@ -304,6 +308,11 @@ impl Follower {
         )?;
         for (id, position) in &added {
             tracing::debug!(shard = %id, ?position, "stream follower: following shard");
+        }
+        if unread {
+            tracing::warn!("stream follower: a shard ended before it was seen; revocations in it are covered only by the lease");
+            self.status.gap();
+            self.status.raise_covered_from(SystemTime::now());
         }
         for id in self.checkpoints.shard_ids()? {
             if !shards.contains(&id) {
@@ -327,8 +336,16 @@ impl Follower {
         Fut: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {
-        if fetched.acquired && shard.resume == Position::Latest {
-            shard.resume = Position::TrimHorizon;
+        if fetched.acquired {
+            if shard.uncovered {
+                // The position just taken covers writes from now on (the
+                // iterator's answer came before this instant).
+                shard.uncovered = false;
+                self.status.raise_covered_from(SystemTime::now());
+            }
+            if shard.resume == Position::Latest {
+                shard.resume = Position::TrimHorizon;
+            }
         }
         let now = Instant::now();
         match fetched.outcome {
@@ -370,6 +387,10 @@ impl Follower {
                 if action.gap {
                     tracing::warn!(shard = %id, "stream follower: records were lost to the stream's retention; revocations in them are covered only by the lease");
                     self.status.gap();
+                    // What was read before is no longer vouched for; the
+                    // next iterator's acquisition raises it again.
+                    self.status.raise_covered_from(SystemTime::now());
+                    shard.uncovered = !action.done;
                 }
                 if action.done {
                     return self.close(id, shard);

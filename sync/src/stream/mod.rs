@@ -55,6 +55,17 @@
 //!   shards revoke). `LATEST` is used at most once per shard: an iterator that
 //!   must be acquired again before anything was accepted starts at
 //!   `TRIM_HORIZON`, so nothing written after start-up is skipped.
+//! - **Coverage.** [`FollowerStatus::covered_since`] is the instant from
+//!   which every write is in a record the follower has read or will read:
+//!   `None` until each `LATEST` iterator is acquired, then the moment after
+//!   the last of them was (the stream's start when no shard began at
+//!   `LATEST`). It is raised, never lowered, whenever a position leaves
+//!   something behind: records lost to retention (at the loss and again when
+//!   the shard's new iterator is acquired), a shard found whose parent this
+//!   follower never read (also counted as a gap), a replaced stream. A record
+//!   the node read from DynamoDB before that instant may have been revoked
+//!   by a write no record will show, so the node must re-read it rather than
+//!   trust the stream to evict it.
 //!
 //! # Failures
 //!

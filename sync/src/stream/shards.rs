@@ -60,6 +60,9 @@ pub(super) struct ShardState {
     /// Where the next iterator is acquired from.
     pub(super) resume: Position,
     pub(super) iterator: Option<String>,
+    /// The next iterator acquired starts this follower's coverage anew (its
+    /// position is `LATEST`, or records were lost before it).
+    pub(super) uncovered: bool,
     pub(super) pending: Option<Pending>,
     /// The last batch filled `records_per_call`: poll again at once.
     pub(super) full: bool,
@@ -132,6 +135,29 @@ impl Shards {
             .min()
     }
 
+    /// Whether a shard still has its `LATEST` iterator to acquire: until
+    /// then the follower's position covers nothing.
+    pub(super) fn awaiting_position(&self) -> bool {
+        self.map
+            .values()
+            .any(|shard| !shard.done && shard.resume == Position::Latest)
+    }
+
+    /// Whether `listed` names a shard not known yet whose parent is neither
+    /// known nor listed: a shard this follower never read ended before it
+    /// was seen (only a later listing can show this; at start-up such a
+    /// shard is the stream's past).
+    pub(super) fn unread_parent(&self, listed: &[Listed]) -> bool {
+        let ids: HashSet<&str> = listed.iter().map(|l| l.id.as_str()).collect();
+        listed.iter().any(|shard| {
+            !self.map.contains_key(&shard.id)
+                && shard
+                    .parent
+                    .as_deref()
+                    .is_some_and(|parent| !self.map.contains_key(parent) && !ids.contains(parent))
+        })
+    }
+
     /// The oldest `ok_at` and the largest record age over readable shards;
     /// `None` when no shard is readable.
     pub(super) fn health(&self) -> Option<(SystemTime, Duration)> {
@@ -199,6 +225,7 @@ impl Shards {
                 ShardState {
                     parent: shard.parent.clone(),
                     stream_arn: arn.to_owned(),
+                    uncovered: position == Position::Latest,
                     resume: position,
                     iterator: None,
                     pending: None,
@@ -316,6 +343,30 @@ mod tests {
         assert_eq!(shards.due(now), vec!["b".to_owned(), "orphan".to_owned()]);
         shards.get_mut("b").done = true;
         assert_eq!(shards.due(now), vec!["c".to_owned(), "orphan".to_owned()]);
+    }
+
+    #[test]
+    fn a_cold_start_awaits_its_latest_positions() {
+        let (mut shards, _) = merged(&[listed("a", None), listed("b", Some("a"))], COLD);
+        assert!(shards.awaiting_position());
+        assert!(shards.get_mut("a").uncovered && !shards.get_mut("b").uncovered);
+        shards.get_mut("a").resume = Position::TrimHorizon;
+        assert!(!shards.awaiting_position(), "acquired");
+        let (warm, _) = merged(&[listed("a", None)], WARM);
+        assert!(!warm.awaiting_position(), "nothing at LATEST");
+    }
+
+    #[test]
+    fn a_new_shard_whose_parent_was_never_read_is_noticed() {
+        let (shards, _) = merged(&[listed("a", None)], COLD);
+        assert!(!shards.unread_parent(&[listed("a", None), listed("b", Some("a"))]));
+        assert!(!shards.unread_parent(&[
+            listed("a", None),
+            listed("x", Some("a")),
+            listed("y", Some("x"))
+        ]));
+        assert!(shards.unread_parent(&[listed("a", None), listed("z", Some("gone"))]));
+        assert!(!shards.unread_parent(&[listed("a", None)]), "known shards");
     }
 
     #[test]

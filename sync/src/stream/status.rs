@@ -1,7 +1,8 @@
 //! [`FollowerStatus`]: the follower's health as others read it (the last
-//! good poll, the age of the last accepted record, the lag, the gaps).
+//! good poll, the age of the last accepted record, the lag, the gaps), and
+//! what its stream positions cover ([`FollowerStatus::covered_since`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +19,12 @@ struct StatusInner {
     /// Milliseconds; `u64::MAX` = no record processed yet.
     last_record_age_ms: AtomicU64,
     gaps: AtomicU64,
+    /// Milliseconds since the epoch from which the positions cover every
+    /// shard (0: all the stream holds). Only ever raised.
+    covered_from_ms: AtomicU64,
+    /// Every shard's position is taken (no `LATEST` iterator still to
+    /// acquire); until then nothing is covered.
+    positioned: AtomicBool,
 }
 
 impl Default for StatusInner {
@@ -26,6 +33,8 @@ impl Default for StatusInner {
             last_poll_ok_ms: AtomicU64::new(0),
             last_record_age_ms: AtomicU64::new(u64::MAX),
             gaps: AtomicU64::new(0),
+            covered_from_ms: AtomicU64::new(0),
+            positioned: AtomicBool::new(false),
         }
     }
 }
@@ -68,6 +77,47 @@ impl FollowerStatus {
         self.inner.gaps.load(Ordering::Relaxed)
     }
 
+    /// The instant from which the follower's stream positions cover every
+    /// shard: every write made at or after it is in a record the follower
+    /// has read or will read. So a record read from DynamoDB at or after it
+    /// can only go stale through something the follower delivers; one read
+    /// before it may have been revoked by a write in no record this follower
+    /// will ever see, and only a re-read catches that.
+    ///
+    /// `None` until every shard's position is taken (a cold start's `LATEST`
+    /// iterators acquired). `Some(UNIX_EPOCH)` when the positions cover all
+    /// the stream holds (checkpoints, `TRIM_HORIZON`). Raised to the moment
+    /// after a `LATEST` iterator was acquired, when records were lost to the
+    /// stream's retention (and again when the shard's new iterator is
+    /// acquired), when a shard appears whose parent this follower never
+    /// read, and when the table's stream is replaced. Never lowered.
+    pub fn covered_since(&self) -> Option<SystemTime> {
+        if !self.inner.positioned.load(Ordering::SeqCst) {
+            return None;
+        }
+        let ms = self.inner.covered_from_ms.load(Ordering::SeqCst);
+        Some(UNIX_EPOCH + Duration::from_millis(ms))
+    }
+
+    /// Nothing before `at` is covered any more (rounded up to the next
+    /// millisecond, so a read in the same millisecond is not counted in).
+    pub(super) fn raise_covered_from(&self, at: SystemTime) {
+        let ms = at.duration_since(UNIX_EPOCH).map_or(0, |d| {
+            let ms = d.as_millis() as u64;
+            if d.subsec_nanos() % 1_000_000 == 0 {
+                ms
+            } else {
+                ms.saturating_add(1)
+            }
+        });
+        self.inner.covered_from_ms.fetch_max(ms, Ordering::SeqCst);
+    }
+
+    /// Whether every shard's position is taken.
+    pub(super) fn set_positioned(&self, positioned: bool) {
+        self.inner.positioned.store(positioned, Ordering::SeqCst);
+    }
+
     /// Record that every readable shard was applied up to date at `ok_at`,
     /// the newest accepted record being `record_age` old then.
     pub(super) fn set(&self, ok_at: SystemTime, record_age: Duration) {
@@ -101,6 +151,32 @@ mod tests {
         assert_eq!(
             status.lag(ok + Duration::from_secs(3)),
             Some(Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn coverage_starts_once_positioned_and_only_moves_forward() {
+        let status = FollowerStatus::default();
+        assert_eq!(status.covered_since(), None, "no position taken yet");
+        let at = UNIX_EPOCH + Duration::from_millis(5_000);
+        status.raise_covered_from(at);
+        assert_eq!(status.covered_since(), None);
+        status.set_positioned(true);
+        assert_eq!(status.covered_since(), Some(at));
+        status.raise_covered_from(UNIX_EPOCH + Duration::from_millis(1_000));
+        assert_eq!(status.covered_since(), Some(at), "never lowered");
+        status.raise_covered_from(at + Duration::from_micros(1));
+        assert_eq!(
+            status.covered_since(),
+            Some(at + Duration::from_millis(1)),
+            "rounded up"
+        );
+        let fresh = FollowerStatus::default();
+        fresh.set_positioned(true);
+        assert_eq!(
+            fresh.covered_since(),
+            Some(UNIX_EPOCH),
+            "all the stream holds"
         );
     }
 }
