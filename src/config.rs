@@ -202,6 +202,9 @@ pub struct CacheConfig {
     /// The lease while the stream follower lags or is broken.
     #[serde(default = "defaults::revalidate_after_lagging_ms")]
     pub revalidate_after_lagging_ms: u64,
+    /// Cap on queued logouts of keys this node could not verify.
+    #[serde(default = "defaults::max_unverified_revocations")]
+    pub max_unverified_revocations: usize,
 }
 
 /// `[stream]`
@@ -307,6 +310,9 @@ mod defaults {
     pub fn revalidate_after_lagging_ms() -> u64 {
         1000
     }
+    pub fn max_unverified_revocations() -> usize {
+        10_000
+    }
     pub fn poll_interval_ms() -> u64 {
         250
     }
@@ -379,6 +385,7 @@ impl Default for CacheConfig {
         CacheConfig {
             revalidate_after_ms: defaults::revalidate_after_ms(),
             revalidate_after_lagging_ms: defaults::revalidate_after_lagging_ms(),
+            max_unverified_revocations: defaults::max_unverified_revocations(),
         }
     }
 }

@@ -144,8 +144,12 @@ pub enum Destroyed {
     Pending,
     /// There was no such session; nothing was written.
     NotFound,
-    /// It was already revoked on this node; nothing was written.
+    /// It was already revoked on this node for good; nothing was written.
     AlreadyRevoked,
+    /// Neither tier could say whether it exists (not cached here, DynamoDB
+    /// unreachable): refused on this node, and its DynamoDB delete waits in
+    /// the bounded queue of unverified revocations (no fsync, no outbox).
+    Unverified,
 }
 
 /// What the sled tier alone says about a key.
@@ -208,6 +212,9 @@ pub struct StoreSettings {
     /// What a load does with a cached record past its lease when DynamoDB
     /// cannot be reached.
     pub on_unreachable: OnUnreachable,
+    /// Cap on the queue of unverified revocations (logouts of keys this node
+    /// could not check); a logout past it is refused (503).
+    pub max_unverified_revocations: usize,
 }
 
 /// What a load does with a cached record past its lease while DynamoDB is
@@ -231,6 +238,7 @@ impl Default for StoreSettings {
             policy: Policy::default(),
             revalidate_after_ms: 30_000,
             on_unreachable: OnUnreachable::Reject,
+            max_unverified_revocations: 10_000,
         }
     }
 }
