@@ -20,7 +20,7 @@
 //! - `unverified`: storage key → `enqueued_at (u64 BE)`. Logouts of keys this
 //!   node could not verify (not cached, DynamoDB unreachable): a bounded
 //!   queue (the caller's cap), each with an unverified tombstone; replayed
-//!   when DynamoDB answers. Not flushed per entry.
+//!   when DynamoDB answers.
 //! - `stream_checkpoints`: shard id → the sequence number of the last stream
 //!   record applied from it (the stream follower's resume point).
 //!

@@ -24,7 +24,8 @@ pub enum TombstoneKind {
     /// transaction is refused, and its ack makes it final.
     Provisional,
     /// A logout of a key nobody could verify (not cached, DynamoDB
-    /// unreachable), waiting in the bounded `unverified` queue.
+    /// unreachable), waiting in the bounded `unverified` queue. Only the
+    /// queue's replay or the sweep removes it (or a final one replaces it).
     Unverified,
 }
 
@@ -41,7 +42,8 @@ impl TombstoneKind {
 /// What [`SledCache::queue_unverified`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueuedUnverified {
-    /// Queued (or already queued): the key is refused here until replayed.
+    /// Queued (not yet durable: flush before acknowledging): the key is
+    /// refused here until replayed.
     Queued,
     /// The key already carries a tombstone of this kind; nothing written.
     Tombstoned(TombstoneKind),
@@ -262,8 +264,8 @@ impl SledCache {
     /// Queue the revocation of a key nobody could verify: an unverified
     /// tombstone kept until `keep_until` and a queue entry, in one
     /// transaction, unless the queue holds `cap` entries already or the key
-    /// carries another tombstone. Nothing is flushed (sled persists it within
-    /// its flush interval).
+    /// carries a tombstone already. Not yet durable: call
+    /// [`flush`](Self::flush) before acting on it.
     pub fn queue_unverified(
         &self,
         key: &StorageKey,
@@ -288,9 +290,6 @@ impl SledCache {
         );
         let outcome = trees.transaction(|(sessions, tombstones, expiry, unverified)| {
             match read(tombstones, key)? {
-                Some((_, TombstoneKind::Unverified)) => {
-                    return Ok((QueuedUnverified::Queued, false))
-                }
                 Some((_, kind)) => return Ok((QueuedUnverified::Tombstoned(kind), false)),
                 None => {}
             }

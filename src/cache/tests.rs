@@ -245,7 +245,7 @@ fn the_unverified_queue_is_capped() {
     );
     assert_eq!(
         cache.queue_unverified(&key(0), 100, 0, 4).unwrap(),
-        QueuedUnverified::Queued
+        QueuedUnverified::Tombstoned(TombstoneKind::Unverified)
     );
     assert_eq!(cache.unverified_len(), 3);
     assert!(cache.is_tombstoned(&key(1)).unwrap());

@@ -57,7 +57,7 @@ impl TieredStore {
                         if matches!(existing, Some((_, TombstoneKind::Unverified))) {
                             return Ok(Destroyed::Unverified);
                         }
-                        match self.queue_unverified(key, policy_bound, now)? {
+                        match self.queue_unverified(key, policy_bound, now).await? {
                             Some(outcome) => return outcome.ok_or_else(|| err.into()),
                             None => policy_bound,
                         }
@@ -81,46 +81,58 @@ impl TieredStore {
     }
 
     /// The logout of a key this node cannot verify (not cached, DynamoDB
-    /// unreachable): into the bounded unverified queue, no fsync. `None`:
-    /// the key turned out to be known here (a regenerate in flight), so the
+    /// unreachable): into the bounded unverified queue (an unverified
+    /// tombstone and a queue entry, flushed; no outbox entry). `None`: the
+    /// key turned out to be known here (a regenerate in flight), so the
     /// caller writes a durable revocation; `Some(None)`: the queue is full,
-    /// refused (the caller answers 503, nothing is acknowledged).
+    /// refused (the caller answers 503: nothing is acknowledged).
     ///
-    /// Why no acknowledged logout of a session this node serves is lost:
-    /// this node serves a session only from its cache (filled by every load
-    /// it serves) or after a DynamoDB read, so while DynamoDB is unreachable
-    /// every session it can serve is cached here, and its logout takes the
-    /// durable path (final tombstone, outbox entry, fsync). A key that is
-    /// not cached cannot be served by this node until DynamoDB answers; its
-    /// unverified tombstone refuses it here from now on (load and fill check
-    /// it), is persisted by sled within its flush interval (500 ms, and on a
-    /// clean shutdown), and is replayed (a DynamoDB delete) once DynamoDB
-    /// answers. When the queue is full the logout is refused with 503, never
-    /// acknowledged and dropped.
-    fn queue_unverified(
+    /// What an unknown token can buy: while DynamoDB is unreachable, one
+    /// queue slot (≈ 100 bytes of sled, one fsync) and only while the queue
+    /// is below its cap; once DynamoDB answers, the replay frees the slot and
+    /// an unknown token buys nothing (`NotFound`, no write). So an outage
+    /// costs at most `max_unverified_revocations` entries and fsyncs.
+    ///
+    /// Why no acknowledged logout of a real session is lost: a key that is
+    /// cached here, or that a regenerate in flight holds, takes the durable
+    /// path (final tombstone, outbox entry, fsync). Any other key cannot be
+    /// served by this node until DynamoDB answers (a miss needs DynamoDB's
+    /// read), so nothing this node serves is left live by queuing it. A
+    /// queued key is refused here from the moment it is queued (load and
+    /// fill see its tombstone), durably (flushed before the answer, so it
+    /// survives a kill -9), and its DynamoDB delete is replayed once DynamoDB
+    /// answers: a real session is deleted there (and its tombstone becomes
+    /// final), a key that never existed is dropped. Past the cap the logout
+    /// is refused with 503, never acknowledged and dropped.
+    async fn queue_unverified(
         &self,
         key: StorageKey,
         keep_until: UnixMillis,
         now: UnixMillis,
     ) -> Result<Option<Option<Destroyed>>, Error> {
         let cap = self.inner.settings.max_unverified_revocations;
-        let outcome = match self
+        let queued = self
             .inner
             .cache
-            .queue_unverified(&key, keep_until, now, cap)?
-        {
-            QueuedUnverified::Queued => Some(Some(Destroyed::Unverified)),
+            .queue_unverified(&key, keep_until, now, cap)?;
+        self.report_unverified();
+        Ok(match queued {
+            QueuedUnverified::Queued => {
+                self.inner.cache.flush().await?;
+                Some(Some(Destroyed::Unverified))
+            }
             QueuedUnverified::Tombstoned(TombstoneKind::Final) => {
                 Some(Some(Destroyed::AlreadyRevoked))
             }
-            QueuedUnverified::Tombstoned(_) => None,
+            QueuedUnverified::Tombstoned(TombstoneKind::Unverified) => {
+                Some(Some(Destroyed::Unverified))
+            }
+            QueuedUnverified::Tombstoned(TombstoneKind::Provisional) => None,
             QueuedUnverified::Full => {
                 unverified_dropped("full");
                 Some(None)
             }
-        };
-        self.report_unverified();
-        Ok(outcome)
+        })
     }
 
     /// Set the gauge of queued unverified revocations.
