@@ -289,9 +289,8 @@ impl SledCache {
             &self.unverified,
         );
         let outcome = trees.transaction(|(sessions, tombstones, expiry, unverified)| {
-            match read(tombstones, key)? {
-                Some((_, kind)) => return Ok((QueuedUnverified::Tombstoned(kind), false)),
-                None => {}
+            if let Some((_, kind)) = read(tombstones, key)? {
+                return Ok((QueuedUnverified::Tombstoned(kind), false));
             }
             let tomb = Tombstone {
                 keep_until,

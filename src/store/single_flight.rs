@@ -108,7 +108,7 @@ mod tests {
     async fn a_cancelled_call_leaves_no_entry() {
         let flight = SingleFlight::<u32>::default();
         // A call that never answers, dropped after it started.
-        let stuck = flight.run(key(1), || std::future::pending::<u32>());
+        let stuck = flight.run(key(1), std::future::pending::<u32>);
         tokio::select! {
             biased;
             _ = stuck => unreachable!("pending never answers"),
@@ -119,7 +119,7 @@ mod tests {
         // Two callers share a call; the first is dropped; the second runs
         // the call itself and the entry goes once it answers.
         let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
-        let mut first = Box::pin(flight.run(key(2), || std::future::pending::<u32>()));
+        let mut first = Box::pin(flight.run(key(2), std::future::pending::<u32>));
         assert!(futures_poll_once(first.as_mut()).await.is_none());
         let second = flight.run(key(2), || async { rx.await.unwrap() });
         tokio::pin!(second);
