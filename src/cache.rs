@@ -1,13 +1,26 @@
-//! [`SledCache`]: the node-local tier. The only file that names sled.
+//! [`SledCache`]: the node-local tier. The only file (with its submodule
+//! `revocations.rs`, the revocation state) that names sled.
 //!
 //! Trees:
 //! - `sessions`: storage key → `fetched_at (u64 BE) | version (u64 BE) | record bytes`.
-//! - `tombstones`: storage key → `keep_until (u64 BE) | nonce (u64 BE)`. A
-//!   revoked key; kept until the revoked session could no longer be live, then
-//!   swept.
+//! - `tombstones`: storage key → `keep_until (u64 BE) | nonce (u64 BE) | kind (u8)`.
+//!   A revoked key; kept until the revoked session could no longer be live,
+//!   then swept. The kind ([`TombstoneKind`]) says whose it is: final (a
+//!   destroy, the stream, a regenerate that went through or whose outcome is
+//!   unknown), provisional (a regenerate in flight, which may lift it), or
+//!   unverified (a logout of a key nobody could check, see `unverified`).
+//!   A 16-byte value (written before kinds existed) is final.
+//! - `tombstone_expiry`: `keep_until (u64 BE) | storage key` → nothing. The
+//!   tombstones by expiry, written in the same transaction as the tombstone,
+//!   so the sweep reads only what expired. A data directory from before the
+//!   index is indexed once when opened (marker `tombstone_expiry_index` in
+//!   sled's default tree).
 //! - `outbox`: storage key → `enqueued_at (u64 BE) | nonce (u64 BE)`. A
 //!   revocation DynamoDB has not confirmed yet; retried until it lands.
-//!
+//! - `unverified`: storage key → `enqueued_at (u64 BE)`. Logouts of keys this
+//!   node could not verify (not cached, DynamoDB unreachable): a bounded
+//!   queue (the caller's cap), each with an unverified tombstone; replayed
+//!   when DynamoDB answers.
 //! - `stream_checkpoints`: shard id → the sequence number of the last stream
 //!   record applied from it (the stream follower's resume point).
 //!
@@ -16,12 +29,17 @@
 //! checks for a tombstone in the same transaction as it writes.
 
 use std::path::Path;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use sled::{IVec, Tree};
 
 use crate::record::UnixMillis;
 use crate::token::StorageKey;
+
+mod revocations;
+pub use revocations::{QueuedUnverified, TombstoneKind};
 
 /// A sled operation failed (I/O, corruption) or an entry has the wrong shape.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -121,6 +139,10 @@ pub struct SledCache {
     sessions: Tree,
     tombstones: Tree,
     outbox: Tree,
+    expiry: Tree,
+    unverified: Tree,
+    /// Entries in `unverified` (sled's `len` reads the whole tree).
+    unverified_len: Arc<AtomicUsize>,
     checkpoints: Tree,
 }
 
@@ -149,13 +171,19 @@ impl SledCache {
     }
 
     fn from_db(db: sled::Db) -> Result<Self, CacheError> {
-        Ok(SledCache {
+        let unverified = db.open_tree("unverified")?;
+        let cache = SledCache {
             sessions: db.open_tree("sessions")?,
             tombstones: db.open_tree("tombstones")?,
             outbox: db.open_tree("outbox")?,
+            expiry: db.open_tree("tombstone_expiry")?,
+            unverified_len: Arc::new(AtomicUsize::new(unverified.len())),
+            unverified,
             checkpoints: db.open_tree("stream_checkpoints")?,
             db,
-        })
+        };
+        cache.index_old_tombstones()?;
+        Ok(cache)
     }
 
     /// The cached record under `key`, if any.
@@ -222,97 +250,6 @@ impl SledCache {
         Ok(self.tombstones.contains_key(key.as_bytes())?)
     }
 
-    /// The tombstone under `key`, if any.
-    pub fn tombstone_of(&self, key: &StorageKey) -> Result<Option<Tombstone>, CacheError> {
-        Ok(self
-            .tombstones
-            .get(key.as_bytes())?
-            .and_then(|v| unpair(&v))
-            .map(|(keep_until, nonce)| Tombstone { keep_until, nonce }))
-    }
-
-    /// Revoke `key` on this node and queue the DynamoDB delete: the
-    /// tombstone (keeping the later `keep_until` if one exists), the removal
-    /// of the cached record and an outbox entry enqueued at `now`, all in one
-    /// transaction. Not yet durable: call [`flush`](Self::flush) before
-    /// acting on it.
-    pub fn revoke_and_queue(
-        &self,
-        key: &StorageKey,
-        tomb: Tombstone,
-        now: UnixMillis,
-    ) -> Result<(), CacheError> {
-        self.revoke(key, tomb, Some(now))
-    }
-
-    /// Revoke `key` on this node only, for a key DynamoDB already deleted:
-    /// the tombstone (keeping the later `keep_until` if one exists) and the
-    /// removal of the cached record, in one transaction; nothing is queued.
-    /// Not yet durable: call [`flush`](Self::flush) before acting on it.
-    pub fn revoke_locally(&self, key: &StorageKey, tomb: Tombstone) -> Result<(), CacheError> {
-        self.revoke(key, tomb, None)
-    }
-
-    /// The one transaction behind [`revoke_and_queue`](Self::revoke_and_queue)
-    /// (`queued_at` set) and [`revoke_locally`](Self::revoke_locally).
-    fn revoke(
-        &self,
-        key: &StorageKey,
-        tomb: Tombstone,
-        queued_at: Option<UnixMillis>,
-    ) -> Result<(), CacheError> {
-        (&self.sessions, &self.tombstones, &self.outbox).transaction(
-            |(sessions, tombstones, outbox)| {
-                let keep_until = match tombstones.get(key.as_bytes())?.and_then(|v| unpair(&v)) {
-                    Some((existing, _)) => existing.max(tomb.keep_until),
-                    None => tomb.keep_until,
-                };
-                tombstones.insert(key.as_bytes(), &pair(keep_until, tomb.nonce)[..])?;
-                sessions.remove(key.as_bytes())?;
-                if let Some(now) = queued_at {
-                    outbox.insert(key.as_bytes(), &pair(now, tomb.nonce)[..])?;
-                }
-                Ok::<_, ConflictableTransactionError<()>>(())
-            },
-        )?;
-        Ok(())
-    }
-
-    /// Undo [`revoke_and_queue`](Self::revoke_and_queue) for a revocation that turned out not to
-    /// happen (a regenerate whose transaction was cancelled): removes the
-    /// tombstone and the outbox entry only if they are still this revocation's
-    /// (same nonce). Returns whether the tombstone was lifted.
-    pub fn lift(&self, key: &StorageKey, nonce: u64) -> Result<bool, CacheError> {
-        let lifted = (&self.tombstones, &self.outbox).transaction(|(tombstones, outbox)| {
-            let ours =
-                |v: Option<IVec>| v.and_then(|v| unpair(&v)).is_some_and(|(_, n)| n == nonce);
-            if ours(outbox.get(key.as_bytes())?) {
-                outbox.remove(key.as_bytes())?;
-            }
-            if ours(tombstones.get(key.as_bytes())?) {
-                tombstones.remove(key.as_bytes())?;
-                return Ok(true);
-            }
-            Ok::<_, ConflictableTransactionError<()>>(false)
-        })?;
-        Ok(lifted)
-    }
-
-    /// DynamoDB confirmed the revocation with `nonce`: drop it from the outbox
-    /// (unless a later revocation of the same key replaced it).
-    pub fn ack(&self, key: &StorageKey, nonce: u64) -> Result<(), CacheError> {
-        let current = self.outbox.get(key.as_bytes())?;
-        if let Some(current) = current {
-            if unpair(&current).is_some_and(|(_, n)| n == nonce) {
-                // A concurrent replacement makes the swap fail; that entry stays.
-                let _ =
-                    self.outbox
-                        .compare_and_swap(key.as_bytes(), Some(current), None::<&[u8]>)?;
-            }
-        }
-        Ok(())
-    }
-
     /// Up to `limit` pending revocations, oldest key order.
     pub fn pending(&self, limit: usize) -> Result<Vec<(StorageKey, OutboxEntry)>, CacheError> {
         let mut out = Vec::new();
@@ -337,25 +274,6 @@ impl SledCache {
     /// Whether no record is cached (cheap, unlike counting them).
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
-    }
-
-    /// Remove tombstones whose `keep_until` has passed.
-    pub fn sweep_tombstones(&self, now: UnixMillis) -> Result<SweepReport, CacheError> {
-        let mut report = SweepReport::default();
-        for entry in self.tombstones.iter() {
-            let (k, v) = entry?;
-            if unpair(&v).is_some_and(|(keep_until, _)| keep_until < now) {
-                // Only if unchanged: a fresh revocation of the same key stays.
-                if self
-                    .tombstones
-                    .compare_and_swap(&k, Some(v), None::<&[u8]>)?
-                    .is_ok()
-                {
-                    report.tombstones += 1;
-                }
-            }
-        }
-        Ok(report)
     }
 
     /// Remove cached records for which `expired(record bytes)` holds (each
@@ -396,11 +314,15 @@ impl SledCache {
         Ok(())
     }
 
-    /// Every key and value in every tree, for audits and tests (it reads the
+    /// Every key and value in every tree but sled's default one (which
+    /// holds only the format marker), for audits and tests (it reads the
     /// whole cache: never on a request path).
     pub fn dump(&self) -> Result<Vec<DumpEntry>, CacheError> {
         let mut out = Vec::new();
         for name in self.db.tree_names() {
+            if name == b"__sled__default" {
+                continue;
+            }
             let tree = self.db.open_tree(&name)?;
             let name = String::from_utf8_lossy(&name).into_owned();
             for entry in tree.iter() {
@@ -457,189 +379,4 @@ impl crate::sync::Checkpoints for SledCache {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(b: u8) -> StorageKey {
-        StorageKey([b; 32])
-    }
-
-    /// sled 0.34's `flush_async` can lose the wake-up of concurrent callers
-    /// (spacejam/sled#1308, #1241): logins and logouts racing on one node
-    /// then hang for ever. Every one of many concurrent flushes must finish.
-    #[test]
-    fn concurrent_flushes_all_complete() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()
-            .unwrap();
-        let cache = SledCache::temporary().unwrap();
-        runtime.block_on(async {
-            for round in 0..20u8 {
-                let mut tasks = tokio::task::JoinSet::new();
-                for i in 0..32u8 {
-                    let cache = cache.clone();
-                    tasks.spawn(async move {
-                        cache.fill(&key(i), 1, u64::from(round) + 1, b"v").unwrap();
-                        cache.flush().await.unwrap();
-                    });
-                }
-                let all = async {
-                    while let Some(done) = tasks.join_next().await {
-                        done.unwrap();
-                    }
-                };
-                // A liveness bound, not a speed target: 32 flushes of a few
-                // bytes take milliseconds; a lost wake-up never ends.
-                tokio::time::timeout(std::time::Duration::from_secs(60), all)
-                    .await
-                    .unwrap_or_else(|_| panic!("round {round}: a flush never completed"));
-            }
-        });
-    }
-
-    #[test]
-    fn fill_respects_tombstones_and_newer_versions() {
-        let cache = SledCache::temporary().unwrap();
-        assert_eq!(
-            cache.fill(&key(1), 10, 2, b"v2").unwrap(),
-            FillOutcome::Filled
-        );
-        assert_eq!(
-            cache.fill(&key(1), 11, 1, b"v1").unwrap(),
-            FillOutcome::Superseded
-        );
-        assert_eq!(cache.get(&key(1)).unwrap().unwrap().bytes(), b"v2");
-        cache
-            .revoke_and_queue(
-                &key(1),
-                Tombstone {
-                    keep_until: 100,
-                    nonce: 7,
-                },
-                10,
-            )
-            .unwrap();
-        assert!(cache.get(&key(1)).unwrap().is_none());
-        assert_eq!(
-            cache.fill(&key(1), 12, 3, b"v3").unwrap(),
-            FillOutcome::Tombstoned
-        );
-        assert!(cache.get(&key(1)).unwrap().is_none());
-        assert_eq!(cache.outbox_len(), 1);
-    }
-
-    #[test]
-    fn lift_only_removes_its_own_revocation() {
-        let cache = SledCache::temporary().unwrap();
-        cache
-            .revoke_and_queue(
-                &key(2),
-                Tombstone {
-                    keep_until: 100,
-                    nonce: 1,
-                },
-                0,
-            )
-            .unwrap();
-        cache
-            .revoke_and_queue(
-                &key(2),
-                Tombstone {
-                    keep_until: 50,
-                    nonce: 2,
-                },
-                0,
-            )
-            .unwrap();
-        assert!(!cache.lift(&key(2), 1).unwrap());
-        assert!(cache.is_tombstoned(&key(2)).unwrap());
-        assert_eq!(
-            cache.tombstone_of(&key(2)).unwrap().unwrap().keep_until,
-            100
-        );
-        assert!(cache.lift(&key(2), 2).unwrap());
-        assert!(!cache.is_tombstoned(&key(2)).unwrap());
-        assert_eq!(cache.outbox_len(), 0);
-    }
-
-    #[test]
-    fn ack_keeps_a_newer_revocation() {
-        let cache = SledCache::temporary().unwrap();
-        cache
-            .revoke_and_queue(
-                &key(3),
-                Tombstone {
-                    keep_until: 100,
-                    nonce: 1,
-                },
-                0,
-            )
-            .unwrap();
-        cache
-            .revoke_and_queue(
-                &key(3),
-                Tombstone {
-                    keep_until: 100,
-                    nonce: 2,
-                },
-                0,
-            )
-            .unwrap();
-        cache.ack(&key(3), 1).unwrap();
-        assert_eq!(
-            cache.pending(10).unwrap(),
-            vec![(
-                key(3),
-                OutboxEntry {
-                    enqueued_at: 0,
-                    nonce: 2
-                }
-            )]
-        );
-        cache.ack(&key(3), 2).unwrap();
-        assert_eq!(cache.outbox_len(), 0);
-    }
-
-    #[test]
-    fn sweep_expired_sessions_removes_what_the_predicate_calls_expired() {
-        let cache = SledCache::temporary().unwrap();
-        cache.fill(&key(6), 0, 1, b"old").unwrap();
-        cache.fill(&key(7), 0, 1, b"new").unwrap();
-        assert_eq!(
-            cache
-                .sweep_expired_sessions(|bytes| bytes == b"old")
-                .unwrap(),
-            (1, 1)
-        );
-        assert!(cache.get(&key(6)).unwrap().is_none());
-        assert_eq!(cache.get(&key(7)).unwrap().unwrap().bytes(), b"new");
-    }
-
-    #[test]
-    fn sweep_tombstones_removes_only_expired_ones() {
-        let cache = SledCache::temporary().unwrap();
-        cache
-            .revoke_locally(
-                &key(4),
-                Tombstone {
-                    keep_until: 100,
-                    nonce: 1,
-                },
-            )
-            .unwrap();
-        cache
-            .revoke_locally(
-                &key(5),
-                Tombstone {
-                    keep_until: 300,
-                    nonce: 1,
-                },
-            )
-            .unwrap();
-        assert_eq!(cache.sweep_tombstones(200).unwrap().tombstones, 1);
-        assert!(!cache.is_tombstoned(&key(4)).unwrap());
-        assert!(cache.is_tombstoned(&key(5)).unwrap());
-    }
-}
+mod tests;

@@ -280,6 +280,8 @@ pub struct CacheConfig {
     pub revalidate_after_ms: u64,
     /// The lease while the stream follower lags or is broken.
     pub revalidate_after_lagging_ms: u64,
+    /// Cap on queued logouts of keys this node could not verify.
+    pub max_unverified_revocations: usize,
 }
 
 impl Default for CacheConfig {
@@ -287,6 +289,7 @@ impl Default for CacheConfig {
         CacheConfig {
             revalidate_after_ms: 30_000,
             revalidate_after_lagging_ms: 1000,
+            max_unverified_revocations: 10_000,
         }
     }
 }

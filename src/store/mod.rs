@@ -33,19 +33,24 @@
 //! | `load.rs` | `load` | 1. sled get; a hit within the lease (at most the short lease for a record confirmed before the stream follower's position, `remote.rs`) is decoded, expiry-checked, checked against the user's revocation epoch this node knows (no I/O), served. 2. on a miss: if tombstoned, `None` without asking DynamoDB. 3. one consistent DynamoDB get per key at a time (concurrent misses share it); a hit past the lease reads only `ver`. 4. a bound record is checked against its user's epoch (memory within the lease, else one consistent read); an outlawed one is destroyed. 5. fill sled, unless a tombstone or a newer version is there. 6. if `last_seen_at` is older than the touch interval, a conditional write of the next version | 1: cache error, nothing written. 3: unreachable → `Err` (503), nothing written; past the lease with `OnUnreachable::ServeCached`, the cached copy is served up to `max_stale_ms`. 5: not served if a tombstone appeared meanwhile. 6: unreachable → served as loaded (touch is best effort); version conflict → the record is re-read |
 //! | `write.rs` | `create` | 1. with a user binding: a consistent read of the user's epoch. 2. DynamoDB put conditional on `attribute_not_exists` (bound: in one transaction with a check that the epoch is unchanged). 3. fill sled | 1–2: `Err`, no token issued; refused → nothing written anywhere; no answer → the put may have happened: a bound session's key is tombstoned and queued in the outbox, which deletes it once DynamoDB answers (an unbound one is listed nowhere and expires by TTL); an epoch that moved meanwhile → read it again and retry. 3: the session exists in DynamoDB and is loaded on first use |
 //! | `write.rs` | `update` | 1. refuse if tombstoned here. 2. DynamoDB put conditional on the caller's `version`. 3. fill sled | 2: conflict (changed or deleted elsewhere) → `Conflict` and the stale cached copy is evicted; unreachable → `Err`, nothing written. 3: as for `create` |
-//! | `rotate.rs` | `regenerate` | 1. the bound user's epoch as this node knows it (within the lease; else the old session's if the same user's, else 0), no I/O; refuse to carry a login the epoch outlawed. 2. durable tombstone + outbox entry for the old key (one sled transaction, flushed); the key is marked in flight so the outbox replay leaves it alone. 3. ONE `TransactWriteItems`: delete old (conditional on its version), put new (`attribute_not_exists`), check the user's epoch. 4. ack the outbox, fill sled with the new record | 1–2: `Err`, nothing changed. 3: the epoch check failed on a guessed epoch → nothing was written: read the epoch (consistent), go back to 1 once; another conflict → the transaction wrote nothing; the tombstone and outbox entry this call wrote are lifted, `Conflict` returned; unreachable or unknown outcome → fail closed: the old token stays dead here and the outbox deletes it from DynamoDB once reachable, and the new key too (the transaction may have happened unanswered); no new token is issued |
-//! | `revoke.rs` | `destroy` | 1. if not cached, confirm existence in DynamoDB (so unknown tokens write nothing). 2. durable tombstone + outbox entry (one transaction, flushed), marked in flight. 3. unconditional DynamoDB delete. 4. ack the outbox | 1: unreachable → proceed anyway (fail closed). 2: `Err`, nothing changed. 3: the token is already dead here; the outbox retries the delete until DynamoDB confirms (`Destroyed::Pending`) |
+//! | `rotate.rs` | `regenerate` | 1. the bound user's epoch as this node knows it (within the lease; else the old session's if the same user's, else 0), no I/O; refuse to carry a login the epoch outlawed. 2. durable *provisional* tombstone + outbox entry for the old key (one sled transaction, flushed; refused if a final or unverified tombstone is there: `OldChanged`); the key is marked in flight so the outbox replay leaves it alone. 3. ONE `TransactWriteItems`: delete old (conditional on its version), put new (`attribute_not_exists`), check the user's epoch. 4. ack the outbox (the tombstone becomes final), fill sled with the new record | 1–2: `Err`, nothing changed. 3: the epoch check failed on a guessed epoch → nothing was written: read the epoch (consistent), go back to 1 once; another conflict → the transaction wrote nothing; the provisional tombstone and outbox entry this call wrote are lifted (a destroy that landed meanwhile wrote its own final ones, which stay), `Conflict` returned; unreachable or unknown outcome → fail closed: the old token stays dead here and the outbox deletes it from DynamoDB once reachable (its ack makes the tombstone final), and the new key too (the transaction may have happened unanswered); no new token is issued |
+//! | `revoke.rs` | `destroy` | 0. a final tombstone → `AlreadyRevoked`, nothing written; a provisional one (a regenerate in flight) → known, go to 2. 1. if not cached, confirm existence in DynamoDB (so unknown tokens write nothing). 2. durable final tombstone + outbox entry (one transaction, flushed, replacing a provisional or unverified tombstone), marked in flight. 3. unconditional DynamoDB delete. 4. ack the outbox | 1: not there → `NotFound`, nothing written; unreachable → the bounded unverified queue (unverified tombstone + queue entry, flushed; no outbox entry), `Unverified`; the queue at `cache.max_unverified_revocations` → `Err` (503), nothing written. 2: `Err`, nothing changed. 3: the token is already dead here; the outbox retries the delete until DynamoDB confirms (`Destroyed::Pending`) |
 //! | `revoke.rs` | `revoke_user` | 1. advance the user's epoch in DynamoDB (from then on every session bound under an older epoch is refused at load, and concurrent binds fail their epoch check). 2. `destroy` each session the GSI lists | 1: `Err`, nothing changed. 2: sessions not yet destroyed are still outlawed by the epoch |
 //! | `revoke.rs` | `drain_outbox` | for each pending revocation not in flight: DynamoDB delete, then ack | the entry stays and is retried with backoff |
+//! | `revoke.rs` | `drain_unverified` | for each queued unverified revocation: DynamoDB delete; it removed an item → the tombstone becomes final; it found nothing → the entry and its tombstone are dropped (counted) | the entry stays and is retried with backoff |
 //! | `remote.rs` | `apply_removed` / `apply_version_raised` (stream) | tombstone (no outbox: DynamoDB already deleted it) / evict a stale copy or note a user's new epoch | the follower redelivers the batch; applying twice is harmless |
 //!
 //! A crash between any two steps is covered by the same column: sled writes
 //! before DynamoDB calls are flushed, so a revocation is never forgotten, and
 //! nothing is issued to a client before DynamoDB has it.
 //!
-//! The durable tombstone + outbox entry that `regenerate`, `destroy` and a
-//! `create` without an answer write before DynamoDB is touched is one
-//! method, `write_revocation` (`revoke.rs`).
+//! The durable tombstone + outbox entry that `destroy` and a `create`
+//! without an answer write before DynamoDB is touched is one method,
+//! `write_revocation` (`revoke.rs`); `regenerate`'s provisional one is
+//! `write_provisional_revocation`. A tombstone's kind (final, provisional,
+//! unverified: [`TombstoneKind`](crate::cache::TombstoneKind)) says who may
+//! remove it: only the regenerate that wrote a provisional one lifts it, so
+//! every destroy stays its own revocation (tier rule 7).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
@@ -146,8 +151,12 @@ pub enum Destroyed {
     Pending,
     /// There was no such session; nothing was written.
     NotFound,
-    /// It was already revoked on this node; nothing was written.
+    /// It was already revoked on this node for good; nothing was written.
     AlreadyRevoked,
+    /// Neither tier could say whether it exists (not cached here, DynamoDB
+    /// unreachable): refused on this node, and its DynamoDB delete waits in
+    /// the bounded queue of unverified revocations (no fsync, no outbox).
+    Unverified,
 }
 
 /// What the sled tier alone says about a key.
@@ -210,6 +219,9 @@ pub struct StoreSettings {
     /// What a load does with a cached record past its lease when DynamoDB
     /// cannot be reached.
     pub on_unreachable: OnUnreachable,
+    /// Cap on the queue of unverified revocations (logouts of keys this node
+    /// could not check); a logout past it is refused (503).
+    pub max_unverified_revocations: usize,
 }
 
 /// What a load does with a cached record past its lease while DynamoDB is
@@ -233,6 +245,7 @@ impl Default for StoreSettings {
             policy: Policy::default(),
             revalidate_after_ms: 30_000,
             on_unreachable: OnUnreachable::Reject,
+            max_unverified_revocations: 10_000,
         }
     }
 }

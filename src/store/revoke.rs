@@ -5,10 +5,17 @@
 use std::time::Duration;
 
 use super::{nonce, Destroyed, DrainReport, Error, Session, TieredStore};
-use crate::cache::{CacheError, Tombstone};
+use crate::cache::{CacheError, QueuedUnverified, Tombstone, TombstoneKind};
 use crate::codec;
 use crate::record::UnixMillis;
 use crate::token::{SessionToken, StorageKey};
+
+/// Count an unverified revocation dropped: `full` (refused at the cap) or
+/// `unknown` (DynamoDB never had the key).
+fn unverified_dropped(reason: &'static str) {
+    metrics::counter!("edge_session_unverified_revocations_dropped_total", "reason" => reason)
+        .increment(1);
+}
 
 impl TieredStore {
     /// Revoke the session under `token` in both tiers.
@@ -17,24 +24,46 @@ impl TieredStore {
     }
 
     /// [`destroy`](Self::destroy) by storage key (admin revoke, "my sessions").
+    ///
+    /// Every destroy is its own revocation: it defers only to a final
+    /// tombstone (a revocation nothing can undo, whose DynamoDB delete is
+    /// done or durably queued). A provisional one (a regenerate in flight,
+    /// which lifts it if its transaction is refused) tells that the key is
+    /// live, and this destroy writes its own final tombstone, outbox entry
+    /// and DynamoDB delete over it.
     pub async fn destroy_key(&self, key: StorageKey, now: UnixMillis) -> Result<Destroyed, Error> {
         let cache = &self.inner.cache;
-        if cache.is_tombstoned(&key)? {
-            return Ok(Destroyed::AlreadyRevoked);
-        }
+        let existing = cache.revocation_of(&key)?;
         let policy_bound = now.saturating_add(self.inner.settings.policy.absolute_timeout_ms);
-        let keep_until = match cache.get(&key)? {
-            Some(hit) => {
-                codec::decode(hit.bytes()).map_or(policy_bound, |r| r.absolute_expiry.max(now))
-            }
-            None => match self.inner.dynamo.get(key.as_bytes()).await {
-                Ok(None) => return Ok(Destroyed::NotFound),
-                Ok(Some(item)) => {
-                    codec::decode(&item.body).map_or(policy_bound, |r| r.absolute_expiry.max(now))
+        let keep_until = match existing {
+            Some((_, TombstoneKind::Final)) => return Ok(Destroyed::AlreadyRevoked),
+            // A regenerate in flight loaded it: a key this node knows.
+            Some((tomb, TombstoneKind::Provisional)) => tomb.keep_until.max(now),
+            _ => match cache.get(&key)? {
+                Some(hit) => {
+                    codec::decode(hit.bytes()).map_or(policy_bound, |r| r.absolute_expiry.max(now))
                 }
-                // Cannot tell whether it exists: fail closed.
-                Err(err) if err.is_unavailable() => policy_bound,
-                Err(err) => return Err(err.into()),
+                None => match self.inner.dynamo.get(key.as_bytes()).await {
+                    Ok(None) => {
+                        if cache.drop_unverified(&key)? {
+                            unverified_dropped("unknown");
+                        }
+                        return Ok(Destroyed::NotFound);
+                    }
+                    Ok(Some(item)) => codec::decode(&item.body)
+                        .map_or(policy_bound, |r| r.absolute_expiry.max(now)),
+                    // Cannot tell whether it exists: the bounded queue.
+                    Err(err) if err.is_unavailable() => {
+                        if matches!(existing, Some((_, TombstoneKind::Unverified))) {
+                            return Ok(Destroyed::Unverified);
+                        }
+                        match self.queue_unverified(key, policy_bound, now).await? {
+                            Some(outcome) => return outcome.ok_or_else(|| err.into()),
+                            None => policy_bound,
+                        }
+                    }
+                    Err(err) => return Err(err.into()),
+                },
             },
         };
         let _revoking = self.inner.revoking.mark(key);
@@ -51,10 +80,106 @@ impl TieredStore {
         }
     }
 
-    /// Revoke `key` here, durably, before DynamoDB is touched: a tombstone
-    /// kept until `keep_until` and an outbox entry (one sled transaction),
-    /// flushed. From then on the key is dead on this node and the outbox
-    /// deletes it from DynamoDB, unless the caller acks or lifts the
+    /// The logout of a key this node cannot verify (not cached, DynamoDB
+    /// unreachable): into the bounded unverified queue (an unverified
+    /// tombstone and a queue entry, flushed; no outbox entry). `None`: the
+    /// key turned out to be known here (a regenerate in flight), so the
+    /// caller writes a durable revocation; `Some(None)`: the queue is full,
+    /// refused (the caller answers 503: nothing is acknowledged).
+    ///
+    /// What an unknown token can buy: while DynamoDB is unreachable, one
+    /// queue slot (≈ 100 bytes of sled, one fsync) and only while the queue
+    /// is below its cap; once DynamoDB answers, the replay frees the slot and
+    /// an unknown token buys nothing (`NotFound`, no write). So an outage
+    /// costs at most `max_unverified_revocations` entries and fsyncs.
+    ///
+    /// Why no acknowledged logout of a real session is lost: a key that is
+    /// cached here, or that a regenerate in flight holds, takes the durable
+    /// path (final tombstone, outbox entry, fsync). Any other key cannot be
+    /// served by this node until DynamoDB answers (a miss needs DynamoDB's
+    /// read), so nothing this node serves is left live by queuing it. A
+    /// queued key is refused here from the moment it is queued (load and
+    /// fill see its tombstone), durably (flushed before the answer, so it
+    /// survives a kill -9), and its DynamoDB delete is replayed once DynamoDB
+    /// answers: a real session is deleted there (and its tombstone becomes
+    /// final), a key that never existed is dropped. Past the cap the logout
+    /// is refused with 503, never acknowledged and dropped.
+    async fn queue_unverified(
+        &self,
+        key: StorageKey,
+        keep_until: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<Option<Option<Destroyed>>, Error> {
+        let cap = self.inner.settings.max_unverified_revocations;
+        let queued = self
+            .inner
+            .cache
+            .queue_unverified(&key, keep_until, now, cap)?;
+        self.report_unverified();
+        Ok(match queued {
+            QueuedUnverified::Queued => {
+                self.inner.cache.flush().await?;
+                Some(Some(Destroyed::Unverified))
+            }
+            QueuedUnverified::Tombstoned(TombstoneKind::Final) => {
+                Some(Some(Destroyed::AlreadyRevoked))
+            }
+            QueuedUnverified::Tombstoned(TombstoneKind::Unverified) => {
+                Some(Some(Destroyed::Unverified))
+            }
+            QueuedUnverified::Tombstoned(TombstoneKind::Provisional) => None,
+            QueuedUnverified::Full => {
+                unverified_dropped("full");
+                Some(None)
+            }
+        })
+    }
+
+    /// Set the gauge of queued unverified revocations.
+    fn report_unverified(&self) {
+        metrics::gauge!("edge_session_unverified_revocations")
+            .set(self.inner.cache.unverified_len() as f64);
+    }
+
+    /// One pass over the unverified queue: a DynamoDB delete for each of up
+    /// to `limit` keys. A delete that removed an item confirms a real
+    /// session's logout (its tombstone becomes final); one that found
+    /// nothing drops a key that never existed (or was already gone). Stops
+    /// at the first delete DynamoDB does not answer.
+    pub async fn drain_unverified(&self, limit: usize) -> Result<DrainReport, Error> {
+        let cache = &self.inner.cache;
+        let mut report = DrainReport::default();
+        let result = async {
+            for key in cache.unverified(limit)? {
+                match self.inner.dynamo.delete(key.as_bytes()).await? {
+                    Some(_) => {
+                        let keep_until = cache.tombstone_of(&key)?.map_or(0, |t| t.keep_until);
+                        let tomb = Tombstone {
+                            keep_until,
+                            nonce: nonce(),
+                        };
+                        cache.revoke_locally(&key, tomb)?;
+                        report.confirmed += 1;
+                    }
+                    None => {
+                        if cache.drop_unverified(&key)? {
+                            unverified_dropped("unknown");
+                        }
+                    }
+                }
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        report.remaining = cache.unverified_len();
+        self.report_unverified();
+        result.map(|()| report)
+    }
+
+    /// Revoke `key` here, durably, before DynamoDB is touched: a final
+    /// tombstone kept until `keep_until` and an outbox entry (one sled
+    /// transaction), flushed. From then on the key is dead on this node and
+    /// the outbox deletes it from DynamoDB, unless the caller acks the
     /// returned tombstone's nonce.
     pub(super) async fn write_revocation(
         &self,
@@ -69,6 +194,26 @@ impl TieredStore {
         self.inner.cache.revoke_and_queue(key, tomb, now)?;
         self.inner.cache.flush().await?;
         Ok(tomb)
+    }
+
+    /// As [`write_revocation`](Self::write_revocation), but provisional: the
+    /// caller (a regenerate) may lift it. `None` when the key already
+    /// carries a final or unverified tombstone: nothing is written.
+    pub(super) async fn write_provisional_revocation(
+        &self,
+        key: &StorageKey,
+        keep_until: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<Option<Tombstone>, CacheError> {
+        let tomb = Tombstone {
+            keep_until,
+            nonce: nonce(),
+        };
+        if !self.inner.cache.revoke_provisionally(key, tomb, now)? {
+            return Ok(None);
+        }
+        self.inner.cache.flush().await?;
+        Ok(Some(tomb))
     }
 
     /// The live sessions bound to `user_id`, oldest first: the GSI listing
@@ -169,10 +314,11 @@ impl TieredStore {
         Ok(report)
     }
 
-    /// Background upkeep until `shutdown` resolves: replay the outbox (with
-    /// exponential backoff while DynamoDB is unreachable), and once a minute
-    /// sweep expired tombstones and expired cached records (and report how
-    /// many records are cached).
+    /// Background upkeep until `shutdown` resolves: replay the outbox and
+    /// the unverified queue (with exponential backoff while DynamoDB is
+    /// unreachable), and once a minute sweep expired tombstones (through
+    /// their expiry index) and expired cached records (and report how many
+    /// records are cached).
     pub async fn maintain(
         self,
         clock: fn() -> UnixMillis,
@@ -188,19 +334,23 @@ impl TieredStore {
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(backoff) => {}
             }
-            if self.inner.cache.outbox_len() > 0 {
-                match self.drain_outbox(256).await {
+            if self.inner.cache.outbox_len() > 0 || self.inner.cache.unverified_len() > 0 {
+                let drained = match self.drain_outbox(256).await {
+                    Ok(_) => self.drain_unverified(256).await,
+                    Err(err) => Err(err),
+                };
+                match drained {
                     Ok(_) => backoff = BASE,
                     Err(err) => {
                         backoff = (backoff * 2).min(MAX);
-                        tracing::warn!(%err, retry_in_ms = backoff.as_millis() as u64, "outbox replay failed");
+                        tracing::warn!(%err, retry_in_ms = backoff.as_millis() as u64, "revocation replay failed");
                     }
                 }
             }
             let now = clock();
             if now.saturating_sub(last_sweep) >= 60_000 {
                 last_sweep = now;
-                // Whole-tree scans: off the async threads.
+                // The session sweep reads the whole tree: off the async threads.
                 let cache = self.inner.cache.clone();
                 let swept = tokio::task::spawn_blocking(move || {
                     let tombstones = cache.sweep_tombstones(now)?;

@@ -1,7 +1,12 @@
 //! `regenerate`: a new token for a session in one DynamoDB transaction
 //! (its row in the table of the [store](super) module doc).
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
 use edge_session_sync::{EpochGuard, RotateConflict};
+use tokio::sync::oneshot;
 
 use super::{item_of, Error, Session, TieredStore, UserBinding};
 use crate::codec;
@@ -78,9 +83,16 @@ impl TieredStore {
     ) -> Result<Result<(SessionToken, Session), RotateConflict>, Error> {
         let cache = &self.inner.cache;
         let _revoking = self.inner.revoking.mark(old.key);
-        let tomb = self
-            .write_revocation(&old.key, old.record.absolute_expiry.max(now), now)
-            .await?;
+        let Some(tomb) = self
+            .write_provisional_revocation(&old.key, old.record.absolute_expiry.max(now), now)
+            .await?
+        else {
+            // Revoked for good meanwhile (a logout): nothing to rotate.
+            return Ok(Err(RotateConflict::OldChanged));
+        };
+        if HOLDS_ARMED.load(Ordering::Relaxed) {
+            pause_if_held(&old.key).await;
+        }
 
         let token = SessionToken::generate();
         let key = token.storage_key();
@@ -113,12 +125,14 @@ impl TieredStore {
                 Ok(Ok((token, Session { key, record })))
             }
             Ok(Err(conflict)) => {
-                // Nothing was written in DynamoDB: undo this call's revocation
-                // (unless another revocation of the key replaced it).
+                // Nothing was written in DynamoDB: undo this call's provisional
+                // revocation (unless a destroy replaced it with its own).
                 cache.lift(&old.key, tomb.nonce)?;
                 Ok(Err(conflict))
             }
             Err(err) => {
+                // The provisional tombstone stays (fail closed); the outbox's
+                // ack makes it final once DynamoDB confirms the delete.
                 tracing::warn!(%err, "regenerate failed; the old session stays revoked and its delete is queued");
                 if err.is_unavailable() {
                     // The transaction may have happened unanswered.
@@ -145,5 +159,58 @@ impl TieredStore {
         if let Err(err) = queued {
             tracing::warn!(%err, "could not queue the delete of an unissued session");
         }
+    }
+}
+
+/// A regenerate held between its provisional tombstone and its transaction
+/// (see [`TieredStore::hold_regenerate`]).
+struct Hold {
+    reached: oneshot::Sender<()>,
+    release: oneshot::Receiver<()>,
+}
+
+/// Whether any hold is armed (the common case costs one atomic load).
+static HOLDS_ARMED: AtomicBool = AtomicBool::new(false);
+static HOLDS: Mutex<Option<HashMap<StorageKey, Hold>>> = Mutex::new(None);
+
+async fn pause_if_held(key: &StorageKey) {
+    let hold = HOLDS
+        .lock()
+        .ok()
+        .and_then(|mut holds| holds.as_mut()?.remove(key));
+    if let Some(hold) = hold {
+        let _ = hold.reached.send(());
+        let _ = hold.release.await;
+    }
+}
+
+/// The two ends of a held regenerate: `reached` resolves once it has written
+/// its provisional tombstone; sending on (or dropping) `release` lets its
+/// transaction go.
+#[doc(hidden)]
+pub struct RegenerateHold {
+    pub reached: oneshot::Receiver<()>,
+    pub release: oneshot::Sender<()>,
+}
+
+impl TieredStore {
+    /// Test seam (the only one in the coordinator): the next regenerate of
+    /// the session under `old` (on any store in this process) stops between
+    /// its provisional tombstone and its DynamoDB transaction until
+    /// released, so a test can land a logout in that window on demand.
+    #[doc(hidden)]
+    pub fn hold_regenerate(old: StorageKey) -> RegenerateHold {
+        let (reached_tx, reached) = oneshot::channel();
+        let (release, release_rx) = oneshot::channel();
+        let mut holds = HOLDS.lock().expect("regenerate holds poisoned by a panic");
+        holds.get_or_insert_with(HashMap::new).insert(
+            old,
+            Hold {
+                reached: reached_tx,
+                release: release_rx,
+            },
+        );
+        HOLDS_ARMED.store(true, Ordering::Relaxed);
+        RegenerateHold { reached, release }
     }
 }

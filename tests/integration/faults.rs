@@ -14,16 +14,17 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use edge_session::store::StoreSettings;
+use edge_session::store::{NewSession, StoreSettings};
+use edge_session::SessionToken;
 use reqwest::header::COOKIE;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::faultproxy::{Fault, FaultProxy};
 use crate::harness::{
-    cookie, eventually, login_form, logout, now, outbox_pending, proxied_node_toml, readyz,
-    session_cookie, session_set_cookie, token, whoami, Cluster, TestNode, ALICE_PASSWORD,
-    BOB_PASSWORD,
+    browser_login, cookie, eventually, login_form, logout, metric, now, outbox_pending,
+    proxied_node_toml, readyz, session_cookie, session_set_cookie, token, whoami, Cluster,
+    TestNode, ALICE_PASSWORD, BOB_PASSWORD,
 };
 
 /// The lease of the nodes under test: long enough for the in-lease checks,
@@ -517,5 +518,150 @@ async fn writes_whose_answer_is_cut_fail_closed() {
         .await
         .unwrap();
     assert_eq!(res.json::<Value>().await.unwrap(), json!([]));
+    node.stop().await;
+}
+
+/// The value of `name{reason="<reason>"}` in the node's `/metrics`.
+async fn dropped(node: &TestNode, reason: &str) -> f64 {
+    let text = node
+        .client
+        .get(node.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let label = format!("reason=\"{reason}\"");
+    text.lines()
+        .find(|l| {
+            l.starts_with("edge_session_unverified_revocations_dropped_total{")
+                && l.contains(&label)
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Tombstones in the node's sled cache (read directly).
+fn tombstones(node: &TestNode) -> usize {
+    let dump = node.store.cache().dump().unwrap();
+    dump.iter()
+        .filter(|(tree, _, _)| tree == "tombstones")
+        .count()
+}
+
+/// While DynamoDB is black-holed, logouts carrying random (never issued)
+/// tokens cannot be checked. Each may cost at most a slot in a bounded
+/// queue: past the cap they are refused (503) and counted, and neither the
+/// tombstones nor the outbox grow past it. A real logout in the same outage
+/// still lands (a cached session's durably; an uncached one's through the
+/// queue). Once DynamoDB answers, the queue is replayed: nothing of the
+/// random tokens remains, and the real sessions are gone from DynamoDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_token_logouts_during_an_outage_are_bounded() {
+    const CAP: usize = 40;
+    const N: usize = 400;
+    let Some(proxy) = FaultProxy::to_harness().await else {
+        eprintln!("skipped: the harness endpoint is not plain http");
+        return;
+    };
+    let cluster = Cluster::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = proxied_node_toml(
+        dir.path(),
+        cluster.tier.table(),
+        &proxy.url(),
+        "breaker_failures = 3\nbreaker_cooldown_ms = 500",
+        &format!("[cache]\nmax_unverified_revocations = {CAP}\n[stream]\nenabled = false\n"),
+    );
+    let node = TestNode::spawn_toml(dir, &toml).await;
+    // A session this node caches, and one only another node ever loaded.
+    let cached = browser_login(&node, "bob", BOB_PASSWORD).await;
+    let (elsewhere, _) = cluster
+        .node(StoreSettings::default())
+        .create(NewSession::anonymous(Default::default()), now())
+        .await
+        .unwrap();
+    let elsewhere = elsewhere.expose();
+
+    proxy.set(Fault::BlackHole);
+    // The real sessions' logouts, before the flood fills the queue.
+    assert_eq!(logout(&node, &cached).await.unwrap(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        logout(&node, &elsewhere).await.unwrap(),
+        StatusCode::SEE_OTHER,
+        "an uncached session's logout is queued"
+    );
+    let random: Vec<String> = (0..N).map(|_| SessionToken::generate().expose()).collect();
+    let mut statuses = Vec::new();
+    for chunk in random.chunks(20) {
+        let mut answers = tokio::task::JoinSet::new();
+        for value in chunk {
+            let (client, url, value) = (node.client.clone(), node.url.clone(), value.clone());
+            answers.spawn(async move { logout((&client, url.as_str()), &value).await.unwrap() });
+        }
+        while let Some(status) = answers.join_next().await {
+            statuses.push(status.unwrap());
+        }
+    }
+    let accepted = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::SEE_OTHER)
+        .count();
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::SEE_OTHER || *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
+    let cache = node.store.cache();
+    assert_eq!(
+        accepted,
+        CAP - 1,
+        "the queue took what fit next to the real one"
+    );
+    assert_eq!(cache.unverified_len(), CAP);
+    assert!(
+        tombstones(&node) <= CAP + 1,
+        "{} tombstones",
+        tombstones(&node)
+    );
+    assert_eq!(cache.outbox_len(), 1, "only the cached session's delete");
+    assert_eq!(
+        metric(&node, "edge_session_unverified_revocations").await,
+        Some(CAP as f64)
+    );
+    assert_eq!(dropped(&node, "full").await, (N - accepted) as f64);
+    for value in [&cached, &elsewhere] {
+        assert_eq!(
+            whoami(&node, value).await.unwrap(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    proxy.set(Fault::Pass);
+    eventually("the outbox and the unverified queue drain", || async {
+        cache.outbox_len() == 0 && cache.unverified_len() == 0
+    })
+    .await;
+    assert!(dropped(&node, "unknown").await >= accepted as f64);
+    assert_eq!(
+        metric(&node, "edge_session_unverified_revocations").await,
+        Some(0.0)
+    );
+    for value in &random {
+        assert!(
+            !cache.is_tombstoned(&token(value).storage_key()).unwrap(),
+            "a random token's tombstone remains"
+        );
+    }
+    assert_eq!(tombstones(&node), 2, "the real sessions' tombstones only");
+    for (value, what) in [(&cached, "cached"), (&elsewhere, "uncached")] {
+        assert!(
+            !tiers_agree(&cluster, &node, value, what).await,
+            "{what}: the logout reached DynamoDB"
+        );
+    }
     node.stop().await;
 }

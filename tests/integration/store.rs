@@ -914,3 +914,67 @@ async fn circuit_breaker_fails_fast_while_dynamodb_is_down() {
         "readiness fails fast too: {err}"
     );
 }
+
+/// A regenerate whose transaction is refused lifts its provisional
+/// tombstone. A logout that lands between that tombstone and the lift is its
+/// own revocation: its final tombstone, outbox entry and DynamoDB delete
+/// survive the lift. (The regenerate is held at that point through the
+/// coordinator's one test seam, so the interleaving is exact.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_during_a_failing_regenerate_is_not_lost() {
+    let cluster = Cluster::new().await;
+    let a = cluster.node(StoreSettings::default());
+    let b = cluster.node(StoreSettings::default());
+    let t = now();
+    let (token, _) = a
+        .create(NewSession::anonymous(BTreeMap::new()), t)
+        .await
+        .unwrap();
+    let on_a = a.load(&token, t).await.unwrap().unwrap();
+    // Another writer changes the session: A's regenerate will meet a conflict.
+    let on_b = b.load(&token, t).await.unwrap().unwrap();
+    b.update(&on_b, SessionChange::data(data(&[("k", "from b")])), t)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let hold = TieredStore::hold_regenerate(on_a.key);
+    let regenerating = tokio::spawn({
+        let (a, on_a) = (a.clone(), on_a.clone());
+        async move { a.regenerate(&on_a, alice(), false, t).await }
+    });
+    hold.reached
+        .await
+        .expect("the regenerate wrote its tombstone");
+    assert!(a.cache().is_tombstoned(&on_a.key).unwrap());
+    // The logout lands while the regenerate is in flight.
+    let destroyed = a.destroy(&token, t).await.unwrap();
+    hold.release.send(()).unwrap();
+    let outcome = regenerating.await.unwrap().unwrap();
+    assert_eq!(outcome.map(|_| ()), Err(RotateConflict::OldChanged));
+
+    // Refused in both tiers, on this node and on a fresh one.
+    assert_eq!(a.load(&token, t).await.unwrap(), None, "this node");
+    assert!(
+        cluster
+            .tier
+            .get(on_a.key.as_bytes())
+            .await
+            .unwrap()
+            .is_none(),
+        "deleted in DynamoDB"
+    );
+    let fresh = cluster.node(StoreSettings::default());
+    assert_eq!(fresh.load(&token, t).await.unwrap(), None, "a fresh node");
+    assert!(
+        a.cache().is_tombstoned(&on_a.key).unwrap(),
+        "tombstone kept"
+    );
+    assert_eq!(
+        destroyed,
+        Destroyed::Confirmed,
+        "the logout did its own delete"
+    );
+    assert_eq!(a.cache().outbox_len(), 0, "and it was confirmed");
+    assert!(cluster.scan().await.is_empty(), "no new session either");
+}
