@@ -20,4 +20,5 @@ mod model;
 mod node;
 mod openapi;
 mod process;
+mod sessions;
 mod store;
