@@ -140,6 +140,7 @@ impl Application {
             revalidate_after_ms: config.cache.revalidate_after_ms,
             on_unreachable: config.on_unreachable(),
             max_unverified_revocations: config.cache.max_unverified_revocations,
+            max_per_user: s.max_per_user,
         };
         let store = TieredStore::new(cache, tier, settings);
         let state = AppState::new(store.clone(), &config, telemetry::metrics_handle());

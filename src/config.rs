@@ -249,6 +249,10 @@ impl Default for CookieConfig {
     }
 }
 
+/// The largest `session.max_per_user`: a login lists all of its user's
+/// sessions to evict the oldest, so this bounds what one login reads.
+pub const MAX_SESSIONS_PER_USER: usize = 1000;
+
 /// `[session]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -259,6 +263,9 @@ pub struct SessionConfig {
     pub absolute_timeout_secs: u64,
     /// `last_seen_at` is written back at most this often per session.
     pub touch_interval_secs: u64,
+    /// The most live sessions one user keeps; a login past it revokes the
+    /// user's oldest.
+    pub max_per_user: usize,
 }
 
 impl Default for SessionConfig {
@@ -267,6 +274,7 @@ impl Default for SessionConfig {
             idle_timeout_secs: 30 * 60,
             absolute_timeout_secs: 12 * 60 * 60,
             touch_interval_secs: 60,
+            max_per_user: crate::store::DEFAULT_MAX_PER_USER,
         }
     }
 }
@@ -494,6 +502,12 @@ impl Config {
             return bad(
                 "session.touch_interval_secs",
                 "must be less than `session.idle_timeout_secs`".into(),
+            );
+        }
+        if !(1..=MAX_SESSIONS_PER_USER).contains(&s.max_per_user) {
+            return bad(
+                "session.max_per_user",
+                format!("must be 1-{MAX_SESSIONS_PER_USER}"),
             );
         }
         if self.stream.poll_interval_ms == 0 || self.stream.poll_interval_ms > 60_000 {

@@ -13,11 +13,12 @@ use serde::Deserialize;
 use super::auth::SignedIn;
 use super::error::{ApiError, ErrorCode};
 use super::page::{self, SessionRow};
+use super::paging::{self, PageQuery};
 use super::request::{self, check_same_origin, wants_json, within_id_limit};
 use super::state::AppState;
 use crate::record::{now, secs};
 use crate::store::{NewSession, Session, UserBinding};
-use crate::token::SessionToken;
+use crate::token::{SessionToken, StorageKey};
 
 /// The longest password accepted, in characters.
 const MAX_PASSWORD_CHARS: usize = 1024;
@@ -42,10 +43,18 @@ pub async fn index(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
     match state.cookie_session(&req).await? {
         Some((_, session)) if session.record.user_id.is_some() => {
             let user = session.record.user_id.clone().unwrap_or_default();
-            let rows = list_rows(&state, &user, Some(&session)).await?;
+            // One page, not the user's whole listing; the rest is a link away.
+            let first = PageQuery {
+                limit: PAGE_VIEW_LIMIT,
+                after: None,
+            };
+            let (mut rows, next) = list_rows(&state, &user, &session, &first).await?;
+            rows.sort_by_key(|r| r.created_at);
+            let more = next.map(|n| paging::next_href(MY_SESSIONS, first.limit, &n));
+            let role = session.record.role.as_deref().unwrap_or("");
             Ok(html(
                 StatusCode::OK,
-                page::signed_in(&user, session.record.role.as_deref().unwrap_or(""), &rows),
+                page::signed_in(&user, role, &rows, more.as_deref()),
             ))
         }
         Some(_) => Ok(html(StatusCode::OK, page::login(None))),
@@ -223,32 +232,46 @@ pub async fn whoami(
     }))
 }
 
-/// The user's live sessions (GSI listing, expiry and local revocations
-/// applied).
+/// The path of "my sessions".
+const MY_SESSIONS: &str = "/me/sessions";
+
+/// How many of the user's sessions the signed-in page shows.
+const PAGE_VIEW_LIMIT: u32 = 20;
+
+/// One page of the user's live sessions (GSI listing, expiry and local
+/// revocations applied), and where the next page starts.
 async fn list_rows(
     state: &AppState,
     user: &str,
-    current: Option<&Session>,
-) -> Result<Vec<SessionRow>, ApiError> {
-    let sessions = state.store.list_user_sessions(user, now()).await?;
-    Ok(sessions
+    current: &Session,
+    page: &PageQuery,
+) -> Result<(Vec<SessionRow>, Option<StorageKey>), ApiError> {
+    let listed = state
+        .store
+        .list_user_sessions(user, page.after, page.limit, now())
+        .await?;
+    let rows = listed
+        .sessions
         .into_iter()
         .map(|s| SessionRow {
             handle: s.key.handle(),
             created_at: secs(s.record.created_at),
             last_seen_at: secs(s.record.last_seen_at),
-            current: current.is_some_and(|c| c.key == s.key),
+            current: current.key == s.key,
         })
-        .collect())
+        .collect();
+    Ok((rows, listed.next))
 }
 
-/// `GET /me/sessions`.
+/// `GET /me/sessions?limit=&after=`: one page of the signed-in user's
+/// sessions, `Link: <...>; rel="next"` when more may follow.
 pub async fn my_sessions(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let page = PageQuery::from_request(&req)?;
     let (user, session) = signed_in_session(&state, &req).await?;
-    let rows = list_rows(&state, &user, Some(&session)).await?;
+    let (rows, next) = list_rows(&state, &user, &session, &page).await?;
     let body: Vec<_> = rows
         .iter()
         .map(|r| {
@@ -257,7 +280,9 @@ pub async fn my_sessions(
             })
         })
         .collect();
-    Ok(HttpResponse::Ok().json(body))
+    let mut res = HttpResponse::Ok();
+    paging::link_next(&mut res, &req, &page, next.as_ref());
+    Ok(res.json(body))
 }
 
 /// `DELETE /me/sessions/{handle}`.

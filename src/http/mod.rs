@@ -11,6 +11,7 @@
 //! - [`ops`] serves `/healthz`, `/readyz`, `/metrics`.
 //! - [`openapi`] serves `/openapi.json`, the spec of all of the above.
 //! - [`state`] is what handlers share; [`request`] reads requests;
+//!   [`paging`] reads a listing's `limit`/`after` and writes its `Link`;
 //!   [`error`] is the JSON error shape and its codes.
 //! - [`no_store`] sets `Cache-Control: no-store` per the table;
 //!   [`observe`] records per-route metrics.
@@ -23,6 +24,7 @@ mod observe;
 mod openapi;
 mod ops;
 mod page;
+mod paging;
 mod request;
 mod service;
 mod state;

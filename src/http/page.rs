@@ -153,8 +153,9 @@ fn time(epoch_secs: u64) -> String {
     format!("<time datetime=\"{iso}\">{shown}</time>")
 }
 
-/// The signed-in view: who, my sessions, sign out.
-pub fn signed_in(user_id: &str, role: &str, sessions: &[SessionRow]) -> String {
+/// The signed-in view: who, my sessions (one page of them: `more` links to
+/// the rest), sign out.
+pub fn signed_in(user_id: &str, role: &str, sessions: &[SessionRow], more: Option<&str>) -> String {
     let mut rows = String::new();
     for s in sessions {
         let action = if s.current {
@@ -179,9 +180,13 @@ pub fn signed_in(user_id: &str, role: &str, sessions: &[SessionRow]) -> String {
     } else {
         format!(" <span class=\"tag\">{}</span>", escape(role))
     };
-    let count = match sessions.len() {
-        1 => "1 signed-in session".to_owned(),
-        n => format!("{n} signed-in sessions"),
+    let count = match (sessions.len(), more) {
+        (n, Some(href)) => format!(
+            "The first {n} of your signed-in sessions (<a href=\"{}\">more</a>)",
+            escape(href)
+        ),
+        (1, None) => "1 signed-in session".to_owned(),
+        (n, None) => format!("{n} signed-in sessions"),
     };
     layout(
         "Signed in",

@@ -12,6 +12,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::error::{ApiError, ErrorCode};
+use super::paging::{self, PageQuery};
 use super::request::{
     self, bearer_key, from_object, header_token, is_valid_id, within_id_limit, JsonObject,
 };
@@ -259,14 +260,21 @@ fn valid_user(user_id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `GET /v1/users/{user_id}/sessions`.
+/// `GET /v1/users/{user_id}/sessions?limit=&after=`: one page of the
+/// user's live sessions, `Link: <...>; rel="next"` when more may follow.
 pub async fn list_user(
+    req: HttpRequest,
     user_id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     valid_user(&user_id)?;
-    let sessions = state.store.list_user_sessions(&user_id, now()).await?;
-    let body: Vec<_> = sessions
+    let page = PageQuery::from_request(&req)?;
+    let listed = state
+        .store
+        .list_user_sessions(&user_id, page.after, page.limit, now())
+        .await?;
+    let body: Vec<_> = listed
+        .sessions
         .iter()
         .map(|s| {
             serde_json::json!({
@@ -276,7 +284,9 @@ pub async fn list_user(
             })
         })
         .collect();
-    Ok(HttpResponse::Ok().json(body))
+    let mut res = HttpResponse::Ok();
+    paging::link_next(&mut res, &req, &page, listed.next.as_ref());
+    Ok(res.json(body))
 }
 
 /// `DELETE /v1/users/{user_id}/sessions`: log out everywhere.

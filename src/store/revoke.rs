@@ -1,10 +1,14 @@
-//! Revocations: `destroy`, `revoke_user`, and the outbox that carries their
+//! Revocations: `destroy`, `revoke_user`, the eviction of a user's oldest
+//! sessions past `max_per_user` at login, and the outbox that carries their
 //! DynamoDB deletes through outages (their rows in the table of the
-//! [store](super) module doc), with the background upkeep that drives it.
+//! [store](super) module doc), with the background upkeep that drives it;
+//! and the paginated listing of a user's sessions.
 
 use std::time::Duration;
 
-use super::{nonce, Destroyed, DrainReport, Error, Session, TieredStore};
+use edge_session_sync::Item;
+
+use super::{nonce, Destroyed, DrainReport, Error, Session, SessionPage, TieredStore};
 use crate::cache::{CacheError, QueuedUnverified, Tombstone, TombstoneKind};
 use crate::codec;
 use crate::record::UnixMillis;
@@ -216,33 +220,116 @@ impl TieredStore {
         Ok(Some(tomb))
     }
 
-    /// The live sessions bound to `user_id`, oldest first: the GSI listing
-    /// (eventually consistent), minus expired records and sessions revoked on
-    /// this node.
+    /// One page of the live sessions bound to `user_id`: up to `limit`
+    /// (1 or more) of the user's items after `after` in the GSI's order (one
+    /// query, eventually consistent), minus expired records, sessions
+    /// revoked on this node and sessions an epoch this node knows outlaws.
+    /// Those are left out after the query, so a page can be shorter than
+    /// `limit` (even empty) while `next` is set.
     pub async fn list_user_sessions(
         &self,
         user_id: &str,
+        after: Option<StorageKey>,
+        limit: u32,
         now: UnixMillis,
-    ) -> Result<Vec<Session>, Error> {
-        let mut out = Vec::new();
-        for item in self.inner.dynamo.list_by_user(user_id).await? {
-            let key = StorageKey(item.sid);
-            if self.inner.cache.is_tombstoned(&key)? {
-                continue;
+    ) -> Result<SessionPage, Error> {
+        let page = self
+            .inner
+            .dynamo
+            .list_by_user_page(user_id, after.as_ref().map(StorageKey::as_bytes), limit)
+            .await?;
+        let mut sessions = Vec::with_capacity(page.items.len());
+        for item in page.items {
+            sessions.extend(self.live_session(user_id, item, now)?);
+        }
+        Ok(SessionPage {
+            sessions,
+            next: page.next.map(StorageKey),
+        })
+    }
+
+    /// `item` as a live session of `user_id`; `None` if it is revoked on
+    /// this node, outlawed by an epoch this node knows, expired, not
+    /// `user_id`'s, or undecodable.
+    fn live_session(
+        &self,
+        user_id: &str,
+        item: Item,
+        now: UnixMillis,
+    ) -> Result<Option<Session>, Error> {
+        let key = StorageKey(item.sid);
+        if self.inner.cache.is_tombstoned(&key)? {
+            return Ok(None);
+        }
+        let record = match codec::decode(&item.body) {
+            Ok(record) => record,
+            Err(err) => {
+                tracing::warn!(%err, "skipping an undecodable item in a user listing");
+                return Ok(None);
             }
-            let record = match codec::decode(&item.body) {
-                Ok(record) => record,
-                Err(err) => {
-                    tracing::warn!(%err, "skipping an undecodable item in a user listing");
-                    continue;
-                }
-            };
-            if record.user_id.as_deref() == Some(user_id) && record.is_live(now) {
-                out.push(Session { key, record });
+        };
+        let live = record.user_id.as_deref() == Some(user_id)
+            && record.is_live(now)
+            && !self.outlawed(&record);
+        Ok(live.then_some(Session { key, record }))
+    }
+
+    /// After a login bound `kept` to its user: revoke that user's oldest
+    /// sessions (by `created_at`), each as by [`destroy`](Self::destroy), so
+    /// that at most `max_per_user` stay live, `kept` among them. Called once
+    /// the login's DynamoDB write succeeded; a failure here is logged and
+    /// counted, never the login's failure.
+    ///
+    /// Oldest by `created_at`, not `last_seen_at`: `created_at` is fixed at
+    /// login and every node reads the same value, while `last_seen_at` is
+    /// written back coarsely (the touch interval) by whichever node served;
+    /// and a stolen session its thief keeps busy cannot make itself the
+    /// newest and outlive its owner's later logins.
+    pub(super) async fn evict_past_limit(&self, kept: &Session, now: UnixMillis) {
+        let Some(user) = kept.record.user_id.as_deref() else {
+            return;
+        };
+        if let Err(err) = self.evict_oldest(user, kept.key, now).await {
+            tracing::warn!(%err, "could not evict a user's oldest sessions");
+            metrics::counter!("edge_session_evictions_total", "result" => "failed").increment(1);
+        }
+    }
+
+    /// [`evict_past_limit`](Self::evict_past_limit): one listing of the
+    /// user's sessions (bounded by the limit itself, plus logins racing this
+    /// one), then a destroy of each of the oldest past it.
+    async fn evict_oldest(
+        &self,
+        user_id: &str,
+        kept: StorageKey,
+        now: UnixMillis,
+    ) -> Result<(), Error> {
+        let max = self.inner.settings.max_per_user.max(1);
+        let mut others = Vec::new();
+        for item in self.inner.dynamo.list_by_user(user_id).await? {
+            // `kept` counts whether or not the index shows it yet.
+            if item.sid != kept.0 {
+                others.extend(self.live_session(user_id, item, now)?);
             }
         }
-        out.sort_by_key(|s| (s.record.created_at, s.key));
-        Ok(out)
+        if others.len() < max {
+            return Ok(());
+        }
+        others.sort_by_key(|s| (s.record.created_at, s.key));
+        let excess = others.len() + 1 - max;
+        for session in others.into_iter().take(excess) {
+            let result = match self.destroy_key(session.key, now).await {
+                Ok(Destroyed::Confirmed) => "confirmed",
+                Ok(Destroyed::Pending | Destroyed::Unverified) => "pending",
+                Ok(Destroyed::NotFound | Destroyed::AlreadyRevoked) => continue,
+                Err(err) => {
+                    tracing::warn!(%err, "could not evict one of a user's oldest sessions");
+                    "failed"
+                }
+            };
+            metrics::counter!("edge_session_evictions_total", "result" => result).increment(1);
+        }
+        Ok(())
     }
 
     /// Revoke the session under `key` if it is bound to `user_id` (checked

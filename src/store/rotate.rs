@@ -17,7 +17,8 @@ impl TieredStore {
     /// Replace `old` by a new session with a new token (login, privilege
     /// change). `binding` binds a user (`None` keeps the old binding);
     /// `keep_data` carries the application data over. The old token is dead
-    /// in both tiers when this returns `Ok(Ok(_))`.
+    /// in both tiers when this returns `Ok(Ok(_))`. A sign-in (`binding`
+    /// given) then evicts the user's oldest sessions past `max_per_user`.
     pub async fn regenerate(
         &self,
         old: &Session,
@@ -65,7 +66,12 @@ impl TieredStore {
                     }
                     epoch_read = true;
                 }
-                outcome => return Ok(outcome),
+                outcome => {
+                    if let (true, Ok((_, session))) = (signs_in, &outcome) {
+                        self.evict_past_limit(session, now).await;
+                    }
+                    return Ok(outcome);
+                }
             }
         }
     }

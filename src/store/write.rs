@@ -13,7 +13,8 @@ impl TieredStore {
     /// A new session, issued only once DynamoDB has it. A session bound to a
     /// user at creation is written in one transaction with a check of the
     /// user's revocation epoch, so a concurrent "log out everywhere" either
-    /// outlaws it or happened before it.
+    /// outlaws it or happened before it. Once written, it evicts the user's
+    /// oldest sessions past `max_per_user`.
     pub async fn create(
         &self,
         spec: NewSession,
@@ -72,7 +73,11 @@ impl TieredStore {
             // meanwhile: draw again, with the epoch read afresh.
             if written.is_ok() {
                 self.inner.cache.fill(&key, now, record.version, &body)?;
-                return Ok((token, Session { key, record }));
+                let session = Session { key, record };
+                if session.record.user_id.is_some() {
+                    self.evict_past_limit(&session, now).await;
+                }
+                return Ok((token, session));
             }
         }
         Err(Error::Dynamo(DynamoError::new_unavailable(

@@ -11,7 +11,7 @@
 //! - [`breaker`]: the circuit breaker that fails calls fast while DynamoDB
 //!   does not answer.
 //! - [`tier`]: [`DynamoTier`], the typed operations (`create`, `get`, `update`,
-//!   `rotate`, `delete`, `list_by_user`) and `provision`.
+//!   `rotate`, `delete`, `list_by_user`, `list_by_user_page`) and `provision`.
 //! - [`stream`]: [`StreamFollower`], which follows the table's stream (every
 //!   shard, checkpointed through the [`Checkpoints`] seam) and yields
 //!   [`Invalidation`]s for the node to apply.
@@ -36,4 +36,4 @@ pub use stream::{
     CheckpointError, Checkpoints, ColdStart, FollowerSettings, FollowerStatus, Invalidation,
     InvalidationKind, MemoryCheckpoints, StreamFollower,
 };
-pub use tier::{DynamoTier, EpochGuard, ProvisionReport};
+pub use tier::{DynamoTier, EpochGuard, ProvisionReport, UserPage};

@@ -6,7 +6,6 @@
 //! `attribute_not_exists`). Reads are strongly consistent, except the GSI
 //! query, which DynamoDB only serves eventually consistent.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::operation::create_table::CreateTableError;
@@ -29,6 +28,10 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use crate::breaker::{Breaker, BreakerSettings};
 use crate::error::{classify, is_unreachable, Conflict, DynamoError, ErrorKind, RotateConflict};
 use crate::item::{self, Item, SID_LEN};
+
+mod list;
+
+pub use list::UserPage;
 
 /// Every DynamoDB call goes through `timed`: the circuit breaker admits it
 /// (or fails it fast), its latency is recorded by operation, and whether
@@ -404,33 +407,6 @@ impl DynamoTier {
             Some(map) => item::number(&map, item::VER)
                 .map(Some)
                 .map_err(|e| malformed("delete", e)),
-        }
-    }
-
-    /// Every item bound to `uid`, through the GSI (eventually consistent).
-    pub async fn list_by_user(&self, uid: &str) -> Result<Vec<Item>, DynamoError> {
-        let mut items = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(UID_INDEX)
-                .key_condition_expression("uid = :u")
-                .expression_attribute_values(":u", AttributeValue::S(uid.to_owned()))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .timed("list_by_user", &self.breaker)
-                .await?
-                .map_err(|err| classify("list_by_user", &err))?;
-            for map in out.items() {
-                items.push(Item::from_attributes(map).map_err(|e| malformed("list_by_user", e))?);
-            }
-            match out.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(items),
-            }
         }
     }
 

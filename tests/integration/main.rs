@@ -20,5 +20,6 @@ mod model;
 mod node;
 mod openapi;
 mod process;
+mod sessions;
 mod store;
 mod throttle;
