@@ -368,9 +368,14 @@ fn bench_dynamo(c: &mut Criterion) {
     // Misses: sessions created through the store, evicted before each load.
     let keys: Vec<StorageKey> = runtime.block_on(async {
         let mut keys = Vec::new();
-        for _ in 0..1000 {
+        for i in 0..1000 {
+            // One user per session: a user keeps at most
+            // `session.max_per_user` sessions, and these must all stay live.
             let spec = NewSession {
-                binding: Some(bound()),
+                binding: Some(UserBinding {
+                    user_id: format!("user-{i}@example.com"),
+                    ..bound()
+                }),
                 ..NewSession::default()
             };
             keys.push(store.create(spec, NOW).await.unwrap().1.key);
