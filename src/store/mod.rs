@@ -29,8 +29,8 @@
 //! | file | operation | steps, in order | a failure at step N leaves |
 //! |---|---|---|---|
 //! | `load.rs` | `load` | 1. sled get; a hit within the lease is decoded, expiry-checked, checked against the user's revocation epoch this node knows (no I/O), served. 2. on a miss: if tombstoned, `None` without asking DynamoDB. 3. one consistent DynamoDB get per key at a time (concurrent misses share it); a hit past the lease reads only `ver`. 4. a bound record is checked against its user's epoch (memory within the lease, else one consistent read); an outlawed one is destroyed. 5. fill sled, unless a tombstone or a newer version is there. 6. if `last_seen_at` is older than the touch interval, a conditional write of the next version | 1: cache error, nothing written. 3: unreachable → `Err` (503), nothing written; past the lease with `OnUnreachable::ServeCached`, the cached copy is served up to `max_stale_ms`. 5: not served if a tombstone appeared meanwhile. 6: unreachable → served as loaded (touch is best effort); version conflict → the record is re-read |
-//! | `write.rs` | `create` | 1. with a user binding: a consistent read of the user's epoch. 2. DynamoDB put conditional on `attribute_not_exists` (bound: in one transaction with a check that the epoch is unchanged). 3. fill sled | 1–2: `Err`, no token issued; refused → nothing written anywhere; no answer → the put may have happened: a bound session's key is tombstoned and queued in the outbox, which deletes it once DynamoDB answers (an unbound one is listed nowhere and expires by TTL); an epoch that moved meanwhile → read it again and retry. 3: the session exists in DynamoDB and is loaded on first use |
-//! | `write.rs` | `update` | 1. refuse if tombstoned here. 2. DynamoDB put conditional on the caller's `version`. 3. fill sled | 2: conflict (changed or deleted elsewhere) → `Conflict` and the stale cached copy is evicted; unreachable → `Err`, nothing written. 3: as for `create` |
+//! | `write.rs` | `create` | 0. refuse a record encoded over `max_record_bytes` (`RecordTooLarge`, nothing written). 1. with a user binding: a consistent read of the user's epoch. 2. DynamoDB put conditional on `attribute_not_exists` (bound: in one transaction with a check that the epoch is unchanged). 3. fill sled | 1–2: `Err`, no token issued; refused → nothing written anywhere; no answer → the put may have happened: a bound session's key is tombstoned and queued in the outbox, which deletes it once DynamoDB answers (an unbound one is listed nowhere and expires by TTL); an epoch that moved meanwhile → read it again and retry. 3: the session exists in DynamoDB and is loaded on first use |
+//! | `write.rs` | `update` | 0. as for `create`. 1. refuse if tombstoned here. 2. DynamoDB put conditional on the caller's `version`. 3. fill sled | 2: conflict (changed or deleted elsewhere) → `Conflict` and the stale cached copy is evicted; unreachable → `Err`, nothing written. 3: as for `create` |
 //! | `rotate.rs` | `regenerate` | 1. the bound user's epoch as this node knows it (within the lease; else the old session's if the same user's, else 0), no I/O; refuse to carry a login the epoch outlawed. 2. durable tombstone + outbox entry for the old key (one sled transaction, flushed); the key is marked in flight so the outbox replay leaves it alone. 3. ONE `TransactWriteItems`: delete old (conditional on its version), put new (`attribute_not_exists`), check the user's epoch. 4. ack the outbox, fill sled with the new record | 1–2: `Err`, nothing changed. 3: the epoch check failed on a guessed epoch → nothing was written: read the epoch (consistent), go back to 1 once; another conflict → the transaction wrote nothing; the tombstone and outbox entry this call wrote are lifted, `Conflict` returned; unreachable or unknown outcome → fail closed: the old token stays dead here and the outbox deletes it from DynamoDB once reachable, and the new key too (the transaction may have happened unanswered); no new token is issued |
 //! | `revoke.rs` | `destroy` | 1. if not cached, confirm existence in DynamoDB (so unknown tokens write nothing). 2. durable tombstone + outbox entry (one transaction, flushed), marked in flight. 3. unconditional DynamoDB delete. 4. ack the outbox | 1: unreachable → proceed anyway (fail closed). 2: `Err`, nothing changed. 3: the token is already dead here; the outbox retries the delete until DynamoDB confirms (`Destroyed::Pending`) |
 //! | `revoke.rs` | `revoke_user` | 1. advance the user's epoch in DynamoDB (from then on every session bound under an older epoch is refused at load, and concurrent binds fail their epoch check). 2. `destroy` each session the GSI lists | 1: `Err`, nothing changed. 2: sessions not yet destroyed are still outlawed by the epoch |
@@ -188,6 +188,14 @@ pub enum Error {
     /// DynamoDB holds a record this build cannot read.
     #[error("stored session record: {0}")]
     Corrupt(#[from] DecodeError),
+    /// The encoded record would be over `max_record_bytes`; nothing written.
+    #[error("session record of {size} bytes is over the {max}-byte limit")]
+    RecordTooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl Error {
@@ -208,6 +216,8 @@ pub struct StoreSettings {
     /// What a load does with a cached record past its lease when DynamoDB
     /// cannot be reached.
     pub on_unreachable: OnUnreachable,
+    /// The largest encoded record `create` and `update` write.
+    pub max_record_bytes: usize,
 }
 
 /// What a load does with a cached record past its lease while DynamoDB is
@@ -231,6 +241,7 @@ impl Default for StoreSettings {
             policy: Policy::default(),
             revalidate_after_ms: 30_000,
             on_unreachable: OnUnreachable::Reject,
+            max_record_bytes: crate::config::SessionConfig::default().max_record_bytes,
         }
     }
 }
