@@ -9,13 +9,14 @@ use reqwest::StatusCode;
 
 use crate::harness::{
     browser_login, client, logout, node_toml, table_name, whoami, TestNode, ALICE_PASSWORD,
-    BOB_PASSWORD,
+    BOB_PASSWORD, TEST_BUDGETS,
 };
 
-/// A node whose `[auth]` gets `auth` and whose `[server]` gets `server`.
+/// A node whose `[auth]` budgets are `auth` and whose `[server]` gets `server`.
 async fn node_with(auth: &str, server: &str) -> TestNode {
     let dir = tempfile::tempdir().unwrap();
-    let toml = node_toml(dir.path(), &table_name(), &format!("[auth]\n{auth}\n"))
+    let toml = node_toml(dir.path(), &table_name(), "")
+        .replace(TEST_BUDGETS, auth)
         .replace("[server]\n", &format!("[server]\n{server}\n"));
     TestNode::spawn_toml(dir, &toml).await
 }
