@@ -141,6 +141,7 @@ impl Application {
             on_unreachable: config.on_unreachable(),
             max_unverified_revocations: config.cache.max_unverified_revocations,
             max_per_user: s.max_per_user,
+            max_record_bytes: s.max_record_bytes,
         };
         let store = TieredStore::new(cache, tier, settings);
         let state = AppState::new(store.clone(), &config, telemetry::metrics_handle());
@@ -149,12 +150,34 @@ impl Application {
         let listener = TcpListener::bind(listen)
             .with_context(|| format!("binding `server.listen` {listen}"))?;
         let addr = listener.local_addr().context("reading the bound address")?;
+        let ops_listener = match config.server.ops_listen {
+            Some(ops) => {
+                let l = TcpListener::bind(ops)
+                    .with_context(|| format!("binding `server.ops_listen` {ops}"))?;
+                let bound = l.local_addr().context("reading the bound ops address")?;
+                state.ops_addr.set(bound);
+                tracing::info!(%bound, "health, readiness and metrics on their own listener");
+                Some(l)
+            }
+            None => None,
+        };
+        let c = &config.server;
+        let ms = Duration::from_millis;
+        let (request, keep_alive) = (ms(c.client_request_timeout_ms), ms(c.keep_alive_ms));
         let mut server = HttpServer::new(move || http::app(state.clone()))
-            .shutdown_timeout(config.server.shutdown_timeout_secs)
-            .max_connection_rate(4096);
-        if config.server.workers > 0 {
-            server = server.workers(config.server.workers);
+            .shutdown_timeout(c.shutdown_timeout_secs)
+            .max_connection_rate(4096)
+            .client_request_timeout(request)
+            .client_disconnect_timeout(ms(c.client_disconnect_timeout_ms))
+            .keep_alive(keep_alive)
+            .on_connect(http::watch_connection(keep_alive + request));
+        if c.workers > 0 {
+            server = server.workers(c.workers);
         }
+        let server = match ops_listener {
+            Some(l) => server.listen(l)?,
+            None => server,
+        };
         let tls = config.server.tls.is_some();
         let server = match &config.server.tls {
             Some(tls) => server.listen_rustls_0_23(listener, load_tls(tls)?)?,

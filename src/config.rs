@@ -11,6 +11,12 @@ use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{de, Deserialize, Deserializer};
 
+mod ipnet;
+mod parse;
+
+pub use ipnet::IpNet;
+use parse::{list_or_csv, opt_socket_addr, socket_addr};
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -69,6 +75,17 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: u64,
     /// Optional TLS.
     pub tls: Option<TlsConfig>,
+    /// A connection must deliver a request head within this long.
+    pub client_request_timeout_ms: u64,
+    /// How long a closing connection gets to take the last response.
+    pub client_disconnect_timeout_ms: u64,
+    /// An idle keep-alive connection is closed after this long.
+    pub keep_alive_ms: u64,
+    /// Proxies whose `X-Forwarded-For` is believed (IPs or CIDRs).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served (unset: `listen`).
+    #[serde(deserialize_with = "opt_socket_addr")]
+    pub ops_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +96,11 @@ impl Default for ServerConfig {
             max_body_bytes: 16 * 1024,
             shutdown_timeout_secs: 30,
             tls: None,
+            client_request_timeout_ms: 5000,
+            client_disconnect_timeout_ms: 1000,
+            keep_alive_ms: 5000,
+            trusted_proxies: Vec::new(),
+            ops_listen: None,
         }
     }
 }
@@ -201,11 +223,40 @@ pub struct ApiConfig {
 }
 
 /// `[auth]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// `[[auth.users]]`
     pub users: Vec<UserConfig>,
+    /// Threads checking passwords, apart from the pool flushing sled (0: one per core).
+    pub hash_workers: usize,
+    /// Password checks that may wait for a hash worker; more get 429.
+    pub hash_queue: usize,
+    /// Login attempts per client address per minute.
+    pub per_ip_per_minute: u32,
+    /// Attempts a client address may make at once before the rate applies.
+    pub per_ip_burst: u32,
+    /// Login attempts per username (known or not) per minute.
+    pub per_account_per_minute: u32,
+    /// Attempts on one username at once before the rate applies.
+    pub per_account_burst: u32,
+    /// Addresses (and usernames) tracked at most; when full, logins get 429.
+    pub max_tracked: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            users: Vec::new(),
+            hash_workers: 0,
+            hash_queue: 16,
+            per_ip_per_minute: 30,
+            per_ip_burst: 10,
+            per_account_per_minute: 10,
+            per_account_burst: 5,
+            max_tracked: 100_000,
+        }
+    }
 }
 
 /// One `[[auth.users]]` entry.
@@ -266,6 +317,8 @@ pub struct SessionConfig {
     /// The most live sessions one user keeps; a login past it revokes the
     /// user's oldest.
     pub max_per_user: usize,
+    /// The largest encoded session record (larger writes: 413).
+    pub max_record_bytes: usize,
 }
 
 impl Default for SessionConfig {
@@ -275,6 +328,7 @@ impl Default for SessionConfig {
             absolute_timeout_secs: 12 * 60 * 60,
             touch_interval_secs: 60,
             max_per_user: crate::store::DEFAULT_MAX_PER_USER,
+            max_record_bytes: 64 * 1024,
         }
     }
 }
@@ -352,33 +406,6 @@ impl Default for LogConfig {
             format: LogFormat::Text,
         }
     }
-}
-
-/// A `host:port` with an IP host.
-fn socket_addr<'de, D: Deserializer<'de>>(de: D) -> Result<SocketAddr, D::Error> {
-    let text = String::deserialize(de)?;
-    text.parse().map_err(|_| {
-        de::Error::invalid_value(de::Unexpected::Str(&text), &"host:port with an IP host")
-    })
-}
-
-/// A list from TOML, or a comma-separated string from the environment.
-fn list_or_csv<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<SecretString>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrCsv {
-        List(Vec<String>),
-        Csv(String),
-    }
-    Ok(match ListOrCsv::deserialize(de)? {
-        ListOrCsv::List(items) => items.into_iter().map(SecretString::from).collect(),
-        ListOrCsv::Csv(text) => text
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| SecretString::from(s.to_owned()))
-            .collect(),
-    })
 }
 
 /// A configuration that cannot be used. The message names the key.
@@ -508,6 +535,43 @@ impl Config {
             return bad(
                 "session.max_per_user",
                 format!("must be 1-{MAX_SESSIONS_PER_USER}"),
+            );
+        }
+        if self
+            .server
+            .ops_listen
+            .is_some_and(|ops| ops == self.server.listen)
+        {
+            return bad(
+                "server.ops_listen",
+                "must differ from `server.listen`".into(),
+            );
+        }
+        let (v, a) = (&self.server, &self.auth);
+        for (key, value) in [
+            (
+                "server.client_request_timeout_ms",
+                v.client_request_timeout_ms,
+            ),
+            ("server.keep_alive_ms", v.keep_alive_ms),
+            ("auth.hash_queue", a.hash_queue as u64),
+            ("auth.per_ip_per_minute", a.per_ip_per_minute.into()),
+            ("auth.per_ip_burst", a.per_ip_burst.into()),
+            (
+                "auth.per_account_per_minute",
+                a.per_account_per_minute.into(),
+            ),
+            ("auth.per_account_burst", a.per_account_burst.into()),
+            ("auth.max_tracked", a.max_tracked as u64),
+        ] {
+            if value == 0 {
+                return bad(key, "must be positive".into());
+            }
+        }
+        if !(1024..=350 * 1024).contains(&s.max_record_bytes) {
+            return bad(
+                "session.max_record_bytes",
+                "must be 1024-358400 (DynamoDB items are at most 400 KB)".into(),
             );
         }
         if self.stream.poll_interval_ms == 0 || self.stream.poll_interval_ms > 60_000 {

@@ -1,14 +1,30 @@
 //! Credentials: login-page users (argon2id) and service API keys (compared
 //! in constant time).
+//!
+//! A login's password check is the most expensive thing an unauthenticated
+//! client can ask for (argon2id: 19 MiB and tens of milliseconds of a core).
+//! [`Users::sign_in`] spends it only within the budgets of
+//! [`throttle`](super::throttle), and on [`HashPool`]: a few threads of its
+//! own with a bounded queue, so a flood of guesses never occupies Tokio's
+//! blocking pool (which flushes sled for logouts and logins) and never
+//! waits in an unbounded line. Over budget or with the queue full the
+//! answer is 429 at once, with no hash computed.
 
 use std::collections::HashMap;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+use actix_web::http::StatusCode;
+use actix_web::HttpRequest;
 
 use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
-use crate::config::UserConfig;
+use super::error::{ApiError, ErrorCode};
+use super::throttle::{client_addr, Budgets, OverBudget};
+use crate::config::{AuthConfig, IpNet, UserConfig};
 
 /// A user who may sign in on the login page.
 #[derive(Clone)]
@@ -24,6 +40,131 @@ pub struct Users {
     /// Verified against when the user is unknown, so an unknown name costs
     /// the same time as a wrong password.
     dummy_hash: SecretString,
+}
+
+/// The login gate: the users, the attempt budgets and the hash threads.
+#[derive(Clone)]
+pub struct Login {
+    users: Arc<Users>,
+    budgets: Arc<Budgets>,
+    pool: HashPool,
+    trusted_proxies: Arc<[IpNet]>,
+}
+
+impl Login {
+    /// From `[auth]` and `server.trusted_proxies`.
+    pub fn new(config: &AuthConfig, trusted_proxies: &[IpNet]) -> Self {
+        let workers = match config.hash_workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        Login {
+            users: Arc::new(Users::new(&config.users)),
+            budgets: Arc::new(Budgets::new(config)),
+            pool: HashPool::new(workers, config.hash_queue),
+            trusted_proxies: trusted_proxies.into(),
+        }
+    }
+
+    /// Check `username` and `password` for the client of `req`: counted
+    /// against the client address's and the username's budgets (an unknown
+    /// username too), then verified on the hash threads. 429
+    /// `too_many_attempts` (with `Retry-After`) over budget or when the
+    /// hash queue is full; nothing is hashed then.
+    pub async fn sign_in(
+        &self,
+        req: &HttpRequest,
+        username: String,
+        password: String,
+    ) -> Result<Option<SignedIn>, ApiError> {
+        let addr = client_addr(req, &self.trusted_proxies);
+        self.budgets
+            .attempt(addr, &username)
+            .map_err(|over| too_many_attempts(over, "too many login attempts; retry later"))?;
+        let users = self.users.clone();
+        let answer = self
+            .pool
+            .try_run(move || users.verify(&username, &password))
+            .ok_or_else(|| {
+                metrics::counter!("edge_session_login_shed_total").increment(1);
+                too_many_attempts(
+                    OverBudget {
+                        retry_after_secs: 1,
+                    },
+                    "too many logins in progress; retry later",
+                )
+            })?;
+        answer.await.map_err(|_| ApiError::internal())
+    }
+}
+
+fn too_many_attempts(over: OverBudget, message: &'static str) -> ApiError {
+    metrics::counter!("edge_session_login_throttled_total").increment(1);
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::TooManyAttempts,
+        message,
+    )
+    .retry_after(over.retry_after_secs)
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads that run password checks, with a bounded wait queue. At most
+/// `workers` checks run (and hold argon2's memory) at once, at most `queue`
+/// wait; the threads end when the last handle is dropped.
+#[derive(Clone)]
+pub struct HashPool {
+    jobs: SyncSender<Job>,
+}
+
+impl HashPool {
+    /// `workers` threads (at least 1), `queue` waiting jobs at most.
+    pub fn new(workers: usize, queue: usize) -> Self {
+        let (jobs, rx) = sync_channel::<Job>(queue);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..workers.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("edge-hash-{i}"))
+                .spawn(move || run_jobs(&rx))
+                .expect("spawning a hash thread");
+        }
+        HashPool { jobs }
+    }
+
+    /// Queue `f`; `None` at once if the queue is full. The future is its
+    /// result (`Err` only if the job panicked).
+    pub fn try_run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<tokio::sync::oneshot::Receiver<T>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        match self.jobs.try_send(job) {
+            Ok(()) => Some(rx),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => None,
+        }
+    }
+}
+
+fn run_jobs(rx: &Mutex<Receiver<Job>>) {
+    loop {
+        // The lock is held only while waiting for the next job.
+        let job = match rx.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(job) => {
+                // A panicking job drops its sender: the caller gets a 500.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 /// A successful sign-in.
@@ -58,8 +199,8 @@ impl Users {
         }
     }
 
-    /// Check a username and password. CPU-heavy (argon2id): call it off the
-    /// async workers (`web::block`).
+    /// Check a username and password. CPU-heavy (argon2id): call it on a
+    /// [`HashPool`].
     pub fn verify(&self, username: &str, password: &str) -> Option<SignedIn> {
         let (hash, user) = match self.by_id.get(username) {
             Some(user) => (user.password_hash.expose_secret(), Some(user)),
@@ -148,6 +289,26 @@ mod tests {
         assert_eq!(users.verify("alice", "wrong"), None);
         assert_eq!(users.verify("bob", "correct horse"), None);
         assert_eq!(users.verify("", ""), None);
+    }
+
+    #[test]
+    fn the_hash_pool_sheds_beyond_its_queue() {
+        let pool = HashPool::new(1, 1);
+        let (started, is_running) = std::sync::mpsc::channel::<()>();
+        let (hold, wait) = std::sync::mpsc::channel::<()>();
+        let running = pool
+            .try_run(move || {
+                started.send(()).unwrap();
+                wait.recv().is_ok()
+            })
+            .unwrap();
+        is_running.recv().unwrap();
+        // The one thread is busy: one job may wait, the next is refused.
+        let queued = pool.try_run(|| true).expect("one job may wait");
+        assert!(pool.try_run(|| true).is_none(), "the queue is bounded");
+        hold.send(()).unwrap();
+        assert!(running.blocking_recv().unwrap());
+        assert!(queued.blocking_recv().unwrap());
     }
 
     #[test]

@@ -98,10 +98,10 @@ pub async fn login(
             "username or password too long",
         ));
     }
-    let users = state.users.clone();
-    let signed_in = web::block(move || users.verify(&form.username, &form.password))
-        .await
-        .map_err(|_| ApiError::internal())?;
+    let signed_in = state
+        .login
+        .sign_in(&req, form.username, form.password)
+        .await?;
     let Some(SignedIn { user_id, role }) = signed_in else {
         // Nothing about the session changes on a failed login.
         return Ok(if json {

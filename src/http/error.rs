@@ -69,10 +69,15 @@ error_codes! {
     VersionConflict = "version_conflict",
     /// 413: the body is over `server.max_body_bytes`.
     PayloadTooLarge = "payload_too_large",
+    /// 413: the session record would be over `session.max_record_bytes`.
+    RecordTooLarge = "record_too_large",
     /// 415: a body of a type the route does not take.
     UnsupportedMediaType = "unsupported_media_type",
     /// 431: request headers too large.
     HeadersTooLarge = "headers_too_large",
+    /// 429: login attempts over budget, or too many in progress
+    /// (`Retry-After` says when to retry).
+    TooManyAttempts = "too_many_attempts",
     /// 503: DynamoDB cannot be reached.
     StoreUnavailable = "store_unavailable",
     /// 503: DynamoDB throttled the call (capacity, not an outage); with
@@ -119,6 +124,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     /// Human-readable explanation.
     pub message: String,
+    /// `Retry-After`, in seconds, if any.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -128,6 +135,15 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    /// The same error with `Retry-After: secs`.
+    pub fn retry_after(self, secs: u64) -> Self {
+        ApiError {
+            retry_after_secs: Some(secs),
+            ..self
         }
     }
 
@@ -228,8 +244,8 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::UNAUTHORIZED && self.code == ErrorCode::Unauthorized {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
-        if self.code == ErrorCode::StoreThrottled {
-            response.insert_header((header::RETRY_AFTER, "1"));
+        if let Some(secs) = self.retry_after_secs {
+            response.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
         response.json(serde_json::json!({ "error": self.code.as_str(), "message": self.message }))
     }
@@ -237,6 +253,13 @@ impl ResponseError for ApiError {
 
 impl From<store::Error> for ApiError {
     fn from(err: store::Error) -> Self {
+        if let store::Error::RecordTooLarge { size, max } = err {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::RecordTooLarge,
+                format!("the session record would be {size} bytes; at most {max} are kept"),
+            );
+        }
         if matches!(&err, store::Error::Dynamo(e) if e.is_throttled()) {
             // Capacity, not an outage: the client may retry after a second.
             tracing::warn!(%err, "DynamoDB throttled");
@@ -245,6 +268,7 @@ impl From<store::Error> for ApiError {
                 ErrorCode::StoreThrottled,
                 "the session store is over its capacity; retry after a second",
             )
+            .retry_after(1)
         } else if err.is_unavailable() {
             tracing::warn!(%err, "DynamoDB unavailable");
             ApiError::new(

@@ -14,11 +14,15 @@
 //!   [`paging`] reads a listing's `limit`/`after` and writes its `Link`;
 //!   [`error`] is the JSON error shape and its codes.
 //! - [`no_store`] sets `Cache-Control: no-store` per the table;
-//!   [`observe`] records per-route metrics.
+//!   [`observe`] records per-route metrics; [`framing`] forbids framing
+//!   HTML; [`conn`] cuts connections that trickle a request head;
+//!   [`throttle`] holds the login budgets.
 
 mod auth;
 mod browser;
+mod conn;
 mod error;
+mod framing;
 mod no_store;
 mod observe;
 mod openapi;
@@ -28,6 +32,7 @@ mod paging;
 mod request;
 mod service;
 mod state;
+mod throttle;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -38,6 +43,7 @@ use actix_web::web;
 use no_store::Caching;
 
 pub use auth::hash_password;
+pub use conn::on_connect as watch_connection;
 pub use error::ErrorCode;
 pub use openapi::SPEC;
 pub use state::AppState;
@@ -199,9 +205,12 @@ pub fn app(
         .app_data(web::PayloadConfig::new(limit))
         .app_data(request::json_config(limit))
         .app_data(web::FormConfig::default().limit(limit))
+        .wrap(from_fn(ops::split_listeners))
         .wrap(ErrorHandlers::new().default_handler(error::render_json_error))
         .wrap(from_fn(observe::observe))
         .wrap(from_fn(|req, next| no_store::no_store(req, next, caching)))
+        .wrap(from_fn(framing::deny_framing))
+        .wrap(from_fn(conn::track))
         .configure(routes)
 }
 

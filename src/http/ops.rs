@@ -1,42 +1,121 @@
-//! Operations routes: liveness, readiness, Prometheus metrics.
+//! Operations routes: liveness, readiness, Prometheus metrics; and, with
+//! `server.ops_listen`, the split that serves them only there.
+//!
+//! `/readyz` costs at most one DynamoDB read per [`READY_FOR`] however many
+//! probes arrive (the answer is cached), and says only ready or not: the
+//! cause goes to the log, not to whoever can reach the probe.
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use actix_web::http::header;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 
+use super::error::{ApiError, ErrorCode};
 use super::state::AppState;
+
+/// How long a readiness answer is reused.
+pub const READY_FOR: Duration = Duration::from_secs(1);
+
+/// The routes served on `server.ops_listen` when it is set.
+pub const OPS_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
+/// The last readiness answer, shared by every worker; the lock is held
+/// across the probe, so concurrent probes wait for one read.
+#[derive(Clone, Default)]
+pub struct ReadyCache(Arc<tokio::sync::Mutex<Option<(Instant, bool)>>>);
+
+/// Where the ops routes are served, when not on the main listener: the
+/// bound address (known once bound, so set after the state is built).
+#[derive(Clone, Default)]
+pub struct OpsAddr(Arc<Mutex<Option<SocketAddr>>>);
+
+impl OpsAddr {
+    /// Serve the ops routes on `addr` only.
+    pub fn set(&self, addr: SocketAddr) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
+    }
+
+    fn get(&self) -> Option<SocketAddr> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Middleware: with an ops listener, the ops routes are 404 on the main
+/// listener and every other route is 404 on the ops listener.
+pub async fn split_listeners(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
+    let ops = req
+        .app_data::<web::Data<AppState>>()
+        .and_then(|s| s.ops_addr.get());
+    if let Some(ops) = ops {
+        let on_ops = req.app_config().local_addr() == ops;
+        if on_ops != OPS_PATHS.contains(&req.path()) {
+            return Err(
+                ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route").into(),
+            );
+        }
+    }
+    next.call(req).await
+}
 
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: DynamoDB answers and the cache is open.
+/// `GET /readyz`: DynamoDB answers a read and the cache is open.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let dynamo =
-        match tokio::time::timeout(Duration::from_secs(2), state.store.dynamo().ping()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(_) => Err("no answer within 2 s".to_owned()),
-        };
-    let cache = state
+    let ready = {
+        let mut last = state.ready.0.lock().await;
+        match *last {
+            Some((at, ready)) if at.elapsed() < READY_FOR => ready,
+            _ => {
+                let ready = probe(&state).await;
+                *last = Some((Instant::now(), ready));
+                ready
+            }
+        }
+    };
+    if ready {
+        HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "not_ready" }))
+    }
+}
+
+/// One data-plane read of a fixed key (no session has it) and one sled read.
+async fn probe(state: &AppState) -> bool {
+    let read = state.store.dynamo().get_version(&[0; 32]);
+    let dynamo = match tokio::time::timeout(Duration::from_secs(2), read).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(err)) => {
+            tracing::warn!(%err, "readiness: DynamoDB read failed");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("readiness: no answer from DynamoDB within 2 s");
+            false
+        }
+    };
+    let cache = match state
         .store
         .cache()
         .is_tombstoned(&crate::StorageKey([0; 32]))
-        .map(|_| ())
-        .map_err(|e| e.to_string());
-    let ready = dynamo.is_ok() && cache.is_ok();
-    let body = serde_json::json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "dynamodb": dynamo.err().unwrap_or_else(|| "ok".into()),
-        "cache": cache.err().unwrap_or_else(|| "ok".into()),
-    });
-    if ready {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
+    {
+        Ok(_) => true,
+        Err(err) => {
+            tracing::warn!(%err, "readiness: cache read failed");
+            false
+        }
+    };
+    dynamo && cache
 }
 
 /// `GET /metrics`: Prometheus text. (`edge_session_cached_sessions` is set by

@@ -59,13 +59,19 @@ pub fn cookie_token(req: &HttpRequest, name: &str) -> Option<SessionToken> {
         .and_then(|(_, value)| SessionToken::parse(value.trim_matches('"')).ok())
 }
 
-/// The key presented as `Authorization: Bearer <key>`, if any.
+/// The key presented as `Authorization: Bearer <key>`, if any. The scheme
+/// is case-insensitive (RFC 9110 §11.1).
 pub fn bearer_key(req: &HttpRequest) -> Option<&str> {
-    req.headers()
+    let value = req
+        .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|v| v.to_str().ok())?
+        .trim_start();
+    let (scheme, key) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| key.trim())
+        .filter(|k| !k.is_empty())
 }
 
 /// The body's media type: the `Content-Type` without parameters, lower
@@ -184,6 +190,23 @@ mod tests {
         assert!(!is_valid_id(&"ü".repeat(MAX_ID_CHARS + 1)));
         assert!(!is_valid_id(""));
         assert!(within_id_limit(""));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let key = |value: &str| {
+            let req = actix_web::test::TestRequest::default()
+                .insert_header((header::AUTHORIZATION, value))
+                .to_http_request();
+            bearer_key(&req).map(str::to_owned)
+        };
+        for value in ["Bearer k", "bearer k", "BEARER k", "bEaReR   k "] {
+            assert_eq!(key(value).as_deref(), Some("k"), "{value}");
+        }
+        assert_eq!(key("Basic k"), None);
+        assert_eq!(key("Bearer"), None);
+        assert_eq!(key("Bearer "), None);
+        assert_eq!(key("Bearerk"), None);
     }
 
     #[test]

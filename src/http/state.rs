@@ -8,6 +8,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::auth;
 use super::error::ApiError;
+use super::ops::{OpsAddr, ReadyCache};
 use super::request;
 use crate::config::Config;
 use crate::record::now;
@@ -19,8 +20,8 @@ use crate::token::{SessionToken, StorageKey};
 pub struct AppState {
     /// The two-tier store.
     pub store: TieredStore,
-    /// Login-page users.
-    pub users: auth::Users,
+    /// Login-page users, behind the attempt budgets and hash threads.
+    pub login: auth::Login,
     /// Service API keys.
     pub api_keys: auth::ApiKeys,
     /// Session cookie name.
@@ -31,6 +32,10 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Prometheus renderer.
     pub metrics: PrometheusHandle,
+    /// The last `/readyz` answer.
+    pub ready: ReadyCache,
+    /// The ops listener's address, if the ops routes have their own.
+    pub ops_addr: OpsAddr,
 }
 
 impl AppState {
@@ -38,12 +43,14 @@ impl AppState {
     pub fn new(store: TieredStore, config: &Config, metrics: PrometheusHandle) -> Self {
         AppState {
             store,
-            users: auth::Users::new(&config.auth.users),
+            login: auth::Login::new(&config.auth, &config.server.trusted_proxies),
             api_keys: auth::ApiKeys::new(&config.api.keys),
             cookie_name: config.cookie.name.clone(),
             cookie_secure: config.cookie.secure,
             max_body_bytes: config.server.max_body_bytes,
             metrics,
+            ready: ReadyCache::default(),
+            ops_addr: OpsAddr::default(),
         }
     }
 

@@ -33,8 +33,8 @@
 //! | file | operation | steps, in order | a failure at step N leaves |
 //! |---|---|---|---|
 //! | `load.rs` | `load` | 1. sled get; a hit within the lease (at most the short lease for a record confirmed before the stream follower's position, `remote.rs`) is decoded, expiry-checked, checked against the user's revocation epoch this node knows (no I/O), served. 2. on a miss: if tombstoned, `None` without asking DynamoDB. 3. one consistent DynamoDB get per key at a time (concurrent misses share it); a hit past the lease reads only `ver`. 4. a bound record is checked against its user's epoch (memory within the lease, else one consistent read); an outlawed one is destroyed. 5. fill sled, unless a tombstone or a newer version is there. 6. if `last_seen_at` is older than the touch interval, a conditional write of the next version | 1: cache error, nothing written. 3: unreachable → `Err` (503), nothing written; past the lease with `OnUnreachable::ServeCached`, the cached copy is served up to `max_stale_ms`. 5: not served if a tombstone appeared meanwhile. 6: unreachable → served as loaded (touch is best effort); version conflict → the record is re-read |
-//! | `write.rs` | `create` | 1. with a user binding: a consistent read of the user's epoch. 2. DynamoDB put conditional on `attribute_not_exists` (bound: in one transaction with a check that the epoch is unchanged). 3. fill sled. 4. bound: `evict_past_limit` | 1–2: `Err`, no token issued; refused → nothing written anywhere; no answer → the put may have happened: a bound session's key is tombstoned and queued in the outbox, which deletes it once DynamoDB answers (an unbound one is listed nowhere and expires by TTL); an epoch that moved meanwhile → read it again and retry. 3: the session exists in DynamoDB and is loaded on first use. 4: never fails the call (see `evict_past_limit`) |
-//! | `write.rs` | `update` | 1. refuse if tombstoned here. 2. DynamoDB put conditional on the caller's `version`. 3. fill sled | 2: conflict (changed or deleted elsewhere) → `Conflict` and the stale cached copy is evicted; unreachable → `Err`, nothing written. 3: as for `create` |
+//! | `write.rs` | `create` | 0. refuse a record encoded over `max_record_bytes` (`RecordTooLarge`, nothing written). 1. with a user binding: a consistent read of the user's epoch. 2. DynamoDB put conditional on `attribute_not_exists` (bound: in one transaction with a check that the epoch is unchanged). 3. fill sled. 4. bound: `evict_past_limit` | 1–2: `Err`, no token issued; refused → nothing written anywhere; no answer → the put may have happened: a bound session's key is tombstoned and queued in the outbox, which deletes it once DynamoDB answers (an unbound one is listed nowhere and expires by TTL); an epoch that moved meanwhile → read it again and retry. 3: the session exists in DynamoDB and is loaded on first use. 4: never fails the call (see `evict_past_limit`) |
+//! | `write.rs` | `update` | 0. as for `create`. 1. refuse if tombstoned here. 2. DynamoDB put conditional on the caller's `version`. 3. fill sled | 2: conflict (changed or deleted elsewhere) → `Conflict` and the stale cached copy is evicted; unreachable → `Err`, nothing written. 3: as for `create` |
 //! | `rotate.rs` | `regenerate` | 1. the bound user's epoch as this node knows it (within the lease; else the old session's if the same user's, else 0), no I/O; refuse to carry a login the epoch outlawed. 2. durable *provisional* tombstone + outbox entry for the old key (one sled transaction, flushed; refused if a final or unverified tombstone is there: `OldChanged`); the key is marked in flight so the outbox replay leaves it alone. 3. ONE `TransactWriteItems`: delete old (conditional on its version), put new (`attribute_not_exists`), check the user's epoch. 4. ack the outbox (the tombstone becomes final), fill sled with the new record. 5. a sign-in (a binding given): `evict_past_limit` | 1–2: `Err`, nothing changed. 3: the epoch check failed on a guessed epoch → nothing was written: read the epoch (consistent), go back to 1 once; another conflict → the transaction wrote nothing; the provisional tombstone and outbox entry this call wrote are lifted (a destroy that landed meanwhile wrote its own final ones, which stay), `Conflict` returned; unreachable or unknown outcome → fail closed: the old token stays dead here and the outbox deletes it from DynamoDB once reachable (its ack makes the tombstone final), and the new key too (the transaction may have happened unanswered); no new token is issued. 5: never fails the call (see `evict_past_limit`) |
 //! | `revoke.rs` | `destroy` | 0. a final tombstone → `AlreadyRevoked`, nothing written; a provisional one (a regenerate in flight) → known, go to 2. 1. if not cached, confirm existence in DynamoDB (so unknown tokens write nothing). 2. durable final tombstone + outbox entry (one transaction, flushed, replacing a provisional or unverified tombstone), marked in flight. 3. unconditional DynamoDB delete. 4. ack the outbox | 1: not there → `NotFound`, nothing written; unreachable → the bounded unverified queue (unverified tombstone + queue entry, flushed; no outbox entry), `Unverified`; the queue at `cache.max_unverified_revocations` → `Err` (503), nothing written. 2: `Err`, nothing changed. 3: the token is already dead here; the outbox retries the delete until DynamoDB confirms (`Destroyed::Pending`) |
 //! | `revoke.rs` | `evict_past_limit` (after a login's DynamoDB write succeeded) | 1. one GSI listing of the user's sessions (bounded: the limit plus logins racing this one). 2. the live ones other than the new session, oldest `created_at` first: `destroy` each past `max_per_user - 1` | nothing here fails the login: 1: logged, counted (`edge_session_evictions_total{result="failed"}`), nothing evicted: the user keeps one session over the limit until the next login. 2: each as `destroy` (its delete waits in the outbox, `result="pending"`); another login racing this one, or the GSI lagging, can leave the user briefly over the limit or one under it |
@@ -215,6 +215,14 @@ pub enum Error {
     /// DynamoDB holds a record this build cannot read.
     #[error("stored session record: {0}")]
     Corrupt(#[from] DecodeError),
+    /// The encoded record would be over `max_record_bytes`; nothing written.
+    #[error("session record of {size} bytes is over the {max}-byte limit")]
+    RecordTooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl Error {
@@ -241,6 +249,8 @@ pub struct StoreSettings {
     /// The most live sessions one user keeps: a login past it revokes the
     /// user's oldest sessions (by `created_at`). At least 1.
     pub max_per_user: usize,
+    /// The largest encoded record `create` and `update` write.
+    pub max_record_bytes: usize,
 }
 
 /// [`StoreSettings::max_per_user`] unless configured (`session.max_per_user`).
@@ -269,6 +279,7 @@ impl Default for StoreSettings {
             on_unreachable: OnUnreachable::Reject,
             max_unverified_revocations: 10_000,
             max_per_user: DEFAULT_MAX_PER_USER,
+            max_record_bytes: crate::config::SessionConfig::default().max_record_bytes,
         }
     }
 }

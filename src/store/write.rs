@@ -10,6 +10,18 @@ use crate::record::{SessionRecord, UnixMillis};
 use crate::token::{SessionToken, StorageKey};
 
 impl TieredStore {
+    /// `body` if within `max_record_bytes`, else `RecordTooLarge`.
+    fn within_size(&self, body: Vec<u8>) -> Result<Vec<u8>, Error> {
+        let max = self.inner.settings.max_record_bytes;
+        if body.len() > max {
+            return Err(Error::RecordTooLarge {
+                size: body.len(),
+                max,
+            });
+        }
+        Ok(body)
+    }
+
     /// A new session, issued only once DynamoDB has it. A session bound to a
     /// user at creation is written in one transaction with a check of the
     /// user's revocation epoch, so a concurrent "log out everywhere" either
@@ -40,7 +52,7 @@ impl TieredStore {
                 }
                 None => None,
             };
-            let body = codec::encode(&record);
+            let body = self.within_size(codec::encode(&record))?;
             let token = SessionToken::generate();
             let key = token.storage_key();
             let item = item_of(&key, &record, body.clone());
@@ -108,7 +120,7 @@ impl TieredStore {
             next.idle_timeout_ms = idle;
         }
         next.last_seen_at = now.max(next.last_seen_at);
-        let body = codec::encode(&next);
+        let body = self.within_size(codec::encode(&next))?;
         match self
             .inner
             .dynamo

@@ -164,6 +164,11 @@ pub fn dynamodb_toml(table: &str) -> String {
     format!("[dynamodb]\n{endpoint}\ntable = \"{table}\"\nprovision_on_start = true\nmax_attempts = 2\n")
 }
 
+/// The login budgets of test nodes: out of the way of tests that sign in
+/// many times from one address (the throttling tests set their own).
+pub const TEST_BUDGETS: &str = "per_ip_per_minute = 1000000\nper_ip_burst = 1000000\n\
+     per_account_per_minute = 1000000\nper_account_burst = 1000000";
+
 /// A node's whole config over `table`, with test users and key; `extra` is
 /// appended (TOML).
 pub fn node_toml(data_dir: &std::path::Path, table: &str, extra: &str) -> String {
@@ -171,6 +176,7 @@ pub fn node_toml(data_dir: &std::path::Path, table: &str, extra: &str) -> String
     format!(
         "data_dir = \"{}\"\n{extra}\n[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nshutdown_timeout_secs = 5\n\
          {}\n[api]\nkeys = [\"{API_KEY}\"]\n\
+         [auth]\n{TEST_BUDGETS}\n\
          [[auth.users]]\nuser_id = \"alice\"\npassword_hash = \"{alice}\"\nrole = \"admin\"\n\
          [[auth.users]]\nuser_id = \"bob\"\npassword_hash = \"{bob}\"\nrole = \"user\"\n",
         data_dir.display(),

@@ -9,9 +9,11 @@ mod crash;
 mod embedded;
 mod faultproxy;
 mod faults;
+mod hardening;
 mod harness;
 mod hostile;
 mod http;
+mod login_throttle;
 mod model;
 // The child-process helper the bench harness uses too; the tests use part
 // of it.

@@ -1,0 +1,126 @@
+//! The connection watchdog: the deadline actix keeps only for a
+//! connection's first request head.
+//!
+//! actix answers 408 when the FIRST request head takes longer than
+//! `client_request_timeout`, and closes a connection idle for `keep_alive`.
+//! But once a kept-alive connection receives a byte of its next request,
+//! its keep-alive timer stops and no head timer starts: a client that
+//! trickles a later head one byte at a time holds the connection forever.
+//!
+//! So each connection gets a watchdog task. It knows, from [`track`] (a
+//! middleware), whether a request is being handled and when the last one
+//! ended. A connection with no request in flight that is still open
+//! `keep_alive + client_request_timeout` after its last request ended (or
+//! after it was opened) is either idle past keep-alive or receiving a head
+//! that took longer than the request timeout: the watchdog shuts the
+//! socket down. The task ends with its connection.
+//!
+//! Bound: a connection that sends no complete head lives at most
+//! `keep_alive_ms + client_request_timeout_ms` (plus `client_disconnect_timeout_ms`).
+
+use std::any::Any;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Extensions, ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::rt::net::TcpStream;
+
+type TlsStream = actix_tls::accept::rustls_0_23::TlsStream<TcpStream>;
+
+/// What the watchdog knows of its connection.
+struct Activity {
+    opened: Instant,
+    /// Requests being handled.
+    in_flight: AtomicU32,
+    /// Milliseconds after `opened` when the last request ended.
+    idle_since_ms: AtomicU64,
+}
+
+/// In the connection's data; dropped with the connection, which ends the
+/// watchdog.
+struct Watched {
+    activity: Arc<Activity>,
+    _closed: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Marks one request in flight until dropped.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.idle_since_ms
+            .store(a.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+        a.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The `HttpServer::on_connect` callback: start the watchdog of a new
+/// connection that may go `allowed` without a request in flight.
+pub fn on_connect(allowed: Duration) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync {
+    move |io, ext| {
+        let tcp = io
+            .downcast_ref::<TcpStream>()
+            .or_else(|| io.downcast_ref::<TlsStream>().map(|tls| tls.get_ref().0));
+        // A second handle on the socket (dup): shutting it down ends the
+        // connection actix is serving.
+        let Some(socket) = tcp.and_then(|tcp| socket2::SockRef::from(tcp).try_clone().ok()) else {
+            return;
+        };
+        let activity = Arc::new(Activity {
+            opened: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        });
+        let (closed_tx, mut closed) = tokio::sync::oneshot::channel::<()>();
+        ext.insert(Watched {
+            activity: activity.clone(),
+            _closed: closed_tx,
+        });
+        actix_web::rt::spawn(async move {
+            loop {
+                let deadline = match activity.in_flight.load(Ordering::Relaxed) {
+                    // Check again once a request as long as the allowance ended.
+                    0 => {
+                        let idle = activity.idle_since_ms.load(Ordering::Relaxed);
+                        activity.opened + Duration::from_millis(idle) + allowed
+                    }
+                    _ => Instant::now() + allowed,
+                };
+                tokio::select! {
+                    _ = &mut closed => return,
+                    _ = tokio::time::sleep_until(deadline.into()) => {}
+                }
+                let idle = activity.idle_since_ms.load(Ordering::Relaxed);
+                let quiet = activity
+                    .opened
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(idle));
+                if activity.in_flight.load(Ordering::Relaxed) == 0 && quiet >= allowed {
+                    tracing::debug!("closing a connection with no complete request head");
+                    metrics::counter!("edge_session_connections_cut_total").increment(1);
+                    let _ = socket.shutdown(Shutdown::Both);
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Middleware: tell the connection's watchdog a request is in flight.
+pub async fn track(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
+    let in_flight = req.conn_data::<Watched>().map(|w| {
+        w.activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(w.activity.clone())
+    });
+    let res = next.call(req).await;
+    drop(in_flight);
+    res
+}

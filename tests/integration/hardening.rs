@@ -1,0 +1,239 @@
+//! HTTP hardening against a live node: slow request heads are cut off,
+//! HTML cannot be framed, the bearer scheme is case-insensitive, records
+//! have a size cap, and the ops routes can live on their own listener.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::{node_toml, table_name, TestNode, API_KEY};
+
+async fn node_with(server: &str, extra: &str) -> TestNode {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = node_toml(dir.path(), &table_name(), extra)
+        .replace("[server]\n", &format!("[server]\n{server}\n"));
+    TestNode::spawn_toml(dir, &toml).await
+}
+
+/// Read `stream` until `needle` has arrived; false if it closed first.
+async fn read_until(stream: &mut TcpStream, needle: &[u8]) -> bool {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(needle.len()).any(|w| w == needle) {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
+/// Trickle a request head that never ends, a byte every 200 ms, for at most
+/// `give_up`; what the server did: `Some(first bytes it answered)` once it
+/// closed the connection, `None` if it still held it open.
+async fn trickle(stream: TcpStream, give_up: Duration) -> Option<Vec<u8>> {
+    let (mut rd, mut wr) = stream.into_split();
+    let reader = tokio::spawn(async move {
+        let mut answered = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return answered,
+                Ok(n) => answered.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    wr.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .ok()?;
+    let started = Instant::now();
+    for byte in b"X-Slow: ".iter().chain(std::iter::repeat(&b'a')) {
+        if reader.is_finished() || started.elapsed() > give_up {
+            break;
+        }
+        if wr.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Closed by the server: the reader ends at once.
+    tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .ok()
+        .map(|r| r.unwrap())
+}
+
+#[tokio::test]
+async fn trickled_request_head_is_cut_off() {
+    let node = node_with(
+        "client_request_timeout_ms = 1000\nkeep_alive_ms = 1000\nclient_disconnect_timeout_ms = 500",
+        "",
+    )
+    .await;
+    let addr = node.url.trim_start_matches("http://").to_owned();
+    // Well past keep-alive + request timeout: the server must have acted.
+    let give_up = Duration::from_secs(30);
+
+    // The first request on a connection.
+    let first = TcpStream::connect(&addr).await.unwrap();
+    let answered = trickle(first, give_up)
+        .await
+        .expect("the connection is closed");
+    assert!(
+        answered.is_empty() || answered.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answered)
+    );
+
+    // A later request on a kept-alive connection.
+    let mut kept = TcpStream::connect(&addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_until(&mut kept, b"{\"status\":\"ok\"}").await);
+    assert!(
+        trickle(kept, give_up).await.is_some(),
+        "a kept-alive connection trickling its next head is closed"
+    );
+}
+
+#[tokio::test]
+async fn html_cannot_be_framed() {
+    let node = TestNode::spawn().await;
+    let page = node.client.get(node.at("/")).send().await.unwrap();
+    let failed = node
+        .client
+        .post(node.at("/login"))
+        .form(&[("username", "alice"), ("password", "wrong")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), StatusCode::UNAUTHORIZED);
+    for res in [&page, &failed] {
+        let h = res.headers();
+        assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["content-security-policy"], "frame-ancestors 'none'");
+    }
+}
+
+#[tokio::test]
+async fn bearer_scheme_is_case_insensitive() {
+    let node = TestNode::spawn().await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let res = node
+            .client
+            .post(node.at("/v1/sessions"))
+            .header("authorization", format!("{scheme} {API_KEY}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED, "{scheme}");
+    }
+    let res = node
+        .client
+        .post(node.at("/v1/sessions"))
+        .header("authorization", format!("Basic {API_KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn oversized_record_is_refused_before_dynamodb() {
+    let node = node_with("", "[session]\nmax_record_bytes = 2048\n").await;
+    let big = "x".repeat(3000);
+    // Within the 16 KiB body limit, over the record cap.
+    let res = node
+        .v1(Method::POST, "/v1/sessions")
+        .json(&json!({"data": {"big": big}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "record_too_large"
+    );
+
+    let res = node
+        .v1(Method::POST, "/v1/sessions")
+        .json(&json!({"data": {"small": "1"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let token = res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Grown past the cap by one PATCH: refused, and nothing changed.
+    let res = node
+        .v1(Method::PATCH, "/v1/session")
+        .header("x-session-token", &token)
+        .json(&json!({"data": {"big": big}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "record_too_large"
+    );
+    let res = node
+        .v1(Method::GET, "/v1/session")
+        .header("x-session-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["data"],
+        json!({"small": "1"})
+    );
+}
+
+#[tokio::test]
+async fn ops_routes_live_only_on_the_ops_listener() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ops_addr = free.local_addr().unwrap();
+    drop(free);
+    let node = node_with(&format!("ops_listen = \"{ops_addr}\""), "").await;
+    let ops = format!("http://{ops_addr}");
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let main = node.client.get(node.at(path)).send().await.unwrap();
+        assert_eq!(
+            main.status(),
+            StatusCode::NOT_FOUND,
+            "{path} on the main listener"
+        );
+        let there = node
+            .client
+            .get(format!("{ops}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(there.status(), StatusCode::OK, "{path} on the ops listener");
+    }
+    let res = node.client.get(format!("{ops}/")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let res = node.client.get(node.at("/")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn readiness_says_only_ready_or_not() {
+    let node = TestNode::spawn().await;
+    for _ in 0..20 {
+        let res = node.client.get(node.at("/readyz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            res.json::<Value>().await.unwrap(),
+            json!({"status": "ready"})
+        );
+    }
+}

@@ -1,0 +1,225 @@
+//! Login throttling against a live node: password checks run on their own
+//! bounded threads, within per-address and per-account budgets, so a flood
+//! of guesses gets fast 429s and never starves logouts and reads.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+
+use crate::harness::{
+    browser_login, client, logout, node_toml, table_name, whoami, TestNode, ALICE_PASSWORD,
+    BOB_PASSWORD, TEST_BUDGETS,
+};
+
+/// A node whose `[auth]` budgets are `auth` and whose `[server]` gets `server`.
+async fn node_with(auth: &str, server: &str) -> TestNode {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = node_toml(dir.path(), &table_name(), "")
+        .replace(TEST_BUDGETS, auth)
+        .replace("[server]\n", &format!("[server]\n{server}\n"));
+    TestNode::spawn_toml(dir, &toml).await
+}
+
+/// A wrong-password form login of `user`, claiming `forwarded` as the
+/// client: the status and `Retry-After`.
+async fn guess(node: &TestNode, user: &str, forwarded: Option<&str>) -> (StatusCode, Option<u64>) {
+    guess_with(node, user, "wrong password", forwarded).await
+}
+
+async fn guess_with(
+    node: &TestNode,
+    user: &str,
+    password: &str,
+    forwarded: Option<&str>,
+) -> (StatusCode, Option<u64>) {
+    let mut req = node
+        .client
+        .post(node.at("/login"))
+        .form(&[("username", user), ("password", password)]);
+    if let Some(addr) = forwarded {
+        req = req.header("x-forwarded-for", addr);
+    }
+    let res = req.send().await.unwrap();
+    let retry = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let status = res.status();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "too_many_attempts", "{body}");
+    }
+    (status, retry)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn password_flood_cannot_starve_logout() {
+    // Budgets out of the way: this is about the hash threads and their queue.
+    let node = Arc::new(
+        node_with(
+            "hash_workers = 1\nhash_queue = 4\nper_ip_per_minute = 1000000\nper_ip_burst = 1000000\n\
+             per_account_per_minute = 1000000\nper_account_burst = 1000000",
+            "",
+        )
+        .await,
+    );
+    let signed_in = browser_login(&*node, "bob", BOB_PASSWORD).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (refused, without_retry, other) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let mut flood = Vec::new();
+    for i in 0..128 {
+        let (node, stop) = (node.clone(), stop.clone());
+        let (refused, without_retry, other) =
+            (refused.clone(), without_retry.clone(), other.clone());
+        let c = client();
+        flood.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let res = c
+                    .post(node.at("/login"))
+                    .form(&[("username", "alice"), ("password", &format!("guess-{i}"))])
+                    .send()
+                    .await
+                    .unwrap();
+                match res.status() {
+                    StatusCode::TOO_MANY_REQUESTS => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        if res.headers().get("retry-after").is_none() {
+                            without_retry.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    StatusCode::UNAUTHORIZED => {}
+                    _ => {
+                        other.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    // Well into the flood (some guesses already shed), the signed-in
+    // session is still served, and its logout goes through.
+    crate::harness::eventually("the flood is being shed", || async {
+        refused.load(Ordering::Relaxed) >= 50
+    })
+    .await;
+    assert_eq!(whoami(&*node, &signed_in).await.unwrap(), StatusCode::OK);
+    assert_eq!(
+        logout(&*node, &signed_in).await.unwrap(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        whoami(&*node, &signed_in).await.unwrap(),
+        StatusCode::UNAUTHORIZED
+    );
+    stop.store(true, Ordering::Relaxed);
+    for task in flood {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        without_retry.load(Ordering::Relaxed),
+        0,
+        "every 429 says when to retry"
+    );
+    assert_eq!(
+        other.load(Ordering::Relaxed),
+        0,
+        "guesses get 401 or 429, nothing else"
+    );
+    // The right password still works once the flood is over.
+    browser_login(&*node, "alice", ALICE_PASSWORD).await;
+}
+
+#[tokio::test]
+async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
+    let node = node_with(
+        "per_ip_per_minute = 1\nper_ip_burst = 2\nper_account_per_minute = 1000\nper_account_burst = 1000",
+        "",
+    )
+    .await;
+    // The peer (127.0.0.1) is no proxy: each claimed address is the same client.
+    assert_eq!(
+        guess(&node, "alice", Some("203.0.113.1")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        guess(&node, "alice", Some("203.0.113.2")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, retry) = guess(&node, "alice", Some("203.0.113.3")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(retry.is_some_and(|s| (1..=60).contains(&s)), "{retry:?}");
+    // The right password is not even checked while over budget.
+    let (status, _) = guess_with(&node, "alice", ALICE_PASSWORD, None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn forwarded_for_from_a_trusted_proxy_names_the_client() {
+    let node = node_with(
+        "per_ip_per_minute = 1\nper_ip_burst = 2\nper_account_per_minute = 1000\nper_account_burst = 1000",
+        "trusted_proxies = [\"127.0.0.0/8\"]",
+    )
+    .await;
+    let a = Some("203.0.113.1");
+    assert_eq!(guess(&node, "alice", a).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(guess(&node, "alice", a).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        guess(&node, "alice", a).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // A hop forged to the left of what the proxy appended changes nothing.
+    let forged = Some("198.51.100.9, 203.0.113.1");
+    assert_eq!(
+        guess(&node, "alice", forged).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Another client behind the same proxy has its own budget.
+    assert_eq!(
+        guess(&node, "alice", Some("203.0.113.2")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn account_budget_applies_across_addresses() {
+    let node = node_with(
+        "per_ip_per_minute = 1000\nper_ip_burst = 1000\nper_account_per_minute = 1\nper_account_burst = 3",
+        "trusted_proxies = [\"127.0.0.1\"]",
+    )
+    .await;
+    for i in 1..=3 {
+        let from = format!("203.0.113.{i}");
+        assert_eq!(
+            guess(&node, "alice", Some(&from)).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // A fourth address on the same account: over the account's budget,
+    // even with the right password.
+    let (status, retry) = guess_with(&node, "alice", ALICE_PASSWORD, Some("203.0.113.4")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(retry.is_some_and(|s| s >= 1), "{retry:?}");
+    // Another account from that address is not affected.
+    assert_eq!(
+        guess(&node, "bob", Some("203.0.113.4")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // An unknown username has a budget too (and costs a hash like a known one).
+    for i in 1..=3 {
+        let from = format!("198.51.100.{i}");
+        assert_eq!(
+            guess(&node, "nobody", Some(&from)).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        guess(&node, "nobody", Some("198.51.100.4")).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
