@@ -139,6 +139,8 @@ impl Application {
             },
             revalidate_after_ms: config.cache.revalidate_after_ms,
             on_unreachable: config.on_unreachable(),
+            negative_ttl_ms: config.cache.negative_ttl_ms,
+            negative_max_entries: config.cache.negative_max_entries,
         };
         let store = TieredStore::new(cache, tier, settings);
         let state = AppState::new(store.clone(), &config, telemetry::metrics_handle());

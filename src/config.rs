@@ -280,6 +280,11 @@ pub struct CacheConfig {
     pub revalidate_after_ms: u64,
     /// The lease while the stream follower lags or is broken.
     pub revalidate_after_lagging_ms: u64,
+    /// A token DynamoDB has no session for is answered "unknown" from
+    /// memory for this long (0: always ask DynamoDB).
+    pub negative_ttl_ms: u64,
+    /// At most this many unknown tokens are remembered (oldest dropped).
+    pub negative_max_entries: usize,
 }
 
 impl Default for CacheConfig {
@@ -287,6 +292,8 @@ impl Default for CacheConfig {
         CacheConfig {
             revalidate_after_ms: 30_000,
             revalidate_after_lagging_ms: 1000,
+            negative_ttl_ms: 1000,
+            negative_max_entries: 10_000,
         }
     }
 }

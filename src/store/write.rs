@@ -71,6 +71,7 @@ impl TieredStore {
             // A conflict is a 256-bit collision or an epoch that moved
             // meanwhile: draw again, with the epoch read afresh.
             if written.is_ok() {
+                self.inner.unknown.forget(&key);
                 self.inner.cache.fill(&key, now, record.version, &body)?;
                 return Ok((token, Session { key, record }));
             }
