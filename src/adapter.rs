@@ -51,7 +51,7 @@
 //!
 //! ```ignore
 //! session.renew(); // a privilege change: new key, the old one dies
-//! session.insert(edge_session::adapter::USER_ID_KEY, &user_id)?;
+//! session.insert(edge_session::USER_ID_KEY, &user_id)?;
 //! ```
 //!
 //! The adapter maps it to the record's user binding, not to `data`: `save`
