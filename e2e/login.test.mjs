@@ -38,6 +38,7 @@ const CHROMIUM_FLAGS = [
 const COOKIE = '__Host-sid';
 const USER = 'alice';
 const PASSWORD = `e2e-${randomBytes(12).toString('hex')}`;
+const API_KEY = `e2e-${randomBytes(16).toString('hex')}`;
 
 let work;
 let node;
@@ -78,6 +79,7 @@ before(async () => {
   writeFileSync(config, [
     `data_dir = "${join(work, 'data')}"`,
     '[server]', 'workers = 2', 'shutdown_timeout_secs = 5',
+    '[api]', `keys = ["${API_KEY}"]`,
     '[[auth.users]]', `user_id = "${USER}"`, `password_hash = "${hashed.stdout.trim()}"`, 'role = "admin"',
     '',
   ].join('\n'));
@@ -132,21 +134,51 @@ async function whoamiStatus(page) {
   return page.evaluate(async () => (await fetch('/whoami')).status);
 }
 
+/** A real pre-login session from the service API (`POST /v1/sessions`):
+ * what an attacker obtains to plant in a victim's browser. */
+async function preLoginSession() {
+  const res = await fetch(`${base}/v1/sessions`, { method: 'POST', headers: { authorization: `Bearer ${API_KEY}` } });
+  assert.equal(res.status, 201);
+  return (await res.json()).token;
+}
+
+/** `GET /v1/session` for `token`: 200 while it names a live session. */
+async function serviceStatus(token) {
+  const res = await fetch(`${base}/v1/session`, {
+    headers: { authorization: `Bearer ${API_KEY}`, 'x-session-token': token },
+  });
+  return res.status;
+}
+
 function sessionRows(page) {
   return page.locator('table tbody tr');
 }
 
 test('login, session listing, revocation and logout in a real browser', { timeout: 180_000 }, async () => {
-  // 1. An anonymous visit: the login page, and an anonymous session cookie.
+  // 1. An anonymous visit: the login page, and no cookie at all (nothing is
+  //    stored for a visitor with nothing to keep).
   const a = await newPage();
   const first = await a.page.goto(`${base}/`);
   assert.equal(first.status(), 200);
   assert.match(first.headers()['cache-control'], /no-store/);
+  assert.equal(first.headers()['set-cookie'], undefined, 'GET / sets no cookie');
   assert.equal(await heading(a.page), 'Sign in');
-  const anonymous = await sessionCookie(a.context);
-  assert.ok(anonymous, `the browser stored ${COOKIE} (an http://127.0.0.1 origin counts as secure)`);
+  assert.equal(await sessionCookie(a.context), undefined, 'no session before login');
   assert.equal(await a.page.evaluate(() => document.activeElement?.id), 'username', 'the username field has focus');
   await a.page.screenshot({ path: join(SHOTS, 'login.png') });
+
+  //    Fixation: an attacker obtains a real pre-login session and plants its
+  //    token in the victim's browser (here, in context a).
+  const planted = await preLoginSession();
+  assert.equal(await serviceStatus(planted), 200, 'the planted session is live before login');
+  const host = new URL(base).hostname;
+  await a.context.addCookies([
+    { name: COOKIE, value: planted, domain: host, path: '/', secure: true, httpOnly: true, sameSite: 'Strict' },
+  ]);
+  await a.page.reload();
+  assert.equal(await heading(a.page), 'Sign in');
+  const anonymous = await sessionCookie(a.context);
+  assert.equal(anonymous?.value, planted, `the browser carries the planted ${COOKIE} (an http://127.0.0.1 origin counts as secure)`);
 
   // 2. Sign in through the form: a new cookie value, invisible to scripts,
   //    with the __Host- attributes.
@@ -164,15 +196,17 @@ test('login, session listing, revocation and logout in a real browser', { timeou
   assert.equal(signedIn.expires, -1, 'a browser-session cookie');
   assert.equal(await whoamiStatus(a.page), 200);
 
-  // 3. The pre-login cookie, replayed from a second browser context, is dead.
+  // 3. The planted pre-login token, replayed by the attacker from a second
+  //    browser context, is dead: it signs nobody in, anywhere.
   const b = await newPage();
   await b.context.addCookies([
-    { ...anonymous, domain: new URL(base).hostname, path: '/' },
+    { ...anonymous, domain: host, path: '/' },
   ]);
   await b.page.goto(`${base}/`);
   assert.equal(await heading(b.page), 'Sign in', 'the old token does not sign anyone in');
   assert.equal(await whoamiStatus(b.page), 401);
-  assert.notEqual((await sessionCookie(b.context)).value, anonymous.value, 'the dead token was replaced');
+  assert.equal(await serviceStatus(planted), 404, 'the planted session is gone');
+  assert.equal((await sessionCookie(b.context)).value, planted, 'a read route issues nothing in its place');
 
   // 4. The second context signs in: both list both sessions, each marking its own.
   await signIn(b.page);

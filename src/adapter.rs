@@ -4,15 +4,21 @@
 //! # Mapping
 //!
 //! The actix-session [`SessionKey`] is the [`SessionToken`] wire form (43
-//! characters of base64url); the session state is the record's `data`; the
-//! middleware's TTL is the record's idle timeout (`idle_timeout_ms`), capped as
-//! always by the store's absolute timeout. `now` is the system clock.
+//! characters of base64url); the session state is the record's `data`, plus
+//! the reserved key [`USER_ID_KEY`] for the record's user binding (below).
+//! The idle timeout (`idle_timeout_ms`) is the smaller of the middleware's TTL
+//! (actix-session passes it to `save`, `update` and `update_ttl`; one day
+//! unless the app sets a `PersistentSession`) and the node's policy
+//! ([`Policy::idle_timeout_ms`](crate::record::Policy::idle_timeout_ms),
+//! `session.idle_timeout_secs`), capped as always by the store's absolute
+//! timeout: an app cannot keep a session alive longer than the node allows.
+//! `now` is the system clock.
 //!
 //! | call | what it does | failure |
 //! |---|---|---|
-//! | `load` | [`TieredStore::load`]. A key that does not parse as a token, or names no live session (unknown, expired, revoked), is `None`: the middleware then starts a fresh session under a new key, never the presented one | `LoadError::Other` (500) |
-//! | `save` | [`TieredStore::create`] with the state and TTL; the new token is the key | `SaveError::Other`, no key issued |
-//! | `update` | load, then [`TieredStore::update`] (data and TTL, conditional on the version just loaded); on a version conflict, reload once and retry. Returns the same key | session gone meanwhile (revoked or expired while the request ran): `UpdateError::Other`, nothing written. Two conflicts: `UpdateError::Other` |
+//! | `load` | [`TieredStore::load`]. A key that does not parse as a token, or names no live session (unknown, expired, revoked), is `None`: the middleware then starts a fresh session under a new key, never the presented one. An unknown key costs at most one DynamoDB read per `cache.negative_ttl_ms` and no write | `LoadError::Other` (500) |
+//! | `save` | [`TieredStore::create`] with the state, the binding and the TTL; the new token is the key. Empty state (no data, no binding) writes nothing: see below | `SaveError::Other`, no key issued |
+//! | `update` | load, then [`TieredStore::update`] (data and TTL, conditional on the version just loaded); on a version conflict, reload once and retry. Returns the same key | session gone meanwhile (revoked or expired while the request ran): `UpdateError::Other`, nothing written. Two conflicts: `UpdateError::Other`. A change of [`USER_ID_KEY`]: `UpdateError::Other`, nothing written |
 //! | `update_ttl` | load, then [`TieredStore::update`] with the TTL only (refreshes `last_seen_at`) | session gone: `Ok`, nothing to extend. Two conflicts: `Ok` (the competing write refreshed `last_seen_at` too) |
 //! | `delete` | [`TieredStore::destroy`]: tombstone here, then delete in DynamoDB | `Err`; a DynamoDB delete that did not go through waits in the outbox and is `Ok` (the key is already dead on this node) |
 //!
@@ -21,6 +27,45 @@
 //! likeliest cause is a logout or an admin revocation racing the request, and
 //! saving the request's state under a new key would bring the revoked login
 //! back. The client gets a 500 once, then a fresh empty session.
+//!
+//! # Nothing stored for an empty session
+//!
+//! actix-session 0.11 calls `save` only when there is something to write: a
+//! request without a session key saves only if the handler left state in it,
+//! and otherwise sets no cookie. The one call with empty state is `renew` on
+//! a live session whose state is empty (say `clear()` then `renew()`): the
+//! middleware deletes the old key, then `save`s and sets a cookie with the
+//! key `save` returns. `save` must return a key, so for empty state it returns
+//! a fresh token of its own drawing and writes nothing in either tier. The
+//! token names no session: on the next request `load` answers `None`, the
+//! middleware starts afresh with no key, and the first state the app stores
+//! goes through `save` under another new key. The unstored token is never
+//! adopted (no call writes under a key the store did not issue).
+//!
+//! # Binding a user: [`USER_ID_KEY`]
+//!
+//! An app binds a user to its session by storing the user id under the
+//! reserved state key `"edge-session.user_id"` ([`USER_ID_KEY`]), as a JSON
+//! string (what `Session::insert(USER_ID_KEY, "alice")` stores), together
+//! with `Session::renew()`:
+//!
+//! ```ignore
+//! session.renew(); // a privilege change: new key, the old one dies
+//! session.insert(edge_session::USER_ID_KEY, &user_id)?;
+//! ```
+//!
+//! The adapter maps it to the record's user binding, not to `data`: `save`
+//! creates the session bound ([`TieredStore::create`] with a
+//! [`UserBinding`], one transaction with the user's revocation-epoch check),
+//! and `load` puts it back into the state (`Session::get::<String>`). So a
+//! bound adapter session is listed by
+//! [`TieredStore::list_user_sessions`], refused once the user's epoch moves,
+//! and destroyed by [`TieredStore::revoke_user`] (log out everywhere), like
+//! any login of the node's own HTTP API. The binding is set only on a new
+//! key: an `update` that adds, changes or removes [`USER_ID_KEY`] without
+//! `renew()` fails and writes nothing (binding a user to the key the browser
+//! carried before login would be session fixation). To sign out, `purge()`.
+//! A value that is not a JSON string of 1-256 bytes fails the call.
 //!
 //! # Renew (login) and purge (logout)
 //!
@@ -50,10 +95,17 @@ use actix_web::cookie::time::Duration;
 use anyhow::{anyhow, Context as _};
 
 use crate::record::UnixMillis;
-use crate::store::{self, NewSession, SessionChange};
+use crate::store::{self, NewSession, SessionChange, UserBinding};
 use crate::sync::Conflict;
 use crate::token::SessionToken;
 use crate::TieredStore;
+
+/// The reserved state key whose value (a JSON string) is the session's
+/// bound user: see the module doc.
+pub const USER_ID_KEY: &str = "edge-session.user_id";
+
+/// The longest user id accepted under [`USER_ID_KEY`], in bytes.
+const MAX_USER_ID_BYTES: usize = 256;
 
 /// A TTL below this is taken as this: DynamoDB's TTL works in whole seconds,
 /// and a zero or negative TTL would issue a key that is dead on arrival.
@@ -61,12 +113,44 @@ const MIN_TTL_MS: u64 = 1_000;
 
 /// The middleware's TTL as an idle timeout in milliseconds, clamped to
 /// `MIN_TTL_MS..=u64::MAX`.
-fn idle_timeout_ms(ttl: &Duration) -> u64 {
+fn ttl_ms(ttl: &Duration) -> u64 {
     let ms = ttl
         .whole_milliseconds()
         .clamp(i128::from(MIN_TTL_MS), i128::from(u64::MAX));
     // Clamped into u64's range just above.
     u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+/// The idle timeout for an adapter session: the middleware's TTL, bounded by
+/// the node's policy.
+fn idle_timeout_ms(store: &TieredStore, ttl: &Duration) -> u64 {
+    ttl_ms(ttl).min(store.settings().policy.idle_timeout_ms)
+}
+
+/// The middleware's state split into the record's data and its binding.
+struct State {
+    data: BTreeMap<String, String>,
+    user_id: Option<String>,
+}
+
+fn split(mut state: HashMap<String, String>) -> anyhow::Result<State> {
+    let user_id = match state.remove(USER_ID_KEY) {
+        None => None,
+        Some(json) => {
+            let id: String = serde_json::from_str(&json)
+                .map_err(|_| anyhow!("`{USER_ID_KEY}` must hold a JSON string"))?;
+            if id.is_empty() || id.len() > MAX_USER_ID_BYTES {
+                return Err(anyhow!(
+                    "`{USER_ID_KEY}` must be 1-{MAX_USER_ID_BYTES} bytes"
+                ));
+            }
+            Some(id)
+        }
+    };
+    Ok(State {
+        data: state.into_iter().collect(),
+        user_id,
+    })
 }
 
 fn now() -> UnixMillis {
@@ -85,19 +169,27 @@ enum Written {
     Gone,
     /// The version moved under both attempts.
     Contended,
+    /// The state names another user than the session is bound to.
+    Rebind,
 }
 
 /// Load, write `change`, and on a version conflict reload once and retry.
+/// With `user`, the session must be bound to exactly that user (or, with
+/// `Some(None)`, to none).
 async fn write_through(
     store: &TieredStore,
     token: &SessionToken,
     change: SessionChange,
+    user: Option<Option<&str>>,
 ) -> Result<Written, store::Error> {
     for _ in 0..2 {
         let now = now();
         let Some(session) = store.load(token, now).await? else {
             return Ok(Written::Gone);
         };
+        if user.is_some_and(|u| u != session.record.user_id.as_deref()) {
+            return Ok(Written::Rebind);
+        }
         match store.update(&session, change.clone(), now).await? {
             Ok(_) => return Ok(Written::Done),
             Err(Conflict) => continue,
@@ -106,8 +198,16 @@ async fn write_through(
     Ok(Written::Contended)
 }
 
-fn state_of(data: BTreeMap<String, String>) -> HashMap<String, String> {
-    data.into_iter().collect()
+fn state_of(record: crate::SessionRecord) -> HashMap<String, String> {
+    let mut state: HashMap<_, _> = record.data.into_iter().collect();
+    if let Some(user) = record.user_id {
+        // A JSON string, as `Session::insert` would have stored it.
+        state.insert(
+            USER_ID_KEY.to_owned(),
+            serde_json::Value::from(user).to_string(),
+        );
+    }
+    state
 }
 
 impl SessionStore for TieredStore {
@@ -122,7 +222,7 @@ impl SessionStore for TieredStore {
             .await
             .context("loading a session")
             .map_err(LoadError::Other)?;
-        Ok(session.map(|s| state_of(s.record.data)))
+        Ok(session.map(|s| state_of(s.record)))
     }
 
     async fn save(
@@ -130,16 +230,26 @@ impl SessionStore for TieredStore {
         session_state: HashMap<String, String>,
         ttl: &Duration,
     ) -> Result<SessionKey, SaveError> {
-        let spec = NewSession {
-            binding: None,
-            data: session_state.into_iter().collect(),
-            idle_timeout_ms: Some(idle_timeout_ms(ttl)),
+        let state = split(session_state).map_err(SaveError::Other)?;
+        let token = if state.data.is_empty() && state.user_id.is_none() {
+            // Nothing to keep: a key that names no session (module doc).
+            SessionToken::generate()
+        } else {
+            let spec = NewSession {
+                binding: state.user_id.map(|user_id| UserBinding {
+                    user_id,
+                    role: None,
+                }),
+                data: state.data,
+                idle_timeout_ms: Some(idle_timeout_ms(self, ttl)),
+            };
+            let (token, _) = self
+                .create(spec, now())
+                .await
+                .context("creating a session")
+                .map_err(SaveError::Other)?;
+            token
         };
-        let (token, _) = self
-            .create(spec, now())
-            .await
-            .context("creating a session")
-            .map_err(SaveError::Other)?;
         SessionKey::try_from(token.expose())
             // 43 characters, far below the 4064-byte limit: cannot fail.
             .map_err(|_| SaveError::Other(anyhow!("a session token did not fit a cookie")))
@@ -157,11 +267,12 @@ impl SessionStore for TieredStore {
                 "refusing to update a key that is not a session token"
             )));
         };
+        let state = split(session_state).map_err(UpdateError::Other)?;
         let change = SessionChange {
-            data: Some(session_state.into_iter().collect()),
-            idle_timeout_ms: Some(idle_timeout_ms(ttl)),
+            data: Some(state.data),
+            idle_timeout_ms: Some(idle_timeout_ms(self, ttl)),
         };
-        match write_through(self, &token, change)
+        match write_through(self, &token, change, Some(state.user_id.as_deref()))
             .await
             .context("updating a session")
             .map_err(UpdateError::Other)?
@@ -176,6 +287,9 @@ impl SessionStore for TieredStore {
             Written::Contended => Err(UpdateError::Other(anyhow!(
                 "the session kept changing under concurrent writes"
             ))),
+            Written::Rebind => Err(UpdateError::Other(anyhow!(
+                "`{USER_ID_KEY}` changes only with Session::renew (a new key)"
+            ))),
         }
     }
 
@@ -185,13 +299,13 @@ impl SessionStore for TieredStore {
         };
         let change = SessionChange {
             data: None,
-            idle_timeout_ms: Some(idle_timeout_ms(ttl)),
+            idle_timeout_ms: Some(idle_timeout_ms(self, ttl)),
         };
-        match write_through(self, &token, change)
+        match write_through(self, &token, change, None)
             .await
             .context("extending a session")?
         {
-            Written::Done | Written::Gone => {}
+            Written::Done | Written::Gone | Written::Rebind => {}
             Written::Contended => {
                 tracing::debug!("TTL extension skipped: concurrent writes refreshed the session");
             }
@@ -220,11 +334,33 @@ mod tests {
 
     #[test]
     fn ttl_is_clamped_not_panicking() {
-        assert_eq!(idle_timeout_ms(&Duration::seconds(60)), 60_000);
-        assert_eq!(idle_timeout_ms(&Duration::ZERO), MIN_TTL_MS);
-        assert_eq!(idle_timeout_ms(&Duration::seconds(-5)), MIN_TTL_MS);
-        assert_eq!(idle_timeout_ms(&Duration::MIN), MIN_TTL_MS);
-        assert_eq!(idle_timeout_ms(&Duration::MAX), u64::MAX);
-        assert_eq!(idle_timeout_ms(&Duration::milliseconds(1_500)), 1_500);
+        assert_eq!(ttl_ms(&Duration::seconds(60)), 60_000);
+        assert_eq!(ttl_ms(&Duration::ZERO), MIN_TTL_MS);
+        assert_eq!(ttl_ms(&Duration::seconds(-5)), MIN_TTL_MS);
+        assert_eq!(ttl_ms(&Duration::MIN), MIN_TTL_MS);
+        assert_eq!(ttl_ms(&Duration::MAX), u64::MAX);
+        assert_eq!(ttl_ms(&Duration::milliseconds(1_500)), 1_500);
+    }
+
+    #[test]
+    fn the_binding_is_split_from_the_data() {
+        let state = |v: &str| {
+            HashMap::from([
+                ("n".to_owned(), "1".to_owned()),
+                (USER_ID_KEY.to_owned(), v.to_owned()),
+            ])
+        };
+        let s = split(state("\"alice\"")).unwrap();
+        assert_eq!(s.user_id.as_deref(), Some("alice"));
+        assert_eq!(s.data, BTreeMap::from([("n".to_owned(), "1".to_owned())]));
+        for bad in ["alice", "7", "\"\"", "null"] {
+            assert!(split(state(bad)).is_err(), "{bad}");
+        }
+        assert!(split(state(&format!("\"{}\"", "u".repeat(257)))).is_err());
+        let record = crate::SessionRecord {
+            user_id: Some("alice".into()),
+            ..crate::SessionRecord::new(&crate::record::Policy::default(), 0)
+        };
+        assert_eq!(state_of(record)[USER_ID_KEY], "\"alice\"");
     }
 }

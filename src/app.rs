@@ -142,6 +142,8 @@ impl Application {
             max_unverified_revocations: config.cache.max_unverified_revocations,
             max_per_user: s.max_per_user,
             max_record_bytes: s.max_record_bytes,
+            negative_ttl_ms: config.cache.negative_ttl_ms,
+            negative_max_entries: config.cache.negative_max_entries,
         };
         let store = TieredStore::new(cache, tier, settings);
         let state = AppState::new(store.clone(), &config, telemetry::metrics_handle());

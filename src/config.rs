@@ -344,6 +344,11 @@ pub struct CacheConfig {
     pub revalidate_after_lagging_ms: u64,
     /// Cap on queued logouts of keys this node could not verify.
     pub max_unverified_revocations: usize,
+    /// A token DynamoDB has no session for is answered "unknown" from
+    /// memory for this long (0: always ask DynamoDB).
+    pub negative_ttl_ms: u64,
+    /// At most this many unknown tokens are remembered (oldest dropped).
+    pub negative_max_entries: usize,
 }
 
 impl Default for CacheConfig {
@@ -352,6 +357,8 @@ impl Default for CacheConfig {
             revalidate_after_ms: 30_000,
             revalidate_after_lagging_ms: 1000,
             max_unverified_revocations: 10_000,
+            negative_ttl_ms: 1000,
+            negative_max_entries: 10_000,
         }
     }
 }

@@ -47,6 +47,7 @@ mod token;
 
 pub use edge_session_sync as sync;
 
+pub use adapter::USER_ID_KEY;
 pub use app::Application;
 pub use cache::SledCache;
 pub use config::Config;

@@ -1,9 +1,17 @@
 //! Browser routes. The session token lives only in the `__Host-sid` cookie.
 //!
-//! Login always goes through the store's one-transaction `regenerate`, so
-//! the identifier the browser carried before login (possibly planted by an
-//! attacker) is dead in both tiers afterwards. A failed login leaves the
-//! session exactly as it was.
+//! Nothing durable for nothing to keep: `GET /` and every read route write
+//! nothing in either tier and set no cookie for a visitor without a session
+//! or with an unknown token (an unknown cookie is left as it is: a read
+//! route changes nothing). The login page needs no pre-login session; the
+//! cross-origin checks protect `POST /login`.
+//!
+//! A login with a live prior session goes through the store's
+//! one-transaction `regenerate`, so the identifier the browser carried before
+//! login (possibly planted by an attacker) is dead in both tiers afterwards.
+//! A login without one creates the bound session directly: one conditional
+//! write, in one transaction with the user's epoch check. A failed login
+//! leaves the session exactly as it was.
 
 use actix_web::http::header::{self, ContentType};
 use actix_web::http::StatusCode;
@@ -37,8 +45,8 @@ fn html(status: StatusCode, body: String) -> HttpResponse {
         .body(body)
 }
 
-/// `GET /`: the login page (issuing an anonymous session if the browser has
-/// none) or the signed-in view.
+/// `GET /`: the login page, or the signed-in view. Writes nothing and sets
+/// no cookie.
 pub async fn index(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     match state.cookie_session(&req).await? {
         Some((_, session)) if session.record.user_id.is_some() => {
@@ -57,14 +65,7 @@ pub async fn index(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
                 page::signed_in(&user, role, &rows, more.as_deref()),
             ))
         }
-        Some(_) => Ok(html(StatusCode::OK, page::login(None))),
-        None => {
-            let (token, _) = state.store.create(NewSession::default(), now()).await?;
-            let mut res = html(StatusCode::OK, page::login(None));
-            res.add_cookie(&state.session_cookie(&token))
-                .map_err(|_| ApiError::internal())?;
-            Ok(res)
-        }
+        Some(_) | None => Ok(html(StatusCode::OK, page::login(None))),
     }
 }
 
@@ -141,7 +142,8 @@ fn see_home() -> HttpResponse {
 }
 
 /// Bind `binding` to a NEW session: regenerate the browser's current one (its
-/// token dies in both tiers), or create one if it has none.
+/// token dies in both tiers), or, if it has none (no cookie, or an unknown
+/// one), create the bound session in one write.
 async fn sign_in(
     state: &AppState,
     req: &HttpRequest,

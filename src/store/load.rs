@@ -57,9 +57,17 @@ impl TieredStore {
                 Box::pin(self.revalidate(key, record, fetched_at, now)).await
             }
             CacheLookup::Miss => {
+                // Known to be unknown (the negative cache): no I/O.
+                if self.inner.unknown.contains(&key, now) {
+                    metrics::counter!("edge_session_negative_cache_hits_total").increment(1);
+                    return Ok(None);
+                }
                 Box::pin(async move {
                     match self.fetch(key).await? {
-                        None => Ok(None),
+                        None => {
+                            self.inner.unknown.insert(key, now);
+                            Ok(None)
+                        }
                         Some(item) => self.accept(key, item, now).await,
                     }
                 })

@@ -27,12 +27,12 @@
 //!   destroyed as by `destroy`.
 //!
 //! This file holds the public types and the shared state; `epoch_map.rs`,
-//! `single_flight.rs` and `revoking.rs` hold the parts of that state that
-//! take a lock, each behind a narrow API.
+//! `single_flight.rs`, `revoking.rs` and `unknown.rs` (the negative cache)
+//! hold the parts of that state that take a lock, each behind a narrow API.
 //!
 //! | file | operation | steps, in order | a failure at step N leaves |
 //! |---|---|---|---|
-//! | `load.rs` | `load` | 1. sled get; a hit within the lease (at most the short lease for a record confirmed before the stream follower's position, `remote.rs`) is decoded, expiry-checked, checked against the user's revocation epoch this node knows (no I/O), served. 2. on a miss: if tombstoned, `None` without asking DynamoDB. 3. one consistent DynamoDB get per key at a time (concurrent misses share it); a hit past the lease reads only `ver`. 4. a bound record is checked against its user's epoch (memory within the lease, else one consistent read); an outlawed one is destroyed. 5. fill sled, unless a tombstone or a newer version is there. 6. if `last_seen_at` is older than the touch interval, a conditional write of the next version | 1: cache error, nothing written. 3: unreachable → `Err` (503), nothing written; past the lease with `OnUnreachable::ServeCached`, the cached copy is served up to `max_stale_ms`. 5: not served if a tombstone appeared meanwhile. 6: unreachable → served as loaded (touch is best effort); version conflict → the record is re-read |
+//! | `load.rs` | `load` | 1. sled get; a hit within the lease (at most the short lease for a record confirmed before the stream follower's position, `remote.rs`) is decoded, expiry-checked, checked against the user's revocation epoch this node knows (no I/O), served. 2. on a miss: if tombstoned, `None` without asking DynamoDB; if DynamoDB had no item for the key less than `negative_ttl_ms` ago (the in-memory negative cache, `unknown.rs`), `None` without asking again. 3. one consistent DynamoDB get per key at a time (concurrent misses share it); no item → remembered in the negative cache; a hit past the lease reads only `ver`. 4. a bound record is checked against its user's epoch (memory within the lease, else one consistent read); an outlawed one is destroyed. 5. fill sled, unless a tombstone or a newer version is there. 6. if `last_seen_at` is older than the touch interval, a conditional write of the next version | 1: cache error, nothing written. A key DynamoDB does not have (an unknown or never-issued token) costs at most one read per `negative_ttl_ms` and no write in either tier. 3: unreachable → `Err` (503), nothing written; past the lease with `OnUnreachable::ServeCached`, the cached copy is served up to `max_stale_ms`. 5: not served if a tombstone appeared meanwhile. 6: unreachable → served as loaded (touch is best effort); version conflict → the record is re-read |
 //! | `write.rs` | `create` | 0. refuse a record encoded over `max_record_bytes` (`RecordTooLarge`, nothing written). 1. with a user binding: a consistent read of the user's epoch. 2. DynamoDB put conditional on `attribute_not_exists` (bound: in one transaction with a check that the epoch is unchanged). 3. fill sled. 4. bound: `evict_past_limit` | 1–2: `Err`, no token issued; refused → nothing written anywhere; no answer → the put may have happened: a bound session's key is tombstoned and queued in the outbox, which deletes it once DynamoDB answers (an unbound one is listed nowhere and expires by TTL); an epoch that moved meanwhile → read it again and retry. 3: the session exists in DynamoDB and is loaded on first use. 4: never fails the call (see `evict_past_limit`) |
 //! | `write.rs` | `update` | 0. as for `create`. 1. refuse if tombstoned here. 2. DynamoDB put conditional on the caller's `version`. 3. fill sled | 2: conflict (changed or deleted elsewhere) → `Conflict` and the stale cached copy is evicted; unreachable → `Err`, nothing written. 3: as for `create` |
 //! | `rotate.rs` | `regenerate` | 1. the bound user's epoch as this node knows it (within the lease; else the old session's if the same user's, else 0), no I/O; refuse to carry a login the epoch outlawed. 2. durable *provisional* tombstone + outbox entry for the old key (one sled transaction, flushed; refused if a final or unverified tombstone is there: `OldChanged`); the key is marked in flight so the outbox replay leaves it alone. 3. ONE `TransactWriteItems`: delete old (conditional on its version), put new (`attribute_not_exists`), check the user's epoch. 4. ack the outbox (the tombstone becomes final), fill sled with the new record. 5. a sign-in (a binding given): `evict_past_limit` | 1–2: `Err`, nothing changed. 3: the epoch check failed on a guessed epoch → nothing was written: read the epoch (consistent), go back to 1 once; another conflict → the transaction wrote nothing; the provisional tombstone and outbox entry this call wrote are lifted (a destroy that landed meanwhile wrote its own final ones, which stay), `Conflict` returned; unreachable or unknown outcome → fail closed: the old token stays dead here and the outbox deletes it from DynamoDB once reachable (its ack makes the tombstone final), and the new key too (the transaction may have happened unanswered); no new token is issued. 5: never fails the call (see `evict_past_limit`) |
@@ -68,6 +68,7 @@ use crate::token::StorageKey;
 use epoch_map::Epochs;
 use revoking::RevokingSet;
 use single_flight::SingleFlight;
+use unknown::UnknownKeys;
 
 // The groups of operations, in the order of the table above.
 mod load;
@@ -86,6 +87,7 @@ mod epochs;
 mod epoch_map;
 mod revoking;
 mod single_flight;
+mod unknown;
 
 /// A live session as loaded: its key and record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,6 +253,13 @@ pub struct StoreSettings {
     pub max_per_user: usize,
     /// The largest encoded record `create` and `update` write.
     pub max_record_bytes: usize,
+    /// A key DynamoDB had no item for is answered "unknown" from memory for
+    /// this long (0: always ask). `unknown.rs` says why this never hides a
+    /// session that exists.
+    pub negative_ttl_ms: u64,
+    /// At most this many keys are remembered as unknown (oldest dropped
+    /// first).
+    pub negative_max_entries: usize,
 }
 
 /// [`StoreSettings::max_per_user`] unless configured (`session.max_per_user`).
@@ -280,6 +289,8 @@ impl Default for StoreSettings {
             max_unverified_revocations: 10_000,
             max_per_user: DEFAULT_MAX_PER_USER,
             max_record_bytes: crate::config::SessionConfig::default().max_record_bytes,
+            negative_ttl_ms: 1_000,
+            negative_max_entries: 10_000,
         }
     }
 }
@@ -308,6 +319,8 @@ struct Inner {
     coverage: remote::Coverage,
     /// Keys a live request is revoking: the outbox replay skips them.
     revoking: RevokingSet,
+    /// Keys DynamoDB recently had no item for (the negative cache).
+    unknown: UnknownKeys,
 }
 
 impl std::fmt::Debug for TieredStore {
@@ -346,6 +359,7 @@ impl TieredStore {
                 lease_ms: AtomicU64::new(settings.revalidate_after_ms),
                 coverage: remote::Coverage::default(),
                 revoking: RevokingSet::default(),
+                unknown: UnknownKeys::new(settings.negative_ttl_ms, settings.negative_max_entries),
             }),
         }
     }

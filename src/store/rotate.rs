@@ -127,6 +127,7 @@ impl TieredStore {
         {
             Ok(Ok(())) => {
                 cache.ack(&old.key, tomb.nonce)?;
+                self.inner.unknown.forget(&key);
                 cache.fill(&key, now, record.version, &body)?;
                 Ok(Ok((token, Session { key, record })))
             }

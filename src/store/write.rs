@@ -84,6 +84,7 @@ impl TieredStore {
             // A conflict is a 256-bit collision or an epoch that moved
             // meanwhile: draw again, with the epoch read afresh.
             if written.is_ok() {
+                self.inner.unknown.forget(&key);
                 self.inner.cache.fill(&key, now, record.version, &body)?;
                 let session = Session { key, record };
                 if session.record.user_id.is_some() {

@@ -14,7 +14,8 @@ use actix_session::{Session, SessionMiddleware};
 use actix_web::cookie::{time, Cookie, CookieJar, Key};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use edge_session::store::{NewSession, StoreSettings};
-use edge_session::{codec, SessionRecord, SessionToken, TieredStore};
+use edge_session::Policy;
+use edge_session::{codec, SessionRecord, SessionToken, TieredStore, USER_ID_KEY};
 use serde::{Deserialize, Serialize};
 
 use crate::harness::{now, Cluster};
@@ -60,6 +61,35 @@ async fn login(body: web::Json<Login>, session: Session) -> actix_web::Result<Ht
 
 async fn logout(session: Session) -> HttpResponse {
     session.purge();
+    HttpResponse::Ok().finish()
+}
+
+/// Sign in the adapter's way: a new key, bound to the user.
+async fn bind(body: web::Json<Login>, session: Session) -> actix_web::Result<HttpResponse> {
+    session.renew();
+    session.insert(USER_ID_KEY, &body.user_id)?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+/// Bind a user to the key the browser already carries (no renew): what an
+/// app must not do, since that key may have been planted.
+async fn bind_in_place(
+    body: web::Json<Login>,
+    session: Session,
+) -> actix_web::Result<HttpResponse> {
+    session.insert(USER_ID_KEY, &body.user_id)?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+/// The bound user, as the adapter reports it.
+async fn who(session: Session) -> actix_web::Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(session.get::<String>(USER_ID_KEY)?))
+}
+
+/// Forget everything and take a new key: a renew with empty state.
+async fn reset(session: Session) -> HttpResponse {
+    session.clear();
+    session.renew();
     HttpResponse::Ok().finish()
 }
 
@@ -111,6 +141,10 @@ fn spawn_app(store: TieredStore, key: Key, lifecycle: Option<PersistentSession>)
             .route("/login", web::post().to(login))
             .route("/logout", web::post().to(logout))
             .route("/revoked_mid_request", web::post().to(revoked_mid_request))
+            .route("/bind", web::post().to(bind))
+            .route("/bind_in_place", web::post().to(bind_in_place))
+            .route("/who", web::get().to(who))
+            .route("/reset", web::post().to(reset))
     })
     .workers(1)
     .listen(listener)
@@ -184,9 +218,13 @@ impl TestApp {
     }
 
     async fn login(&self, user: &str, cookie: Option<&Cookie<'_>>) -> Reply {
+        self.login_at("/login", user, cookie).await
+    }
+
+    async fn login_at(&self, path: &str, user: &str, cookie: Option<&Cookie<'_>>) -> Reply {
         let req = self
             .http
-            .post(format!("{}/login", self.base))
+            .post(format!("{}{path}", self.base))
             .json(&serde_json::json!({ "user_id": user }));
         self.send(req, cookie).await
     }
@@ -611,4 +649,146 @@ async fn update_retries_after_a_write_on_another_node() {
             .expect("load"),
         Some(state("3"))
     );
+}
+
+/// The middleware's TTL (one day for a browser session) does not outlive
+/// the node's idle timeout: an app cannot keep sessions alive longer than
+/// the node's policy allows.
+#[tokio::test]
+async fn adapter_sessions_obey_the_idle_policy() {
+    let cluster = Cluster::new().await;
+    let policy = Policy {
+        idle_timeout_ms: 1_500,
+        touch_interval_ms: 500,
+        ..Policy::default()
+    };
+    let store = cluster.node(StoreSettings {
+        policy,
+        ..StoreSettings::default()
+    });
+    // The middleware's default lifecycle: a browser session, state TTL 1 day.
+    let app = spawn_app(store.clone(), Key::generate(), None);
+
+    let cookie = app.post("/bump", None).await.cookie();
+    let token = app.token_of(&cookie);
+    let record = stored(&cluster, &token).await.expect("stored");
+    assert_eq!(record.idle_timeout_ms, 1_500, "the node's idle timeout");
+    assert_eq!(app.post("/bump", Some(&cookie)).await.visit(), anonymous(2));
+    let record = stored(&cluster, &token).await.expect("stored");
+    assert_eq!(record.idle_timeout_ms, 1_500, "an update keeps the bound");
+
+    // Unused for longer than the node's idle timeout: gone.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let read = app.get("/", Some(&cookie)).await;
+    assert_eq!(read.visit(), anonymous(0), "the idle session is dead");
+    assert_eq!(store.load(&token, now()).await.expect("load"), None);
+}
+
+/// `renew()` on a session whose state is empty: the old key dies, and the
+/// key the middleware is handed back names nothing stored in either tier.
+#[tokio::test]
+async fn an_empty_session_is_never_stored() {
+    let cluster = Cluster::new().await;
+    let store = cluster.node(StoreSettings::default());
+    let app = spawn_app(store.clone(), Key::generate(), None);
+
+    let cookie = app.post("/bump", None).await.cookie();
+    let old = app.token_of(&cookie);
+    let reset = app.post("/reset", Some(&cookie)).await;
+    assert_eq!(reset.status, 200);
+    let handed = app.token_of(&reset.cookie());
+    assert_ne!(handed, old);
+    assert!(cluster.scan().await.is_empty(), "nothing in DynamoDB");
+    assert!(
+        store
+            .cache()
+            .dump()
+            .expect("sled")
+            .iter()
+            .all(|(tree, _, _)| tree != "sessions"),
+        "nothing cached in sled"
+    );
+    // The handed-out key leads nowhere; the next state gets a key of its own.
+    let read = app.get("/", Some(&reset.cookie())).await;
+    assert_eq!(read.visit(), anonymous(0));
+    assert!(read.cookie.is_none());
+    let bumped = app.post("/bump", Some(&reset.cookie())).await;
+    assert_eq!(bumped.visit(), anonymous(1));
+    let fresh = app.token_of(&bumped.cookie());
+    assert_ne!(fresh, handed);
+    assert_eq!(cluster.scan().await.len(), 1);
+}
+
+/// A session bound through `USER_ID_KEY` is the user's like any login: it
+/// is listed, and "log out everywhere" ends it.
+#[tokio::test]
+async fn bound_adapter_session_is_listed_and_killed_by_revoke_user() {
+    let cluster = Cluster::new().await;
+    let store = cluster.node(StoreSettings::default());
+    let app = spawn_app(store.clone(), Key::generate(), None);
+
+    let pre_login = app.post("/bump", None).await.cookie();
+    let signed_in = app.login_at("/bind", "ferris", Some(&pre_login)).await;
+    assert_eq!(signed_in.status, 200);
+    let cookie = signed_in.cookie();
+    let token = app.token_of(&cookie);
+    assert_ne!(token, app.token_of(&pre_login), "binding renews the key");
+    assert_eq!(app.get("/who", Some(&cookie)).await.body, "\"ferris\"");
+    assert_eq!(app.get("/", Some(&cookie)).await.visit(), anonymous(1));
+    let record = stored(&cluster, &token).await.expect("stored");
+    assert_eq!(record.user_id.as_deref(), Some("ferris"));
+    assert!(
+        !record.data.contains_key(USER_ID_KEY),
+        "the binding, not data"
+    );
+
+    let listed = store
+        .list_user_sessions("ferris", None, 100, now())
+        .await
+        .expect("list")
+        .sessions;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, token.storage_key());
+
+    store.revoke_user("ferris", now()).await.expect("revoke");
+    assert_eq!(app.get("/who", Some(&cookie)).await.body, "null");
+    assert_eq!(app.get("/", Some(&cookie)).await.visit(), anonymous(0));
+    assert!(store
+        .list_user_sessions("ferris", None, 100, now())
+        .await
+        .expect("list")
+        .sessions
+        .is_empty());
+    assert!(stored(&cluster, &token).await.is_none());
+}
+
+/// Session fixation through the adapter: binding a user to the key the
+/// browser already carries (perhaps planted) is refused; only `renew()`
+/// binds, under a new key.
+#[tokio::test]
+async fn binding_a_planted_key_without_renew_is_refused() {
+    let cluster = Cluster::new().await;
+    let store = cluster.node(StoreSettings::default());
+    let app = spawn_app(store.clone(), Key::generate(), None);
+
+    let planted = app.post("/bump", None).await.cookie();
+    let token = app.token_of(&planted);
+    let before = stored(&cluster, &token).await.expect("stored");
+    let res = app
+        .login_at("/bind_in_place", "ferris", Some(&planted))
+        .await;
+    assert_eq!(res.status, 500);
+    assert!(res.cookie.is_none());
+    assert_eq!(
+        stored(&cluster, &token).await,
+        Some(before),
+        "nothing written"
+    );
+    assert_eq!(app.get("/who", Some(&planted)).await.body, "null");
+    assert!(store
+        .list_user_sessions("ferris", None, 100, now())
+        .await
+        .expect("list")
+        .sessions
+        .is_empty());
 }

@@ -103,9 +103,13 @@ async fn prepare(node: &TestNode) -> Sessions {
     let res = login_form(node, None, "bob", BOB_PASSWORD).await.unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let victim = session_cookie(&res);
-    let res = node.client.get(node.at("/")).send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let planted = session_cookie(&res);
+    // A pre-login session an attacker obtained (GET / issues none).
+    let res = node.v1(Method::POST, "/v1/sessions").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let planted = res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let res = node.v1(Method::POST, "/v1/sessions").send().await.unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
     let service = res.json::<Value>().await.unwrap()["token"]
@@ -397,14 +401,18 @@ async fn bound_to(cluster: &Cluster, user: &str) -> usize {
 
 /// A proxy in front of the harness's endpoint (`None` when it is not plain
 /// http), a fresh table, a node behind the proxy with `on_unreachable =
-/// "reject"`, and the anonymous cookie a browser got from `GET /` there
-/// (what an attacker would plant).
+/// "reject"`, and a pre-login session created there (`POST /v1/sessions`:
+/// what an attacker would plant).
 async fn planted_behind_a_proxy() -> Option<(FaultProxy, Cluster, TestNode, String)> {
     let proxy = FaultProxy::to_harness().await?;
     let cluster = Cluster::new().await;
     let node = proxied_node(&proxy, cluster.tier.table(), "reject").await;
-    let res = node.client.get(node.at("/")).send().await.unwrap();
-    let planted = session_cookie(&res);
+    let res = node.v1(Method::POST, "/v1/sessions").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let planted = res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     Some((proxy, cluster, node, planted))
 }
 

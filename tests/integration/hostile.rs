@@ -21,7 +21,7 @@ use reqwest::header::{HeaderValue, CONTENT_TYPE, COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::TestNode;
+use crate::harness::{browser_login, whoami, TestNode, ALICE_PASSWORD};
 
 /// Cases per test unless `PROPTEST_CASES` says otherwise.
 const CASES: u32 = 96;
@@ -229,7 +229,7 @@ fn hostile_cookie_values_get_documented_statuses() {
                     c.get(t.node.at("/me/sessions")),
                     ok(&[StatusCode::UNAUTHORIZED, bad]),
                 ),
-                // The login page, issuing a fresh anonymous session.
+                // The login page: no session issued, nothing written.
                 ("GET /", c.get(t.node.at("/")), ok(&[StatusCode::OK, bad])),
                 (
                     "POST /logout",
@@ -254,6 +254,8 @@ fn hostile_cookie_values_get_documented_statuses() {
     if let Err(err) = result {
         panic!("{err}");
     }
+    let items = target.rt.block_on(table_items(&target.node));
+    assert_eq!(items, 1, "hostile cookies wrote nothing to DynamoDB");
     target.finish();
 }
 
@@ -447,4 +449,104 @@ fn hostile_json_bodies_get_documented_statuses() {
         panic!("{err}");
     }
     target.finish();
+}
+
+/// How many items the node's table holds (sessions and users' epochs).
+async fn table_items(node: &TestNode) -> usize {
+    let dynamo = node.store.dynamo();
+    let out = dynamo
+        .client()
+        .scan()
+        .table_name(dynamo.table())
+        .send()
+        .await
+        .expect("scan");
+    out.items().len()
+}
+
+/// Entries in the node's sled trees that a request could write (sessions,
+/// tombstones, outbox), by tree.
+fn sled_entries(node: &TestNode) -> Vec<(String, usize)> {
+    let dump = node.store.cache().dump().expect("sled dump");
+    ["sessions", "tombstones", "outbox"]
+        .into_iter()
+        .map(|tree| {
+            let n = dump.iter().filter(|(t, _, _)| t == tree).count();
+            (tree.to_owned(), n)
+        })
+        .collect()
+}
+
+/// Tier rule 8: a visitor without a session, or with a token the node never
+/// issued, writes nothing in either tier, however many requests it sends,
+/// and gets no session cookie. Logging in from there creates exactly one
+/// session.
+#[tokio::test]
+async fn cookieless_visitors_write_nothing() {
+    const N: usize = 25;
+    let node = TestNode::spawn().await;
+    let c = &node.client;
+    let sled_before = sled_entries(&node);
+    assert_eq!(table_items(&node).await, 0);
+
+    for _ in 0..N {
+        let res = c.get(node.at("/")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(
+            res.headers().get(reqwest::header::SET_COOKIE).is_none(),
+            "GET / sets no cookie"
+        );
+        assert!(res.text().await.unwrap().contains("Sign in"));
+    }
+    for i in 0..N {
+        let unknown = edge_session::SessionToken::generate().expose();
+        let cookie = format!("__Host-sid={unknown}");
+        let res = c
+            .get(node.at("/"))
+            .header(COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(
+            res.headers().get(reqwest::header::SET_COOKIE).is_none(),
+            "an unknown cookie gets no session"
+        );
+        for (path, expected) in [
+            ("/whoami", StatusCode::UNAUTHORIZED),
+            ("/me/sessions", StatusCode::UNAUTHORIZED),
+        ] {
+            let res = c.get(node.at(path)).header(COOKIE, &cookie).send().await;
+            assert_eq!(res.unwrap().status(), expected, "{path}");
+        }
+        let res = node
+            .v1(Method::GET, "/v1/session")
+            .header("x-session-token", &unknown)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        // The same unknown token again (the negative cache answers).
+        if i % 5 == 0 {
+            assert_eq!(
+                whoami(&node, &unknown).await.unwrap(),
+                StatusCode::UNAUTHORIZED
+            );
+        }
+    }
+    assert_eq!(table_items(&node).await, 0, "nothing written to DynamoDB");
+    assert_eq!(sled_entries(&node), sled_before, "nothing written to sled");
+
+    // Logging in without a cookie still works, and stores one session.
+    let signed_in = browser_login(&node, "alice", ALICE_PASSWORD).await;
+    assert_eq!(whoami(&node, &signed_in).await.unwrap(), StatusCode::OK);
+    let sessions = node
+        .store
+        .list_user_sessions("alice", None, 100, edge_session::now())
+        .await
+        .unwrap()
+        .sessions;
+    assert_eq!(sessions.len(), 1, "exactly one session for the user");
+    assert_eq!(table_items(&node).await, 1, "one item: that session");
+    node.stop().await;
 }

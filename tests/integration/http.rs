@@ -10,11 +10,20 @@ use crate::harness::{
     table_name, whoami, whoami_body, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
 };
 
-/// GET / and return the anonymous cookie it issues.
+/// A real, live pre-login session (`POST /v1/sessions`): what an attacker
+/// who wants to plant a known identifier can obtain. (`GET /` issues none.)
 async fn anonymous(node: &TestNode) -> String {
-    let res = node.client.get(node.at("/")).send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    session_cookie(&res)
+    let res = node.v1(Method::POST, "/v1/sessions").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let token = res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        whoami(node, &token).await.unwrap(),
+        StatusCode::UNAUTHORIZED
+    );
+    token
 }
 
 #[tokio::test]
@@ -155,16 +164,17 @@ async fn failed_login_leaves_the_session_exactly_as_it_was() {
     }
     // Not rotated: the same anonymous session still loads (as anonymous).
     let res = node
-        .client
-        .get(node.at("/"))
-        .header(COOKIE, cookie(&anon))
+        .v1(Method::GET, "/v1/session")
+        .header("x-session-token", &anon)
         .send()
         .await
         .unwrap();
-    assert!(
-        session_set_cookie(&res).is_none(),
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
         "the old session is still live"
     );
+    assert_eq!(res.json::<Value>().await.unwrap()["user_id"], Value::Null);
     assert_eq!(
         whoami(&node, &anon).await.unwrap(),
         StatusCode::UNAUTHORIZED
@@ -176,19 +186,27 @@ async fn failed_login_leaves_the_session_exactly_as_it_was() {
 async fn cookie_attributes_are_exact() {
     let node = TestNode::spawn().await;
     let res = node.client.get(node.at("/")).send().await.unwrap();
-    let header = session_set_cookie(&res).unwrap();
-    let mut parts: Vec<&str> = header.split("; ").collect();
-    let name_value = parts.remove(0);
-    assert!(name_value.starts_with("__Host-sid=") && name_value.len() == "__Host-sid=".len() + 43);
-    parts.sort_unstable();
-    assert_eq!(
-        parts,
-        ["HttpOnly", "Path=/", "SameSite=Strict", "Secure"],
-        "{header}"
-    );
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(session_set_cookie(&res).is_none(), "no cookie before login");
 
-    let value = session_cookie(&res);
-    let res = login_form(&node, Some(&value), "alice", ALICE_PASSWORD)
+    for carried in [None, Some(anonymous(&node).await)] {
+        let res = login_form(&node, carried.as_deref(), "alice", ALICE_PASSWORD)
+            .await
+            .unwrap();
+        let header = session_set_cookie(&res).unwrap();
+        let mut parts: Vec<&str> = header.split("; ").collect();
+        let name_value = parts.remove(0);
+        assert!(
+            name_value.starts_with("__Host-sid=") && name_value.len() == "__Host-sid=".len() + 43
+        );
+        parts.sort_unstable();
+        assert_eq!(
+            parts,
+            ["HttpOnly", "Path=/", "SameSite=Strict", "Secure"],
+            "{header}"
+        );
+    }
+    let res = login_form(&node, None, "alice", ALICE_PASSWORD)
         .await
         .unwrap();
     let header = session_set_cookie(&res).unwrap();

@@ -10,7 +10,9 @@ use reqwest::header::COOKIE;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::{browser_login, client, cookie, session_cookie, whoami, ALICE_PASSWORD};
+use crate::harness::{
+    browser_login, client, cookie, metric, session_cookie, whoami, ALICE_PASSWORD,
+};
 use crate::node::{Node, OnDrop, Options};
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge-session");
@@ -18,7 +20,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_edge-session");
 /// Config for a node in embedded mode (the default) under `dir`, with the
 /// test users; `server.listen` comes from the environment override.
 fn write_config(dir: &Path) -> std::path::PathBuf {
-    let toml = crate::harness::node_toml(&dir.join("data"), "edge-sessions", "");
+    write_config_with(dir, "")
+}
+
+/// [`write_config`] with `extra` TOML tables (before `[server]`).
+fn write_config_with(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let toml = crate::harness::node_toml(&dir.join("data"), "edge-sessions", extra);
     // Embedded mode: drop the harness endpoint; keep users and key.
     let toml: String = toml
         .lines()
@@ -135,7 +142,16 @@ async fn tokens_never_appear_in_logs_or_locations() {
     let mut tokens = Vec::new();
 
     let res = c.get(node.at("/")).send().await.unwrap();
-    let anon = session_cookie(&res);
+    assert_eq!(res.status(), StatusCode::OK);
+    // A pre-login session (GET / issues none).
+    let res = crate::harness::v1((&c, &node.url), Method::POST, "/v1/sessions")
+        .send()
+        .await
+        .unwrap();
+    let anon = res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     tokens.push(anon.clone());
     let res = c
         .post(node.at("/login"))
@@ -368,4 +384,60 @@ fn tls_serves_https_with_the_configured_certificate() {
     assert_ne!(String::from_utf8_lossy(&plain.stdout), "200");
     let (status, _) = node.terminate().unwrap();
     assert!(status.success());
+}
+
+/// One unknown token, presented again and again (a client replaying a dead
+/// or forged cookie, on every read route): DynamoDB is asked at most once
+/// per `cache.negative_ttl_ms`, not once per request. A child process, so
+/// `/metrics` counts this node's calls alone.
+#[tokio::test]
+async fn unknown_token_costs_one_read_per_negative_ttl() {
+    const TTL_MS: u128 = 60_000;
+    const N: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config_with(
+        dir.path(),
+        &format!("[cache]\nnegative_ttl_ms = {TTL_MS}\n"),
+    );
+    let c = client();
+    let node = start(&config, "warn");
+    let gets = || async {
+        metric(
+            (&c, &node.url),
+            "edge_session_dynamodb_call_duration_seconds_count{op=\"get\"}",
+        )
+        .await
+        .unwrap_or(0.0)
+    };
+
+    let unknown = edge_session::SessionToken::generate().expose();
+    let before = gets().await;
+    let started = std::time::Instant::now();
+    for _ in 0..N {
+        assert_eq!(
+            whoami((&c, &node.url), &unknown).await.unwrap(),
+            StatusCode::UNAUTHORIZED
+        );
+        let res = c
+            .get(node.at("/"))
+            .header(COOKIE, cookie(&unknown))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let res = crate::harness::v1((&c, &node.url), Method::GET, "/v1/session")
+            .header("x-session-token", &unknown)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
+    let windows = 1 + started.elapsed().as_millis() / TTL_MS;
+    let reads = gets().await - before;
+    assert!(reads >= 1.0, "the first lookup asks DynamoDB");
+    assert!(
+        reads <= windows as f64,
+        "{reads} DynamoDB reads for {} lookups of one unknown token in {windows} negative TTL(s)",
+        3 * N
+    );
 }
