@@ -15,7 +15,7 @@
 //! watchdog shortens the lease to `cache.revalidate_after_lagging_ms`, and
 //! restores it when the follower catches up.
 //!
-//! The long lease is only for what the stream covers (tier rule 6): a record
+//! The long lease is only for what the stream covers (docs/design.md, tier rule 6): a record
 //! confirmed before the follower's position ([`FollowerStatus::covered_since`]:
 //! a cold start's `LATEST` iterators, records lost to retention, a shard whose
 //! parent was never read, a replaced stream) may have been revoked by a write

@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::{de, Deserialize, Deserializer};
 
 mod ipnet;
 mod parse;
+mod validate;
 
 pub use ipnet::IpNet;
 use parse::{list_or_csv, opt_socket_addr, socket_addr};
@@ -328,7 +329,7 @@ impl Default for SessionConfig {
             absolute_timeout_secs: 12 * 60 * 60,
             touch_interval_secs: 60,
             max_per_user: crate::store::DEFAULT_MAX_PER_USER,
-            max_record_bytes: 64 * 1024,
+            max_record_bytes: crate::store::DEFAULT_MAX_RECORD_BYTES,
         }
     }
 }
@@ -457,134 +458,6 @@ impl Config {
         })?;
         config.validate()?;
         Ok(config)
-    }
-
-    /// The checks the types cannot express.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, why: String| {
-            Err(ConfigError(format!("invalid configuration: `{key}` {why}")))
-        };
-        if self.server.max_body_bytes < 256 {
-            return bad("server.max_body_bytes", "must be at least 256".into());
-        }
-        if self.dynamodb.table.len() < 3
-            || self.dynamodb.table.len() > 255
-            || !self
-                .dynamodb
-                .table
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-        {
-            return bad(
-                "dynamodb.table",
-                "must be 3-255 characters of [A-Za-z0-9_.-]".into(),
-            );
-        }
-        if self.dynamodb.access_key_id.is_some() != self.dynamodb.secret_access_key.is_some() {
-            return bad(
-                "dynamodb.access_key_id",
-                "and `dynamodb.secret_access_key` must be set together".into(),
-            );
-        }
-        if self.dynamodb.max_attempts == 0 {
-            return bad("dynamodb.max_attempts", "must be at least 1".into());
-        }
-        for (i, key) in self.api.keys.iter().enumerate() {
-            if key.expose_secret().len() < 16 {
-                return bad(
-                    &format!("api.keys[{i}]"),
-                    "must be at least 16 characters".into(),
-                );
-            }
-        }
-        for (i, user) in self.auth.users.iter().enumerate() {
-            if user.user_id.is_empty() || user.user_id.len() > 256 {
-                return bad(
-                    &format!("auth.users[{i}].user_id"),
-                    "must be 1-256 characters".into(),
-                );
-            }
-            if let Err(e) = argon2::PasswordHash::new(user.password_hash.expose_secret()) {
-                return bad(
-                    &format!("auth.users[{i}].password_hash"),
-                    format!("is not a PHC string ({e})"),
-                );
-            }
-        }
-        let name = &self.cookie.name;
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        {
-            return bad("cookie.name", "must be a non-empty cookie token".into());
-        }
-        if (name.starts_with("__Host-") || name.starts_with("__Secure-")) && !self.cookie.secure {
-            return bad(
-                "cookie.secure",
-                format!("must be true for a cookie named {name}"),
-            );
-        }
-        let s = &self.session;
-        if s.idle_timeout_secs == 0 || s.absolute_timeout_secs == 0 {
-            return bad(
-                "session.idle_timeout_secs",
-                "and `session.absolute_timeout_secs` must be positive".into(),
-            );
-        }
-        if s.touch_interval_secs >= s.idle_timeout_secs {
-            return bad(
-                "session.touch_interval_secs",
-                "must be less than `session.idle_timeout_secs`".into(),
-            );
-        }
-        if !(1..=MAX_SESSIONS_PER_USER).contains(&s.max_per_user) {
-            return bad(
-                "session.max_per_user",
-                format!("must be 1-{MAX_SESSIONS_PER_USER}"),
-            );
-        }
-        if self
-            .server
-            .ops_listen
-            .is_some_and(|ops| ops == self.server.listen)
-        {
-            return bad(
-                "server.ops_listen",
-                "must differ from `server.listen`".into(),
-            );
-        }
-        let (v, a) = (&self.server, &self.auth);
-        for (key, value) in [
-            (
-                "server.client_request_timeout_ms",
-                v.client_request_timeout_ms,
-            ),
-            ("server.keep_alive_ms", v.keep_alive_ms),
-            ("auth.hash_queue", a.hash_queue as u64),
-            ("auth.per_ip_per_minute", a.per_ip_per_minute.into()),
-            ("auth.per_ip_burst", a.per_ip_burst.into()),
-            (
-                "auth.per_account_per_minute",
-                a.per_account_per_minute.into(),
-            ),
-            ("auth.per_account_burst", a.per_account_burst.into()),
-            ("auth.max_tracked", a.max_tracked as u64),
-        ] {
-            if value == 0 {
-                return bad(key, "must be positive".into());
-            }
-        }
-        if !(1024..=350 * 1024).contains(&s.max_record_bytes) {
-            return bad(
-                "session.max_record_bytes",
-                "must be 1024-358400 (DynamoDB items are at most 400 KB)".into(),
-            );
-        }
-        if self.stream.poll_interval_ms == 0 || self.stream.poll_interval_ms > 60_000 {
-            return bad("stream.poll_interval_ms", "must be 1-60000".into());
-        }
-        Ok(())
     }
 
     /// The `dynamodb.on_unreachable` policy, with `max_stale_ms`.

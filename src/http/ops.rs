@@ -5,8 +5,6 @@
 //! probes arrive (the answer is cached), and says only ready or not: the
 //! cause goes to the log, not to whoever can reach the probe.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
@@ -23,27 +21,6 @@ pub const READY_FOR: Duration = Duration::from_secs(1);
 
 /// The routes served on `server.ops_listen` when it is set.
 pub const OPS_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
-
-/// The last readiness answer, shared by every worker; the lock is held
-/// across the probe, so concurrent probes wait for one read.
-#[derive(Clone, Default)]
-pub struct ReadyCache(Arc<tokio::sync::Mutex<Option<(Instant, bool)>>>);
-
-/// Where the ops routes are served, when not on the main listener: the
-/// bound address (known once bound, so set after the state is built).
-#[derive(Clone, Default)]
-pub struct OpsAddr(Arc<Mutex<Option<SocketAddr>>>);
-
-impl OpsAddr {
-    /// Serve the ops routes on `addr` only.
-    pub fn set(&self, addr: SocketAddr) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
-    }
-
-    fn get(&self) -> Option<SocketAddr> {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// Middleware: with an ops listener, the ops routes are 404 on the main
 /// listener and every other route is 404 on the ops listener.

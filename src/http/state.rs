@@ -2,13 +2,16 @@
 //! settings), and the session operations both the browser routes and `/v1`
 //! perform on it.
 
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::HttpRequest;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::auth;
 use super::error::ApiError;
-use super::ops::{OpsAddr, ReadyCache};
 use super::request;
 use crate::config::Config;
 use crate::record::now;
@@ -104,5 +107,26 @@ impl AppState {
         } else {
             Err(ApiError::unknown_session())
         }
+    }
+}
+
+/// The last readiness answer, shared by every worker; the lock is held
+/// across the probe, so concurrent probes wait for one read.
+#[derive(Clone, Default)]
+pub struct ReadyCache(pub(super) Arc<tokio::sync::Mutex<Option<(Instant, bool)>>>);
+
+/// Where the ops routes are served, when not on the main listener: the
+/// bound address (known once bound, so set after the state is built).
+#[derive(Clone, Default)]
+pub struct OpsAddr(Arc<Mutex<Option<SocketAddr>>>);
+
+impl OpsAddr {
+    /// Serve the ops routes on `addr` only.
+    pub fn set(&self, addr: SocketAddr) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
+    }
+
+    pub(super) fn get(&self) -> Option<SocketAddr> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

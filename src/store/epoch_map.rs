@@ -5,7 +5,7 @@
 //! go, epoch-0 ones first (they outlaw nothing; forgetting one costs only a
 //! read), then the least recently read. Forgetting a non-zero epoch only
 //! means the next check reads it: a cached record is re-checked against
-//! DynamoDB within its lease anyway (the cross-node bound, tier rule 6).
+//! DynamoDB within its lease anyway (the cross-node bound: docs/design.md, tier rule 6).
 //! Worst case: `MAX_USERS` × (two copies of a user id of at most 256 bytes,
 //! a 32-byte key, 16 bytes of epoch and time, ≈ 100 bytes of map overhead)
 //! ≈ 65,536 × 660 B ≈ 43 MB; with typical ids (≤ 40 bytes) ≈ 14 MB.

@@ -53,7 +53,7 @@
 //! `write_provisional_revocation`. A tombstone's kind (final, provisional,
 //! unverified: [`TombstoneKind`](crate::cache::TombstoneKind)) says who may
 //! remove it: only the regenerate that wrote a provisional one lifts it, so
-//! every destroy stays its own revocation (tier rule 7).
+//! every destroy stays its own revocation (docs/design.md, tier rule 7).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
@@ -265,6 +265,9 @@ pub struct StoreSettings {
 /// [`StoreSettings::max_per_user`] unless configured (`session.max_per_user`).
 pub const DEFAULT_MAX_PER_USER: usize = 32;
 
+/// The default cap on an encoded record, well under DynamoDB's 400 KB item.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 64 * 1024;
+
 /// What a load does with a cached record past its lease while DynamoDB is
 /// unreachable. (Within the lease a cached record is served either way.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -288,7 +291,7 @@ impl Default for StoreSettings {
             on_unreachable: OnUnreachable::Reject,
             max_unverified_revocations: 10_000,
             max_per_user: DEFAULT_MAX_PER_USER,
-            max_record_bytes: crate::config::SessionConfig::default().max_record_bytes,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             negative_ttl_ms: 1_000,
             negative_max_entries: 10_000,
         }
