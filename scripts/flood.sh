@@ -20,7 +20,7 @@ command -v wrk >/dev/null || { echo "install wrk: apt-get install wrk" >&2; exit
 
 WORK=$(mktemp -d)
 KEY=flood-api-key-0123456789abcdef
-cleanup() { [ -n "${NODE:-}" ] && kill "$NODE" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
+cleanup() { [ -n "${NODE:-}" ] && kill "$NODE" 2>/dev/null && wait "$NODE" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 EDGE_SESSION__DATA_DIR="$WORK/data" EDGE_SESSION__SERVER__LISTEN=127.0.0.1:0 \
@@ -44,7 +44,8 @@ session() {
 }
 READER=$(session)
 LOGOUTS=$((DURATION * 4))
-for _ in $(seq "$LOGOUTS"); do session; done >"$WORK/tokens"
+for _ in $(seq "$LOGOUTS"); do session; echo; done >"$WORK/tokens"
+echo "$(wc -l <"$WORK/tokens") sessions to log out during the flood"
 
 wrk -t2 -c"$CONC" -d"${DURATION}s" --timeout 30s -s scripts/flood.lua "$URL/login" >"$WORK/wrk" 2>&1 &
 WRK=$!
@@ -54,14 +55,15 @@ END=$((SECONDS + DURATION - 4))
     curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -H "Cookie: __Host-sid=$READER" "$URL/whoami"
     sleep 0.02
   done ) >"$WORK/whoami" &
+READS=$!
 ( while read -r t && [ $SECONDS -lt $END ]; do
     curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -X POST -H "Cookie: __Host-sid=$t" "$URL/logout"
     sleep 0.2
   done <"$WORK/tokens" ) >"$WORK/logout" &
-wait "$WRK"
-wait
+OUTS=$!
+wait "$WRK" "$READS" "$OUTS"
 
-p99() { awk '{print $2}' "$1" | sort -n | awk '{a[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%d samples, p50 %.1f ms, p99 %.1f ms, max %.1f ms", NR, a[int(NR/2)>0?int(NR/2):1]*1000, a[i]*1000, a[NR]*1000}'; }
+p99() { awk '{print $2}' "$1" | sort -n | awk '{a[NR]=$1} END {h=int(NR/2); if (h<1) h=1; i=int(NR*0.99); if (i<1) i=1; printf "%d samples, p50 %.1f ms, p99 %.1f ms, max %.1f ms", NR, a[h]*1000, a[i]*1000, a[NR]*1000}'; }
 codes() { awk '{print $1}' "$1" | sort | uniq -c | tr '\n' ' '; }
 echo "--- wrk (POST /login, wrong password, c=$CONC, ${DURATION}s)"
 cat "$WORK/wrk"

@@ -18,7 +18,7 @@ use actix_web::http::StatusCode;
 use actix_web::HttpRequest;
 
 use argon2::password_hash::{PasswordHasher, SaltString};
-use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
@@ -206,13 +206,7 @@ impl Users {
             Some(user) => (user.password_hash.expose_secret(), Some(user)),
             None => (self.dummy_hash.expose_secret(), None),
         };
-        let ok = PasswordHash::new(hash)
-            .map(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
-            .unwrap_or(false);
+        let ok = verify_in_place(hash, password.as_bytes());
         match (ok, user) {
             (true, Some(user)) => Some(SignedIn {
                 user_id: username.to_owned(),
@@ -221,6 +215,50 @@ impl Users {
             _ => None,
         }
     }
+}
+
+thread_local! {
+    /// argon2's working memory (19 MiB at the default cost), kept by each
+    /// hash thread: allocating and freeing it per check leaves the
+    /// allocator holding several times as much.
+    static BLOCKS: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether `password` matches the PHC string `hash`, computed in this
+/// thread's kept memory; compared in constant time.
+fn verify_in_place(hash: &str, password: &[u8]) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(expected), Some(salt)) = (parsed.hash, parsed.salt) else {
+        return false;
+    };
+    let (Ok(params), Ok(algorithm)) = (
+        Params::try_from(&parsed),
+        Algorithm::try_from(parsed.algorithm),
+    ) else {
+        return false;
+    };
+    let Ok(version) = parsed.version.map_or(Ok(Version::V0x13), Version::try_from) else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    let argon2 = Argon2::new(algorithm, version, params);
+    let mut out = vec![0u8; expected.len()];
+    let computed = BLOCKS.with(|memory| {
+        let mut memory = memory.borrow_mut();
+        if memory.len() < blocks {
+            memory.resize(blocks, Block::default());
+        }
+        argon2
+            .hash_password_into_with_memory(password, salt, &mut out, &mut memory[..blocks])
+            .is_ok()
+    });
+    computed && bool::from(out.as_slice().ct_eq(expected.as_bytes()))
 }
 
 /// Hash `password` as an argon2id PHC string with a fresh salt.
