@@ -11,9 +11,12 @@ use figment::Figment;
 use secrecy::SecretString;
 use serde::{de, Deserialize, Deserializer};
 
+mod auth;
 mod ipnet;
 mod parse;
 mod validate;
+
+pub use auth::{AuthConfig, UserConfig};
 
 pub use ipnet::IpNet;
 use parse::{list_or_csv, opt_socket_addr, socket_addr};
@@ -221,65 +224,6 @@ pub struct ApiConfig {
     /// Bearer keys for `/v1` (env: comma-separated). Empty: `/v1` refuses all.
     #[serde(deserialize_with = "list_or_csv")]
     pub keys: Vec<SecretString>,
-}
-
-/// `[auth]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// `[[auth.users]]`
-    pub users: Vec<UserConfig>,
-    /// Threads checking passwords, apart from the pool flushing sled (0: one per core).
-    pub hash_workers: usize,
-    /// Password checks that may wait for a hash worker; more get 429.
-    pub hash_queue: usize,
-    /// Login attempts per client address per minute.
-    pub per_ip_per_minute: u32,
-    /// Attempts a client address may make at once before the rate applies.
-    pub per_ip_burst: u32,
-    /// Login attempts per username (known or not) per minute.
-    pub per_account_per_minute: u32,
-    /// Attempts on one username at once before the rate applies.
-    pub per_account_burst: u32,
-    /// Addresses (and usernames) tracked at most; when full, logins get 429.
-    pub max_tracked: usize,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            users: Vec::new(),
-            hash_workers: 0,
-            hash_queue: 16,
-            per_ip_per_minute: 30,
-            per_ip_burst: 10,
-            per_account_per_minute: 10,
-            per_account_burst: 5,
-            max_tracked: 100_000,
-        }
-    }
-}
-
-/// One `[[auth.users]]` entry.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserConfig {
-    /// Login name and bound user id.
-    pub user_id: String,
-    /// argon2id PHC string (`edge-session hash-password`).
-    pub password_hash: SecretString,
-    /// Role bound to the session.
-    #[serde(default = "UserConfig::default_role")]
-    pub role: String,
-    /// Marks the shipped demo user (warned about on non-loopback addresses).
-    #[serde(default)]
-    pub demo: bool,
-}
-
-impl UserConfig {
-    fn default_role() -> String {
-        "user".into()
-    }
 }
 
 /// `[cookie]`
