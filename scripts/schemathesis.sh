@@ -58,6 +58,14 @@ workers = 2
 shutdown_timeout_secs = 5
 [log]
 level = "warn"
+# schemathesis signs in again whenever its cookie stops working (a fuzzed
+# logout ends it), far past the default login budgets; those budgets have
+# their own tests (tests/integration/login_throttle.rs).
+[auth]
+per_ip_per_minute = 1000000
+per_ip_burst = 1000000
+per_account_per_minute = 1000000
+per_account_burst = 1000000
 [[auth.users]]
 user_id = "$user"
 password_hash = "$hash"
