@@ -146,7 +146,7 @@ impl Application {
             negative_max_entries: config.cache.negative_max_entries,
         };
         let store = TieredStore::new(cache, tier, settings);
-        let state = AppState::new(store.clone(), &config, telemetry::metrics_handle());
+        let state = AppState::new(store.clone(), &config, telemetry::metrics_handle())?;
 
         let listen = config.server.listen;
         let listener = TcpListener::bind(listen)

@@ -12,11 +12,13 @@ use secrecy::SecretString;
 use serde::{de, Deserialize, Deserializer};
 
 mod auth;
+mod gateway;
 mod ipnet;
 mod parse;
 mod validate;
 
 pub use auth::{AuthConfig, UserConfig};
+pub use gateway::{GatewayConfig, MIN_ACTION_SECRET_BYTES};
 
 pub use ipnet::IpNet;
 use parse::{list_or_csv, opt_socket_addr, socket_addr};
@@ -45,6 +47,8 @@ pub struct Config {
     pub stream: StreamConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Forward auth and the reverse proxy.
+    pub gateway: GatewayConfig,
 }
 
 impl Default for Config {
@@ -60,6 +64,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             stream: StreamConfig::default(),
             log: LogConfig::default(),
+            gateway: GatewayConfig::default(),
         }
     }
 }

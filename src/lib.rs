@@ -24,6 +24,8 @@
 //! - `http`: the browser routes, the `/v1` service API, operations; its
 //!   contract is `docs/openapi.json` ([`OPENAPI_SPEC`], checked against
 //!   [`route_table`] and [`ErrorCode`]).
+//! - `assertion`: the gateway's signed identity assertion (Ed25519 JWT),
+//!   its keys and JWK Set.
 //! - [`app`]: [`Application`], a node assembled from a config.
 //! - `adapter`: `actix_session::storage::SessionStore` for [`TieredStore`].
 //! - [`telemetry`]: logging and the Prometheus recorder.
@@ -34,6 +36,7 @@
 
 mod adapter;
 pub mod app;
+mod assertion;
 pub mod cache;
 pub mod codec;
 mod coherence;

@@ -14,7 +14,8 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check_server_and_dynamodb()?;
         self.check_credentials()?;
-        self.check_sessions_and_limits()
+        self.check_sessions_and_limits()?;
+        self.gateway.validate()
     }
 
     /// `[server]` body size and `[dynamodb]`.

@@ -59,6 +59,8 @@ error_codes! {
     CrossOrigin = "cross_origin",
     /// 403 from the framework.
     Forbidden = "forbidden",
+    /// 403: forward auth's `?role=` names a role the user does not have.
+    WrongRole = "wrong_role",
     /// 404: no live session for this token or handle.
     UnknownSession = "unknown_session",
     /// 404: no such route.

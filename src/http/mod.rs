@@ -23,6 +23,7 @@ mod browser;
 mod conn;
 mod error;
 mod framing;
+mod gateway;
 mod no_store;
 mod observe;
 mod openapi;
@@ -58,7 +59,15 @@ struct Endpoint {
     path: &'static str,
     caching: Caching,
     handler: fn(actix_web::Route) -> actix_web::Route,
+    /// A browser route: under [`EDGE_PREFIX`] when the node is a reverse
+    /// proxy, so the app behind it keeps every other path.
+    browser: bool,
+    /// The handler also answers every other method on this path.
+    any_method: bool,
 }
+
+/// Where the browser routes go when the node is a reverse proxy.
+pub const EDGE_PREFIX: &str = "/.edge";
 
 impl Endpoint {
     /// `handler` attaches the handler to a route already guarded by `method`.
@@ -73,6 +82,24 @@ impl Endpoint {
             path,
             caching: Caching::NoStore,
             handler,
+            browser: false,
+            any_method: false,
+        }
+    }
+
+    /// Served under [`EDGE_PREFIX`] when the node is a reverse proxy.
+    const fn browser(self) -> Self {
+        Endpoint {
+            browser: true,
+            ..self
+        }
+    }
+
+    /// The handler answers any method (documented as its `method`).
+    const fn any_method(self) -> Self {
+        Endpoint {
+            any_method: true,
+            ..self
         }
     }
 
@@ -96,17 +123,25 @@ const ROOT_ROUTES: &[Endpoint] = &[
     Endpoint::as_answered("GET", "/readyz", |r| r.to(ops::readyz)),
     Endpoint::as_answered("GET", "/metrics", |r| r.to(ops::metrics)),
     Endpoint::as_answered("GET", "/openapi.json", |r| r.to(openapi::spec)),
-    Endpoint::no_store("GET", "/", |r| r.to(browser::index)),
-    Endpoint::no_store("POST", "/login", |r| r.to(browser::login)),
-    Endpoint::no_store("POST", "/logout", |r| r.to(browser::logout)),
-    Endpoint::no_store("GET", "/whoami", |r| r.to(browser::whoami)),
-    Endpoint::no_store("GET", "/me/sessions", |r| r.to(browser::my_sessions)),
+    Endpoint::as_answered("GET", "/.well-known/jwks.json", |r| {
+        r.to(gateway::check::jwks)
+    }),
+    Endpoint::no_store("GET", "/", |r| r.to(browser::index)).browser(),
+    Endpoint::no_store("POST", "/login", |r| r.to(browser::login)).browser(),
+    Endpoint::no_store("POST", "/logout", |r| r.to(browser::logout)).browser(),
+    Endpoint::no_store("GET", "/whoami", |r| r.to(browser::whoami)).browser(),
+    Endpoint::no_store("GET", "/me/sessions", |r| r.to(browser::my_sessions)).browser(),
     Endpoint::no_store("DELETE", "/me/sessions/{handle}", |r| {
         r.to(browser::revoke_mine)
-    }),
+    })
+    .browser(),
     Endpoint::no_store("POST", "/me/sessions/{handle}/revoke", |r| {
         r.to(browser::revoke_mine_form)
-    }),
+    })
+    .browser(),
+    Endpoint::no_store("GET", "/auth/check", |r| r.to(gateway::check::check))
+        .browser()
+        .any_method(),
 ];
 
 /// The prefix of the service API's scope.
@@ -142,17 +177,33 @@ pub fn route_table() -> Vec<(&'static str, &'static str)> {
     endpoints().map(|e| (e.method, e.path)).collect()
 }
 
-/// The caching of the route serving `method` on `pattern`.
+/// The caching of the route serving `method` on `pattern` (a browser
+/// route's pattern may carry [`EDGE_PREFIX`]).
 fn caching(method: &Method, pattern: &str) -> Option<Caching> {
+    let unprefixed = pattern.strip_prefix(EDGE_PREFIX);
     endpoints()
-        .find(|e| e.path == pattern && e.method == method.as_str())
+        .find(|e| {
+            let path_matches =
+                e.path == pattern || (e.browser && unprefixed.is_some_and(|p| p == e.path));
+            path_matches && e.method == method.as_str()
+        })
         .map(|e| e.caching)
+}
+
+/// Where `e` is served: its path, under [`EDGE_PREFIX`] for a browser route
+/// when the node is a reverse proxy.
+fn served_path(e: &Endpoint, proxy: bool) -> String {
+    if proxy && e.browser {
+        format!("{EDGE_PREFIX}{}", e.path)
+    } else {
+        e.path.to_owned()
+    }
 }
 
 /// One actix resource per distinct path in `table` (a path may carry several
 /// methods), in order of first appearance; `strip` is removed from each path
 /// (the prefix of the scope the resources go into).
-fn resources(table: &[Endpoint], strip: &str) -> Vec<actix_web::Resource> {
+fn resources(table: &[Endpoint], strip: &str, proxy: bool) -> Vec<actix_web::Resource> {
     let mut paths: Vec<&'static str> = Vec::new();
     for e in table {
         if !paths.contains(&e.path) {
@@ -162,25 +213,36 @@ fn resources(table: &[Endpoint], strip: &str) -> Vec<actix_web::Resource> {
     paths
         .into_iter()
         .map(|path| {
-            let local = path.strip_prefix(strip).unwrap_or(path);
-            table
-                .iter()
-                .filter(|e| e.path == path)
-                .fold(web::resource(local), |resource, e| {
-                    let method = Method::from_bytes(e.method.as_bytes())
-                        .expect("route tables hold valid method names");
-                    resource.route((e.handler)(web::route().method(method)))
-                })
+            let mine = table.iter().filter(|e| e.path == path);
+            let first = mine.clone().next().expect("the path came from the table");
+            let served = served_path(first, proxy);
+            let local = served.strip_prefix(strip).unwrap_or(&served).to_owned();
+            mine.fold(web::resource(local), |resource, e| {
+                let method = Method::from_bytes(e.method.as_bytes())
+                    .expect("route tables hold valid method names");
+                let resource = resource.route((e.handler)(web::route().method(method)));
+                if e.any_method {
+                    resource.default_service((e.handler)(web::route()))
+                } else {
+                    resource
+                }
+            })
         })
         .collect()
 }
 
-/// Register every route on `cfg`.
-fn routes(cfg: &mut web::ServiceConfig) {
-    for resource in resources(ROOT_ROUTES, "") {
+/// Register every route on `cfg`; `proxy`: the node is a reverse proxy.
+fn routes(cfg: &mut web::ServiceConfig, proxy: bool) {
+    for resource in resources(ROOT_ROUTES, "", proxy) {
         cfg.service(resource);
     }
-    let v1 = resources(V1_ROUTES, V1_PREFIX).into_iter().fold(
+    // Envoy's ext_authz asks `<path_prefix><original path>`.
+    let base = if proxy { EDGE_PREFIX } else { "" };
+    cfg.service(
+        web::resource(format!("{base}/auth/check/{{tail:.*}}"))
+            .default_service(web::route().to(gateway::check::check)),
+    );
+    let v1 = resources(V1_ROUTES, V1_PREFIX, proxy).into_iter().fold(
         web::scope(V1_PREFIX).wrap(from_fn(service::require_api_key)),
         |scope, resource| scope.service(resource),
     );
@@ -200,6 +262,7 @@ pub fn app(
     >,
 > {
     let limit = state.max_body_bytes;
+    let proxy = state.gateway.upstream.is_some();
     actix_web::App::new()
         .app_data(web::Data::new(state))
         .app_data(web::PayloadConfig::new(limit))
@@ -211,7 +274,7 @@ pub fn app(
         .wrap(from_fn(|req, next| no_store::no_store(req, next, caching)))
         .wrap(from_fn(framing::deny_framing))
         .wrap(from_fn(conn::track))
-        .configure(routes)
+        .configure(move |cfg| routes(cfg, proxy))
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use super::auth;
 use super::error::ApiError;
 use super::request;
-use crate::config::Config;
+use crate::assertion::Assertions;
+use crate::config::{Config, GatewayConfig};
 use crate::record::now;
 use crate::store::{Session, TieredStore};
 use crate::token::{SessionToken, StorageKey};
@@ -39,12 +40,21 @@ pub struct AppState {
     pub ready: ReadyCache,
     /// The ops listener's address, if the ops routes have their own.
     pub ops_addr: OpsAddr,
+    /// The identity assertions' signer and JWK Set.
+    pub assertions: Arc<Assertions>,
+    /// `[gateway]`: forward auth and the reverse proxy.
+    pub gateway: Arc<GatewayConfig>,
 }
 
 impl AppState {
-    /// The state for `store`, configured by `config`.
-    pub fn new(store: TieredStore, config: &Config, metrics: PrometheusHandle) -> Self {
-        AppState {
+    /// The state for `store`, configured by `config`. Fails if the
+    /// gateway's signing key cannot be read or generated.
+    pub fn new(
+        store: TieredStore,
+        config: &Config,
+        metrics: PrometheusHandle,
+    ) -> anyhow::Result<Self> {
+        Ok(AppState {
             store,
             login: auth::Login::new(&config.auth, &config.server.trusted_proxies),
             api_keys: auth::ApiKeys::new(&config.api.keys),
@@ -54,7 +64,9 @@ impl AppState {
             metrics,
             ready: ReadyCache::default(),
             ops_addr: OpsAddr::default(),
-        }
+            assertions: Arc::new(Assertions::from_config(config)?),
+            gateway: Arc::new(config.gateway.clone()),
+        })
     }
 
     /// The session token from the cookie, if it parses. Malformed values are

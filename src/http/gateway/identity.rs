@@ -1,0 +1,34 @@
+//! The identity headers the gateway sends: `X-Edge-User`, `X-Edge-Role`,
+//! `X-Edge-Session`, `X-Edge-Assertion`, for a live session bound to a user.
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+
+use crate::assertion::Identity;
+use crate::http::error::ApiError;
+
+/// `X-Edge-User`: the bound user.
+pub const USER: HeaderName = HeaderName::from_static("x-edge-user");
+/// `X-Edge-Role`: the user's role, empty if none.
+pub const ROLE: HeaderName = HeaderName::from_static("x-edge-role");
+/// `X-Edge-Session`: the session's public handle.
+pub const SESSION: HeaderName = HeaderName::from_static("x-edge-session");
+/// `X-Edge-Assertion`: the signed JWT.
+pub const ASSERTION: HeaderName = HeaderName::from_static("x-edge-assertion");
+
+/// The four headers of `identity`. A user id or role that is not a valid
+/// header value (a control character) is refused rather than altered: the
+/// app must see exactly the user the session names.
+pub fn headers(identity: &Identity) -> Result<[(HeaderName, HeaderValue); 4], ApiError> {
+    let value = |text: &str| {
+        HeaderValue::from_bytes(text.as_bytes()).map_err(|_| {
+            tracing::error!("a user id or role holds a character a header cannot carry");
+            ApiError::internal()
+        })
+    };
+    Ok([
+        (USER, value(&identity.user)?),
+        (ROLE, value(&identity.role)?),
+        (SESSION, value(&identity.handle)?),
+        (ASSERTION, value(&identity.assertion)?),
+    ])
+}
