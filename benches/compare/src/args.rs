@@ -43,7 +43,9 @@ pub struct BenchArgs {
     #[arg(long, default_value = "redis-server")]
     pub(crate) redis_server: String,
     /// What to run (comma-separated): edge, hello, redis, login; also
-    /// hello-inprocess (the ceiling served inside the harness process).
+    /// hello-inprocess (the ceiling served inside the harness process) and
+    /// gateway (`/auth/check`, the built-in proxy and nginx + auth_request
+    /// in front of the ceiling, and the login action; needs edge).
     #[arg(long, value_delimiter = ',', default_value = "edge,hello,redis,login")]
     pub(crate) only: Vec<String>,
     /// Directory for whoami.csv, login.csv and whoami-latency.svg (created).

@@ -66,20 +66,23 @@ async fn compare(args: BenchArgs, load: tokio::runtime::Handle) -> anyhow::Resul
     let logins = if wants("login") {
         let node = started.node.as_ref();
         let form = started.form.clone();
-        measure::login(&args, &load, &dir.path().join("login"), node, form, timing).await?
+        let action = started.gateway.as_ref().map(|g| g.proxy.addr);
+        let dir = dir.path().join("login");
+        measure::login(&args, &load, &dir, node, form, timing, action).await?
     } else {
         Logins {
             rows: Vec::new(),
             parts: Vec::new(),
         }
     };
-    report::write(
-        &args,
-        workers,
-        &whoami,
-        &logins,
-        started.redis_note.as_deref(),
-    )?;
+    let notes: Vec<String> = [
+        started.redis_note.clone(),
+        started.gateway.as_ref().and_then(|g| g.note.clone()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    report::write(&args, workers, &whoami, &logins, &notes)?;
     report::targets(&args, &whoami, &logins.rows);
     started.shutdown().await;
     Ok(())

@@ -26,6 +26,7 @@
 
 mod args;
 mod compare;
+mod gateway;
 mod load;
 mod login;
 mod measure;

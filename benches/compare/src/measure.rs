@@ -8,6 +8,7 @@
 //! slice is printed as it ends; the result holds one [`Measured`] per
 //! scenario, rounds merged.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use hyper::{Method, StatusCode};
 use crate::args::BenchArgs;
 use crate::load::{drive, Connection, Http, Op, RequestTemplate, Sample};
 use crate::login::LoginBench;
-use crate::names::{RAW, REGENERATE};
+use crate::names::{ACTION_LOGIN, RAW, REGENERATE};
 use crate::results::{Logins, Measured, Timing};
 use crate::start::{sign_in, Target};
 
@@ -105,6 +106,7 @@ pub async fn login(
     node: Option<&Node>,
     form: Bytes,
     timing: Timing,
+    action: Option<SocketAddr>,
 ) -> anyhow::Result<Logins> {
     std::fs::create_dir_all(dir)?;
     let bench = {
@@ -113,7 +115,7 @@ pub async fn login(
             .await??
     };
     let bench = Arc::new(bench);
-    let rows = login_rounds(args, load, &bench).await?;
+    let rows = login_rounds(args, load, &bench, action).await?;
     let b = Arc::clone(&bench);
     let (epoch, tomb) = load
         .spawn(async move { (b.epoch_read(300).await, b.durable_tombstone(300).await) })
@@ -138,33 +140,40 @@ pub async fn login(
     Ok(Logins { rows, parts })
 }
 
-/// `RAW` and `REGENERATE` at every login concurrency, alternating, once per
-/// login round.
+/// `RAW` and `REGENERATE` (and `ACTION_LOGIN` through the proxy at
+/// `action`) at every login concurrency, in an order rotated by the round,
+/// once per login round.
 async fn login_rounds(
     args: &BenchArgs,
     load: &tokio::runtime::Handle,
     bench: &Arc<LoginBench>,
+    action: Option<SocketAddr>,
 ) -> anyhow::Result<Vec<Measured>> {
+    let mut kinds = vec![RAW, REGENERATE];
+    if action.is_some() {
+        kinds.push(ACTION_LOGIN);
+    }
     let mut logins: Vec<Measured> = Vec::new();
     for c in &args.login_concurrency {
-        logins.push(Measured::new(RAW, *c));
-        logins.push(Measured::new(REGENERATE, *c));
+        for kind in &kinds {
+            logins.push(Measured::new(kind, *c));
+        }
     }
     let per_login_round = Duration::from_secs_f64(args.duration / args.login_rounds as f64);
     for round in 0..args.login_rounds {
         for c in args.login_concurrency.clone() {
-            let mut order = [RAW, REGENERATE];
-            if round % 2 == 1 {
-                order.reverse();
-            }
+            let mut order = kinds.clone();
+            order.rotate_left(round % kinds.len());
             for which in order {
                 let b = Arc::clone(bench);
                 let sample = load
                     .spawn(async move {
-                        if which == RAW {
-                            b.raw_transaction(c, per_login_round).await
-                        } else {
-                            b.regenerate(c, per_login_round).await
+                        match (which, action) {
+                            (RAW, _) => b.raw_transaction(c, per_login_round).await,
+                            (ACTION_LOGIN, Some(proxy)) => {
+                                action_logins(proxy, c, per_login_round).await
+                            }
+                            _ => b.regenerate(c, per_login_round).await,
                         }
                     })
                     .await??;
@@ -191,7 +200,8 @@ async fn login_rounds(
     Ok(logins)
 }
 
-/// `POST /login` with the previous login's cookie: every call regenerates.
+/// A login request (answered 303) carrying the previous login's cookie:
+/// every call regenerates.
 struct Relogin {
     conn: Connection,
     req: RequestTemplate,
@@ -209,6 +219,36 @@ impl Op for Relogin {
             _ => Ok(false),
         }
     }
+}
+
+/// Logins the proxy at `proxy` carries out on the app's signed action, on
+/// `c` connections each carrying its previous login's cookie (each first
+/// signed in untimed), for `duration`.
+async fn action_logins(proxy: SocketAddr, c: usize, duration: Duration) -> anyhow::Result<Sample> {
+    let mut ops = Vec::with_capacity(c);
+    for _ in 0..c {
+        let conn = Connection::open(proxy).await?;
+        let mut req =
+            RequestTemplate::new(proxy, Method::POST, "/login-action", &[], Bytes::new())?;
+        let first = conn_login(proxy).await?;
+        req.set_header("cookie", HeaderValue::from_str(&first)?);
+        ops.push(Relogin { conn, req });
+    }
+    Ok(drive(ops, Duration::ZERO, duration).await)
+}
+
+/// One untimed action login on a fresh connection: the cookie it set.
+async fn conn_login(proxy: SocketAddr) -> anyhow::Result<String> {
+    let req = RequestTemplate::new(proxy, Method::POST, "/login-action", &[], Bytes::new())?;
+    let res = Connection::open(proxy).await?.send(&req).await?;
+    res.cookie("__Host-sid")
+        .filter(|_| res.status == StatusCode::SEE_OTHER)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "POST /login-action through the proxy answered {}",
+                res.status
+            )
+        })
 }
 
 /// The node's whole `POST /login` (argon2id + load + regenerate) at c=1,

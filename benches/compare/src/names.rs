@@ -15,3 +15,11 @@ pub const REDIS: &str = "actix-session+redis";
 pub const RAW: &str = "raw TransactWriteItems";
 /// The store's login.
 pub const REGENERATE: &str = "TieredStore::regenerate";
+/// Forward auth on the node under test.
+pub const AUTH_CHECK: &str = "edge-session /auth/check";
+/// The built-in reverse proxy in front of the hello world.
+pub const PROXY: &str = "edge-session proxy";
+/// nginx `proxy_pass` to the hello world with `auth_request` to the node.
+pub const NGINX: &str = "nginx + auth_request";
+/// A login carried out by the proxy on the app's signed action.
+pub const ACTION_LOGIN: &str = "login action (proxy)";

@@ -46,13 +46,20 @@ fn bind() -> anyhow::Result<(TcpListener, SocketAddr)> {
 }
 
 /// The actix-web hello world, `GET /`. Call inside an actix `System`.
-pub fn hello(workers: usize) -> anyhow::Result<InProcess> {
+/// With an `action_secret`, it is also the app behind the gateway in the
+/// login-through-an-action benchmark: `POST /login-action` answers 303 with
+/// a signed `login` action for the bench user ([`signed_login`]).
+pub fn hello(workers: usize, action_secret: Option<String>) -> anyhow::Result<InProcess> {
     let (listener, addr) = bind()?;
-    let server = HttpServer::new(|| {
-        App::new().route(
-            "/",
-            web::get().to(|| async { HttpResponse::Ok().body("Hello world!") }),
-        )
+    let secret = web::Data::new(action_secret);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(secret.clone())
+            .route(
+                "/",
+                web::get().to(|| async { HttpResponse::Ok().body("Hello world!") }),
+            )
+            .route("/login-action", web::post().to(login_action))
     })
     .workers(workers)
     .listen(listener)?
@@ -61,6 +68,46 @@ pub fn hello(workers: usize) -> anyhow::Result<InProcess> {
     let task = actix_web::rt::spawn(server);
     Ok(InProcess { addr, handle, task })
 }
+
+/// The action an app behind the gateway answers a good login with.
+pub const LOGIN_ACTION: &str = "login; user=bench; role=member";
+
+/// `X-Edge-Action-Signature` of `action` for the request nonce `nonce`:
+/// lower-case hex HMAC-SHA256 over `nonce + "\n" + action`.
+pub fn signed_login(secret: &str, nonce: &str, action: &str) -> String {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(nonce.as_bytes());
+    mac.update(b"\n");
+    mac.update(action.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn login_action(req: HttpRequest, secret: web::Data<Option<String>>) -> HttpResponse {
+    let nonce = req
+        .headers()
+        .get("x-edge-nonce")
+        .and_then(|v| v.to_str().ok());
+    match (secret.as_deref(), nonce) {
+        (Some(secret), Some(nonce)) => HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, "/"))
+            .insert_header(("x-edge-action", LOGIN_ACTION))
+            .insert_header((
+                "x-edge-action-signature",
+                signed_login(secret, nonce, LOGIN_ACTION),
+            ))
+            .finish(),
+        _ => HttpResponse::NotFound().finish(),
+    }
+}
+
+/// The environment variable `serve-hello` reads its action secret from.
+pub const ACTION_SECRET_ENV: &str = "EDGE_SESSION_BENCH_ACTION_SECRET";
 
 /// `edge-session-bench serve-hello`: the ceiling alone, until SIGTERM, with
 /// `workers` actix workers (0: one per core). Prints the listening line a
@@ -72,7 +119,7 @@ pub fn serve_hello(workers: usize) -> anyhow::Result<()> {
         workers
     };
     actix_web::rt::System::new().block_on(async {
-        let server = hello(workers)?;
+        let server = hello(workers, std::env::var(ACTION_SECRET_ENV).ok())?;
         println!("{LISTENING}http://{}", server.addr);
         std::io::Write::flush(&mut std::io::stdout())?;
         server.stopped().await;

@@ -49,17 +49,19 @@ pub fn default_server_bin() -> anyhow::Result<PathBuf> {
 
 /// Start `bin serve` (prefixed by `wrapper`, e.g. valgrind) in embedded
 /// mode with `data_dir` under `dir`, listening on 127.0.0.1:0, with one user
-/// `user_id` whose argon2 hash is `password_hash`.
+/// `user_id` whose argon2 hash is `password_hash`; `extra` is appended to
+/// its config (more sections).
 pub fn start_node(
     bin: &Path,
     wrapper: &[String],
     dir: &Path,
-    user_id: &str,
-    password_hash: &str,
+    user: (&str, &str),
+    extra: &str,
 ) -> anyhow::Result<Node> {
     let config = dir.join("config.toml");
+    let (user_id, password_hash) = user;
     let toml = format!(
-        "data_dir = {}\n\n[server]\nlisten = \"127.0.0.1:0\"\n\n[[auth.users]]\nuser_id = {}\npassword_hash = {}\nrole = \"member\"\n",
+        "data_dir = {}\n\n[server]\nlisten = \"127.0.0.1:0\"\n\n[[auth.users]]\nuser_id = {}\npassword_hash = {}\nrole = \"member\"\n\n{extra}",
         toml_string(&dir.join("data").to_string_lossy()),
         toml_string(user_id),
         toml_string(password_hash),
@@ -80,12 +82,16 @@ pub fn start_node(
 /// The harness's own hello-world server (`edge-session-bench serve-hello`)
 /// as a child process, so the ceiling crosses the same process boundary as
 /// the node does.
-pub fn start_hello(workers: usize) -> anyhow::Result<Node> {
+/// With `action_secret`, it also signs the bench user's login action.
+pub fn start_hello(workers: usize, action_secret: Option<&str>) -> anyhow::Result<Node> {
     let me = std::env::current_exe().context("locating this executable")?;
     let mut command = Command::new(&me);
     command
         .args(["serve-hello", "--workers"])
         .arg(workers.to_string());
+    if let Some(secret) = action_secret {
+        command.env(crate::peers::ACTION_SECRET_ENV, secret);
+    }
     Node::spawn(command, options()).context("starting the hello-world ceiling")
 }
 
@@ -176,6 +182,70 @@ fn ping(addr: SocketAddr) -> std::io::Result<()> {
 }
 
 impl Drop for Redis {
+    fn drop(&mut self) {
+        stop(&mut self.child, Duration::from_secs(5));
+    }
+}
+
+/// nginx (Debian's binary, run unprivileged as a child with its own prefix
+/// directory) on a free loopback port, with the configuration `conf` makes
+/// of its port and prefix directory.
+pub struct Nginx {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Nginx {
+    /// Start `program` with the configuration `conf(port, dir)` written into
+    /// `dir`, and wait until it accepts connections.
+    pub fn start(
+        program: &Path,
+        dir: &Path,
+        conf: impl Fn(u16, &Path) -> String,
+    ) -> anyhow::Result<Nginx> {
+        std::fs::create_dir_all(dir.join("logs"))?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf(port, dir))?;
+        let mut child = Command::new(program)
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&path)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let output = Arc::new(Mutex::new(String::new()));
+        capture(
+            child.stderr.take().expect("stderr is piped"),
+            Arc::clone(&output),
+            Some(KEEP_OUTPUT),
+            None,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                anyhow::bail!(
+                    "nginx exited ({status}): {}",
+                    output.lock().map(|o| o.clone()).unwrap_or_default()
+                );
+            }
+            if Instant::now() > deadline {
+                stop(&mut child, Duration::from_secs(2));
+                anyhow::bail!("nginx did not accept connections on {addr} within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Nginx { child, addr })
+    }
+}
+
+impl Drop for Nginx {
     fn drop(&mut self) {
         stop(&mut self.child, Duration::from_secs(5));
     }

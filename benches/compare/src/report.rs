@@ -10,7 +10,9 @@ use anyhow::Context as _;
 use plotters::prelude::*;
 
 use crate::args::BenchArgs;
-use crate::names::{CANDIDATE, EDGE, HELLO, RAW, REDIS, REGENERATE};
+use crate::names::{
+    ACTION_LOGIN, AUTH_CHECK, CANDIDATE, EDGE, HELLO, NGINX, PROXY, RAW, REDIS, REGENERATE,
+};
 use crate::results::{Logins, Measured};
 
 /// The median of `values` (`NaN` when empty).
@@ -274,7 +276,7 @@ pub fn write(
     workers: usize,
     whoami: &[Measured],
     logins: &Logins,
-    redis_note: Option<&str>,
+    notes: &[String],
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -282,7 +284,7 @@ pub fn write(
     println!("## GET /whoami (hot cache), {} , {}", today(), machine());
     println!();
     print!("{}", table("req", whoami, HELLO));
-    if let Some(note) = redis_note {
+    for note in notes {
         println!("\n{note}");
     }
     if !whoami.is_empty() {
@@ -388,7 +390,15 @@ pub fn targets(args: &BenchArgs, whoami: &[Measured], logins: &[Measured]) {
             );
         }
     }
+    gateway_targets(args, whoami);
     for c in &args.login_concurrency {
+        if let (Some(a), Some(g)) = (find(logins, ACTION_LOGIN, *c), find(logins, REGENERATE, *c)) {
+            println!(
+                "- login c={c}: through a signed action on the proxy, {:.2}× TieredStore::regenerate's time per op (median of round ratios; p50 {:.2}×)",
+                1.0 / rate_ratio(&a, &g),
+                p50_ratio(&a, &g)
+            );
+        }
         if let (Some(g), Some(r)) = (find(logins, REGENERATE, *c), find(logins, RAW, *c)) {
             // Time per login over time per raw transaction: the inverse of
             // the throughput ratio, median over rounds.
@@ -398,6 +408,47 @@ pub fn targets(args: &BenchArgs, whoami: &[Measured], logins: &[Measured]) {
                 g.round_rates.len(),
                 p50_ratio(&g, &r),
                 verdict(per_op <= 1.10)
+            );
+        }
+    }
+}
+
+/// The gateway's targets (docs/performance.md, "Gateway").
+fn gateway_targets(args: &BenchArgs, whoami: &[Measured]) {
+    let top = args.concurrency.iter().copied().max().unwrap_or(64);
+    let low = args.concurrency.iter().copied().min().unwrap_or(1);
+    if let (Some(a), Some(h)) = (find(whoami, AUTH_CHECK, top), find(whoami, HELLO, top)) {
+        let r = rate_ratio(&a, &h);
+        println!(
+            "- GET /auth/check c={top}: {r:.2}× the hello-world ceiling's req/s (target ≥ 0.85): {}",
+            verdict(r >= 0.85)
+        );
+    }
+    if let (Some(p), Some(h)) = (find(whoami, PROXY, top), find(whoami, HELLO, top)) {
+        println!(
+            "- proxy c={top}: {:.2}× the upstream served directly's req/s",
+            rate_ratio(&p, &h)
+        );
+        if let Some(n) = find(whoami, NGINX, top) {
+            let r = rate_ratio(&p, &n);
+            println!(
+                "- proxy c={top}: {r:.2}× nginx proxy_pass + auth_request's req/s (target ≥ 1.2): {}",
+                verdict(r >= 1.2)
+            );
+        }
+    }
+    if let (Some(p), Some(h)) = (find(whoami, PROXY, low), find(whoami, HELLO, low)) {
+        let r = p50_ratio(&p, &h);
+        println!(
+            "- proxy c={low}: p50 {r:.2}× the upstream served directly's p50 (target ≤ 1.3): {}; added {:.1} µs",
+            verdict(r <= 1.3),
+            p.sample.micros(0.5) - h.sample.micros(0.5)
+        );
+        if let Some(n) = find(whoami, NGINX, low) {
+            println!(
+                "- proxy c={low}: p50 {:.2}× nginx + auth_request's p50; nginx added {:.1} µs over direct",
+                p50_ratio(&p, &n),
+                n.sample.micros(0.5) - h.sample.micros(0.5)
             );
         }
     }

@@ -16,6 +16,7 @@ use edge_session_bench::node::Node;
 use hyper::{Method, StatusCode};
 
 use crate::args::BenchArgs;
+use crate::gateway::{self, Gateway};
 use crate::load::{Connection, RequestTemplate, Response};
 use crate::names::{CANDIDATE, EDGE, HELLO, HELLO_IN_PROCESS, REDIS};
 use crate::peers::{self, InProcess};
@@ -43,6 +44,8 @@ pub struct Started {
     pub form: Bytes,
     /// Why the actix-session + Redis peer was skipped, if it was.
     pub redis_note: Option<String>,
+    /// The gateway targets' servers (`gateway`).
+    pub gateway: Option<Gateway>,
     candidate: Option<Node>,
     hello: Option<Node>,
     hello_in_process: Option<InProcess>,
@@ -53,6 +56,9 @@ impl Started {
     /// Stop the servers in the harness and the children (the node and
     /// redis-server stop on drop).
     pub async fn shutdown(self) {
+        if let Some(gateway) = self.gateway {
+            gateway.stop();
+        }
         drop(self.hello);
         if let Some(server) = self.hello_in_process {
             server.stop().await;
@@ -92,6 +98,7 @@ pub async fn start(
         node: None,
         form: form.clone(),
         redis_note: None,
+        gateway: None,
         candidate: None,
         hello: None,
         hello_in_process: None,
@@ -134,8 +141,11 @@ pub async fn start(
     // The ceiling runs in a child process, as the node does: a server in
     // the load generator's own process is woken more cheaply (measured as
     // `hello-inprocess`, not in the default set).
-    if wants("hello") {
-        let node = process::start_hello(workers)?;
+    // `gateway` puts its targets beside the ceiling, which is also the app
+    // behind them (and signs the login action).
+    if wants("hello") || wants("gateway") {
+        let secret = wants("gateway").then_some(gateway::ACTION_SECRET);
+        let node = process::start_hello(workers, secret)?;
         let cookie = same_cookie(&started.targets);
         started.targets.push(Target {
             name: HELLO,
@@ -146,7 +156,7 @@ pub async fn start(
         started.hello = Some(node);
     }
     if wants("hello-inprocess") {
-        let server = peers::hello(workers)?;
+        let server = peers::hello(workers, None)?;
         let cookie = same_cookie(&started.targets);
         started.targets.push(Target {
             name: HELLO_IN_PROCESS,
@@ -159,16 +169,65 @@ pub async fn start(
     if wants("redis") {
         start_redis(args, load, workers, &mut started).await?;
     }
+    if wants("gateway") {
+        start_gateway(args, load, dir, &password, &mut started).await?;
+    }
     Ok(started)
 }
 
 /// An edge-session node from `bin` (prefixed by `wrapper`) in `dir`, whose
 /// bench user signs in with `password`.
 fn start_edge(bin: &Path, wrapper: &[String], dir: &Path, password: &str) -> anyhow::Result<Node> {
+    start_edge_with(bin, wrapper, dir, password, "")
+}
+
+/// [`start_edge`] with `extra` appended to the node's config.
+fn start_edge_with(
+    bin: &Path,
+    wrapper: &[String],
+    dir: &Path,
+    password: &str,
+    extra: &str,
+) -> anyhow::Result<Node> {
     let hash = edge_session::hash_password(password)
         .map_err(|e| anyhow::anyhow!("hashing the bench user's password: {e}"))?;
     std::fs::create_dir_all(dir)?;
-    process::start_node(bin, wrapper, dir, peers::USER_ID, &hash)
+    process::start_node(bin, wrapper, dir, (peers::USER_ID, &hash), extra)
+}
+
+/// The gateway targets, beside the node under test (which must be signed
+/// in: `edge`) and the ceiling.
+async fn start_gateway(
+    args: &BenchArgs,
+    load: &tokio::runtime::Handle,
+    dir: &Path,
+    password: &str,
+    started: &mut Started,
+) -> anyhow::Result<()> {
+    let edge = started.targets.iter().find(|t| t.name == EDGE);
+    let (Some(node), Some(edge), Some(hello)) = (&started.node, edge, &started.hello) else {
+        anyhow::bail!("`gateway` needs `edge` in --only (the node it checks against)");
+    };
+    let bin = match &args.server_bin {
+        Some(bin) => bin.clone(),
+        None => process::default_server_bin()?,
+    };
+    let proxy_dir = dir.join("proxy");
+    let proxy_node = |extra: &str| start_edge_with(&bin, &[], &proxy_dir, password, extra);
+    let cookie = edge.cookie.clone();
+    let mut targets = Vec::new();
+    let g = gateway::start(
+        load,
+        dir,
+        (node, &cookie),
+        hello.addr,
+        proxy_node,
+        &mut targets,
+    )
+    .await?;
+    started.targets.extend(targets);
+    started.gateway = Some(g);
+    Ok(())
 }
 
 /// actix-session over a fresh `redis-server`, signed in, as a target; or a
@@ -249,7 +308,7 @@ fn same_cookie(targets: &[Target]) -> String {
 }
 
 /// Send one request on a fresh connection, on the load runtime.
-async fn once(
+pub async fn once(
     load: &tokio::runtime::Handle,
     addr: SocketAddr,
     method: Method,
