@@ -38,7 +38,10 @@ use sled::{IVec, Tree};
 use crate::record::UnixMillis;
 use crate::token::StorageKey;
 
+mod group_commit;
 mod revocations;
+
+use group_commit::GroupCommit;
 pub use revocations::{QueuedUnverified, TombstoneKind};
 
 /// A sled operation failed (I/O, corruption) or an entry has the wrong shape.
@@ -144,6 +147,8 @@ pub struct SledCache {
     /// Entries in `unverified` (sled's `len` reads the whole tree).
     unverified_len: Arc<AtomicUsize>,
     checkpoints: Tree,
+    /// Concurrent flushes share one fsync.
+    commits: Arc<GroupCommit>,
 }
 
 impl std::fmt::Debug for SledCache {
@@ -180,6 +185,7 @@ impl SledCache {
             unverified_len: Arc::new(AtomicUsize::new(unverified.len())),
             unverified,
             checkpoints: db.open_tree("stream_checkpoints")?,
+            commits: Arc::default(),
             db,
         };
         cache.index_old_tombstones()?;
@@ -298,7 +304,10 @@ impl SledCache {
         Ok((removed, kept))
     }
 
-    /// Make every write so far durable.
+    /// Make every write so far durable. Concurrent callers share one fsync
+    /// (group commit, `cache/group_commit.rs`): a caller queued behind a
+    /// flush in progress is covered by the next one, which starts after its
+    /// writes.
     ///
     /// A blocking `flush` on Tokio's blocking pool, not sled's `flush_async`:
     /// sled 0.34 runs `flush_async` on its own small I/O thread pool, the one
@@ -308,9 +317,15 @@ impl SledCache {
     /// `concurrent_flushes_all_complete` hangs with `flush_async`).
     pub async fn flush(&self) -> Result<(), CacheError> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| CacheError(format!("flush task: {e}")))??;
+        let flushed = self
+            .commits
+            .flush(
+                move || db.flush().map(drop).map_err(CacheError::from),
+                |e| CacheError(format!("flush task: {e}")),
+            )
+            .await?;
+        metrics::counter!("edge_session_cache_flushes_total", "shared" => if flushed { "no" } else { "yes" })
+            .increment(1);
         Ok(())
     }
 
