@@ -48,6 +48,31 @@ pub struct BenchArgs {
     /// in front of the ceiling, and the login action; needs edge).
     #[arg(long, value_delimiter = ',', default_value = "edge,hello,redis,login")]
     pub(crate) only: Vec<String>,
+    /// Measure a running deployment instead of starting anything: the base
+    /// URL of one node (`http://host:port`). Its sessions are created
+    /// through `/v1` with `--api-key`.
+    #[arg(long, requires = "api_key")]
+    pub(crate) target: Option<String>,
+    /// A `/v1` API key of the `--target` node.
+    #[arg(long)]
+    pub(crate) api_key: Option<String>,
+    /// Sessions created on the target for the hot reads.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) sessions: usize,
+    /// Share of reads (0-1) of sessions the target has not cached (the
+    /// DynamoDB path): created through `--create-via`, another node on the
+    /// same table, each read once.
+    #[arg(long, default_value_t = 0.0, requires = "create_via")]
+    pub(crate) miss_ratio: f64,
+    /// Another node on the target's table, where the sessions for misses
+    /// are created.
+    #[arg(long)]
+    pub(crate) create_via: Option<String>,
+    /// Also measure in an open loop at this many requests per second (on
+    /// as many connections as the largest `--concurrency`), latency from
+    /// each request's scheduled start.
+    #[arg(long)]
+    pub(crate) rate: Option<f64>,
     /// Directory for whoami.csv, login.csv and whoami-latency.svg (created).
     #[arg(long, default_value = "docs/perf")]
     pub(crate) out: PathBuf,

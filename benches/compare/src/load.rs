@@ -239,6 +239,7 @@ pub async fn drive<O: Op>(ops: Vec<O>, warmup: Duration, measure: Duration) -> S
                         break;
                     }
                     let ok = matches!(op.once().await, Ok(true));
+                    PROGRESS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if t0 >= recording {
                         if ok {
                             let ns = t0.elapsed().as_nanos() as u64;
@@ -309,3 +310,68 @@ where
     total.elapsed = started.elapsed();
     total
 }
+
+/// Run `ops` in an open loop: operation `i` is scheduled at `start + i /
+/// rate`, whichever connection is free takes the next one, and its latency
+/// counts from the schedule, not from when it was sent (so a stall of the
+/// target shows as the latency every request scheduled meanwhile would have
+/// seen: no coordinated omission, as in wrk2). Scheduled operations still
+/// waiting `GRACE` after the window are counted as errors.
+pub async fn drive_open<O: Op>(
+    ops: Vec<O>,
+    rate: f64,
+    warmup: Duration,
+    measure: Duration,
+) -> Sample {
+    const GRACE: Duration = Duration::from_secs(5);
+    let start = Instant::now();
+    let recording = start + warmup;
+    let end = recording + measure;
+    let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let tasks: Vec<_> = ops
+        .into_iter()
+        .map(|mut op| {
+            let next = Arc::clone(&next);
+            tokio::spawn(async move {
+                let mut sample = Sample::empty();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let scheduled = start + interval.mul_f64(i as f64);
+                    if scheduled >= end {
+                        break;
+                    }
+                    if Instant::now() > end + GRACE {
+                        sample.errors += u64::from(scheduled >= recording);
+                        continue;
+                    }
+                    tokio::time::sleep_until(scheduled.into()).await;
+                    let ok = matches!(op.once().await, Ok(true));
+                    PROGRESS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if scheduled >= recording {
+                        if ok {
+                            let ns = scheduled.elapsed().as_nanos() as u64;
+                            sample.hist.saturating_record(ns.max(1));
+                        } else {
+                            sample.errors += 1;
+                        }
+                    }
+                }
+                sample
+            })
+        })
+        .collect();
+    let mut total = Sample::empty();
+    for task in tasks {
+        match task.await {
+            Ok(sample) => total.merge(&sample),
+            Err(_) => total.errors += 1,
+        }
+    }
+    total.elapsed = measure;
+    total
+}
+
+/// Operations completed by [`drive`] and [`drive_open`] since the process
+/// started: what the progress line counts.
+pub static PROGRESS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -16,6 +16,8 @@
 //!   (the HTTP ceiling) and actix-session 0.11 over Redis.
 //! - [`login`]: `regenerate` beside the raw `TransactWriteItems` it wraps.
 //! - [`report`]: tables, CSV, the SVG latency plot, the targets.
+//! - [`target`]: `--target URL --api-key K`, a running deployment measured
+//!   through its `/v1` API (closed and open loop), nothing started.
 //!
 //! Every scenario runs once per round, the targets in a rotated order, so
 //! each round holds all of them side by side; throughput ratios are the
@@ -36,6 +38,7 @@ mod process;
 mod report;
 mod results;
 mod start;
+mod target;
 
 use std::process::ExitCode;
 
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.mode {
         Some(Mode::ServeHello { workers }) => peers::serve_hello(workers),
+        None if cli.args.target.is_some() => target::run(cli.args),
         None => compare::run(cli.args),
     };
     match result {

@@ -453,3 +453,74 @@ fn gateway_targets(args: &BenchArgs, whoami: &[Measured]) {
         }
     }
 }
+
+/// Target mode's results: a table with p50/p90/p99/p99.9/max, and
+/// `target.csv`, `target.json`, `target-latency.svg` under `args.out`.
+pub fn write_target(args: &BenchArgs, url: &str, rows: &[Measured]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let quantiles = [0.5, 0.9, 0.99, 0.999, 1.0];
+    println!();
+    println!("## {url}, {}, {}", today(), machine());
+    println!();
+    println!("| scenario | c | ops/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | errors |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut csv = String::from(
+        "scenario,concurrency,ops_per_sec,p50_us,p90_us,p99_us,p999_us,max_us,errors\n",
+    );
+    let mut json = Vec::new();
+    for r in rows {
+        let s = &r.sample;
+        let q: Vec<f64> = quantiles.iter().map(|q| s.micros(*q)).collect();
+        println!(
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
+            r.target,
+            r.concurrency,
+            s.rate(),
+            us(q[0]),
+            us(q[1]),
+            us(q[2]),
+            us(q[3]),
+            us(q[4]),
+            s.errors
+        );
+        let _ = writeln!(
+            csv,
+            "{},{},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{}",
+            r.target,
+            r.concurrency,
+            s.rate(),
+            q[0],
+            q[1],
+            q[2],
+            q[3],
+            q[4],
+            s.errors
+        );
+        json.push(serde_json::json!({
+            "scenario": r.target, "concurrency": r.concurrency, "ops_per_sec": s.rate(),
+            "p50_us": q[0], "p90_us": q[1], "p99_us": q[2], "p999_us": q[3], "max_us": q[4],
+            "errors": s.errors, "round_rates": r.round_rates,
+        }));
+    }
+    let doc = serde_json::json!({ "target": url, "date": today(), "machine": machine(), "results": json });
+    let (csv_path, json_path, svg) = (
+        args.out.join("target.csv"),
+        args.out.join("target.json"),
+        args.out.join("target-latency.svg"),
+    );
+    std::fs::write(&csv_path, csv)?;
+    std::fs::write(&json_path, serde_json::to_string_pretty(&doc)?)?;
+    plot(
+        &svg,
+        &format!("{url}: latency by percentile ({})", today()),
+        rows,
+    )?;
+    println!(
+        "\nwrote {}, {} and {}",
+        csv_path.display(),
+        json_path.display(),
+        svg.display()
+    );
+    Ok(())
+}
