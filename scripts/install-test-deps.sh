@@ -5,9 +5,11 @@
 # - Debian packages: chromium and chromium-driver (the browser tests),
 #   nodejs and npm, python3 and its venv (schemathesis), nginx and caddy
 #   (the gateway tests run them as unprivileged children with their own
-#   config files). `apt-get update` only when something is missing.
-# - npm packages, from the lockfiles: e2e/ and examples/express-gateway/,
-#   `npm ci` only when node_modules does not hold what the lockfile pins.
+#   config files), redis-server (the benchmark's Redis-backed peers).
+#   `apt-get update` only when something is missing.
+# - npm packages, from the lockfiles: e2e/, examples/express-gateway/ and
+#   benches/peers/express-session/, `npm ci` only when node_modules does not
+#   hold what the lockfile pins.
 #
 # Called by scripts/test and scripts/e2e.sh; safe to run by hand.
 set -euo pipefail
@@ -29,17 +31,18 @@ fi
 # sbin is not on every user's PATH.
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+=(nginx)
 command -v caddy >/dev/null || missing+=(caddy)
+command -v redis-server >/dev/null || missing+=(redis-server)
 
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # The packages' postinst starts nginx (and, under systemd, caddy) as
-    # system services on port 80. The tests run their own instances; a
-    # system one would only hold the port and outlive the run. Only a
-    # service installed just now is stopped: one that was there before is
-    # somebody's.
-    for service in nginx caddy; do
+    # system services on port 80, and redis-server on 6379. The tests and
+    # the benchmark run their own instances; a system one would only hold
+    # the port and outlive the run. Only a service installed just now is
+    # stopped: one that was there before is somebody's.
+    for service in nginx caddy redis-server; do
         case " ${missing[*]} " in *" $service "*) ;; *) continue ;; esac
         if [ -d /run/systemd/system ]; then
             $sudo systemctl disable --now "$service" >/dev/null 2>&1 || true
@@ -76,3 +79,4 @@ npm_ci() {
 }
 npm_ci e2e
 npm_ci examples/express-gateway
+npm_ci benches/peers/express-session
