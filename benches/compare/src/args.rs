@@ -45,8 +45,13 @@ pub struct BenchArgs {
     /// What to run (comma-separated): edge, hello, redis, login; also
     /// hello-inprocess (the ceiling served inside the harness process) and
     /// gateway (`/auth/check`, the built-in proxy and nginx + auth_request
-    /// in front of the ceiling, and the login action; needs edge).
-    #[arg(long, value_delimiter = ',', default_value = "edge,hello,redis,login")]
+    /// in front of the ceiling, and the login action; needs edge); express
+    /// is Express + express-session over connect-redis and connect-dynamodb.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "edge,hello,redis,express,login"
+    )]
     pub(crate) only: Vec<String>,
     /// Measure a running deployment instead of starting anything: the base
     /// URL of one node (`http://host:port`). Its sessions are created

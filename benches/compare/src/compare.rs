@@ -81,6 +81,7 @@ async fn compare(args: BenchArgs, load: tokio::runtime::Handle) -> anyhow::Resul
     ]
     .into_iter()
     .flatten()
+    .chain(started.express.iter().flat_map(|e| e.notes.clone()))
     .collect();
     report::write(&args, workers, &whoami, &logins, &notes)?;
     report::targets(&args, &whoami, &logins.rows);

@@ -28,6 +28,7 @@
 
 mod args;
 mod compare;
+mod express;
 mod gateway;
 mod load;
 mod login;

@@ -23,3 +23,7 @@ pub const PROXY: &str = "edge-session proxy";
 pub const NGINX: &str = "nginx + auth_request";
 /// A login carried out by the proxy on the app's signed action.
 pub const ACTION_LOGIN: &str = "login action (proxy)";
+/// Express + express-session + connect-redis.
+pub const EXPRESS_REDIS: &str = "express-session+connect-redis";
+/// Express + express-session + connect-dynamodb (embedded DynamoDB server).
+pub const EXPRESS_DYNAMODB: &str = "express-session+connect-dynamodb";

@@ -30,6 +30,10 @@ use anyhow::Context as _;
 /// follows it.
 pub const LISTENING: &str = "edge-session listening on ";
 
+/// The same line, as the other servers the harness starts print it (the
+/// Express peers).
+pub const OTHER_LISTENING: &str = "listening on ";
+
 /// Lines of output printed when a dropped node shows its output.
 const TAIL_LINES: usize = 4000;
 
@@ -96,7 +100,11 @@ impl Node {
         let keep = options.keep_output;
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix(LISTENING) {
+                // A node's line, or the plain one other servers print.
+                let url = line
+                    .strip_prefix(LISTENING)
+                    .or_else(|| line.strip_prefix(OTHER_LISTENING));
+                if let Some(url) = url {
                     let _ = tx.send(url.to_owned());
                 }
                 append(&sink, &format!("{line}\n"), keep);

@@ -16,6 +16,7 @@ use edge_session_bench::node::Node;
 use hyper::{Method, StatusCode};
 
 use crate::args::BenchArgs;
+use crate::express::{self, Express};
 use crate::gateway::{self, Gateway};
 use crate::load::{Connection, RequestTemplate, Response};
 use crate::names::{CANDIDATE, EDGE, HELLO, HELLO_IN_PROCESS, REDIS};
@@ -46,6 +47,8 @@ pub struct Started {
     pub redis_note: Option<String>,
     /// The gateway targets' servers (`gateway`).
     pub gateway: Option<Gateway>,
+    /// The Express peers and their stores (`express`).
+    pub express: Option<Express>,
     candidate: Option<Node>,
     hello: Option<Node>,
     hello_in_process: Option<InProcess>,
@@ -58,6 +61,9 @@ impl Started {
     pub async fn shutdown(self) {
         if let Some(gateway) = self.gateway {
             gateway.stop();
+        }
+        if let Some(express) = self.express {
+            express.stop();
         }
         drop(self.hello);
         if let Some(server) = self.hello_in_process {
@@ -99,6 +105,7 @@ pub async fn start(
         form: form.clone(),
         redis_note: None,
         gateway: None,
+        express: None,
         candidate: None,
         hello: None,
         hello_in_process: None,
@@ -168,6 +175,15 @@ pub async fn start(
     }
     if wants("redis") {
         start_redis(args, load, workers, &mut started).await?;
+    }
+    if wants("express") {
+        let mut targets = Vec::new();
+        let express = express::start(load, dir, workers, &args.redis_server, &mut targets).await?;
+        for note in &express.notes {
+            println!("{note}");
+        }
+        started.targets.extend(targets);
+        started.express = Some(express);
     }
     if wants("gateway") {
         start_gateway(args, load, dir, &password, &mut started).await?;
