@@ -491,6 +491,32 @@ pub async fn outbox_pending(node: impl HttpNode) -> Option<f64> {
     metric(node, "edge_session_outbox_pending").await
 }
 
+/// How many items the node's table holds (sessions and users' epochs).
+pub async fn table_items(node: &TestNode) -> usize {
+    let dynamo = node.store.dynamo();
+    let out = dynamo
+        .client()
+        .scan()
+        .table_name(dynamo.table())
+        .send()
+        .await
+        .expect("scan");
+    out.items().len()
+}
+
+/// Entries in the node's sled trees that a request could write (sessions,
+/// tombstones, outbox), by tree.
+pub fn sled_entries(node: &TestNode) -> Vec<(String, usize)> {
+    let dump = node.store.cache().dump().expect("sled dump");
+    ["sessions", "tombstones", "outbox"]
+        .into_iter()
+        .map(|tree| {
+            let n = dump.iter().filter(|(t, _, _)| t == tree).count();
+            (tree.to_owned(), n)
+        })
+        .collect()
+}
+
 /// Bound on every [`eventually`].
 pub const PATIENCE: Duration = Duration::from_secs(45);
 

@@ -21,7 +21,7 @@ use reqwest::header::{HeaderValue, CONTENT_TYPE, COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::{browser_login, whoami, TestNode, ALICE_PASSWORD};
+use crate::harness::{browser_login, sled_entries, table_items, whoami, TestNode, ALICE_PASSWORD};
 
 /// Cases per test unless `PROPTEST_CASES` says otherwise.
 const CASES: u32 = 96;
@@ -449,32 +449,6 @@ fn hostile_json_bodies_get_documented_statuses() {
         panic!("{err}");
     }
     target.finish();
-}
-
-/// How many items the node's table holds (sessions and users' epochs).
-async fn table_items(node: &TestNode) -> usize {
-    let dynamo = node.store.dynamo();
-    let out = dynamo
-        .client()
-        .scan()
-        .table_name(dynamo.table())
-        .send()
-        .await
-        .expect("scan");
-    out.items().len()
-}
-
-/// Entries in the node's sled trees that a request could write (sessions,
-/// tombstones, outbox), by tree.
-fn sled_entries(node: &TestNode) -> Vec<(String, usize)> {
-    let dump = node.store.cache().dump().expect("sled dump");
-    ["sessions", "tombstones", "outbox"]
-        .into_iter()
-        .map(|tree| {
-            let n = dump.iter().filter(|(t, _, _)| t == tree).count();
-            (tree.to_owned(), n)
-        })
-        .collect()
 }
 
 /// Tier rule 8: a visitor without a session, or with a token the node never

@@ -9,6 +9,7 @@ mod crash;
 mod embedded;
 mod faultproxy;
 mod faults;
+mod forward_auth;
 mod hardening;
 mod harness;
 mod hostile;

@@ -3,7 +3,8 @@
 //! The router is built from `edge_session::route_table()`; these tests
 //! hold that table and the spec to each other, check that the running router
 //! serves exactly the table (every listed method answers, every other method
-//! on those paths is 405), and that no route is registered outside the table.
+//! on those paths is 405, except on a path whose operation the spec marks
+//! `x-edge-any-method`), and that no route is registered outside the table.
 //! The error codes the spec documents are the server's
 //! (`edge_session::ErrorCode::ALL`).
 
@@ -181,9 +182,15 @@ fn routes_are_registered_only_from_the_route_tables() {
     }
     assert_eq!(
         counts,
-        [1, 1],
-        "one `web::resource(` (the table builder) and one `web::scope(` (/v1)"
+        [2, 1],
+        "two `web::resource(` (the table builder, and the alias of `/auth/check` \
+         below) and one `web::scope(` (/v1)"
     );
+    // Envoy's ext_authz asks `/auth/check<original path>`: one resource
+    // outside the table, for a path no OpenAPI template can spell, served by
+    // the `/auth/check` handler (tests/integration/forward_auth.rs).
+    let router = std::fs::read_to_string(format!("{dir}/mod.rs")).unwrap();
+    assert!(router.contains("/auth/check/{{tail:.*}}"));
 }
 
 /// Codes the server can answer with that the spec leaves out: the
@@ -275,14 +282,33 @@ async fn router_refusal(res: reqwest::Response) -> Option<(StatusCode, String)> 
     }
 }
 
+/// Paths whose operation the spec marks `x-edge-any-method`: the handler
+/// answers every method the same way (forward auth).
+fn any_method_paths(spec: &Value) -> BTreeSet<String> {
+    let paths = spec["paths"].as_object().expect("`paths` is an object");
+    paths
+        .iter()
+        .filter(|(_, item)| {
+            item.as_object()
+                .unwrap()
+                .values()
+                .any(|op| op["x-edge-any-method"] == true)
+        })
+        .map(|(path, _)| path.clone())
+        .collect()
+}
+
 #[tokio::test]
 async fn the_running_router_serves_exactly_the_route_table() {
     let node = TestNode::spawn().await;
     let table = router_operations();
+    let any_method = any_method_paths(&spec());
+    assert!(any_method.contains("/auth/check"), "{any_method:?}");
     let paths: BTreeSet<&String> = table.iter().map(|(_, p)| p).collect();
     for path in paths {
         for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
-            let listed = table.contains(&(method.to_owned(), path.clone()));
+            let listed =
+                any_method.contains(path) || table.contains(&(method.to_owned(), path.clone()));
             let res = node
                 .client
                 .request(
