@@ -162,51 +162,19 @@ async fn check_nginx(
     Ok(())
 }
 
-/// The chain a user builds without the built-in proxy: `proxy_pass` to the
-/// app, `auth_request` to the node's `/auth/check`, the identity copied
-/// into the proxied request; keep-alive to both (nginx's tuned setup).
+/// The chain a user builds without the built-in proxy: the repository's
+/// nginx example (`examples/forward-auth/nginx.conf`, the one its tests
+/// run), `proxy_pass` to the app with `auth_request` to the node's
+/// `/auth/check`, tuned as one would for a benchmark: a worker per core and
+/// more kept-alive connections to both.
 fn nginx_conf(port: u16, dir: &Path, app: SocketAddr, node: SocketAddr) -> String {
-    let dir = dir.display();
-    format!(
-        r#"worker_processes auto;
-error_log {dir}/logs/error.log warn;
-pid {dir}/nginx.pid;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    upstream app {{ server {app}; keepalive 128; }}
-    upstream edge {{ server {node}; keepalive 128; }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            auth_request /.edge-auth;
-            auth_request_set $edge_user $upstream_http_x_edge_user;
-            auth_request_set $edge_role $upstream_http_x_edge_role;
-            auth_request_set $edge_session $upstream_http_x_edge_session;
-            auth_request_set $edge_assertion $upstream_http_x_edge_assertion;
-            proxy_set_header X-Edge-User $edge_user;
-            proxy_set_header X-Edge-Role $edge_role;
-            proxy_set_header X-Edge-Session $edge_session;
-            proxy_set_header X-Edge-Assertion $edge_assertion;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_pass http://app;
-        }}
-        location = /.edge-auth {{
-            internal;
-            proxy_pass http://edge/auth/check;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-}}
-"#
-    )
+    const EXAMPLE: &str = include_str!("../../../examples/forward-auth/nginx.conf");
+    EXAMPLE
+        .replace("{{LISTEN}}", &format!("127.0.0.1:{port}"))
+        .replace("{{NODE}}", &node.to_string())
+        .replace("{{UPSTREAM}}", &app.to_string())
+        .replace("{{DIR}}", &dir.display().to_string())
+        .replace("worker_processes 1;", "worker_processes auto;")
+        .replace("worker_connections 512;", "worker_connections 4096;")
+        .replace("keepalive 16;", "keepalive 128;")
 }

@@ -214,7 +214,11 @@ impl Nginx {
             .arg(dir)
             .arg("-c")
             .arg(&path)
-            .args(["-g", "daemon off;"])
+            .arg("-g")
+            .arg(format!(
+                "daemon off; pid {}/nginx.pid; error_log stderr warn;",
+                dir.display()
+            ))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
