@@ -202,8 +202,10 @@ impl TieredStore {
 
     /// As [`write_revocation`](Self::write_revocation), but provisional: the
     /// caller (a regenerate) may lift it. `None` when the key already
-    /// carries a final or unverified tombstone: nothing is written.
-    pub(super) async fn write_provisional_revocation(
+    /// carries a final or unverified tombstone: nothing is written. NOT
+    /// flushed: the caller flushes while its transaction is in flight and
+    /// issues nothing before both are done (`rotate.rs`).
+    pub(super) fn write_provisional_revocation(
         &self,
         key: &StorageKey,
         keep_until: UnixMillis,
@@ -216,7 +218,6 @@ impl TieredStore {
         if !self.inner.cache.revoke_provisionally(key, tomb, now)? {
             return Ok(None);
         }
-        self.inner.cache.flush().await?;
         Ok(Some(tomb))
     }
 

@@ -77,7 +77,19 @@ impl TieredStore {
     }
 
     /// One attempt of [`regenerate`](Self::regenerate) under `epoch`:
-    /// revoke the old key here (flushed), then the one DynamoDB transaction.
+    /// revoke the old key here, then the one DynamoDB transaction, the
+    /// revocation's flush running while the transaction is in flight.
+    ///
+    /// Why the flush may overlap the transaction (docs/design.md, tier rule
+    /// 2): the provisional tombstone is in sled before the transaction is
+    /// sent, so while this process lives the old token is refused here from
+    /// that instant; and nothing is issued (no new token, no answer) until
+    /// the flush AND the transaction are done, so a login that is answered
+    /// is durable. A crash between the transaction's commit and the flush
+    /// loses only an unanswered login's local tombstone: the old item is
+    /// gone from DynamoDB, the restarted node learns that from its stream
+    /// (it resumes from its durable checkpoint) or its lease, as every other
+    /// node does, and the new token was never issued.
     async fn rotate_once(
         &self,
         old: &Session,
@@ -89,9 +101,8 @@ impl TieredStore {
     ) -> Result<Result<(SessionToken, Session), RotateConflict>, Error> {
         let cache = &self.inner.cache;
         let _revoking = self.inner.revoking.mark(old.key);
-        let Some(tomb) = self
-            .write_provisional_revocation(&old.key, old.record.absolute_expiry.max(now), now)
-            .await?
+        let Some(tomb) =
+            self.write_provisional_revocation(&old.key, old.record.absolute_expiry.max(now), now)?
         else {
             // Revoked for good meanwhile (a logout): nothing to rotate.
             return Ok(Err(RotateConflict::OldChanged));
@@ -99,45 +110,50 @@ impl TieredStore {
         if HOLDS_ARMED.load(Ordering::Relaxed) {
             pause_if_held(&old.key).await;
         }
-
-        let token = SessionToken::generate();
-        let key = token.storage_key();
-        let mut record = SessionRecord::new(&self.inner.settings.policy, now);
-        record.user_id = user.map(str::to_owned);
-        record.role = role.map(str::to_owned);
-        if keep_data {
-            record.data.clone_from(&old.record.data);
-        }
-        record.user_epoch = epoch.unwrap_or(0);
+        let (token, key, record) = new_record(
+            old,
+            user,
+            role,
+            epoch,
+            keep_data,
+            &self.inner.settings.policy,
+            now,
+        );
         let guard = user.map(|uid| EpochGuard {
             sid: StorageKey::user_epoch(uid).0,
             epoch: record.user_epoch,
         });
         let body = codec::encode(&record);
-        match self
-            .inner
-            .dynamo
-            .rotate(
-                old.key.as_bytes(),
-                old.record.version,
-                &item_of(&key, &record, body.clone()),
-                guard,
-            )
-            .await
-        {
-            Ok(Ok(())) => {
+        let item = item_of(&key, &record, body.clone());
+        let (flushed, rotated) = tokio::join!(
+            cache.flush(),
+            self.inner
+                .dynamo
+                .rotate(old.key.as_bytes(), old.record.version, &item, guard)
+        );
+        match (rotated, flushed) {
+            (Ok(Ok(())), Ok(())) => {
                 cache.ack(&old.key, tomb.nonce)?;
                 self.inner.unknown.forget(&key);
                 cache.fill(&key, now, record.version, &body)?;
                 Ok(Ok((token, Session { key, record })))
             }
-            Ok(Err(conflict)) => {
+            (Ok(Ok(())), Err(flush)) => {
+                // Written in DynamoDB, but the old key's revocation is not
+                // durable here: issue nothing (fail closed) and queue the
+                // unissued session's delete.
+                tracing::warn!(err = %flush, "regenerate: the revocation could not be flushed; no token issued");
+                self.queue_unissued(key, &record, now).await;
+                Err(flush.into())
+            }
+            (Ok(Err(conflict)), flushed) => {
                 // Nothing was written in DynamoDB: undo this call's provisional
                 // revocation (unless a destroy replaced it with its own).
                 cache.lift(&old.key, tomb.nonce)?;
+                flushed?;
                 Ok(Err(conflict))
             }
-            Err(err) => {
+            (Err(err), _) => {
                 // The provisional tombstone stays (fail closed); the outbox's
                 // ack makes it final once DynamoDB confirms the delete.
                 tracing::warn!(%err, "regenerate failed; the old session stays revoked and its delete is queued");
@@ -220,4 +236,26 @@ impl TieredStore {
         HOLDS_ARMED.store(true, Ordering::Relaxed);
         RegenerateHold { reached, release }
     }
+}
+
+/// The session replacing `old`: a new token, its key, its record.
+fn new_record(
+    old: &Session,
+    user: Option<&str>,
+    role: Option<&str>,
+    epoch: Option<u64>,
+    keep_data: bool,
+    policy: &crate::record::Policy,
+    now: UnixMillis,
+) -> (SessionToken, StorageKey, SessionRecord) {
+    let token = SessionToken::generate();
+    let key = token.storage_key();
+    let mut record = SessionRecord::new(policy, now);
+    record.user_id = user.map(str::to_owned);
+    record.role = role.map(str::to_owned);
+    if keep_data {
+        record.data.clone_from(&old.record.data);
+    }
+    record.user_epoch = epoch.unwrap_or(0);
+    (token, key, record)
 }
