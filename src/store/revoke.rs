@@ -286,6 +286,8 @@ impl TieredStore {
     /// written back coarsely (the touch interval) by whichever node served;
     /// and a stolen session its thief keeps busy cannot make itself the
     /// newest and outlive its owner's later logins.
+    ///
+    /// A login does not wait for it ([`evict_after_login`](Self::evict_after_login)).
     pub(super) async fn evict_past_limit(&self, kept: &Session, now: UnixMillis) {
         let Some(user) = kept.record.user_id.as_deref() else {
             return;
@@ -294,6 +296,19 @@ impl TieredStore {
             tracing::warn!(%err, "could not evict a user's oldest sessions");
             metrics::counter!("edge_session_evictions_total", "result" => "failed").increment(1);
         }
+    }
+
+    /// Run [`evict_past_limit`](Self::evict_past_limit) for a login that
+    /// just succeeded, without holding up its answer: the listing is a GSI
+    /// query (milliseconds on DynamoDB), and its outcome never changes the
+    /// login's. Until it is done the user may hold one session over the
+    /// limit, as while a racing login's is.
+    pub(super) fn evict_after_login(&self, kept: &Session, now: UnixMillis) {
+        if kept.record.user_id.is_none() {
+            return;
+        }
+        let (store, kept) = (self.clone(), kept.clone());
+        tokio::spawn(async move { store.evict_past_limit(&kept, now).await });
     }
 
     /// [`evict_past_limit`](Self::evict_past_limit): one listing of the

@@ -68,7 +68,7 @@ impl TieredStore {
                 }
                 outcome => {
                     if let (true, Ok((_, session))) = (signs_in, &outcome) {
-                        self.evict_past_limit(session, now).await;
+                        self.evict_after_login(session, now);
                     }
                     return Ok(outcome);
                 }

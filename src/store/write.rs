@@ -87,9 +87,7 @@ impl TieredStore {
                 self.inner.unknown.forget(&key);
                 self.inner.cache.fill(&key, now, record.version, &body)?;
                 let session = Session { key, record };
-                if session.record.user_id.is_some() {
-                    self.evict_past_limit(&session, now).await;
-                }
+                self.evict_after_login(&session, now);
                 return Ok((token, session));
             }
         }

@@ -9,8 +9,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::harness::{
-    browser_login, cookie, metric, service_login, table_name, whoami, TestNode, ALICE_PASSWORD,
-    BOB_PASSWORD,
+    browser_login, cookie, eventually, metric, service_login, table_name, whoami, TestNode,
+    ALICE_PASSWORD, BOB_PASSWORD,
 };
 
 /// `GET /v1/session` with `token`: its status.
@@ -66,6 +66,14 @@ async fn sessions_past_max_per_user_evict_the_oldest() {
     }
     let bob = browser_login(&node, "bob", BOB_PASSWORD).await;
 
+    // Each login's eviction runs after its answer: wait for the last.
+    for (i, oldest) in browser[..2].iter().enumerate() {
+        eventually(
+            &format!("login {i}, among the two oldest, signed out"),
+            || async { whoami(&node, oldest).await.unwrap() == StatusCode::UNAUTHORIZED },
+        )
+        .await;
+    }
     let fresh = TestNode::spawn_on(&table, extra).await;
     for n in [&node, &fresh] {
         for (i, oldest) in browser[..2].iter().enumerate() {
