@@ -7,35 +7,19 @@
 //   CHROMIUM=...                   browser (default /usr/bin/chromium)
 //   E2E_SCREENSHOT_DIR=...         where the screenshots go (default ../docs/screenshots)
 //
-// Chromium gets exactly the flags this machine needs (no internet: without
-// them it floods refused connections) and a fresh profile; Playwright's own
-// defaults are off, so the only flag added is its control pipe.
+// Chromium's flags and the node's start are in lib.mjs, shared with the
+// gateway tests.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import * as lib from './lib.mjs';
+import { COOKIE } from './lib.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const BIN = process.env.EDGE_SESSION_BIN ?? resolve(here, '../target/debug/edge-session');
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const SHOTS = resolve(process.env.E2E_SCREENSHOT_DIR ?? join(here, '../docs/screenshots'));
-const CHROMIUM_FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-const COOKIE = '__Host-sid';
+const SHOTS = resolve(process.env.E2E_SCREENSHOT_DIR ?? join(lib.here, '../docs/screenshots'));
 const USER = 'alice';
 const PASSWORD = `e2e-${randomBytes(12).toString('hex')}`;
 const API_KEY = `e2e-${randomBytes(16).toString('hex')}`;
@@ -45,62 +29,21 @@ let node;
 let base;
 let browser;
 
-/** Start the node; resolves with its base URL once it prints the listening line. */
-function startNode(config) {
-  return new Promise((resolveUrl, reject) => {
-    const child = spawn(BIN, ['serve', '--config', config], {
-      env: { ...process.env, EDGE_SESSION__SERVER__LISTEN: '127.0.0.1:0', RUST_LOG: 'warn' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => reject(new Error(`no listening line in 60 s:\n${out}${err}`)), 60_000);
-    child.stderr.on('data', (d) => { err += d; });
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = out.match(/^edge-session listening on (http:\/\/\S+)$/m);
-      if (m) {
-        clearTimeout(timer);
-        resolveUrl({ child, url: m[1], stderr: () => err });
-      }
-    });
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`node exited (${code}) before listening:\n${err}`));
-    });
-  });
-}
-
 before(async () => {
   work = mkdtempSync(join(tmpdir(), 'edge-session-e2e-'));
-  const hashed = spawnSync(BIN, ['hash-password'], { input: `${PASSWORD}\n`, encoding: 'utf8' });
-  assert.equal(hashed.status, 0, `hash-password failed: ${hashed.stderr}`);
-  const config = join(work, 'config.toml');
-  writeFileSync(config, [
-    `data_dir = "${join(work, 'data')}"`,
-    '[server]', 'workers = 2', 'shutdown_timeout_secs = 5',
+  const config = lib.writeConfig(work, [
     '[api]', `keys = ["${API_KEY}"]`,
-    '[[auth.users]]', `user_id = "${USER}"`, `password_hash = "${hashed.stdout.trim()}"`, 'role = "admin"',
-    '',
-  ].join('\n'));
-  node = await startNode(config);
+    '[[auth.users]]', `user_id = "${USER}"`, `password_hash = "${lib.hashPassword(PASSWORD)}"`, 'role = "admin"',
+  ]);
+  node = await lib.startNode(config);
   base = node.url;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    ignoreDefaultArgs: true,
-    args: [...CHROMIUM_FLAGS, `--user-data-dir=${join(work, 'chromium-profile')}`, '--remote-debugging-pipe'],
-  });
+  browser = await lib.launchBrowser(work);
   mkdirSync(SHOTS, { recursive: true });
 });
 
 after(async () => {
   await browser?.close();
-  if (node) {
-    const exited = new Promise((r) => node.child.on('exit', (code, signal) => r({ code, signal })));
-    node.child.kill('SIGTERM');
-    const { code } = await exited;
-    assert.equal(code, 0, `node exit status after SIGTERM:\n${node.stderr()}`);
-  }
+  await lib.stopNode(node);
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
@@ -109,13 +52,8 @@ async function newPage() {
   return { context, page: await context.newPage() };
 }
 
-/** The session cookie in the context's cookie store. (All cookies, filtered
- * here: some Playwright versions leave Secure cookies out of
- * `cookies(url)` for an http://127.0.0.1 URL, though Chromium sends them.) */
-async function sessionCookie(context) {
-  const host = new URL(base).hostname;
-  const cookies = await context.cookies();
-  return cookies.find((c) => c.name === COOKIE && c.domain === host);
+function sessionCookie(context) {
+  return lib.sessionCookie(context, base);
 }
 
 async function heading(page) {

@@ -2,10 +2,10 @@
 # The tests that run the node the way people use it: the login flow in a real
 # headless Chromium (e2e/), and Schemathesis fuzzing the HTTP API from
 # docs/openapi.json (scripts/schemathesis.sh). Installs what a fresh Debian
-# machine lacks (chromium, chromium-driver, node/npm, python venv; the npm
-# and PyPI packages are pinned) and builds the debug binary if needed (not
-# when EDGE_SESSION_BIN names one); with everything in place it installs
-# nothing. Exits non-zero if either fails.
+# machine lacks (scripts/install-test-deps.sh; the npm and PyPI packages are
+# pinned) and builds the debug binary if needed (not when EDGE_SESSION_BIN
+# names one); with everything in place it installs nothing. Exits non-zero
+# if either fails.
 #
 #   E2E_SKIP_BROWSER=1       skip the browser test
 #   E2E_SKIP_SCHEMATHESIS=1  skip the fuzzing run
@@ -15,31 +15,8 @@ root=$PWD
 
 say() { printf 'e2e.sh: %s\n' "$*" >&2; }
 
-# Debian packages, only those missing. `apt-get update` only when something is.
-missing=()
-[ -x /usr/bin/chromium ] || missing+=(chromium)
-[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
-command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
-command -v python3 >/dev/null || missing+=(python3)
-if command -v python3 >/dev/null && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-    missing+=(python3-venv)
-fi
-if [ ${#missing[@]} -gt 0 ]; then
-    say "installing ${missing[*]}"
-    sudo=
-    [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-
-# playwright-core from e2e/package-lock.json (no browser download: the test
-# drives Debian's chromium).
-want=$(node -p "require('./e2e/package-lock.json').packages['node_modules/playwright-core'].version")
-have=$(node -p "require('./e2e/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
-if [ "$want" != "$have" ]; then
-    say "npm ci in e2e/"
-    (cd e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
-fi
+# Chromium, node, playwright-core, python's venv, ...: only what is missing.
+scripts/install-test-deps.sh
 
 # The debug binary (cargo does nothing when it is up to date), unless given
 # (scripts/test passes the one its test build made).
