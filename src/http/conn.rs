@@ -24,10 +24,14 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::body::MessageBody;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{Extensions, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::rt::net::TcpStream;
+use actix_web::web::Bytes;
 
 type TlsStream = actix_tls::accept::rustls_0_23::TlsStream<TcpStream>;
 
@@ -111,7 +115,9 @@ pub fn on_connect(allowed: Duration) -> impl Fn(&dyn Any, &mut Extensions) + Sen
     }
 }
 
-/// Middleware: tell the connection's watchdog a request is in flight.
+/// Middleware: tell the connection's watchdog a request is in flight, until
+/// its response body has been sent (a streamed body, a download or a
+/// WebSocket, may outlast the handler by far).
 pub async fn track(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -120,7 +126,30 @@ pub async fn track(
         w.activity.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(w.activity.clone())
     });
-    let res = next.call(req).await;
-    drop(in_flight);
-    res
+    let res = next.call(req).await?;
+    Ok(res.map_body(|_, body| Tracked {
+        body: BoxBody::new(body),
+        _in_flight: in_flight,
+    }))
+}
+
+/// A response body that keeps its request in flight until it is dropped.
+struct Tracked {
+    body: BoxBody,
+    _in_flight: Option<InFlight>,
+}
+
+impl MessageBody for Tracked {
+    type Error = <BoxBody as MessageBody>::Error;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_next(cx)
+    }
 }

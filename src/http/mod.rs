@@ -263,6 +263,8 @@ pub fn app(
 > {
     let limit = state.max_body_bytes;
     let proxy = state.gateway.upstream.is_some();
+    // The App factory runs once per worker: each gets its own client.
+    let upstream = gateway::proxy::Upstream::new(&state.gateway, state.trusted_proxies.clone());
     actix_web::App::new()
         .app_data(web::Data::new(state))
         .app_data(web::PayloadConfig::new(limit))
@@ -273,6 +275,9 @@ pub fn app(
         .wrap(from_fn(observe::observe))
         .wrap(from_fn(|req, next| no_store::no_store(req, next, caching)))
         .wrap(from_fn(framing::deny_framing))
+        .wrap(from_fn(move |req, next| {
+            gateway::proxy::dispatch(req, next, upstream.clone())
+        }))
         .wrap(from_fn(conn::track))
         .configure(move |cfg| routes(cfg, proxy))
 }

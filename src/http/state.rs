@@ -14,7 +14,7 @@ use super::auth;
 use super::error::ApiError;
 use super::request;
 use crate::assertion::Assertions;
-use crate::config::{Config, GatewayConfig};
+use crate::config::{Config, GatewayConfig, IpNet};
 use crate::record::now;
 use crate::store::{Session, TieredStore};
 use crate::token::{SessionToken, StorageKey};
@@ -44,6 +44,8 @@ pub struct AppState {
     pub assertions: Arc<Assertions>,
     /// `[gateway]`: forward auth and the reverse proxy.
     pub gateway: Arc<GatewayConfig>,
+    /// `server.trusted_proxies`: peers whose forwarding headers are believed.
+    pub trusted_proxies: Arc<[IpNet]>,
 }
 
 impl AppState {
@@ -66,6 +68,7 @@ impl AppState {
             ops_addr: OpsAddr::default(),
             assertions: Arc::new(Assertions::from_config(config)?),
             gateway: Arc::new(config.gateway.clone()),
+            trusted_proxies: config.server.trusted_proxies.as_slice().into(),
         })
     }
 

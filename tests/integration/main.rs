@@ -9,6 +9,7 @@ mod crash;
 mod embedded;
 mod faultproxy;
 mod faults;
+mod gateway;
 mod hardening;
 mod harness;
 mod hostile;

@@ -5,6 +5,10 @@
 //!   Caddy `forward_auth`, Traefik ForwardAuth and Envoy ext_authz, and the
 //!   JWK Set that verifies its assertions.
 //! - [`identity`]: the `X-Edge-*` identity headers of a session.
+//! - [`proxy`]: the reverse proxy in front of `gateway.upstream`, with the
+//!   header rules of [`headers`].
 
 pub mod check;
+pub mod headers;
 pub mod identity;
+pub mod proxy;
