@@ -25,8 +25,8 @@ use super::paging::{self, PageQuery};
 use super::request::{self, check_same_origin, wants_json, within_id_limit};
 use super::state::AppState;
 use crate::record::{now, secs};
-use crate::store::{NewSession, Session, UserBinding};
-use crate::token::{SessionToken, StorageKey};
+use crate::store::{Session, UserBinding};
+use crate::token::StorageKey;
 
 /// The longest password accepted, in characters.
 const MAX_PASSWORD_CHARS: usize = 1024;
@@ -123,7 +123,7 @@ pub async fn login(
         user_id: user_id.clone(),
         role: Some(role),
     };
-    let token = sign_in(&state, &req, binding).await?;
+    let token = state.sign_in(&req, binding).await?;
     let mut res = if json {
         HttpResponse::Ok().json(serde_json::json!({ "user_id": user_id }))
     } else {
@@ -139,45 +139,6 @@ fn see_home() -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/"))
         .finish()
-}
-
-/// Bind `binding` to a NEW session: regenerate the browser's current one (its
-/// token dies in both tiers), or, if it has none (no cookie, or an unknown
-/// one), create the bound session in one write.
-async fn sign_in(
-    state: &AppState,
-    req: &HttpRequest,
-    binding: UserBinding,
-) -> Result<SessionToken, ApiError> {
-    for _ in 0..3 {
-        let t = now();
-        let Some((_, current)) = state.cookie_session(req).await? else {
-            let (token, _) = state
-                .store
-                .create(
-                    NewSession {
-                        binding: Some(binding),
-                        ..NewSession::default()
-                    },
-                    t,
-                )
-                .await?;
-            return Ok(token);
-        };
-        // Keep the data only when the same user signs in again: an anonymous
-        // session's data may have been planted along with its cookie.
-        let keep = current.record.user_id.as_deref() == Some(binding.user_id.as_str());
-        match state
-            .store
-            .regenerate(&current, Some(binding.clone()), keep, t)
-            .await?
-        {
-            Ok((token, _)) => return Ok(token),
-            // Changed meanwhile (a touch, another tab): reload and retry.
-            Err(_) => continue,
-        }
-    }
-    Err(ApiError::conflict())
 }
 
 /// `POST /logout`: destroy in both tiers, expire the cookie.

@@ -5,9 +5,11 @@
 //!   Caddy `forward_auth`, Traefik ForwardAuth and Envoy ext_authz, and the
 //!   JWK Set that verifies its assertions.
 //! - [`identity`]: the `X-Edge-*` identity headers of a session.
+//! - [`actions`]: the upstream's signed sign-in and sign-out answers.
 //! - [`proxy`]: the reverse proxy in front of `gateway.upstream`, with the
 //!   header rules of [`headers`].
 
+pub mod actions;
 pub mod check;
 pub mod headers;
 pub mod identity;

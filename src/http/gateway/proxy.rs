@@ -23,7 +23,8 @@
 //!    `gateway.upstream_timeout_ms` after the request body ended is 504
 //!    `upstream_timeout`;
 //! 5. the response's action, if validly signed, is carried out before
-//!    anything is sent ([`super::actions`]);
+//!    anything is sent ([`super::actions`]): a failure is answered instead
+//!    of the upstream's response;
 //! 6. the response body streams back as the client reads it.
 //!
 //! Bodies are never buffered: a proxied body is not limited by
@@ -53,7 +54,7 @@ use awc::error::SendRequestError;
 use futures_core::Stream;
 use tokio::sync::oneshot;
 
-use super::{headers, identity};
+use super::{actions, headers, identity};
 use crate::assertion::Identity;
 use crate::config::{GatewayConfig, IpNet};
 use crate::http::error::{ApiError, ErrorCode};
@@ -245,7 +246,10 @@ async fn serve(
         .request(req.method().clone(), upstream.url(req, "http")?);
     *outbound.headers_mut() = upstream.request_headers(req, state, &caller, nonce.clone())?;
     let res = send(upstream, outbound, req.headers(), payload).await?;
-    Ok(response(res, req.method(), &state.cookie_name))
+    let outcome = actions::carry_out(state, req, &caller, &nonce, res.headers()).await?;
+    let mut out = response(res, req.method(), &state.cookie_name);
+    actions::finish(state, outcome, &mut out)?;
+    Ok(out)
 }
 
 /// Send `outbound` with the request body `payload`: the response head, or
