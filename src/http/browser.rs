@@ -22,7 +22,7 @@ use super::auth::SignedIn;
 use super::error::{ApiError, ErrorCode};
 use super::page::{self, SessionRow};
 use super::paging::{self, PageQuery};
-use super::request::{self, check_same_origin, wants_json, within_id_limit};
+use super::request::{self, check_same_origin, same_origin_path, wants_json, within_id_limit};
 use super::state::AppState;
 use crate::record::{now, secs};
 use crate::store::{Session, UserBinding};
@@ -37,6 +37,16 @@ const MAX_PASSWORD_CHARS: usize = 1024;
 pub struct LoginForm {
     username: String,
     password: String,
+    /// Where a form login goes next: followed only if it is a path on this
+    /// origin ([`same_origin_path`]), else `/`.
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// `?next=` of the login page.
+#[derive(Debug, Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
 }
 
 fn html(status: StatusCode, body: String) -> HttpResponse {
@@ -58,15 +68,30 @@ pub async fn index(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
             };
             let (mut rows, next) = list_rows(&state, &user, &session, &first).await?;
             rows.sort_by_key(|r| r.created_at);
-            let more = next.map(|n| paging::next_href(MY_SESSIONS, first.limit, &n));
+            let base = state.browser_base();
+            let mine = format!("{base}{MY_SESSIONS}");
+            let more = next.map(|n| paging::next_href(&mine, first.limit, &n));
             let role = session.record.role.as_deref().unwrap_or("");
             Ok(html(
                 StatusCode::OK,
-                page::signed_in(&user, role, &rows, more.as_deref()),
+                page::signed_in(&user, role, &rows, more.as_deref(), base),
             ))
         }
-        Some(_) | None => Ok(html(StatusCode::OK, page::login(None))),
+        Some(_) | None => Ok(html(
+            StatusCode::OK,
+            page::login(None, state.browser_base(), None),
+        )),
     }
+}
+
+/// `GET /login?next=`: the login page, carrying `next` if it is a path on
+/// this origin (where a protected path sends a browser). Writes nothing.
+pub async fn login_page(query: web::Query<NextQuery>, state: web::Data<AppState>) -> HttpResponse {
+    let next = query.next.as_deref().and_then(same_origin_path);
+    html(
+        StatusCode::OK,
+        page::login(None, state.browser_base(), next),
+    )
 }
 
 /// Parse a login body: form or JSON, by content type.
@@ -115,7 +140,11 @@ pub async fn login(
         } else {
             html(
                 StatusCode::UNAUTHORIZED,
-                page::login(Some("Wrong username or password.")),
+                page::login(
+                    Some("Wrong username or password."),
+                    state.browser_base(),
+                    form.next.as_deref().and_then(same_origin_path),
+                ),
             )
         });
     };
@@ -127,17 +156,22 @@ pub async fn login(
     let mut res = if json {
         HttpResponse::Ok().json(serde_json::json!({ "user_id": user_id }))
     } else {
-        see_home()
+        see_other(
+            form.next
+                .as_deref()
+                .and_then(same_origin_path)
+                .unwrap_or("/"),
+        )
     };
     res.add_cookie(&state.session_cookie(&token))
         .map_err(|_| ApiError::internal())?;
     Ok(res)
 }
 
-/// 303 to `/`: where every form post lands.
-fn see_home() -> HttpResponse {
+/// 303 to `location` (a checked path).
+fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, "/"))
+        .insert_header((header::LOCATION, location))
         .finish()
 }
 
@@ -153,7 +187,7 @@ pub async fn logout(
     let mut res = if wants_json(&req) {
         HttpResponse::NoContent().finish()
     } else {
-        see_home()
+        see_other("/")
     };
     res.add_cookie(&state.removal_cookie())
         .map_err(|_| ApiError::internal())?;
@@ -269,5 +303,5 @@ pub async fn revoke_mine_form(
     check_same_origin(&req)?;
     let (user, _) = signed_in_session(&state, &req).await?;
     state.revoke_handle(&user, &handle).await?;
-    Ok(see_home())
+    Ok(see_other(&format!("{}/", state.browser_base())))
 }

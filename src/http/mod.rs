@@ -127,6 +127,7 @@ const ROOT_ROUTES: &[Endpoint] = &[
         r.to(gateway::check::jwks)
     }),
     Endpoint::no_store("GET", "/", |r| r.to(browser::index)).browser(),
+    Endpoint::no_store("GET", "/login", |r| r.to(browser::login_page)).browser(),
     Endpoint::no_store("POST", "/login", |r| r.to(browser::login)).browser(),
     Endpoint::no_store("POST", "/logout", |r| r.to(browser::logout)).browser(),
     Endpoint::no_store("GET", "/whoami", |r| r.to(browser::whoami)).browser(),

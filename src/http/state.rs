@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use super::auth;
 use super::error::ApiError;
 use super::request;
+use super::EDGE_PREFIX;
 use crate::assertion::Assertions;
 use crate::config::{Config, GatewayConfig, IpNet};
 use crate::record::now;
@@ -70,6 +71,16 @@ impl AppState {
             gateway: Arc::new(config.gateway.clone()),
             trusted_proxies: config.server.trusted_proxies.as_slice().into(),
         })
+    }
+
+    /// Where the node's browser routes are: under [`EDGE_PREFIX`] when the
+    /// node is a reverse proxy, else at the root (`""`).
+    pub fn browser_base(&self) -> &'static str {
+        if self.gateway.upstream.is_some() {
+            EDGE_PREFIX
+        } else {
+            ""
+        }
     }
 
     /// The session token from the cookie, if it parses. Malformed values are

@@ -54,6 +54,7 @@ use awc::error::SendRequestError;
 use futures_core::Stream;
 use tokio::sync::oneshot;
 
+use super::protect::{self, Protected};
 use super::{actions, headers, identity};
 use crate::assertion::Identity;
 use crate::config::{GatewayConfig, IpNet};
@@ -73,6 +74,7 @@ pub struct Upstream {
     base: String,
     pub(super) response_timeout: Duration,
     trusted_proxies: Arc<[IpNet]>,
+    protected: Protected,
 }
 
 /// The live session a request carries, and its identity if bound.
@@ -104,6 +106,7 @@ impl Upstream {
             base: format!("http://{authority}"),
             response_timeout: Duration::from_millis(config.upstream_timeout_ms),
             trusted_proxies,
+            protected: Protected::new(&config.protect),
         }))
     }
 
@@ -237,6 +240,9 @@ async fn serve(
         .app_data::<web::Data<AppState>>()
         .expect("app() registers the state");
     let caller = caller(state, req).await?;
+    if let Some(refusal) = protect::refusal(&upstream.protected, req, caller.identity.is_some()) {
+        return Ok(refusal);
+    }
     let nonce = headers::nonce().map_err(|e| {
         tracing::error!(error = %e, "the OS random source failed");
         ApiError::internal()
