@@ -8,7 +8,7 @@
 //! - [`actions`]: the upstream's signed sign-in and sign-out answers.
 //! - [`protect`]: `gateway.protect`, paths that need a signed-in user.
 //! - [`proxy`]: the reverse proxy in front of `gateway.upstream`, with the
-//!   header rules of [`headers`].
+//!   header rules of [`headers`], and [`websocket`] pass-through.
 
 pub mod actions;
 pub mod check;
@@ -16,3 +16,4 @@ pub mod headers;
 pub mod identity;
 pub mod protect;
 pub mod proxy;
+pub mod websocket;

@@ -55,7 +55,7 @@ use futures_core::Stream;
 use tokio::sync::oneshot;
 
 use super::protect::{self, Protected};
-use super::{actions, headers, identity};
+use super::{actions, headers, identity, websocket};
 use crate::assertion::Identity;
 use crate::config::{GatewayConfig, IpNet};
 use crate::http::error::{ApiError, ErrorCode};
@@ -70,6 +70,8 @@ pub const UPSTREAM_IDLE: Duration = Duration::from_secs(4);
 /// settings.
 pub struct Upstream {
     pub(super) client: awc::Client,
+    /// WebSockets' own pool: each holds its connection for its whole life.
+    pub(super) ws_client: awc::Client,
     /// `http://host:port`, no trailing slash.
     base: String,
     pub(super) response_timeout: Duration,
@@ -88,21 +90,24 @@ impl Upstream {
     /// per worker (the client is the worker's own).
     pub fn new(config: &GatewayConfig, trusted_proxies: Arc<[IpNet]>) -> Option<Rc<Self>> {
         let uri = config.upstream_uri()?;
-        let connector = awc::Connector::new()
-            .timeout(Duration::from_millis(config.upstream_connect_timeout_ms))
-            .limit(config.upstream_max_connections)
-            .conn_keep_alive(UPSTREAM_IDLE);
-        let client = awc::Client::builder()
-            .connector(connector)
-            .disable_redirects()
-            .disable_timeout()
-            .no_default_headers()
-            .finish();
+        let client = || {
+            let connector = awc::Connector::new()
+                .timeout(Duration::from_millis(config.upstream_connect_timeout_ms))
+                .limit(config.upstream_max_connections)
+                .conn_keep_alive(UPSTREAM_IDLE);
+            awc::Client::builder()
+                .connector(connector)
+                .disable_redirects()
+                .disable_timeout()
+                .no_default_headers()
+                .finish()
+        };
         let authority = uri
             .authority()
             .expect("validated: the upstream has an authority");
         Some(Rc::new(Upstream {
-            client,
+            client: client(),
+            ws_client: client(),
             base: format!("http://{authority}"),
             response_timeout: Duration::from_millis(config.upstream_timeout_ms),
             trusted_proxies,
@@ -242,6 +247,9 @@ async fn serve(
     let caller = caller(state, req).await?;
     if let Some(refusal) = protect::refusal(&upstream.protected, req, caller.identity.is_some()) {
         return Ok(refusal);
+    }
+    if websocket::is_upgrade(req) {
+        return websocket::relay(upstream, state, req, payload, caller).await;
     }
     let nonce = headers::nonce().map_err(|e| {
         tracing::error!(error = %e, "the OS random source failed");
