@@ -8,10 +8,12 @@
 //! trickles a later head one byte at a time holds the connection forever.
 //!
 //! So each connection gets a watchdog task. It knows, from [`track`] (a
-//! middleware), whether a request is being handled and when the last one
-//! ended. A connection with no request in flight that is still open
-//! `keep_alive + client_request_timeout` after its last request ended (or
-//! after it was opened) is either idle past keep-alive or receiving a head
+//! middleware), whether a request is being handled (until its response
+//! body has been sent: a download or a proxied WebSocket may outlast its
+//! handler by far) and when the last one ended. A connection with no
+//! request in flight that is still open `keep_alive +
+//! client_request_timeout` after its last request ended (or after it was
+//! opened) is either idle past keep-alive or receiving a head
 //! that took longer than the request timeout: the watchdog shuts the
 //! socket down. The task ends with its connection.
 //!

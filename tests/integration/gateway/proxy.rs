@@ -10,8 +10,9 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::upstreams;
-use super::{gateway_node, raw_request, upstream_saw, Express};
-use crate::harness::{cookie, metric, service_login};
+use super::{gateway_node, raw_request, upstream_saw, Express, SECRET};
+use crate::faultproxy::{Fault, FaultProxy};
+use crate::harness::{cookie, metric, proxied_node_toml, service_login, Cluster, TestNode};
 
 /// Every header the upstream received whose name, read with `_` as `-`,
 /// starts with `x-edge-`, as `(name, value)`.
@@ -330,4 +331,41 @@ async fn unreachable_upstream_is_502_and_a_silent_one_504() {
     );
     let errors = metric(&node, "edge_session_gateway_upstream_errors_total").await;
     assert!(errors.is_some_and(|n| n >= 1.0), "{errors:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_whose_session_cannot_be_read_is_refused_not_sent_anonymously() {
+    let Some(proxy) = FaultProxy::to_harness().await else {
+        eprintln!("skipped: the harness endpoint is not plain http");
+        return;
+    };
+    let express = Express::start();
+    let cluster = Cluster::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = format!(
+        "[gateway]\nupstream = \"{}\"\naction_secret = \"{SECRET}\"\n",
+        express.url
+    );
+    let toml = proxied_node_toml(dir.path(), cluster.tier.table(), &proxy.url(), "", &gateway);
+    let node = TestNode::spawn_toml(dir, &toml).await;
+
+    proxy.set(Fault::Refuse);
+    // A cookie this node has not cached: only DynamoDB could say whose it is.
+    let unknown = "A".repeat(43);
+    let res = node
+        .client
+        .get(node.at("/headers"))
+        .header(COOKIE, cookie(&unknown))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "store_unavailable"
+    );
+    // Without a cookie there is nothing to read: the app answers.
+    let saw = upstream_saw(&node, None, &[]).await;
+    assert!(saw.get("x-edge-user").is_none());
+    proxy.set(Fault::Pass);
 }
