@@ -22,11 +22,11 @@ use super::auth::SignedIn;
 use super::error::{ApiError, ErrorCode};
 use super::page::{self, SessionRow};
 use super::paging::{self, PageQuery};
-use super::request::{self, check_same_origin, wants_json, within_id_limit};
+use super::request::{self, check_same_origin, same_origin_path, wants_json, within_id_limit};
 use super::state::AppState;
 use crate::record::{now, secs};
-use crate::store::{NewSession, Session, UserBinding};
-use crate::token::{SessionToken, StorageKey};
+use crate::store::{Session, UserBinding};
+use crate::token::StorageKey;
 
 /// The longest password accepted, in characters.
 const MAX_PASSWORD_CHARS: usize = 1024;
@@ -37,6 +37,16 @@ const MAX_PASSWORD_CHARS: usize = 1024;
 pub struct LoginForm {
     username: String,
     password: String,
+    /// Where a form login goes next: followed only if it is a path on this
+    /// origin ([`same_origin_path`]), else `/`.
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// `?next=` of the login page.
+#[derive(Debug, Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
 }
 
 fn html(status: StatusCode, body: String) -> HttpResponse {
@@ -58,15 +68,30 @@ pub async fn index(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
             };
             let (mut rows, next) = list_rows(&state, &user, &session, &first).await?;
             rows.sort_by_key(|r| r.created_at);
-            let more = next.map(|n| paging::next_href(MY_SESSIONS, first.limit, &n));
+            let base = state.browser_base();
+            let mine = format!("{base}{MY_SESSIONS}");
+            let more = next.map(|n| paging::next_href(&mine, first.limit, &n));
             let role = session.record.role.as_deref().unwrap_or("");
             Ok(html(
                 StatusCode::OK,
-                page::signed_in(&user, role, &rows, more.as_deref()),
+                page::signed_in(&user, role, &rows, more.as_deref(), base),
             ))
         }
-        Some(_) | None => Ok(html(StatusCode::OK, page::login(None))),
+        Some(_) | None => Ok(html(
+            StatusCode::OK,
+            page::login(None, state.browser_base(), None),
+        )),
     }
+}
+
+/// `GET /login?next=`: the login page, carrying `next` if it is a path on
+/// this origin (where a protected path sends a browser). Writes nothing.
+pub async fn login_page(query: web::Query<NextQuery>, state: web::Data<AppState>) -> HttpResponse {
+    let next = query.next.as_deref().and_then(same_origin_path);
+    html(
+        StatusCode::OK,
+        page::login(None, state.browser_base(), next),
+    )
 }
 
 /// Parse a login body: form or JSON, by content type.
@@ -115,7 +140,11 @@ pub async fn login(
         } else {
             html(
                 StatusCode::UNAUTHORIZED,
-                page::login(Some("Wrong username or password.")),
+                page::login(
+                    Some("Wrong username or password."),
+                    state.browser_base(),
+                    form.next.as_deref().and_then(same_origin_path),
+                ),
             )
         });
     };
@@ -123,61 +152,27 @@ pub async fn login(
         user_id: user_id.clone(),
         role: Some(role),
     };
-    let token = sign_in(&state, &req, binding).await?;
+    let token = state.sign_in(&req, binding).await?;
     let mut res = if json {
         HttpResponse::Ok().json(serde_json::json!({ "user_id": user_id }))
     } else {
-        see_home()
+        see_other(
+            form.next
+                .as_deref()
+                .and_then(same_origin_path)
+                .unwrap_or("/"),
+        )
     };
     res.add_cookie(&state.session_cookie(&token))
         .map_err(|_| ApiError::internal())?;
     Ok(res)
 }
 
-/// 303 to `/`: where every form post lands.
-fn see_home() -> HttpResponse {
+/// 303 to `location` (a checked path).
+fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, "/"))
+        .insert_header((header::LOCATION, location))
         .finish()
-}
-
-/// Bind `binding` to a NEW session: regenerate the browser's current one (its
-/// token dies in both tiers), or, if it has none (no cookie, or an unknown
-/// one), create the bound session in one write.
-async fn sign_in(
-    state: &AppState,
-    req: &HttpRequest,
-    binding: UserBinding,
-) -> Result<SessionToken, ApiError> {
-    for _ in 0..3 {
-        let t = now();
-        let Some((_, current)) = state.cookie_session(req).await? else {
-            let (token, _) = state
-                .store
-                .create(
-                    NewSession {
-                        binding: Some(binding),
-                        ..NewSession::default()
-                    },
-                    t,
-                )
-                .await?;
-            return Ok(token);
-        };
-        // Keep the data only when the same user signs in again: an anonymous
-        // session's data may have been planted along with its cookie.
-        let keep = current.record.user_id.as_deref() == Some(binding.user_id.as_str());
-        match state
-            .store
-            .regenerate(&current, Some(binding.clone()), keep, t)
-            .await?
-        {
-            Ok((token, _)) => return Ok(token),
-            // Changed meanwhile (a touch, another tab): reload and retry.
-            Err(_) => continue,
-        }
-    }
-    Err(ApiError::conflict())
 }
 
 /// `POST /logout`: destroy in both tiers, expire the cookie.
@@ -192,7 +187,7 @@ pub async fn logout(
     let mut res = if wants_json(&req) {
         HttpResponse::NoContent().finish()
     } else {
-        see_home()
+        see_other("/")
     };
     res.add_cookie(&state.removal_cookie())
         .map_err(|_| ApiError::internal())?;
@@ -308,5 +303,5 @@ pub async fn revoke_mine_form(
     check_same_origin(&req)?;
     let (user, _) = signed_in_session(&state, &req).await?;
     state.revoke_handle(&user, &handle).await?;
-    Ok(see_home())
+    Ok(see_other(&format!("{}/", state.browser_base())))
 }

@@ -8,10 +8,12 @@
 //! trickles a later head one byte at a time holds the connection forever.
 //!
 //! So each connection gets a watchdog task. It knows, from [`track`] (a
-//! middleware), whether a request is being handled and when the last one
-//! ended. A connection with no request in flight that is still open
-//! `keep_alive + client_request_timeout` after its last request ended (or
-//! after it was opened) is either idle past keep-alive or receiving a head
+//! middleware), whether a request is being handled (until its response
+//! body has been sent: a download or a proxied WebSocket may outlast its
+//! handler by far) and when the last one ended. A connection with no
+//! request in flight that is still open `keep_alive +
+//! client_request_timeout` after its last request ended (or after it was
+//! opened) is either idle past keep-alive or receiving a head
 //! that took longer than the request timeout: the watchdog shuts the
 //! socket down. The task ends with its connection.
 //!
@@ -24,10 +26,14 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::body::MessageBody;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{Extensions, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::rt::net::TcpStream;
+use actix_web::web::Bytes;
 
 type TlsStream = actix_tls::accept::rustls_0_23::TlsStream<TcpStream>;
 
@@ -111,7 +117,9 @@ pub fn on_connect(allowed: Duration) -> impl Fn(&dyn Any, &mut Extensions) + Sen
     }
 }
 
-/// Middleware: tell the connection's watchdog a request is in flight.
+/// Middleware: tell the connection's watchdog a request is in flight, until
+/// its response body has been sent (a streamed body, a download or a
+/// WebSocket, may outlast the handler by far).
 pub async fn track(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -120,7 +128,30 @@ pub async fn track(
         w.activity.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(w.activity.clone())
     });
-    let res = next.call(req).await;
-    drop(in_flight);
-    res
+    let res = next.call(req).await?;
+    Ok(res.map_body(|_, body| Tracked {
+        body: BoxBody::new(body),
+        _in_flight: in_flight,
+    }))
+}
+
+/// A response body that keeps its request in flight until it is dropped.
+struct Tracked {
+    body: BoxBody,
+    _in_flight: Option<InFlight>,
+}
+
+impl MessageBody for Tracked {
+    type Error = <BoxBody as MessageBody>::Error;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_next(cx)
+    }
 }

@@ -85,6 +85,10 @@ error_codes! {
     /// 503: DynamoDB throttled the call (capacity, not an outage); with
     /// `Retry-After`.
     StoreThrottled = "store_throttled",
+    /// 502: the gateway's upstream cannot be reached.
+    UpstreamUnavailable = "upstream_unavailable",
+    /// 504: the gateway's upstream sent no response head in time.
+    UpstreamTimeout = "upstream_timeout",
     /// 5xx: an internal failure (details only in the log).
     Internal = "internal",
     /// Any other status the framework answers with.

@@ -127,6 +127,7 @@ const ROOT_ROUTES: &[Endpoint] = &[
         r.to(gateway::check::jwks)
     }),
     Endpoint::no_store("GET", "/", |r| r.to(browser::index)).browser(),
+    Endpoint::no_store("GET", "/login", |r| r.to(browser::login_page)).browser(),
     Endpoint::no_store("POST", "/login", |r| r.to(browser::login)).browser(),
     Endpoint::no_store("POST", "/logout", |r| r.to(browser::logout)).browser(),
     Endpoint::no_store("GET", "/whoami", |r| r.to(browser::whoami)).browser(),
@@ -263,6 +264,8 @@ pub fn app(
 > {
     let limit = state.max_body_bytes;
     let proxy = state.gateway.upstream.is_some();
+    // The App factory runs once per worker: each gets its own client.
+    let upstream = gateway::proxy::Upstream::new(&state.gateway, state.trusted_proxies.clone());
     actix_web::App::new()
         .app_data(web::Data::new(state))
         .app_data(web::PayloadConfig::new(limit))
@@ -273,6 +276,9 @@ pub fn app(
         .wrap(from_fn(observe::observe))
         .wrap(from_fn(|req, next| no_store::no_store(req, next, caching)))
         .wrap(from_fn(framing::deny_framing))
+        .wrap(from_fn(move |req, next| {
+            gateway::proxy::dispatch(req, next, upstream.clone())
+        }))
         .wrap(from_fn(conn::track))
         .configure(move |cfg| routes(cfg, proxy))
 }

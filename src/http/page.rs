@@ -82,8 +82,10 @@ fn layout(title: &str, main_class: &str, body: &str, footer: &str) -> String {
     )
 }
 
-/// The login form, with an optional error line.
-pub fn login(error: Option<&str>) -> String {
+/// The login form, with an optional error line; it posts to `base/login`
+/// (`base`: where the node's browser routes are, `""` or `/.edge`) and
+/// carries `next`, where to go after signing in.
+pub fn login(error: Option<&str>, base: &str, next: Option<&str>) -> String {
     let error = error
         .map(|e| {
             format!(
@@ -97,12 +99,20 @@ pub fn login(error: Option<&str>) -> String {
     } else {
         " aria-describedby=\"login-error\""
     };
+    let next = next
+        .map(|n| {
+            format!(
+                "<input type=\"hidden\" name=\"next\" value=\"{}\">",
+                escape(n)
+            )
+        })
+        .unwrap_or_default();
     layout(
         "Sign in",
         "",
         &format!(
             "<h1>Sign in</h1><p class=\"lead\">Enter your username and password.</p>{error}\
-             <form method=\"post\" action=\"/login\"{described}>\
+             <form method=\"post\" action=\"{base}/login\"{described}>{next}\
              <label for=\"username\">Username</label>\
              <input type=\"text\" id=\"username\" name=\"username\" autocomplete=\"username\" \
              autocapitalize=\"none\" spellcheck=\"false\" required autofocus>\
@@ -154,15 +164,21 @@ fn time(epoch_secs: u64) -> String {
 }
 
 /// The signed-in view: who, my sessions (one page of them: `more` links to
-/// the rest), sign out.
-pub fn signed_in(user_id: &str, role: &str, sessions: &[SessionRow], more: Option<&str>) -> String {
+/// the rest), sign out; its forms post under `base` (as [`login`]).
+pub fn signed_in(
+    user_id: &str,
+    role: &str,
+    sessions: &[SessionRow],
+    more: Option<&str>,
+    base: &str,
+) -> String {
     let mut rows = String::new();
     for s in sessions {
         let action = if s.current {
             "<span class=\"tag here\">This browser</span>".to_owned()
         } else {
             format!(
-                "<form class=\"inline\" method=\"post\" action=\"/me/sessions/{h}/revoke\">\
+                "<form class=\"inline\" method=\"post\" action=\"{base}/me/sessions/{h}/revoke\">\
                  <button class=\"quiet\" type=\"submit\" aria-label=\"Sign out the session started {c}\">Sign out</button></form>",
                 h = escape(&s.handle),
                 c = utc(s.created_at)
@@ -197,7 +213,7 @@ pub fn signed_in(user_id: &str, role: &str, sessions: &[SessionRow], more: Optio
              <table aria-labelledby=\"sessions\"><caption>{count}. Sign out any you do not recognise.</caption>\
              <thead><tr><th scope=\"col\">Started</th><th scope=\"col\">Last active</th>\
              <th scope=\"col\"><span class=\"visually-hidden\">Action</span></th></tr></thead><tbody>{rows}</tbody></table>\
-             <form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form>",
+             <form method=\"post\" action=\"{base}/logout\"><button type=\"submit\">Sign out</button></form>",
             u = escape(user_id),
         ),
         "Times are in UTC.",
@@ -232,9 +248,25 @@ mod tests {
 
     #[test]
     fn login_page_has_labelled_fields() {
-        let page = login(Some("<bad>"));
+        let page = login(Some("<bad>"), "", None);
         assert!(page.contains("<label for=\"username\">") && page.contains("id=\"username\""));
         assert!(page.contains("<label for=\"password\">") && page.contains("type=\"password\""));
         assert!(page.contains("&lt;bad&gt;") && !page.contains("<bad>"));
+    }
+
+    #[test]
+    fn pages_link_under_the_base_and_carry_next() {
+        let page = login(None, "/.edge", Some("/admin?a=1&b=\"x"));
+        assert!(page.contains("action=\"/.edge/login\""));
+        assert!(page.contains("name=\"next\" value=\"/admin?a=1&amp;b=&quot;x\""));
+        let row = SessionRow {
+            handle: "h".into(),
+            created_at: 0,
+            last_seen_at: 0,
+            current: false,
+        };
+        let page = signed_in("u", "", &[row], None, "/.edge");
+        assert!(page.contains("action=\"/.edge/me/sessions/h/revoke\""));
+        assert!(page.contains("action=\"/.edge/logout\""));
     }
 }

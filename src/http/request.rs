@@ -131,6 +131,62 @@ pub fn check_same_origin(req: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
+/// `text` percent-decoded until nothing changes (at most four rounds, so
+/// `%2561` is `a` too); malformed escapes stay as they are, bytes that are
+/// not UTF-8 become U+FFFD.
+pub fn percent_decoded(text: &str) -> String {
+    let mut text = text.to_owned();
+    for _ in 0..4 {
+        let next = percent_decode_once(&text);
+        if next == text {
+            break;
+        }
+        text = next;
+    }
+    text
+}
+
+fn percent_decode_once(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The longest `next` a login follows.
+const MAX_NEXT_CHARS: usize = 2048;
+
+/// `next` if it is a path on this origin to send a browser to after login:
+/// it starts with one `/` (not `//` or `/\`, which browsers read as
+/// another host), holds no control character (browsers drop tabs and line
+/// breaks, which would join `/` and `/`), and is still such a path once
+/// percent-decoded (`/%2F%2Fevil.example`); as sent, it is printable ASCII
+/// (it becomes a `Location` header). `None` otherwise.
+pub fn same_origin_path(next: &str) -> Option<&str> {
+    let safe = |text: &str| {
+        text.starts_with('/')
+            && !text.starts_with("//")
+            && !text.starts_with("/\\")
+            && !text.chars().any(char::is_control)
+    };
+    let printable = next.bytes().all(|b| (0x20..0x7f).contains(&b));
+    (next.len() <= MAX_NEXT_CHARS && printable && safe(next) && safe(&percent_decoded(next)))
+        .then_some(next)
+}
+
 /// A JSON request body. Bodies are read as an object first: serde's derived
 /// `Deserialize` would also take a struct from an array of its fields in
 /// order (`[{"k":"v"}, 3]`), which the API does not accept.
@@ -207,6 +263,51 @@ mod tests {
         assert_eq!(key("Bearer"), None);
         assert_eq!(key("Bearer "), None);
         assert_eq!(key("Bearerk"), None);
+    }
+
+    #[test]
+    fn only_same_origin_paths_are_followed_after_login() {
+        for good in [
+            "/",
+            "/admin",
+            "/admin?tab=1&x=%20",
+            "/a//b",
+            "/a/%2F/b",
+            "/%C3%A9",
+        ] {
+            assert_eq!(same_origin_path(good), Some(good), "{good}");
+        }
+        for bad in [
+            "",
+            "admin",
+            "//evil.example",
+            "///evil.example",
+            "/\\evil.example",
+            "/%2Fevil.example",
+            "/%2F%2Fevil.example",
+            "%2F%2Fevil.example",
+            "/%5Cevil.example",
+            "/%255Cevil.example",
+            "/%252F%252Fevil.example",
+            "https://evil.example",
+            "javascript:alert(1)",
+            " //evil.example",
+            "/\t/evil.example",
+            "/%09/evil.example",
+            "/x\r\nSet-Cookie: a=b",
+            "/%0d%0aSet-Cookie:%20a=b",
+            "/é",
+        ] {
+            assert_eq!(same_origin_path(bad), None, "{bad:?}");
+        }
+        assert_eq!(same_origin_path(&format!("/{}", "a".repeat(2048))), None);
+    }
+
+    #[test]
+    fn percent_decoding_repeats_and_keeps_malformed_escapes() {
+        assert_eq!(percent_decoded("/%61dmin"), "/admin");
+        assert_eq!(percent_decoded("/%2561dmin"), "/admin");
+        assert_eq!(percent_decoded("/%zz%4"), "/%zz%4");
     }
 
     #[test]

@@ -13,10 +13,11 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use super::auth;
 use super::error::ApiError;
 use super::request;
+use super::EDGE_PREFIX;
 use crate::assertion::Assertions;
-use crate::config::{Config, GatewayConfig};
+use crate::config::{Config, GatewayConfig, IpNet};
 use crate::record::now;
-use crate::store::{Session, TieredStore};
+use crate::store::{NewSession, Session, TieredStore, UserBinding};
 use crate::token::{SessionToken, StorageKey};
 
 /// Everything a handler needs. Shared by all workers.
@@ -44,6 +45,8 @@ pub struct AppState {
     pub assertions: Arc<Assertions>,
     /// `[gateway]`: forward auth and the reverse proxy.
     pub gateway: Arc<GatewayConfig>,
+    /// `server.trusted_proxies`: peers whose forwarding headers are believed.
+    pub trusted_proxies: Arc<[IpNet]>,
 }
 
 impl AppState {
@@ -66,7 +69,18 @@ impl AppState {
             ops_addr: OpsAddr::default(),
             assertions: Arc::new(Assertions::from_config(config)?),
             gateway: Arc::new(config.gateway.clone()),
+            trusted_proxies: config.server.trusted_proxies.as_slice().into(),
         })
+    }
+
+    /// Where the node's browser routes are: under [`EDGE_PREFIX`] when the
+    /// node is a reverse proxy, else at the root (`""`).
+    pub fn browser_base(&self) -> &'static str {
+        if self.gateway.upstream.is_some() {
+            EDGE_PREFIX
+        } else {
+            ""
+        }
     }
 
     /// The session token from the cookie, if it parses. Malformed values are
@@ -108,6 +122,44 @@ impl AppState {
             .finish();
         cookie.make_removal();
         cookie
+    }
+
+    /// Bind `binding` to a NEW session: regenerate the request's current one
+    /// (its token dies in both tiers, in one DynamoDB transaction), or, if
+    /// it has none (no cookie, or an unknown one), create the bound session
+    /// in one write. The same sign-in for the login page and the gateway's
+    /// upstream `login` action; `session.max_per_user` eviction comes with
+    /// it. The caller sets the returned token's cookie.
+    pub async fn sign_in(
+        &self,
+        req: &HttpRequest,
+        binding: UserBinding,
+    ) -> Result<SessionToken, ApiError> {
+        for _ in 0..3 {
+            let t = now();
+            let Some((_, current)) = self.cookie_session(req).await? else {
+                let new = NewSession {
+                    binding: Some(binding),
+                    ..NewSession::default()
+                };
+                let (token, _) = self.store.create(new, t).await?;
+                return Ok(token);
+            };
+            // Keep the data only when the same user signs in again: an
+            // anonymous session's data may have been planted along with its
+            // cookie.
+            let keep = current.record.user_id.as_deref() == Some(binding.user_id.as_str());
+            match self
+                .store
+                .regenerate(&current, Some(binding.clone()), keep, t)
+                .await?
+            {
+                Ok((token, _)) => return Ok(token),
+                // Changed meanwhile (a touch, another tab): reload and retry.
+                Err(_) => continue,
+            }
+        }
+        Err(ApiError::conflict())
     }
 
     /// Revoke `handle` if it is one of `user`'s sessions; 404 otherwise (an

@@ -10,6 +10,7 @@ mod embedded;
 mod faultproxy;
 mod faults;
 mod forward_auth;
+mod gateway;
 mod hardening;
 mod harness;
 mod hostile;

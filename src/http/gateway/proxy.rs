@@ -1,0 +1,429 @@
+//! The reverse proxy: with `gateway.upstream` set, every request that is not
+//! the node's own goes to the upstream, and its answer back to the client.
+//!
+//! [`dispatch`] is a middleware just inside the connection watchdog and
+//! outside every other one: the node's error pages, metrics, `no-store` and
+//! framing headers never touch a proxied response. The node's own paths
+//! ([`is_own`]): `/.edge` and below, `/v1` and below,
+//! `/.well-known/jwks.json`, `/healthz`, `/readyz`, `/metrics`,
+//! `/openapi.json` (and everything on a separate ops listener).
+//!
+//! One request, in order:
+//!
+//! 1. the session cookie is loaded (a store error: 503, fail closed) and,
+//!    for a live session bound to a user, its identity built;
+//! 2. a protected path without an identity is answered here
+//!    ([`super::protect`]); a WebSocket upgrade goes to
+//!    [`super::websocket`];
+//! 3. the request goes upstream with the headers of [`super::headers`],
+//!    the identity headers and a fresh `X-Edge-Nonce`, its body streamed
+//!    (`Content-Length` kept when known, else chunked);
+//! 4. the response head is read: an upstream that cannot be reached is 502
+//!    `upstream_unavailable`; one that sends no head within
+//!    `gateway.upstream_timeout_ms` after the request body ended is 504
+//!    `upstream_timeout`;
+//! 5. the response's action, if validly signed, is carried out before
+//!    anything is sent ([`super::actions`]): a failure is answered instead
+//!    of the upstream's response;
+//! 6. the response body streams back as the client reads it.
+//!
+//! Bodies are never buffered: a proxied body is not limited by
+//! `server.max_body_bytes` (that limit is for what the node itself parses);
+//! each direction moves only as fast as its reader takes it.
+//!
+//! Each worker has its own client and connection pool (at most
+//! `gateway.upstream_max_connections` connections). Idle upstream
+//! connections are closed after [`UPSTREAM_IDLE`], shorter than Node.js's
+//! default 5 s keep-alive, so a request is never sent on a connection the
+//! upstream is closing.
+
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix_web::body::{BodyStream, EitherBody, MessageBody, SizedStream};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::web::Bytes;
+use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
+use awc::error::SendRequestError;
+use futures_core::Stream;
+use tokio::sync::oneshot;
+
+use super::protect::{self, Protected};
+use super::{actions, headers, identity, websocket};
+use crate::assertion::Identity;
+use crate::config::{GatewayConfig, IpNet};
+use crate::http::error::{ApiError, ErrorCode};
+use crate::http::state::AppState;
+use crate::http::EDGE_PREFIX;
+use crate::record::now;
+
+/// How long an idle upstream connection is kept for reuse.
+pub const UPSTREAM_IDLE: Duration = Duration::from_secs(4);
+
+/// The upstream of one worker: its client (and connection pool) and
+/// settings.
+pub struct Upstream {
+    pub(super) client: awc::Client,
+    /// WebSockets' own pool: each holds its connection for its whole life.
+    pub(super) ws_client: awc::Client,
+    /// `http://host:port`, no trailing slash.
+    base: String,
+    pub(super) response_timeout: Duration,
+    trusted_proxies: Arc<[IpNet]>,
+    protected: Protected,
+}
+
+/// The live session a request carries, and its identity if bound.
+pub struct Caller {
+    /// The identity of a bound session.
+    pub identity: Option<Identity>,
+}
+
+impl Upstream {
+    /// The upstream of `config`, if the node is a reverse proxy. Call once
+    /// per worker (the client is the worker's own).
+    pub fn new(config: &GatewayConfig, trusted_proxies: Arc<[IpNet]>) -> Option<Rc<Self>> {
+        let uri = config.upstream_uri()?;
+        let client = || {
+            let connector = awc::Connector::new()
+                .timeout(Duration::from_millis(config.upstream_connect_timeout_ms))
+                .limit(config.upstream_max_connections)
+                .conn_keep_alive(UPSTREAM_IDLE);
+            awc::Client::builder()
+                .connector(connector)
+                .disable_redirects()
+                .disable_timeout()
+                .no_default_headers()
+                .finish()
+        };
+        let authority = uri
+            .authority()
+            .expect("validated: the upstream has an authority");
+        Some(Rc::new(Upstream {
+            client: client(),
+            ws_client: client(),
+            base: format!("http://{authority}"),
+            response_timeout: Duration::from_millis(config.upstream_timeout_ms),
+            trusted_proxies,
+            protected: Protected::new(&config.protect),
+        }))
+    }
+
+    /// The upstream URL of `req`'s path and query; 400 for a target that is
+    /// not a path (`OPTIONS *`).
+    pub(super) fn url(&self, req: &HttpRequest, scheme: &str) -> Result<String, ApiError> {
+        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        if !target.starts_with('/') {
+            return Err(ApiError::bad_request(
+                ErrorCode::BadRequest,
+                "the request target is not a path",
+            ));
+        }
+        let authority = self.base.trim_start_matches("http://");
+        Ok(format!("{scheme}://{authority}{target}"))
+    }
+
+    /// The headers to send upstream for `req` from `caller`, with `nonce`.
+    pub(super) fn request_headers(
+        &self,
+        req: &HttpRequest,
+        state: &AppState,
+        caller: &Caller,
+        nonce: HeaderValue,
+    ) -> Result<HeaderMap, ApiError> {
+        let peer = req.peer_addr().map(|a| a.ip());
+        let hop = headers::Hop {
+            peer,
+            trusted: peer.is_some_and(|ip| self.trusted_proxies.iter().any(|n| n.contains(ip))),
+            secure: req.app_config().secure(),
+            cookie_name: &state.cookie_name,
+        };
+        let mut out = headers::to_upstream(req.headers(), &hop);
+        if let Some(identity) = &caller.identity {
+            for (name, value) in identity::headers(identity)? {
+                out.insert(name, value);
+            }
+        }
+        out.insert(headers::NONCE, nonce);
+        Ok(out)
+    }
+}
+
+/// Whether `path` (as the router reads it) is one of the node's own.
+pub fn is_own(path: &str) -> bool {
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    under(EDGE_PREFIX)
+        || under("/v1")
+        || matches!(
+            path,
+            "/.well-known/jwks.json" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json"
+        )
+}
+
+/// Whether `req` goes upstream: not the node's own path, not on the ops
+/// listener.
+fn is_proxied(req: &ServiceRequest) -> bool {
+    let on_ops = req
+        .app_data::<web::Data<AppState>>()
+        .and_then(|s| s.ops_addr.get())
+        .is_some_and(|ops| ops == req.app_config().local_addr());
+    !on_ops && !is_own(req.match_info().as_str())
+}
+
+/// Middleware: proxy `req` when `upstream` is set and the path is not the
+/// node's own; otherwise the node serves it.
+pub async fn dispatch<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+    upstream: Option<Rc<Upstream>>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    match upstream {
+        Some(upstream) if is_proxied(&req) => {
+            let (req, payload) = req.into_parts();
+            let res = match serve(&upstream, &req, payload).await {
+                Ok(res) => res,
+                Err(e) => error_response(e),
+            };
+            count(res.status());
+            Ok(ServiceResponse::new(req, res).map_into_right_body())
+        }
+        _ => Ok(next.call(req).await?.map_into_left_body()),
+    }
+}
+
+/// Count a proxied request by the class of its answer.
+fn count(status: StatusCode) {
+    let class = match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::counter!("edge_session_gateway_requests_total", "status" => class).increment(1);
+}
+
+/// An error answered by the proxy itself: JSON, never cached.
+pub(super) fn error_response(e: ApiError) -> HttpResponse {
+    let mut res = e.into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// The session the request's cookie carries, and its identity: a store
+/// error is 503 (fail closed: no request goes upstream unidentified because
+/// the store could not say who sent it).
+pub(super) async fn caller(state: &AppState, req: &HttpRequest) -> Result<Caller, ApiError> {
+    let session = state.cookie_session(req).await?;
+    let identity = match &session {
+        Some((_, s)) => state.assertions.identity(s, now()).map_err(|e| {
+            tracing::error!(error = %e, "signing an identity assertion");
+            ApiError::internal()
+        })?,
+        None => None,
+    };
+    Ok(Caller { identity })
+}
+
+/// Proxy one request.
+async fn serve(
+    upstream: &Upstream,
+    req: &HttpRequest,
+    payload: Payload,
+) -> Result<HttpResponse, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .expect("app() registers the state");
+    let caller = caller(state, req).await?;
+    if let Some(refusal) = protect::refusal(&upstream.protected, req, caller.identity.is_some()) {
+        return Ok(refusal);
+    }
+    if websocket::is_upgrade(req) {
+        return websocket::relay(upstream, state, req, payload, caller).await;
+    }
+    let nonce = headers::nonce().map_err(|e| {
+        tracing::error!(error = %e, "the OS random source failed");
+        ApiError::internal()
+    })?;
+    let mut outbound = upstream
+        .client
+        .request(req.method().clone(), upstream.url(req, "http")?);
+    *outbound.headers_mut() = upstream.request_headers(req, state, &caller, nonce.clone())?;
+    let res = send(upstream, outbound, req.headers(), payload).await?;
+    let outcome = actions::carry_out(state, req, &caller, &nonce, res.headers()).await?;
+    let mut out = response(res, req.method(), &state.cookie_name);
+    actions::finish(state, outcome, &mut out)?;
+    Ok(out)
+}
+
+/// Send `outbound` with the request body `payload`: the response head, or
+/// 502/504.
+async fn send(
+    upstream: &Upstream,
+    outbound: awc::ClientRequest,
+    headers: &HeaderMap,
+    payload: Payload,
+) -> Result<awc::ClientResponse, ApiError> {
+    let (ended, body_ended) = oneshot::channel();
+    let body = BodyEnd {
+        inner: payload,
+        ended: Some(ended),
+    };
+    let sending = if headers.contains_key(header::TRANSFER_ENCODING) {
+        outbound.send_stream(body)
+    } else {
+        match content_length(headers) {
+            Some(len) => outbound.send_body(SizedStream::new(len, body)),
+            None => {
+                drop(body);
+                outbound.send()
+            }
+        }
+    };
+    // The upstream has `response_timeout` after the request body ended.
+    let deadline = async {
+        let _ = body_ended.await;
+        tokio::time::sleep(upstream.response_timeout).await;
+    };
+    tokio::select! {
+        res = sending => res.map_err(upstream_error),
+        () = deadline => Err(upstream_error(SendRequestError::Timeout)),
+    }
+}
+
+/// `Content-Length` of `headers`, if it is one number.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// 502, 504 or (a client body that could not be read) 400, counted and
+/// logged.
+pub(super) fn upstream_error(e: SendRequestError) -> ApiError {
+    let (kind, error) = match &e {
+        SendRequestError::Timeout => (
+            "timeout",
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                ErrorCode::UpstreamTimeout,
+                "the upstream did not answer in time",
+            ),
+        ),
+        SendRequestError::Body(_) => (
+            "client_body",
+            ApiError::bad_request(ErrorCode::BadRequest, "the request body could not be read"),
+        ),
+        _ => (
+            "unavailable",
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                ErrorCode::UpstreamUnavailable,
+                "the upstream cannot be reached",
+            ),
+        ),
+    };
+    tracing::warn!(error = %e, kind, "proxying to the upstream failed");
+    metrics::counter!("edge_session_gateway_upstream_errors_total", "kind" => kind).increment(1);
+    error
+}
+
+/// The client's response for the upstream's `res` to a `method` request:
+/// its status, its end-to-end headers, its body streamed.
+fn response(mut res: awc::ClientResponse, method: &Method, cookie_name: &str) -> HttpResponse {
+    let status = res.status();
+    let no_body = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let length = content_length(res.headers());
+    let payload = res.take_payload();
+    let mut out = HttpResponse::build(status);
+    let mut out = match length {
+        _ if no_body => out.finish(),
+        // A HEAD answer announces the length of a body it does not carry.
+        Some(len) if *method == Method::HEAD => out.body(SizedStream::new(len, EmptyBody)),
+        Some(len) => out.body(SizedStream::new(len, payload)),
+        None => out.body(BodyStream::new(payload)),
+    };
+    let headers = out.headers_mut();
+    for (name, value) in headers::to_client(res.headers(), cookie_name) {
+        headers.append(name, value);
+    }
+    out
+}
+
+/// No bytes: the body of an answer to HEAD.
+struct EmptyBody;
+
+impl Stream for EmptyBody {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Poll::Ready(None)
+    }
+}
+
+/// The request body, telling when it ended (or failed, or was dropped).
+struct BodyEnd {
+    inner: Payload,
+    ended: Option<oneshot::Sender<()>>,
+}
+
+impl Stream for BodyEnd {
+    type Item = <Payload as Stream>::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let item = Pin::new(&mut this.inner).poll_next(cx);
+        if matches!(item, Poll::Ready(None | Some(Err(_)))) {
+            this.ended.take();
+        }
+        item
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nodes_own_paths_stay_here() {
+        for own in [
+            "/.edge",
+            "/.edge/",
+            "/.edge/login",
+            "/v1",
+            "/v1/session",
+            "/.well-known/jwks.json",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/openapi.json",
+        ] {
+            assert!(is_own(own), "{own}");
+        }
+        for proxied in [
+            "/",
+            "/login",
+            "/.edgex",
+            "/v10",
+            "/v1x/a",
+            "/healthz/x",
+            "/auth/check",
+            "/.well-known/other",
+        ] {
+            assert!(!is_own(proxied), "{proxied}");
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! `gateway.protect` in front of the Express example's `/admin`, and the
+//! node's login page under `/.edge` with its `next`.
+
+use reqwest::header::{ACCEPT, COOKIE, LOCATION};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use super::{gateway_node, raw_request, Express};
+use crate::harness::{cookie, session_cookie, TestNode, ALICE_PASSWORD};
+
+const PROTECT: &str = "protect = [\"/admin\"]";
+
+const HTML: &str = "text/html,application/xhtml+xml,*/*;q=0.8";
+
+/// `POST /.edge/login` as a form with `next`: the answer.
+async fn edge_login(node: &TestNode, next: &str) -> reqwest::Response {
+    node.client
+        .post(node.at("/.edge/login"))
+        .form(&[
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+            ("next", next),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn protected_paths_send_browsers_to_login_and_others_get_401() {
+    let express = Express::start();
+    let node = gateway_node(&express.url, PROTECT, "").await;
+
+    // A browser is sent to the node's login page, which carries `next`.
+    let res = node
+        .client
+        .get(node.at("/admin/users?tab=1"))
+        .header(ACCEPT, HTML)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let location = res.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert_eq!(location, "/.edge/login?next=%2Fadmin%2Fusers%3Ftab%3D1");
+    let page = node.client.get(node.at(&location)).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("action=\"/.edge/login\""), "{page}");
+    assert!(
+        page.contains("name=\"next\" value=\"/admin/users?tab=1\""),
+        "{page}"
+    );
+
+    // Anything else gets 401, and nothing reaches the app.
+    for (method, accept) in [
+        (Method::GET, "application/json"),
+        (Method::POST, HTML),
+        (Method::DELETE, "*/*"),
+    ] {
+        let res = node
+            .client
+            .request(method.clone(), node.at("/admin"))
+            .header(ACCEPT, accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{method}");
+        assert_eq!(
+            res.json::<Value>().await.unwrap()["error"],
+            "unauthenticated"
+        );
+    }
+    // Unprotected neighbours go through.
+    let res = node
+        .client
+        .get(node.at("/administrator"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::NOT_FOUND,
+        "Express's 404, not the node's 401"
+    );
+
+    // Sign in on the node's page: back to `next`, which now opens.
+    let res = edge_login(&node, "/admin/users?tab=1").await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()[LOCATION], "/admin/users?tab=1");
+    let alice = session_cookie(&res);
+    let res = node
+        .client
+        .get(node.at("/admin"))
+        .header(ACCEPT, HTML)
+        .header(COOKIE, cookie(&alice))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await.unwrap().contains("Welcome, alice"));
+
+    // The node's own signed-in page links under /.edge.
+    let res = node
+        .client
+        .get(node.at("/.edge/"))
+        .header(COOKIE, cookie(&alice))
+        .send()
+        .await
+        .unwrap();
+    let page = res.text().await.unwrap();
+    assert!(page.contains("action=\"/.edge/logout\""), "{page}");
+    assert!(!page.contains("action=\"/logout\""), "{page}");
+}
+
+#[tokio::test]
+async fn protected_path_bypass_by_encoding_is_refused() {
+    let express = Express::start();
+    let node = gateway_node(&express.url, PROTECT, "").await;
+    // Sent on a raw socket: an HTTP client library would normalize some of
+    // these before they left.
+    for path in [
+        "/admin",
+        "/admin/",
+        "/ADMIN",
+        "/Admin/users",
+        "/%61dmin",
+        "/%41DMIN",
+        "/%2561dmin",
+        "//admin",
+        "/x/../admin",
+        "/x/%2e%2e/admin",
+        "/./admin",
+        "/%2Fadmin",
+        "/admin;x=1",
+        "/admin%2F",
+        "/admin/..%2F..%2Fadmin",
+    ] {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: app.example\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+        );
+        let res = raw_request(&node.url, request.as_bytes()).await;
+        assert_eq!(res.status, 401, "{path} reached the app: {}", res.head);
+        let body: Value = serde_json::from_slice(&res.body).unwrap();
+        assert_eq!(body["error"], "unauthenticated", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn open_redirect_via_next_is_refused() {
+    let express = Express::start();
+    let node = gateway_node(&express.url, PROTECT, "").await;
+    for next in [
+        "//evil.example/x",
+        "///evil.example",
+        "/\\evil.example",
+        "/%2F%2Fevil.example",
+        "/%2Fevil.example",
+        "/%5Cevil.example",
+        "/%252F%252Fevil.example",
+        "%2F%2Fevil.example",
+        "https://evil.example/",
+        "http:evil.example",
+        "javascript:alert(1)",
+        " //evil.example",
+        "/\t/evil.example",
+        "/%09/evil.example",
+        "/\r\nSet-Cookie: x=1",
+        "evil.example",
+        "",
+    ] {
+        let res = edge_login(&node, next).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{next:?}");
+        assert_eq!(res.headers()[LOCATION], "/", "{next:?} was followed");
+        assert!(
+            res.headers().get("set-cookie").is_some(),
+            "the login itself worked"
+        );
+
+        let page = node
+            .client
+            .get(node.at("/.edge/login"))
+            .query(&[("next", next)])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            !page.contains("name=\"next\""),
+            "{next:?} carried by the page"
+        );
+    }
+    // A path on this origin is followed.
+    let res = edge_login(&node, "/admin?x=%2F%2F").await;
+    assert_eq!(res.headers()[LOCATION], "/admin?x=%2F%2F");
+}

@@ -1,0 +1,371 @@
+//! What reaches the upstream and what comes back: identity headers only
+//! from the node, never the session token, hop-by-hop headers on their hop,
+//! forwarding headers believed only from a trusted peer, bodies streamed
+//! past `server.max_body_bytes` both ways, 502 and 504.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::COOKIE;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use super::upstreams;
+use super::{gateway_node, raw_request, upstream_saw, Express, SECRET};
+use crate::faultproxy::{Fault, FaultProxy};
+use crate::harness::{cookie, metric, proxied_node_toml, service_login, Cluster, TestNode};
+
+/// Every header the upstream received whose name, read with `_` as `-`,
+/// starts with `x-edge-`, as `(name, value)`.
+fn edge_headers(saw: &Value) -> Vec<(String, String)> {
+    saw.as_object()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| {
+            name.replace('_', "-")
+                .to_ascii_lowercase()
+                .starts_with("x-edge-")
+        })
+        .map(|(n, v)| (n.clone(), v.as_str().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+/// `X-Edge-*` headers in every case and `_` spelling, each claiming to be
+/// someone: the identity and nonce headers the upstream trusts.
+const FORGED: &[&str] = &[
+    "X-Edge-User: mallory",
+    "x-edge-user: mallory",
+    "X_Edge_User: mallory",
+    "x_edge-user: mallory",
+    "X-EDGE-ROLE: admin",
+    "x-Edge_Role: admin",
+    "X-Edge-Session: forged-handle",
+    "X_EDGE_SESSION: forged-handle",
+    "X-Edge-Nonce: forged-nonce",
+    "x_edge_nonce: forged-nonce",
+    "X-Edge-Assertion: forged.assertion.jwt",
+    "X_Edge_Assertion: forged.assertion.jwt",
+    "X-Edge-Anything-Else: forged",
+];
+
+async fn forged_request(url: &str, session: Option<&str>) -> Value {
+    let mut request =
+        String::from("GET /headers HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n");
+    for line in FORGED {
+        request.push_str(line);
+        request.push_str("\r\n");
+    }
+    if let Some(token) = session {
+        request.push_str(&format!("Cookie: {}\r\n", cookie(token)));
+    }
+    request.push_str("\r\n");
+    let res = raw_request(url, request.as_bytes()).await;
+    assert_eq!(res.status, 200, "{}", res.head);
+    serde_json::from_slice(&res.body).unwrap()
+}
+
+#[tokio::test]
+async fn forged_identity_headers_never_reach_the_upstream() {
+    let express = Express::start();
+    let node = gateway_node(&express.url, "", "").await;
+
+    // No session: the only X-Edge-* header upstream is the node's nonce.
+    let saw = forged_request(&node.url, None).await;
+    let edge = edge_headers(&saw);
+    assert_eq!(edge.len(), 1, "only the nonce: {edge:?}");
+    assert_eq!(edge[0].0, "x-edge-nonce");
+    assert_eq!(edge[0].1.len(), 22, "128 bits of base64url: {edge:?}");
+    assert!(!saw.to_string().contains("forged") && !saw.to_string().contains("mallory"));
+
+    // A signed-in session: exactly the node's identity, nothing forged.
+    let token = service_login(&node, "alice").await;
+    let saw = forged_request(&node.url, Some(&token)).await;
+    let mut names: Vec<String> = edge_headers(&saw).into_iter().map(|(n, _)| n).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "x-edge-assertion",
+            "x-edge-nonce",
+            "x-edge-role",
+            "x-edge-session",
+            "x-edge-user"
+        ]
+    );
+    assert_eq!(saw["x-edge-user"], "alice");
+    assert_eq!(saw["x-edge-role"], "");
+    assert!(!saw.to_string().contains("forged") && !saw.to_string().contains("mallory"));
+    assert_eq!(
+        saw["x-edge-assertion"].as_str().unwrap().split('.').count(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn session_token_never_reaches_the_upstream() {
+    let express = Express::start();
+    let node = gateway_node(&express.url, "", "").await;
+    let token = service_login(&node, "alice").await;
+
+    let res = node
+        .client
+        .get(node.at("/headers"))
+        .header(COOKIE, format!("theme=dark; {}; lang=en", cookie(&token)))
+        .header(COOKIE, format!(" {} ;x=1", cookie(&token)))
+        .send()
+        .await
+        .unwrap();
+    let saw: Value = res.json().await.unwrap();
+    assert_eq!(saw["cookie"], "theme=dark; lang=en; x=1");
+    assert_eq!(saw["x-edge-user"], "alice", "the session was still read");
+    assert!(
+        !saw.to_string().contains(&token),
+        "the token reached the upstream: {saw}"
+    );
+
+    // Only the session cookie: no Cookie header at all.
+    let saw = upstream_saw(&node, Some(&token), &[]).await;
+    assert!(saw.get("cookie").is_none(), "{saw}");
+    assert!(!saw.to_string().contains(&token));
+}
+
+#[tokio::test]
+async fn the_nodes_own_routes_are_not_proxied() {
+    let express = Express::start();
+    let node = gateway_node(&express.url, "", "").await;
+    let token = service_login(&node, "alice").await;
+    let res = node
+        .client
+        .get(node.at("/.edge/whoami"))
+        .header(COOKIE, cookie(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.unwrap()["user_id"], "alice");
+    let res = node.client.get(node.at("/healthz")).send().await.unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "ok");
+    // The app's paths, even those the node serves when it is not a proxy.
+    // The node's middlewares leave proxied answers alone (its framing
+    // headers go on its own HTML pages only).
+    let res = node.client.get(node.at("/")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers().get("x-frame-options").is_none());
+    assert!(res.text().await.unwrap().contains("Example app"));
+    let res = node.client.get(node.at("/whoami")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert!(
+        res.text().await.unwrap().contains("Cannot GET /whoami"),
+        "Express's own 404"
+    );
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_stay_on_their_hop() {
+    let express = Express::start();
+    let node = gateway_node(&express.url, "", "").await;
+    let request = "GET /headers HTTP/1.1\r\nHost: app.example\r\n\
+        Connection: close, X-Drop-Me\r\nX-Drop-Me: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n\
+        Trailer: X-Late\r\nUpgrade: h2c\r\nProxy-Connection: keep-alive\r\n\
+        Proxy-Authorization: Basic Zm9vOmJhcg==\r\nX-End-To-End: kept\r\n\r\n";
+    let res = raw_request(&node.url, request.as_bytes()).await;
+    let saw: Value = serde_json::from_slice(&res.body).unwrap();
+    for gone in [
+        "x-drop-me",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+        "proxy-authorization",
+    ] {
+        assert!(
+            saw.get(gone).is_none(),
+            "{gone} reached the upstream: {saw}"
+        );
+    }
+    assert!(!saw["connection"]
+        .as_str()
+        .unwrap_or("")
+        .contains("x-drop-me"));
+    assert_eq!(saw["x-end-to-end"], "kept");
+
+    // And back: the upstream's hop-by-hop headers stay with the node.
+    let upstream = upstreams::raw(Some(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close, X-Hop\r\nX-Hop: secret\r\n\
+          Keep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nTrailer: X-Late\r\nUpgrade: h2c\r\n\
+          X-End-To-End: kept\r\n\r\nok",
+    ))
+    .await;
+    let node = gateway_node(&upstream.url, "", "").await;
+    let res = raw_request(
+        &node.url,
+        b"GET /x HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body, b"ok");
+    for gone in [
+        "x-hop",
+        "keep-alive",
+        "proxy-authenticate",
+        "trailer",
+        "upgrade",
+    ] {
+        assert!(
+            !res.head.contains(&format!("\r\n{gone}:")),
+            "{gone} reached the client: {}",
+            res.head
+        );
+    }
+    assert!(res.head.contains("\r\nx-end-to-end: kept"));
+}
+
+#[tokio::test]
+async fn forwarding_headers_are_believed_only_from_a_trusted_peer() {
+    let express = Express::start();
+    let claims: &[(&str, &str)] = &[
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "claimed.example"),
+        ("forwarded", "for=203.0.113.9;proto=https"),
+    ];
+    let express_authority = express.url.trim_start_matches("http://");
+
+    let untrusted = gateway_node(&express.url, "", "").await;
+    let saw = upstream_saw(&untrusted, None, claims).await;
+    assert_eq!(saw["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(saw["x-forwarded-proto"], "http");
+    let node_authority = untrusted.url.trim_start_matches("http://");
+    assert_eq!(saw["x-forwarded-host"], node_authority, "the original Host");
+    assert!(saw.get("forwarded").is_none(), "{saw}");
+    assert_eq!(
+        saw["host"], express_authority,
+        "the upstream's own authority"
+    );
+
+    let trusted = gateway_node(&express.url, "", "trusted_proxies = [\"127.0.0.1/32\"]").await;
+    let saw = upstream_saw(&trusted, None, claims).await;
+    assert_eq!(saw["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(saw["x-forwarded-proto"], "https");
+    assert_eq!(saw["x-forwarded-host"], "claimed.example");
+    assert_eq!(saw["forwarded"], "for=203.0.113.9;proto=https");
+    assert_eq!(saw["host"], express_authority);
+}
+
+#[tokio::test]
+async fn proxied_bodies_stream_both_ways_past_max_body_bytes() {
+    let upstream = upstreams::echo().await;
+    let node = gateway_node(&upstream.url, "", "").await;
+    // 1 MiB against the default 16 KiB `server.max_body_bytes`.
+    let sent: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+
+    let res = node
+        .client
+        .post(node.at("/echo"))
+        .body(sent.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["x-saw-content-length"], "1048576");
+    assert_eq!(res.bytes().await.unwrap(), sent, "the known-length body");
+
+    // A chunked upload goes up chunked.
+    let mut request =
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    for chunk in sent.chunks(100_000) {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let res = raw_request(&node.url, &request).await;
+    assert_eq!(res.status, 200, "{}", res.head);
+    assert!(
+        res.head.contains("x-saw-transfer-encoding: chunked"),
+        "{}",
+        res.head
+    );
+    assert_eq!(res.body, sent, "the chunked body");
+
+    // A large download.
+    let n = 8 * 1024 * 1024;
+    let res = node
+        .client
+        .get(node.at(&format!("/bytes?n={n}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.bytes().await.unwrap().len(), n);
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_502_and_a_silent_one_504() {
+    let node = gateway_node(&upstreams::nothing_listening(), "", "").await;
+    let res = node.client.get(node.at("/anything")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "upstream_unavailable"
+    );
+    // The node's own routes do not depend on the upstream.
+    let res = node.client.get(node.at("/.edge/")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+
+    let silent = upstreams::raw(None).await;
+    let node = gateway_node(&silent.url, "upstream_timeout_ms = 500", "").await;
+    let started = Instant::now();
+    let res = node.client.get(node.at("/anything")).send().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "upstream_timeout"
+    );
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    let errors = metric(&node, "edge_session_gateway_upstream_errors_total").await;
+    assert!(errors.is_some_and(|n| n >= 1.0), "{errors:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_whose_session_cannot_be_read_is_refused_not_sent_anonymously() {
+    let Some(proxy) = FaultProxy::to_harness().await else {
+        eprintln!("skipped: the harness endpoint is not plain http");
+        return;
+    };
+    let express = Express::start();
+    let cluster = Cluster::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = format!(
+        "[gateway]\nupstream = \"{}\"\naction_secret = \"{SECRET}\"\n",
+        express.url
+    );
+    let toml = proxied_node_toml(dir.path(), cluster.tier.table(), &proxy.url(), "", &gateway);
+    let node = TestNode::spawn_toml(dir, &toml).await;
+
+    proxy.set(Fault::Refuse);
+    // A cookie this node has not cached: only DynamoDB could say whose it is.
+    let unknown = "A".repeat(43);
+    let res = node
+        .client
+        .get(node.at("/headers"))
+        .header(COOKIE, cookie(&unknown))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "store_unavailable"
+    );
+    // Without a cookie there is nothing to read: the app answers.
+    let saw = upstream_saw(&node, None, &[]).await;
+    assert!(saw.get("x-edge-user").is_none());
+    proxy.set(Fault::Pass);
+}
