@@ -265,7 +265,7 @@ pub fn app(
     let limit = state.max_body_bytes;
     let proxy = state.gateway.upstream.is_some();
     // The App factory runs once per worker: each gets its own client.
-    let upstream = gateway::proxy::Upstream::new(&state.gateway, state.trusted_proxies.clone());
+    let upstream = gateway::upstream::Upstream::new(&state.gateway, state.trusted_proxies.clone());
     actix_web::App::new()
         .app_data(web::Data::new(state))
         .app_data(web::PayloadConfig::new(limit))

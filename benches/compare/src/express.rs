@@ -19,7 +19,7 @@ use hyper::StatusCode;
 
 use crate::names::{EXPRESS_DYNAMODB, EXPRESS_REDIS};
 use crate::process::{self, Redis};
-use crate::start::{sign_in, Target};
+use crate::targets::{sign_in, Target};
 
 /// The app's directory.
 fn app_dir() -> PathBuf {

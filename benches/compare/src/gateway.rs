@@ -16,7 +16,7 @@ use hyper::{Method, StatusCode};
 
 use crate::names::{AUTH_CHECK, NGINX, PROXY};
 use crate::process::{self, Nginx};
-use crate::start::{once, Target};
+use crate::targets::{once, Target};
 
 /// The action secret the proxy node and the hello world share.
 pub const ACTION_SECRET: &str = "edge-session-bench action secret, 32 bytes or more";

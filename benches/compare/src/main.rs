@@ -40,6 +40,7 @@ mod report;
 mod results;
 mod start;
 mod target;
+mod targets;
 
 use std::process::ExitCode;
 

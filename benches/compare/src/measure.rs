@@ -23,7 +23,7 @@ use crate::load::{drive, Connection, Http, Op, RequestTemplate, Sample};
 use crate::login::LoginBench;
 use crate::names::{ACTION_LOGIN, RAW, REGENERATE};
 use crate::results::{Logins, Measured, Timing};
-use crate::start::{sign_in, Target};
+use crate::targets::{sign_in, Target};
 
 /// `GET path` on every target at every concurrency, once per round.
 pub async fn whoami(

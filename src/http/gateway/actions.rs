@@ -31,7 +31,7 @@ use secrecy::ExposeSecret;
 use sha2::Sha256;
 
 use super::headers::{ACTION, ACTION_SIGNATURE};
-use super::proxy::Caller;
+use super::upstream::Caller;
 use crate::http::error::ApiError;
 use crate::http::request::is_valid_id;
 use crate::http::state::AppState;

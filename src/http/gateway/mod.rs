@@ -8,7 +8,8 @@
 //! - [`actions`]: the upstream's signed sign-in and sign-out answers.
 //! - [`protect`]: `gateway.protect`, paths that need a signed-in user.
 //! - [`proxy`]: the reverse proxy in front of `gateway.upstream`, with the
-//!   header rules of [`headers`], and [`websocket`] pass-through.
+//!   header rules of [`headers`], and [`websocket`] pass-through; both
+//!   reach the app through the worker's [`upstream`].
 
 pub mod actions;
 pub mod check;
@@ -16,4 +17,5 @@ pub mod headers;
 pub mod identity;
 pub mod protect;
 pub mod proxy;
+pub mod upstream;
 pub mod websocket;

@@ -35,7 +35,7 @@ use awc::error::{SendRequestError, WsClientError};
 use awc::ws::Frame;
 
 use super::headers;
-use super::proxy::{upstream_error, Caller, Upstream};
+use super::upstream::{upstream_error, Caller, Upstream};
 use crate::http::error::{ApiError, ErrorCode};
 use crate::http::state::AppState;
 use crate::record::now;
