@@ -55,7 +55,7 @@ struct Claims<'a> {
 }
 
 struct Cached {
-    identity: Identity,
+    identity: Arc<Identity>,
     /// Re-sign from this instant (half the lifetime).
     renew_at: UnixMillis,
     /// The assertion's `exp`, in milliseconds.
@@ -110,7 +110,7 @@ impl Assertions {
         &self,
         session: &Session,
         now: UnixMillis,
-    ) -> Result<Option<Identity>, jsonwebtoken::errors::Error> {
+    ) -> Result<Option<Arc<Identity>>, jsonwebtoken::errors::Error> {
         let Some(user) = session.record.user_id.as_deref() else {
             return Ok(None);
         };
@@ -118,7 +118,7 @@ impl Assertions {
         let shard = &self.cache[usize::from(session.key.0[0]) % SHARDS];
         if let Some(hit) = lock(shard).get(&session.key) {
             if now < hit.renew_at && hit.identity.user == user && hit.identity.role == role {
-                return Ok(Some(hit.identity.clone()));
+                return Ok(Some(Arc::clone(&hit.identity)));
             }
         }
         let handle = session.key.handle();
@@ -135,14 +135,14 @@ impl Assertions {
             exp,
         };
         let jwt = jsonwebtoken::encode(&self.header, &claims, &self.key)?;
-        let identity = Identity {
+        let identity = Arc::new(Identity {
             user: user.to_owned(),
             role: role.to_owned(),
             handle,
             assertion: jwt.into(),
-        };
+        });
         let cached = Cached {
-            identity: identity.clone(),
+            identity: Arc::clone(&identity),
             renew_at: iat * 1000 + (exp - iat) * 1000 / 2,
             expires_at: exp * 1000,
         };
@@ -233,11 +233,11 @@ mod tests {
         let s = signer(dir.path());
         let now = crate::record::now();
         let sess = session(Some("alice"), now);
-        let first = s.identity(&sess, now).unwrap().unwrap().assertion;
-        let later = s.identity(&sess, now + 29_000).unwrap().unwrap().assertion;
+        let first = s.identity(&sess, now).unwrap().unwrap();
+        let later = s.identity(&sess, now + 29_000).unwrap().unwrap();
         assert!(Arc::ptr_eq(&first, &later));
-        let renewed = s.identity(&sess, now + 31_000).unwrap().unwrap().assertion;
-        assert_ne!(first, renewed);
+        let renewed = s.identity(&sess, now + 31_000).unwrap().unwrap();
+        assert_ne!(first.assertion, renewed.assertion);
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub struct Upstream {
 /// The live session a request carries, and its identity if bound.
 pub struct Caller {
     /// The identity of a bound session.
-    pub identity: Option<Identity>,
+    pub identity: Option<Arc<Identity>>,
 }
 
 impl Upstream {
