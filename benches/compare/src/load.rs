@@ -257,13 +257,7 @@ pub async fn drive<O: Op>(ops: Vec<O>, warmup: Duration, measure: Duration) -> S
             })
         })
         .collect();
-    let mut total = Sample::empty();
-    for task in tasks {
-        match task.await {
-            Ok(sample) => total.merge(&sample),
-            Err(_) => total.errors += 1,
-        }
-    }
+    let mut total = merged(tasks).await;
     total.elapsed = measure;
     total
 }
@@ -361,13 +355,7 @@ pub async fn drive_open<O: Op>(
             })
         })
         .collect();
-    let mut total = Sample::empty();
-    for task in tasks {
-        match task.await {
-            Ok(sample) => total.merge(&sample),
-            Err(_) => total.errors += 1,
-        }
-    }
+    let mut total = merged(tasks).await;
     total.elapsed = measure;
     total
 }
@@ -375,3 +363,15 @@ pub async fn drive_open<O: Op>(
 /// Operations completed by [`drive`] and [`drive_open`] since the process
 /// started: what the progress line counts.
 pub static PROGRESS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The samples of `tasks` merged (a task that panicked counts as an error).
+async fn merged(tasks: Vec<tokio::task::JoinHandle<Sample>>) -> Sample {
+    let mut total = Sample::empty();
+    for task in tasks {
+        match task.await {
+            Ok(sample) => total.merge(&sample),
+            Err(_) => total.errors += 1,
+        }
+    }
+    total
+}

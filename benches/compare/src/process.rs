@@ -123,7 +123,7 @@ impl Redis {
         // Ask the kernel for a free port, then hand it to redis-server.
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut child = Command::new(program)
+        let child = Command::new(program)
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args([
                 "--save",
@@ -138,30 +138,9 @@ impl Redis {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
-        let output = Arc::new(Mutex::new(String::new()));
-        capture(
-            child.stderr.take().expect("stderr is piped"),
-            Arc::clone(&output),
-            Some(KEEP_OUTPUT),
-            None,
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if ping(addr).is_ok() {
-                return Ok(Redis { child, addr });
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                anyhow::bail!(
-                    "redis-server exited ({status}): {}",
-                    output.lock().map(|o| o.clone()).unwrap_or_default()
-                );
-            }
-            if Instant::now() > deadline {
-                stop(&mut child, Duration::from_secs(2));
-                anyhow::bail!("redis-server did not answer PING on {addr} within 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = wait_ready(child, "redis-server", || ping(addr).is_ok())
+            .with_context(|| format!("redis-server did not answer PING on {addr}"))?;
+        Ok(Redis { child, addr })
     }
 
     /// `redis://ADDR`.
@@ -211,7 +190,7 @@ impl Nginx {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let path = dir.join("nginx.conf");
         std::fs::write(&path, conf(port, dir))?;
-        let mut child = Command::new(program)
+        let child = Command::new(program)
             .arg("-p")
             .arg(dir)
             .arg("-c")
@@ -226,27 +205,10 @@ impl Nginx {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
-        let output = Arc::new(Mutex::new(String::new()));
-        capture(
-            child.stderr.take().expect("stderr is piped"),
-            Arc::clone(&output),
-            Some(KEEP_OUTPUT),
-            None,
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                anyhow::bail!(
-                    "nginx exited ({status}): {}",
-                    output.lock().map(|o| o.clone()).unwrap_or_default()
-                );
-            }
-            if Instant::now() > deadline {
-                stop(&mut child, Duration::from_secs(2));
-                anyhow::bail!("nginx did not accept connections on {addr} within 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = wait_ready(child, "nginx", || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        })
+        .with_context(|| format!("nginx did not accept connections on {addr}"))?;
         Ok(Nginx { child, addr })
     }
 }
@@ -254,5 +216,34 @@ impl Nginx {
 impl Drop for Nginx {
     fn drop(&mut self) {
         stop(&mut self.child, Duration::from_secs(5));
+    }
+}
+
+/// Wait up to 10 s for `ready` while `child` (named `name`, its stderr piped)
+/// runs; stop it and fail with its output if it exits or is not ready.
+fn wait_ready(mut child: Child, name: &str, ready: impl Fn() -> bool) -> anyhow::Result<Child> {
+    let output = Arc::new(Mutex::new(String::new()));
+    capture(
+        child.stderr.take().expect("stderr is piped"),
+        Arc::clone(&output),
+        Some(KEEP_OUTPUT),
+        None,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if ready() {
+            return Ok(child);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            anyhow::bail!(
+                "{name} exited ({status}): {}",
+                output.lock().map(|o| o.clone()).unwrap_or_default()
+            );
+        }
+        if Instant::now() > deadline {
+            stop(&mut child, Duration::from_secs(2));
+            anyhow::bail!("{name} was not ready within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
