@@ -66,7 +66,8 @@ fn record(i: usize) -> SessionRecord {
     r.data = BTreeMap::from([
         ("theme".into(), "dark".into()),
         ("locale".into(), "en-GB".into()),
-    ]);
+    ])
+    .into();
     r
 }
 

@@ -139,9 +139,9 @@ pub struct SessionChange {
 
 impl SessionChange {
     /// Replace the data.
-    pub fn data(data: BTreeMap<String, String>) -> Self {
+    pub fn data(data: impl Into<BTreeMap<String, String>>) -> Self {
         SessionChange {
-            data: Some(data),
+            data: Some(data.into()),
             ..SessionChange::default()
         }
     }

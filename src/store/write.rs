@@ -37,7 +37,7 @@ impl TieredStore {
             record.user_id = Some(b.user_id);
             record.role = b.role;
         }
-        record.data = spec.data;
+        record.data = spec.data.into();
         if let Some(idle) = spec.idle_timeout_ms {
             record.idle_timeout_ms = idle;
         }
@@ -115,7 +115,7 @@ impl TieredStore {
         }
         let mut next = session.record.next_version();
         if let Some(data) = change.data {
-            next.data = data;
+            next.data = data.into();
         }
         if let Some(idle) = change.idle_timeout_ms {
             next.idle_timeout_ms = idle;
