@@ -8,7 +8,8 @@
 //!   as bytes until something reads it ([`SessionData`](crate::record::SessionData)).
 //!   A cache hit reads only what it serves.
 //! - Format 1 (`codec/v1.rs`): packed CBOR through serde_cbor (the only
-//!   file naming it). Every record written before format 2; still read.
+//!   file naming it). Every record written before format 2; still read,
+//!   and written only while `session.record_format = 1`.
 //!
 //! Both are always read. A format byte this build does not know is a typed
 //! error, never a guess. docs/design.md ("Record") says in which order a

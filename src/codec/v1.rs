@@ -1,7 +1,9 @@
 //! Format 1: the record as packed CBOR (serde_cbor, fields by index, in
 //! the order below). Every record written before format 2 is in it, so it
-//! stays readable; [`encode`] is kept so that tests prove it is the encoder
-//! those builds used. The only file that names serde_cbor.
+//! stays readable. It is written only while `session.record_format = 1`
+//! (a rolling upgrade from a build that reads nothing else); tests prove
+//! against committed format-1 records that [`encode`] writes what those
+//! builds wrote. The only file that names serde_cbor.
 
 use std::collections::BTreeMap;
 

@@ -9,7 +9,6 @@ use edge_session_sync::{EpochGuard, RotateConflict};
 use tokio::sync::oneshot;
 
 use super::{item_of, Error, Session, TieredStore, UserBinding};
-use crate::codec;
 use crate::record::{SessionRecord, UnixMillis};
 use crate::token::{SessionToken, StorageKey};
 
@@ -113,7 +112,7 @@ impl TieredStore {
             sid: StorageKey::user_epoch(uid).0,
             epoch: record.user_epoch,
         });
-        let body = codec::encode(&record);
+        let body = self.encode(&record);
         match self
             .inner
             .dynamo

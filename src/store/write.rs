@@ -5,7 +5,6 @@ use edge_session_sync::{Conflict, DynamoError, EpochGuard};
 
 use super::{item_of, Error, NewSession, Session, SessionChange, TieredStore};
 use crate::cache::FillOutcome;
-use crate::codec;
 use crate::record::{SessionRecord, UnixMillis};
 use crate::token::{SessionToken, StorageKey};
 
@@ -52,7 +51,7 @@ impl TieredStore {
                 }
                 None => None,
             };
-            let body = self.within_size(codec::encode(&record))?;
+            let body = self.within_size(self.encode(&record))?;
             let token = SessionToken::generate();
             let key = token.storage_key();
             let item = item_of(&key, &record, body.clone());
@@ -121,7 +120,7 @@ impl TieredStore {
             next.idle_timeout_ms = idle;
         }
         next.last_seen_at = now.max(next.last_seen_at);
-        let body = self.within_size(codec::encode(&next))?;
+        let body = self.within_size(self.encode(&next))?;
         match self
             .inner
             .dynamo

@@ -1,13 +1,15 @@
 //! Record formats across the whole store: a format-1 record (what every
 //! build before format 2 wrote) loads from DynamoDB and from sled, is
-//! rewritten in format 2 by its next write. A cache hit leaves the
+//! rewritten in format 2 by its next write, and a node still writing
+//! format 1 (`session.record_format = 1`, a rolling upgrade) and a node
+//! writing format 2 read each other's records. A cache hit leaves the
 //! application data in its bytes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use edge_session::codec::{self, Format};
-use edge_session::store::{CacheLookup, NewSession, StoreSettings};
+use edge_session::store::{CacheLookup, NewSession, SessionChange, StoreSettings};
 use edge_session::sync::{ClientSettings, DynamoTier, Endpoint, Item};
 use edge_session::{Policy, SessionRecord, SessionToken, SledCache, StorageKey, TieredStore};
 
@@ -139,4 +141,48 @@ async fn a_cache_hit_leaves_the_data_in_its_bytes() {
     // A route that asks for it gets it.
     assert_eq!(loaded.record.data, data);
     assert_eq!(loaded.record, created.record);
+}
+
+#[tokio::test]
+async fn nodes_writing_format_1_and_format_2_read_each_other() {
+    let cluster = Cluster::new().await;
+    let old_writer = cluster.node(StoreSettings {
+        record_format: Format::V1,
+        ..StoreSettings::default()
+    });
+    let new_writer = cluster.node(StoreSettings::default());
+    let t = now();
+
+    let data = BTreeMap::from([("step".to_owned(), "1".to_owned())]);
+    let (_, created) = old_writer
+        .create(NewSession::anonymous(data), t)
+        .await
+        .unwrap();
+    assert_eq!(stored_format(&cluster, &created.key).await, 1);
+
+    let read = new_writer
+        .load_key(created.key, t + 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.record, created.record);
+    let mut next = read.record.data.clone();
+    next.insert("step".into(), "2".into());
+    let updated = new_writer
+        .update(&read, SessionChange::data(next), t + 2)
+        .await
+        .unwrap()
+        .expect("no conflict");
+    assert_eq!(stored_format(&cluster, &created.key).await, 2);
+
+    // The format-1 writer's cached copy is stale: past its lease it reads
+    // DynamoDB's format-2 record, and its own next write is format 1 again.
+    let seen = old_writer
+        .load_key(created.key, t + 2 * MIN)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.record.data.get("step").map(String::as_str), Some("2"));
+    assert!(seen.record.version > updated.record.version, "touched");
+    assert_eq!(stored_format(&cluster, &created.key).await, 1);
 }
