@@ -10,7 +10,8 @@
 //!
 //! The section's layout lives here, beside the only code that decodes it
 //! lazily: a varint count, then that many entries `key | value`, each a
-//! string as [`Reader::str`] reads it (varint length, UTF-8 bytes). Keys are
+//! string as [`Reader::str_bytes`] reads it (varint length, then UTF-8
+//! bytes). Keys are
 //! strictly increasing bytewise (the order of `BTreeMap<String, String>`),
 //! so a map has exactly one encoding and nothing follows the last entry.
 
@@ -35,7 +36,7 @@ enum Repr {
     Map(Map),
     /// As stored: a section [`walk`] accepted, and its map once decoded.
     Encoded {
-        section: Arc<[u8]>,
+        section: Section,
         len: usize,
         map: OnceLock<Map>,
     },
@@ -47,18 +48,63 @@ impl Default for Repr {
     }
 }
 
+/// The bytes of a data section: up to [`INLINE`] in place (no allocation on
+/// a cache hit for the small data most sessions hold), else shared.
+#[derive(Clone)]
+enum Section {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Shared(Arc<[u8]>),
+}
+
+const INLINE: usize = 46;
+
+impl Section {
+    fn new(bytes: &[u8]) -> Self {
+        match u8::try_from(bytes.len()) {
+            Ok(len) if bytes.len() <= INLINE => {
+                let mut inline = [0u8; INLINE];
+                inline[..bytes.len()].copy_from_slice(bytes);
+                Section::Inline { len, bytes: inline }
+            }
+            _ => Section::Shared(Arc::from(bytes)),
+        }
+    }
+}
+
+impl Deref for Section {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Section::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Section::Shared(bytes) => bytes,
+        }
+    }
+}
+
 /// Walk the entries of a data section, calling `each` on every one, and
 /// return their number. Every check happens here, so bytes this accepted
-/// once decode again without error.
-fn walk<'a>(section: &'a [u8], mut each: impl FnMut(&'a str, &'a str)) -> Result<usize, WireError> {
+/// once decode again without error, and `each` gets UTF-8.
+fn walk<'a>(
+    section: &'a [u8],
+    mut each: impl FnMut(&'a [u8], &'a [u8]),
+) -> Result<usize, WireError> {
+    // All ASCII (lengths under 128 and ASCII text, the usual case): every
+    // string is UTF-8 without checking each.
+    let ascii = section.is_ascii();
+    let utf8 = |s: &[u8]| ascii || std::str::from_utf8(s).is_ok();
     let mut reader = Reader::new(section);
     let count = reader.varint()?;
-    let mut previous: Option<&str> = None;
+    let mut previous: Option<&[u8]> = None;
     // Each entry takes at least two bytes, so a huge count ends in an error
     // after at most `section.len() / 2` rounds.
     for _ in 0..count {
-        let key = reader.str()?;
-        let value = reader.str()?;
+        let key = reader.str_bytes()?;
+        let value = reader.str_bytes()?;
+        if !utf8(key) || !utf8(value) {
+            return Err(WireError("data string is not UTF-8"));
+        }
+        // Bytewise order is `str`'s order.
         if previous.is_some_and(|p| p >= key) {
             return Err(WireError("data keys not strictly increasing"));
         }
@@ -72,13 +118,16 @@ fn walk<'a>(section: &'a [u8], mut each: impl FnMut(&'a str, &'a str)) -> Result
 }
 
 fn decode(section: &[u8]) -> Map {
+    // `section` is immutable and `walk` accepted it when it was read
+    // (`SessionData::read`, the only way to an `Encoded`): the strings are
+    // UTF-8 and the walk succeeds again.
+    const CHECKED: &str = "a data section is checked when it is read";
+    let text = |s: &[u8]| std::str::from_utf8(s).expect(CHECKED).to_owned();
     let mut map = Map::new();
     walk(section, |k, v| {
-        map.insert(k.to_owned(), v.to_owned());
+        map.insert(text(k), text(v));
     })
-    // `section` is immutable and `walk` accepted it when it was read
-    // (`SessionData::read`, the only way to an `Encoded`).
-    .expect("a data section is checked when it is read");
+    .expect(CHECKED);
     map
 }
 
@@ -96,7 +145,7 @@ impl SessionData {
             return Ok(SessionData::default());
         }
         Ok(SessionData(Repr::Encoded {
-            section: Arc::from(section),
+            section: Section::new(section),
             len,
             map: OnceLock::new(),
         }))
@@ -199,7 +248,9 @@ impl PartialEq for SessionData {
     fn eq(&self, other: &Self) -> bool {
         match (&self.0, &other.0) {
             // One encoding per map: equal bytes, equal maps.
-            (Repr::Encoded { section: a, .. }, Repr::Encoded { section: b, .. }) if a == b => true,
+            (Repr::Encoded { section: a, .. }, Repr::Encoded { section: b, .. }) if **a == **b => {
+                true
+            }
             _ => **self == **other,
         }
     }

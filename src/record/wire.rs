@@ -30,14 +30,21 @@ impl<'a> Reader<'a> {
 
     /// A varint: at most ten bytes, shortest form only (so each value has
     /// one encoding), at most 64 bits.
+    #[inline]
     pub(crate) fn varint(&mut self) -> Result<u64, WireError> {
-        // Fast path: below 128, one byte.
-        if let Some((&byte, rest)) = self.rest.split_first() {
-            if byte < 0x80 {
+        // Below 128: one byte, the case of every length in a small record.
+        match self.rest.split_first() {
+            Some((&byte, rest)) if byte < 0x80 => {
                 self.rest = rest;
-                return Ok(u64::from(byte));
+                Ok(u64::from(byte))
             }
+            _ => self.long_varint(),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn long_varint(&mut self) -> Result<u64, WireError> {
         let mut value = 0u64;
         for (i, &byte) in self.rest.iter().enumerate().take(10) {
             if i == 9 && byte > 1 {
@@ -56,6 +63,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next `len` bytes.
+    #[inline]
     pub(crate) fn bytes(&mut self, len: u64) -> Result<&'a [u8], WireError> {
         let len = usize::try_from(len).map_err(|_| WireError("length over the address space"))?;
         if len > self.rest.len() {
@@ -66,15 +74,17 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    /// A string: varint length, then that many bytes of UTF-8.
-    pub(crate) fn str(&mut self) -> Result<&'a str, WireError> {
+    /// A string's bytes, not checked for UTF-8: varint length, then that
+    /// many bytes.
+    #[inline]
+    pub(crate) fn str_bytes(&mut self) -> Result<&'a [u8], WireError> {
         let len = self.varint()?;
-        let bytes = self.bytes(len)?;
-        std::str::from_utf8(bytes).map_err(|_| WireError("string is not UTF-8"))
+        self.bytes(len)
     }
 
     /// An optional string: varint 0 for none, else the length plus one,
     /// then the string's bytes.
+    #[inline]
     pub(crate) fn opt_str(&mut self) -> Result<Option<&'a str>, WireError> {
         match self.varint()? {
             0 => Ok(None),
@@ -97,7 +107,7 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
-/// Append a string as [`Reader::str`] reads it.
+/// Append a string as [`Reader::str_bytes`] reads it.
 pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     put_varint(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
@@ -152,14 +162,18 @@ mod tests {
         put_opt_str(&mut out, Some(""));
         put_opt_str(&mut out, Some("x"));
         let mut r = Reader::new(&out);
-        assert_eq!(r.str(), Ok("héllo"));
+        assert_eq!(r.str_bytes(), Ok("héllo".as_bytes()));
         assert_eq!(r.opt_str(), Ok(None));
         assert_eq!(r.opt_str(), Ok(Some("")));
         assert_eq!(r.opt_str(), Ok(Some("x")));
         assert!(r.rest().is_empty());
-        assert!(Reader::new(&[2, b'a']).str().is_err(), "truncated");
-        assert!(Reader::new(&[1, 0xff]).str().is_err(), "not UTF-8");
-        assert!(Reader::new(&[2, 0xc3]).opt_str().is_err(), "truncated");
+        assert!(Reader::new(&[2, b'a']).str_bytes().is_err(), "truncated");
+        assert!(Reader::new(&[1, 0xff]).opt_str().is_ok(), "empty");
+        assert!(Reader::new(&[2, 0xff]).opt_str().is_err(), "not UTF-8");
+        assert!(
+            Reader::new(&[2, 0xc3]).opt_str().is_err(),
+            "incomplete UTF-8"
+        );
     }
 
     proptest! {
@@ -175,7 +189,7 @@ mod tests {
             let mut r = Reader::new(&bytes);
             let _ = r.varint();
             let _ = r.opt_str();
-            let _ = r.str();
+            let _ = r.str_bytes();
         }
     }
 }
