@@ -13,7 +13,10 @@
 //!   session and per-lookup percentiles (p50/p99/p99.9, from an HDR
 //!   histogram of individually timed lookups), and at the end how the p99
 //!   of `cache_hit` and of sled's own gets grow from the smallest N to the
-//!   largest.
+//!   largest, and `cache_hit ÷ raw_tree_get` measured in alternating
+//!   batches (the median of 21 per-round ratios), which the machine's other
+//!   load moves far less than the ratio of two criterion medians taken
+//!   seconds apart.
 //! - `lookup/cache_miss`: a load whose record was evicted, through a
 //!   `TieredStore` over the embedded DynamoDB (a temporary file): one consistent
 //!   `GetItem`, decode, fill.
@@ -189,6 +192,40 @@ fn percentiles(ops: usize, mut f: impl FnMut(usize)) -> Percentiles {
     }
 }
 
+/// `hit` time ÷ `base` time, each run `batch` times in turn for `rounds`
+/// rounds (which goes first alternates; every call gets the next index, so
+/// neither warms the other's keys): the median, lowest and highest of the
+/// per-round ratios.
+fn interleaved_ratio(
+    rounds: usize,
+    batch: usize,
+    mut base: impl FnMut(usize),
+    mut hit: impl FnMut(usize),
+) -> (f64, f64, f64) {
+    let mut next = 0usize;
+    let mut timed = |f: &mut dyn FnMut(usize)| {
+        let t0 = Instant::now();
+        for _ in 0..batch {
+            f(next);
+            next += 1;
+        }
+        t0.elapsed().as_secs_f64()
+    };
+    let mut ratios: Vec<f64> = (0..rounds)
+        .map(|round| {
+            if round % 2 == 0 {
+                let b = timed(&mut base);
+                timed(&mut hit) / b
+            } else {
+                let h = timed(&mut hit);
+                h / timed(&mut base)
+            }
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    (ratios[rounds / 2], ratios[0], ratios[rounds - 1])
+}
+
 fn bench_lookup(c: &mut Criterion) {
     if ![
         "lookup/cache_hit",
@@ -278,6 +315,25 @@ fn bench_lookup(c: &mut Criterion) {
             },
         );
         group.finish();
+
+        // The same two operations in alternating batches: the machine's
+        // other load falls on both alike.
+        let (rounds, batch) = (21, 20_000);
+        let ratio = interleaved_ratio(
+            rounds,
+            batch,
+            |j| {
+                black_box(cache.raw_get(&raw_keys[(j * 7919) % n]).unwrap());
+            },
+            |j| {
+                let key = tokens[(j * 7919) % n].storage_key();
+                black_box(store.lookup_cached(&key, NOW).unwrap());
+            },
+        );
+        eprintln!(
+            "lookup: {n} sessions, cache_hit ÷ raw_tree_get over {rounds} alternating rounds of {batch} each: median {:.2}× (lowest {:.2}×, highest {:.2}×)",
+            ratio.0, ratio.1, ratio.2
+        );
 
         // Tails: the same operations, each timed on its own.
         let ops = 300_000;
