@@ -3,13 +3,20 @@
 //! - `token/*`: generation (OS CSPRNG), parsing, the storage-key hash.
 //! - `codec/*`: encode and decode of a small record.
 //! - `lookup/cache_hit/N` is the whole sled-side hot path of a load:
-//!   storage-key hash, sled get, CBOR decode, lease and expiry checks. It is
+//!   storage-key hash, sled get, the record's header decode (format 2: the
+//!   data stays as bytes), lease and expiry checks. It is
 //!   measured beside `lookup/raw_sled_get/N`: a plain sled `get` of a value
 //!   of the same size among the same number of keys, in the same run, at
 //!   N = 10 000 and 1 000 000 cached sessions, and beside
-//!   `lookup/raw_tree_get/N`: a plain get from the cache's own sessions tree. For each N the run also prints
-//!   the resident memory per cached session and per-lookup percentiles
-//!   (p50/p99/p99.9, from an HDR histogram of individually timed lookups).
+//!   `lookup/raw_tree_get/N`: a plain get from the cache's own sessions
+//!   tree. For each N the run also prints the resident memory per cached
+//!   session and per-lookup percentiles (p50/p99/p99.9, from an HDR
+//!   histogram of individually timed lookups), and at the end how the p99
+//!   of `cache_hit` and of sled's own gets grow from the smallest N to the
+//!   largest, and `cache_hit ÷ raw_tree_get` measured in alternating
+//!   batches (the median of 21 per-round ratios), which the machine's other
+//!   load moves far less than the ratio of two criterion medians taken
+//!   seconds apart.
 //! - `lookup/cache_miss`: a load whose record was evicted, through a
 //!   `TieredStore` over the embedded DynamoDB (a temporary file): one consistent
 //!   `GetItem`, decode, fill.
@@ -17,7 +24,9 @@
 //!   through the store (durable tombstone, the transaction, fill)
 //!   and the same `TransactWriteItems` built directly with the SDK client.
 //!
-//! Fixed seed; criterion reports the median of its samples.
+//! Fixed seed; criterion reports the median of its samples. A filter
+//! (`-- lookup/`, `-- lookup/cache_hit`, `-- codec`) also skips the setup of
+//! the groups it cannot select (the 1M population, the embedded DynamoDB).
 //! `EDGE_SESSION_BENCH_SESSIONS=10000` skips the 1M population (~1 min); a test
 //! run (`cargo test --all-targets`, no `--bench` argument) uses 10k only.
 
@@ -66,7 +75,8 @@ fn record(i: usize) -> SessionRecord {
     r.data = BTreeMap::from([
         ("theme".into(), "dark".into()),
         ("locale".into(), "en-GB".into()),
-    ]);
+    ])
+    .into();
     r
 }
 
@@ -182,12 +192,54 @@ fn percentiles(ops: usize, mut f: impl FnMut(usize)) -> Percentiles {
     }
 }
 
+/// `hit` time ÷ `base` time, each run `batch` times in turn for `rounds`
+/// rounds (which goes first alternates; every call gets the next index, so
+/// neither warms the other's keys): the median, lowest and highest of the
+/// per-round ratios.
+fn interleaved_ratio(
+    rounds: usize,
+    batch: usize,
+    mut base: impl FnMut(usize),
+    mut hit: impl FnMut(usize),
+) -> (f64, f64, f64) {
+    let mut next = 0usize;
+    let mut timed = |f: &mut dyn FnMut(usize)| {
+        let t0 = Instant::now();
+        for _ in 0..batch {
+            f(next);
+            next += 1;
+        }
+        t0.elapsed().as_secs_f64()
+    };
+    let mut ratios: Vec<f64> = (0..rounds)
+        .map(|round| {
+            if round % 2 == 0 {
+                let b = timed(&mut base);
+                timed(&mut hit) / b
+            } else {
+                let h = timed(&mut hit);
+                h / timed(&mut base)
+            }
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    (ratios[rounds / 2], ratios[0], ratios[rounds - 1])
+}
+
 fn bench_lookup(c: &mut Criterion) {
-    if !selected("lookup/cache_hit") && !selected("lookup/raw_sled_get") {
+    if ![
+        "lookup/cache_hit",
+        "lookup/raw_sled_get",
+        "lookup/raw_tree_get",
+    ]
+    .into_iter()
+    .any(selected)
+    {
         return;
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut tails: Vec<(usize, Percentiles, Percentiles)> = Vec::new();
+    // (sessions, raw_sled_get, raw_tree_get, cache_hit)
+    let mut tails: Vec<(usize, Percentiles, Percentiles, Percentiles)> = Vec::new();
     for n in session_counts() {
         let tokens = tokens(n);
         let records: Vec<Vec<u8>> = (0..n).map(|i| codec::encode(&record(i))).collect();
@@ -264,6 +316,25 @@ fn bench_lookup(c: &mut Criterion) {
         );
         group.finish();
 
+        // The same two operations in alternating batches: the machine's
+        // other load falls on both alike.
+        let (rounds, batch) = (21, 20_000);
+        let ratio = interleaved_ratio(
+            rounds,
+            batch,
+            |j| {
+                black_box(cache.raw_get(&raw_keys[(j * 7919) % n]).unwrap());
+            },
+            |j| {
+                let key = tokens[(j * 7919) % n].storage_key();
+                black_box(store.lookup_cached(&key, NOW).unwrap());
+            },
+        );
+        eprintln!(
+            "lookup: {n} sessions, cache_hit ÷ raw_tree_get over {rounds} alternating rounds of {batch} each: median {:.2}× (lowest {:.2}×, highest {:.2}×)",
+            ratio.0, ratio.1, ratio.2
+        );
+
         // Tails: the same operations, each timed on its own.
         let ops = 300_000;
         let raw_tail = percentiles(ops, |j| {
@@ -280,14 +351,20 @@ fn bench_lookup(c: &mut Criterion) {
             "lookup: {n} sessions, {ops} lookups timed one by one: raw_sled_get p50 {:.2} µs p99 {:.2} µs p99.9 {:.2} µs | raw_tree_get p50 {:.2} µs p99 {:.2} µs p99.9 {:.2} µs | cache_hit p50 {:.2} µs p99 {:.2} µs p99.9 {:.2} µs",
             raw_tail.p50, raw_tail.p99, raw_tail.p999, tree_tail.p50, tree_tail.p99, tree_tail.p999, hit_tail.p50, hit_tail.p99, hit_tail.p999
         );
-        tails.push((n, raw_tail, hit_tail));
+        tails.push((n, raw_tail, tree_tail, hit_tail));
     }
-    if let (Some((small, _, s)), Some((large, _, l))) = (tails.first(), tails.last()) {
+    if let (Some((small, s_raw, s_tree, s_hit)), Some((large, l_raw, l_tree, l_hit))) =
+        (tails.first(), tails.last())
+    {
         if small != large {
             eprintln!(
-                "lookup: cache_hit p99 at {large} sessions is {:.2}× the p99 at {small} (p50 {:.2}×)",
-                l.p99 / s.p99,
-                l.p50 / s.p50
+                "lookup: p99 at {large} sessions ÷ p99 at {small}: cache_hit {:.2}× (p50 {:.2}×), raw_tree_get {:.2}× (p50 {:.2}×), raw_sled_get {:.2}× (p50 {:.2}×)",
+                l_hit.p99 / s_hit.p99,
+                l_hit.p50 / s_hit.p50,
+                l_tree.p99 / s_tree.p99,
+                l_tree.p50 / s_tree.p50,
+                l_raw.p99 / s_raw.p99,
+                l_raw.p50 / s_raw.p50,
             );
         }
     }

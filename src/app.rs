@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use secrecy::ExposeSecret;
 use tokio::sync::oneshot;
 
+use crate::codec::Format;
 use crate::coherence::{self, CoherenceSettings};
 use crate::config::{Config, DynamoEndpoint};
 use crate::embedded::EmbeddedDynamo;
@@ -144,6 +145,8 @@ impl Application {
             max_record_bytes: s.max_record_bytes,
             negative_ttl_ms: config.cache.negative_ttl_ms,
             negative_max_entries: config.cache.negative_max_entries,
+            // Checked by `Config::validate`.
+            record_format: Format::from_byte(s.record_format).unwrap_or_default(),
         };
         let store = TieredStore::new(cache, tier, settings);
         let state = AppState::new(store.clone(), &config, telemetry::metrics_handle())?;

@@ -1,14 +1,49 @@
-//! The record codec: serde_cbor behind a versioned envelope. The only file
-//! that names serde_cbor, so a swap to another CBOR crate stays one file.
+//! The record codec: a versioned envelope around two formats.
 //!
-//! Envelope: `b"ES"`, one format-version byte, then the record as packed CBOR
-//! (fields by index, not by name: smaller and faster to decode).
+//! Envelope: `b"ES"`, one format byte, then the record in that format.
+//!
+//! - Format 2 (`codec/v2.rs`, written by default): six fixed-width
+//!   integers, the user and role as length-prefixed strings, then the
+//!   application data as its own section, which a decode checks but leaves
+//!   as bytes until something reads it ([`SessionData`](crate::record::SessionData)).
+//!   A cache hit reads only what it serves.
+//! - Format 1 (`codec/v1.rs`): packed CBOR through serde_cbor (the only
+//!   file naming it). Every record written before format 2; still read,
+//!   and written only while `session.record_format = 1`.
+//!
+//! Both are always read. A format byte this build does not know is a typed
+//! error, never a guess. docs/design.md ("Record") says in which order a
+//! fleet moves from writing one format to the other.
 
 use crate::record::SessionRecord;
 
+mod v1;
+mod v2;
+
 const MAGIC: &[u8; 2] = b"ES";
-/// The current envelope format.
-pub const FORMAT_VERSION: u8 = 1;
+/// The format [`encode`] writes.
+pub const FORMAT_VERSION: u8 = Format::V2 as u8;
+
+/// A record format this build reads and can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// Packed CBOR: the only format builds before format 2 read.
+    V1 = 1,
+    /// Fixed header, data decoded on use.
+    #[default]
+    V2 = 2,
+}
+
+impl Format {
+    /// The format with this envelope byte, if this build knows it.
+    pub fn from_byte(byte: u8) -> Option<Format> {
+        match byte {
+            1 => Some(Format::V1),
+            2 => Some(Format::V2),
+            _ => None,
+        }
+    }
+}
 
 /// Bytes that are not a record this build can read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,100 +55,44 @@ pub enum DecodeError {
     /// An envelope from a format this build does not know.
     #[error("unknown record format version {0}")]
     UnknownFormat(u8),
-    /// The CBOR payload does not decode to a record.
+    /// The payload does not decode to a record.
     #[error("malformed record: {0}")]
     Malformed(String),
 }
 
-/// Encode a record.
+/// Encode a record in the current format ([`FORMAT_VERSION`]).
 pub fn encode(record: &SessionRecord) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + record.data.len() * 32);
+    encode_as(record, Format::default())
+}
+
+/// Encode a record in `format`.
+pub fn encode_as(record: &SessionRecord, format: Format) -> Vec<u8> {
+    let strings = record.user_id.as_ref().map_or(0, String::len)
+        + record.role.as_ref().map_or(0, String::len);
+    let mut out = Vec::with_capacity(64 + strings + record.data.len() * 32);
     out.extend_from_slice(MAGIC);
-    out.push(FORMAT_VERSION);
-    // Serializing a plain struct of integers, strings and a string map into a
-    // Vec cannot fail: no I/O error, no non-string map keys.
-    let mut ser = serde_cbor::Serializer::new(&mut out).packed_format();
-    serde::Serialize::serialize(record, &mut ser)
-        .expect("a SessionRecord always serializes to CBOR");
+    out.push(format as u8);
+    match format {
+        Format::V1 => v1::encode(record, &mut out),
+        Format::V2 => v2::encode(record, &mut out),
+    }
     out
 }
 
-/// Decode bytes written by [`encode`].
+/// Decode bytes written by [`encode_as`] in any format this build knows.
 pub fn decode(bytes: &[u8]) -> Result<SessionRecord, DecodeError> {
-    let (header, payload) = match bytes {
-        [m0, m1, version, payload @ ..] => ([*m0, *m1, *version], payload),
-        _ => return Err(DecodeError::NotAnEnvelope),
+    let [m0, m1, format, payload @ ..] = bytes else {
+        return Err(DecodeError::NotAnEnvelope);
     };
-    if header[..2] != MAGIC[..] {
+    if [*m0, *m1] != *MAGIC {
         return Err(DecodeError::NotAnEnvelope);
     }
-    if header[2] != FORMAT_VERSION {
-        return Err(DecodeError::UnknownFormat(header[2]));
+    match Format::from_byte(*format) {
+        Some(Format::V2) => v2::decode(payload).map_err(|e| DecodeError::Malformed(e.to_string())),
+        Some(Format::V1) => v1::decode(payload).map_err(DecodeError::Malformed),
+        None => Err(DecodeError::UnknownFormat(*format)),
     }
-    serde_cbor::from_slice(payload).map_err(|e| DecodeError::Malformed(e.to_string()))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn arb_record() -> impl Strategy<Value = SessionRecord> {
-        (
-            any::<u64>(),
-            proptest::option::of("\\PC{0,24}"),
-            proptest::option::of("[a-z]{0,12}"),
-            any::<u64>(),
-            proptest::collection::btree_map("\\PC{0,16}", "\\PC{0,64}", 0..8),
-            (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
-        )
-            .prop_map(|(version, user_id, role, user_epoch, data, (c, l, i, a))| {
-                SessionRecord {
-                    version,
-                    user_id,
-                    role,
-                    user_epoch,
-                    data,
-                    created_at: c,
-                    last_seen_at: l,
-                    idle_timeout_ms: i,
-                    absolute_expiry: a,
-                }
-            })
-    }
-
-    proptest! {
-        #[test]
-        fn record_round_trips(record in arb_record()) {
-            prop_assert_eq!(decode(&encode(&record)).unwrap(), record);
-        }
-
-        #[test]
-        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let _ = decode(&bytes);
-        }
-
-        #[test]
-        fn random_payload_behind_a_valid_header_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let mut framed = b"ES\x01".to_vec();
-            framed.extend(bytes);
-            let _ = decode(&framed);
-        }
-    }
-
-    #[test]
-    fn bad_envelopes_are_typed_errors() {
-        assert_eq!(decode(b""), Err(DecodeError::NotAnEnvelope));
-        assert_eq!(decode(b"XY\x01\xa0"), Err(DecodeError::NotAnEnvelope));
-        assert_eq!(decode(b"ES\x09\xa0"), Err(DecodeError::UnknownFormat(9)));
-        assert!(matches!(
-            decode(b"ES\x01\xff\xff"),
-            Err(DecodeError::Malformed(_))
-        ));
-        let good = encode(&SessionRecord::new(&Default::default(), 5));
-        assert!(matches!(
-            decode(&good[..good.len() - 1]),
-            Err(DecodeError::Malformed(_))
-        ));
-    }
-}
+mod tests;

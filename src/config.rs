@@ -269,6 +269,8 @@ pub struct SessionConfig {
     pub max_per_user: usize,
     /// The largest encoded session record (larger writes: 413).
     pub max_record_bytes: usize,
+    /// The record format this node writes (1 or 2; it reads both).
+    pub record_format: u8,
 }
 
 impl Default for SessionConfig {
@@ -279,6 +281,7 @@ impl Default for SessionConfig {
             touch_interval_secs: 60,
             max_per_user: crate::store::DEFAULT_MAX_PER_USER,
             max_record_bytes: crate::store::DEFAULT_MAX_RECORD_BYTES,
+            record_format: crate::codec::FORMAT_VERSION,
         }
     }
 }
@@ -533,6 +536,7 @@ mod tests {
             err("[session]\nidle_timeout_secs = 30\ntouch_interval_secs = 60")
                 .contains("session.touch_interval_secs")
         );
+        assert!(err("[session]\nrecord_format = 3").contains("session.record_format"));
         assert!(err("[cookie]\nsecure = false").contains("cookie.secure"));
         assert!(err("[dynamodb]\nendpoint = \"ftp://x\"").contains("dynamodb.endpoint"));
         assert!(err("[api]\nkeys = [\"short\"]").contains("api.keys[0]"));

@@ -10,8 +10,10 @@
 //! - `token`: [`SessionToken`] (the bearer secret) and [`StorageKey`] (its
 //!   blake3 derivation, the only key either tier stores).
 //! - `record`: [`SessionRecord`], the pure expiry rules, and [`now`], the
-//!   wall clock.
-//! - [`codec`]: the versioned CBOR envelope (the one file naming serde_cbor).
+//!   wall clock; [`SessionData`], the application data, decoded on first use.
+//! - [`codec`]: the versioned record envelope: format 2 (fixed header, read
+//!   without serde) and format 1 (CBOR; `codec/v1.rs` is the one file
+//!   naming serde_cbor).
 //! - [`cache`]: [`SledCache`], records, tombstones and the revocation outbox
 //!   (the one file naming sled).
 //! - [`store`]: [`TieredStore`], the coordinator that orders writes across
@@ -55,6 +57,6 @@ pub use app::Application;
 pub use cache::SledCache;
 pub use config::Config;
 pub use http::{hash_password, route_table, ErrorCode, SPEC as OPENAPI_SPEC};
-pub use record::{now, Policy, SessionRecord, UnixMillis};
+pub use record::{now, Policy, SessionData, SessionRecord, UnixMillis};
 pub use store::{Session, TieredStore};
 pub use token::{SessionToken, StorageKey, TokenError};

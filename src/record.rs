@@ -1,11 +1,17 @@
 //! The session record and its expiry rules. Pure: every decision takes `now`
 //! (milliseconds since the Unix epoch) as a parameter; [`now`] is the wall
 //! clock callers read it from.
+//!
+//! `data.rs` holds [`SessionData`], the application data that stays in its
+//! stored bytes until it is used; `wire.rs` the byte forms (varints,
+//! strings) that record format 2 and the data section share.
 
-use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+mod data;
+pub(crate) mod wire;
+
+pub use data::SessionData;
 
 /// Milliseconds since the Unix epoch.
 pub type UnixMillis = u64;
@@ -23,7 +29,7 @@ pub fn secs(ms: UnixMillis) -> u64 {
 }
 
 /// One session, as both tiers store it (encoded by [`crate::codec`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
     /// Incremented on every write; every DynamoDB write is conditional on it.
     pub version: u64,
@@ -34,8 +40,8 @@ pub struct SessionRecord {
     /// The user's revocation epoch when the user was bound: a session whose
     /// epoch is below the user's current one was logged out everywhere.
     pub user_epoch: u64,
-    /// Application data.
-    pub data: BTreeMap<String, String>,
+    /// Application data, decoded on first use.
+    pub data: SessionData,
     /// When the session was created.
     pub created_at: UnixMillis,
     /// Last activity, refreshed coarsely (see [`Policy::touch_interval_ms`]).
@@ -75,7 +81,7 @@ impl SessionRecord {
             user_id: None,
             role: None,
             user_epoch: 0,
-            data: BTreeMap::new(),
+            data: SessionData::new(),
             created_at: now,
             last_seen_at: now,
             idle_timeout_ms: policy.idle_timeout_ms,

@@ -147,6 +147,12 @@ impl Config {
                 "must be 1024-358400 (DynamoDB items are at most 400 KB)".into(),
             );
         }
+        if crate::codec::Format::from_byte(s.record_format).is_none() {
+            return bad(
+                "session.record_format",
+                "must be 1 or 2 (1 only while nodes of a build that reads only format 1 share the table)".into(),
+            );
+        }
         if self.stream.poll_interval_ms == 0 || self.stream.poll_interval_ms > 60_000 {
             return bad("stream.poll_interval_ms", "must be 1-60000".into());
         }

@@ -142,7 +142,7 @@ impl TieredStore {
                 if !self.epoch_allows(key, &record, now).await? {
                     return Ok(None);
                 }
-                let bytes = codec::encode(&record);
+                let bytes = self.encode(&record);
                 match cache.fill(&key, now, ver, &bytes)? {
                     FillOutcome::Tombstoned => Ok(None),
                     FillOutcome::Filled | FillOutcome::Superseded => {
@@ -201,7 +201,7 @@ impl TieredStore {
         }
         let mut next = record.next_version();
         next.last_seen_at = now;
-        let body = codec::encode(&next);
+        let body = self.encode(&next);
         match self
             .inner
             .dynamo

@@ -63,7 +63,7 @@ use std::sync::Arc;
 use edge_session_sync::{DynamoError, DynamoTier, Item};
 
 use crate::cache::{CacheError, SledCache};
-use crate::codec::DecodeError;
+use crate::codec::{self, DecodeError, Format};
 use crate::record::{Policy, SessionRecord, UnixMillis};
 use crate::token::StorageKey;
 use epoch_map::Epochs;
@@ -140,9 +140,9 @@ pub struct SessionChange {
 
 impl SessionChange {
     /// Replace the data.
-    pub fn data(data: BTreeMap<String, String>) -> Self {
+    pub fn data(data: impl Into<BTreeMap<String, String>>) -> Self {
         SessionChange {
-            data: Some(data),
+            data: Some(data.into()),
             ..SessionChange::default()
         }
     }
@@ -261,6 +261,10 @@ pub struct StoreSettings {
     /// At most this many keys are remembered as unknown (oldest dropped
     /// first).
     pub negative_max_entries: usize,
+    /// The record format every write uses (both are always read): format 1
+    /// only while nodes of a build that reads nothing else share the table
+    /// (docs/design.md, "Record").
+    pub record_format: Format,
 }
 
 /// [`StoreSettings::max_per_user`] unless configured (`session.max_per_user`).
@@ -295,6 +299,7 @@ impl Default for StoreSettings {
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             negative_ttl_ms: 1_000,
             negative_max_entries: 10_000,
+            record_format: Format::default(),
         }
     }
 }
@@ -381,5 +386,10 @@ impl TieredStore {
     /// The settings.
     pub fn settings(&self) -> &StoreSettings {
         &self.inner.settings
+    }
+
+    /// `record` encoded in the configured format.
+    fn encode(&self, record: &SessionRecord) -> Vec<u8> {
+        codec::encode_as(record, self.inner.settings.record_format)
     }
 }

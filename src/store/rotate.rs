@@ -9,7 +9,6 @@ use edge_session_sync::{EpochGuard, RotateConflict};
 use tokio::sync::oneshot;
 
 use super::{item_of, Error, Session, TieredStore, UserBinding};
-use crate::codec;
 use crate::record::{SessionRecord, UnixMillis};
 use crate::token::{SessionToken, StorageKey};
 
@@ -123,7 +122,7 @@ impl TieredStore {
             sid: StorageKey::user_epoch(uid).0,
             epoch: record.user_epoch,
         });
-        let body = codec::encode(&record);
+        let body = self.encode(&record);
         let item = item_of(&key, &record, body.clone());
         let (flushed, rotated) = tokio::join!(
             cache.flush(),

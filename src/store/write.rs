@@ -5,7 +5,6 @@ use edge_session_sync::{Conflict, DynamoError, EpochGuard};
 
 use super::{item_of, Error, NewSession, Session, SessionChange, TieredStore};
 use crate::cache::FillOutcome;
-use crate::codec;
 use crate::record::{SessionRecord, UnixMillis};
 use crate::token::{SessionToken, StorageKey};
 
@@ -37,7 +36,7 @@ impl TieredStore {
             record.user_id = Some(b.user_id);
             record.role = b.role;
         }
-        record.data = spec.data;
+        record.data = spec.data.into();
         if let Some(idle) = spec.idle_timeout_ms {
             record.idle_timeout_ms = idle;
         }
@@ -52,7 +51,7 @@ impl TieredStore {
                 }
                 None => None,
             };
-            let body = self.within_size(codec::encode(&record))?;
+            let body = self.within_size(self.encode(&record))?;
             let token = SessionToken::generate();
             let key = token.storage_key();
             let item = item_of(&key, &record, body.clone());
@@ -113,13 +112,13 @@ impl TieredStore {
         }
         let mut next = session.record.next_version();
         if let Some(data) = change.data {
-            next.data = data;
+            next.data = data.into();
         }
         if let Some(idle) = change.idle_timeout_ms {
             next.idle_timeout_ms = idle;
         }
         next.last_seen_at = now.max(next.last_seen_at);
-        let body = self.within_size(codec::encode(&next))?;
+        let body = self.within_size(self.encode(&next))?;
         match self
             .inner
             .dynamo

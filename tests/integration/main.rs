@@ -9,6 +9,7 @@ mod crash;
 mod embedded;
 mod faultproxy;
 mod faults;
+mod formats;
 mod forward_auth;
 mod gateway;
 mod hardening;
