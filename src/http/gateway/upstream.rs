@@ -29,8 +29,8 @@ pub struct Upstream {
     pub(super) client: awc::Client,
     /// WebSockets' own pool: each holds its connection for its whole life.
     pub(super) ws_client: awc::Client,
-    /// `http://host:port`, no trailing slash.
-    base: String,
+    /// `host:port` of the upstream (its scheme is the request's: `http` or `ws`).
+    authority: String,
     pub(super) response_timeout: Duration,
     trusted_proxies: Arc<[IpNet]>,
     pub(super) protected: Protected,
@@ -65,7 +65,7 @@ impl Upstream {
         Some(Rc::new(Upstream {
             client: client(),
             ws_client: client(),
-            base: format!("http://{authority}"),
+            authority: authority.to_string(),
             response_timeout: Duration::from_millis(config.upstream_timeout_ms),
             trusted_proxies,
             protected: Protected::new(&config.protect),
@@ -82,8 +82,7 @@ impl Upstream {
                 "the request target is not a path",
             ));
         }
-        let authority = self.base.trim_start_matches("http://");
-        Ok(format!("{scheme}://{authority}{target}"))
+        Ok(format!("{scheme}://{}{target}", self.authority))
     }
 
     /// The headers to send upstream for `req` from `caller`, with `nonce`.
