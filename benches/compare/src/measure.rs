@@ -223,32 +223,27 @@ impl Op for Relogin {
 
 /// Logins the proxy at `proxy` carries out on the app's signed action, on
 /// `c` connections each carrying its previous login's cookie (each first
-/// signed in untimed), for `duration`.
+/// signed in untimed on its own connection), for `duration`.
 async fn action_logins(proxy: SocketAddr, c: usize, duration: Duration) -> anyhow::Result<Sample> {
     let mut ops = Vec::with_capacity(c);
     for _ in 0..c {
-        let conn = Connection::open(proxy).await?;
+        let mut conn = Connection::open(proxy).await?;
         let mut req =
             RequestTemplate::new(proxy, Method::POST, "/login-action", &[], Bytes::new())?;
-        let first = conn_login(proxy).await?;
+        let res = conn.send(&req).await?;
+        let first = res
+            .cookie("__Host-sid")
+            .filter(|_| res.status == StatusCode::SEE_OTHER)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "POST /login-action through the proxy answered {}",
+                    res.status
+                )
+            })?;
         req.set_header("cookie", HeaderValue::from_str(&first)?);
         ops.push(Relogin { conn, req });
     }
     Ok(drive(ops, Duration::ZERO, duration).await)
-}
-
-/// One untimed action login on a fresh connection: the cookie it set.
-async fn conn_login(proxy: SocketAddr) -> anyhow::Result<String> {
-    let req = RequestTemplate::new(proxy, Method::POST, "/login-action", &[], Bytes::new())?;
-    let res = Connection::open(proxy).await?.send(&req).await?;
-    res.cookie("__Host-sid")
-        .filter(|_| res.status == StatusCode::SEE_OTHER)
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "POST /login-action through the proxy answered {}",
-                res.status
-            )
-        })
 }
 
 /// The node's whole `POST /login` (argon2id + load + regenerate) at c=1,
