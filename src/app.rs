@@ -18,7 +18,7 @@ use crate::embedded::EmbeddedDynamo;
 use crate::http::{self, AppState};
 use crate::record::{now, Policy};
 use crate::store::StoreSettings;
-use crate::sync::{BreakerSettings, ClientSettings, DynamoTier, Endpoint};
+use crate::sync::{BreakerSettings, ClientSettings, DynamoTier, Endpoint, JournalSettings};
 use crate::{telemetry, SledCache, TieredStore};
 
 /// A node, bound and ready to run.
@@ -94,13 +94,24 @@ pub async fn dynamo_tier(
         failures_to_open: d.breaker_failures,
         cooldown: Duration::from_millis(d.breaker_cooldown_ms),
     };
-    let tier = DynamoTier::with_breaker(settings.build().await, d.table.clone(), breaker);
+    let tier = DynamoTier::with_breaker(settings.build().await, d.table.clone(), breaker)
+        .with_journal(journal_settings(&config.stream));
     if provision || embedded.is_some() || d.provision_on_start {
         tier.provision()
             .await
             .with_context(|| format!("provisioning DynamoDB table `{}`", d.table))?;
     }
     Ok((tier, settings, embedded))
+}
+
+/// The change journal as `[stream]` configures it (writers and readers).
+fn journal_settings(stream: &crate::config::StreamConfig) -> JournalSettings {
+    JournalSettings {
+        partitions: stream.journal_partitions,
+        settle: Duration::from_millis(stream.journal_settle_ms),
+        poll_interval: Duration::from_millis(stream.poll_interval_ms),
+        ..JournalSettings::default()
+    }
 }
 
 fn load_tls(config: &crate::config::TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
@@ -195,6 +206,8 @@ impl Application {
         let upkeep = tokio::spawn(store.clone().maintain(now, stopped));
         let follower = config.stream.enabled.then(|| {
             let settings = CoherenceSettings {
+                source: config.stream.source,
+                journal: journal_settings(&config.stream),
                 poll_interval: Duration::from_millis(config.stream.poll_interval_ms),
                 lag_threshold_ms: config.stream.lag_threshold_ms,
                 lease_ms: config.cache.revalidate_after_ms,

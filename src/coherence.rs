@@ -39,17 +39,22 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::config::StreamSource;
 use crate::record::UnixMillis;
 use crate::store::TieredStore;
 use crate::sync::{
-    Checkpoints, ClientSettings, ColdStart, FollowerSettings, FollowerStatus, InvalidationKind,
-    StreamFollower,
+    Checkpoints, ClientSettings, ColdStart, FollowerSettings, FollowerStatus, Invalidation,
+    InvalidationKind, JournalFollower, JournalSettings, StreamFollower,
 };
 use crate::StorageKey;
 
 /// Coherence settings.
 #[derive(Debug, Clone, Copy)]
 pub struct CoherenceSettings {
+    /// Where revocations are read from.
+    pub source: StreamSource,
+    /// The change journal's settings (with `source = Journal`).
+    pub journal: JournalSettings,
     /// Pause after an empty read of a shard.
     pub poll_interval: Duration,
     /// The follower lags when its last good poll or newest record is older.
@@ -97,57 +102,83 @@ pub async fn run(
     // Nothing cached so far is covered by a stream position yet.
     let short_lease_ms = settings.lagging_lease_ms.min(settings.lease_ms);
     store.set_coverage(None, short_lease_ms);
-    let cache = store.cache().clone();
-    // A persisted cache may hold sessions revoked while this node was down:
-    // with no checkpoint yet, read what the stream still holds.
-    let cold_start = if !cache.is_empty() {
-        ColdStart::TrimHorizon
-    } else {
-        ColdStart::Latest
-    };
-    let follower = StreamFollower::new(
-        client.build().await,
-        client.build_streams().await,
-        store.dynamo().table().to_owned(),
-        Arc::new(cache.clone()) as Arc<dyn Checkpoints>,
-        FollowerSettings {
-            poll_interval: settings.poll_interval,
-            cold_start,
-            ..FollowerSettings::default()
-        },
-    );
-    let status = follower.status();
-    let (stop_watchdog, watchdog_stopped) = tokio::sync::oneshot::channel::<()>();
-    let watchdog = tokio::spawn(watch(store.clone(), status, settings, watchdog_stopped));
-
+    let checkpoints = Arc::new(store.cache().clone()) as Arc<dyn Checkpoints>;
+    let table = store.dynamo().table().to_owned();
     let sink_store = store.clone();
-    let sink = move |batch: Vec<crate::sync::Invalidation>| {
-        let store = sink_store.clone();
-        async move {
-            let now = clock();
-            for inv in &batch {
-                let key = StorageKey(inv.sid);
-                match inv.kind {
-                    InvalidationKind::Removed => store.apply_removed(key, now)?,
-                    InvalidationKind::VersionRaised { new_ver } => {
-                        store.apply_version_raised(key, new_ver, now)?;
-                    }
-                    _ => store.cache().evict(&key)?,
-                }
-            }
-            metrics::counter!("edge_session_stream_invalidations_applied_total")
-                .increment(batch.len() as u64);
-            // Durable before the follower checkpoints past these records.
-            store.cache().flush().await?;
-            Ok::<(), crate::store::Error>(())
+    let sink = move |batch: Vec<Invalidation>| apply(sink_store.clone(), batch, clock);
+    let (stop_watchdog, watchdog_stopped) = tokio::sync::oneshot::channel::<()>();
+    let result = match settings.source {
+        StreamSource::Journal => {
+            let follower =
+                JournalFollower::new(client.build().await, table, checkpoints, settings.journal);
+            let watchdog = tokio::spawn(watch(
+                store.clone(),
+                follower.status(),
+                settings,
+                watchdog_stopped,
+            ));
+            let result = follower.run(sink, shutdown).await;
+            (result, watchdog)
+        }
+        StreamSource::Stream => {
+            // A persisted cache may hold sessions revoked while this node was
+            // down: with no checkpoint yet, read what the stream still holds.
+            let cold_start = if !store.cache().is_empty() {
+                ColdStart::TrimHorizon
+            } else {
+                ColdStart::Latest
+            };
+            let follower = StreamFollower::new(
+                client.build().await,
+                client.build_streams().await,
+                table,
+                checkpoints,
+                FollowerSettings {
+                    poll_interval: settings.poll_interval,
+                    cold_start,
+                    ..FollowerSettings::default()
+                },
+            );
+            let watchdog = tokio::spawn(watch(
+                store.clone(),
+                follower.status(),
+                settings,
+                watchdog_stopped,
+            ));
+            (follower.run(sink, shutdown).await, watchdog)
         }
     };
-    if let Err(err) = follower.run(sink, shutdown).await {
-        tracing::error!(%err, "stream follower stopped; the lease alone bounds staleness now");
+    let (result, watchdog) = result;
+    if let Err(err) = result {
+        tracing::error!(%err, "the follower stopped; the lease alone bounds staleness now");
         store.set_lease(settings.lagging_lease_ms.min(settings.lease_ms));
     }
     let _ = stop_watchdog.send(());
     let _ = watchdog.await;
+}
+
+/// Apply one batch of what other nodes did to this node's cache, durably
+/// (flushed before the follower moves its position past it).
+pub async fn apply(
+    store: TieredStore,
+    batch: Vec<Invalidation>,
+    clock: fn() -> UnixMillis,
+) -> Result<(), crate::store::Error> {
+    let now = clock();
+    for inv in &batch {
+        let key = StorageKey(inv.sid);
+        match inv.kind {
+            InvalidationKind::Removed => store.apply_removed(key, now)?,
+            InvalidationKind::VersionRaised { new_ver } => {
+                store.apply_version_raised(key, new_ver, now)?;
+            }
+            _ => store.cache().evict(&key)?,
+        }
+    }
+    metrics::counter!("edge_session_stream_invalidations_applied_total")
+        .increment(batch.len() as u64);
+    store.cache().flush().await?;
+    Ok(())
 }
 
 async fn watch(
@@ -211,6 +242,15 @@ mod tests {
     use super::*;
 
     const S: CoherenceSettings = CoherenceSettings {
+        source: StreamSource::Journal,
+        journal: JournalSettings {
+            partitions: 1,
+            retention: Duration::from_secs(86_400),
+            settle: Duration::from_secs(2),
+            poll_interval: Duration::from_millis(250),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        },
         poll_interval: Duration::from_millis(250),
         lag_threshold_ms: 3000,
         lease_ms: 30_000,

@@ -320,23 +320,43 @@ impl Default for CacheConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StreamConfig {
-    /// Follow the table's stream and evict what other nodes revoke.
+    /// Follow what other nodes revoke (from `source`) and evict it.
     pub enabled: bool,
-    /// Pause after an empty read of a shard (the propagation delay).
+    /// Where revocations are read from.
+    pub source: StreamSource,
+    /// Pause between two reads (the propagation delay).
     pub poll_interval_ms: u64,
     /// The follower lags when its last good poll or newest applied record
     /// is older than this; the lease then shortens.
     pub lag_threshold_ms: u64,
+    /// Partition keys of the change journal per minute (1-16); every node
+    /// of a table must use the same number.
+    pub journal_partitions: u8,
+    /// How late a journal entry may become visible and still be read.
+    pub journal_settle_ms: u64,
 }
 
 impl Default for StreamConfig {
     fn default() -> Self {
         StreamConfig {
             enabled: true,
+            source: StreamSource::Journal,
             poll_interval_ms: 250,
             lag_threshold_ms: 3000,
+            journal_partitions: 1,
+            journal_settle_ms: 2000,
         }
     }
+}
+
+/// `stream.source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamSource {
+    /// `"journal"`: the change journal in the table (any number of nodes).
+    Journal,
+    /// `"stream"`: the table's DynamoDB stream (two nodes per region at most).
+    Stream,
 }
 
 /// `log.format`.

@@ -41,7 +41,7 @@ pub mod app;
 mod assertion;
 pub mod cache;
 pub mod codec;
-mod coherence;
+pub mod coherence;
 pub mod config;
 pub mod embedded;
 mod http;

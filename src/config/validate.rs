@@ -156,6 +156,13 @@ impl Config {
         if self.stream.poll_interval_ms == 0 || self.stream.poll_interval_ms > 60_000 {
             return bad("stream.poll_interval_ms", "must be 1-60000".into());
         }
+        let partitions = self.stream.journal_partitions;
+        if partitions == 0 || partitions > crate::sync::MAX_PARTITIONS {
+            return bad("stream.journal_partitions", "must be 1-16".into());
+        }
+        if self.stream.journal_settle_ms > 60_000 {
+            return bad("stream.journal_settle_ms", "must be 0-60000".into());
+        }
         Ok(())
     }
 }

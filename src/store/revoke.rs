@@ -156,7 +156,7 @@ impl TieredStore {
         let result = async {
             for key in cache.unverified(limit)? {
                 match self.inner.dynamo.delete(key.as_bytes()).await? {
-                    Some(_) => {
+                    true => {
                         let keep_until = cache.tombstone_of(&key)?.map_or(0, |t| t.keep_until);
                         let tomb = Tombstone {
                             keep_until,
@@ -165,7 +165,7 @@ impl TieredStore {
                         cache.revoke_locally(&key, tomb)?;
                         report.confirmed += 1;
                     }
-                    None => {
+                    false => {
                         if cache.drop_unverified(&key)? {
                             unverified_dropped("unknown");
                         }

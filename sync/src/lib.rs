@@ -15,6 +15,9 @@
 //! - [`stream`]: [`StreamFollower`], which follows the table's stream (every
 //!   shard, checkpointed through the [`Checkpoints`] seam) and yields
 //!   [`Invalidation`]s for the node to apply.
+//! - [`journal`]: the change journal every invalidating write adds to in its
+//!   own transaction, and [`JournalFollower`], which reads it: how a fleet
+//!   larger than the stream's two readers per shard stays coherent.
 //!
 //! This crate knows nothing of actix or sled: it stores opaque bytes (`body`)
 //! plus the few indexed attributes (`sid`, `uid`, `ver`, `exp`).
@@ -25,6 +28,7 @@ mod breaker;
 mod client;
 mod error;
 mod item;
+mod journal;
 mod stream;
 mod tier;
 
@@ -32,6 +36,9 @@ pub use breaker::BreakerSettings;
 pub use client::{ClientSettings, Endpoint};
 pub use error::{Conflict, DynamoError, ErrorKind, RotateConflict};
 pub use item::{Item, ItemError, SID_LEN};
+pub use journal::{
+    JournalFollower, JournalSettings, JOURNAL_CHECKPOINT, JOURNAL_INDEX, MAX_PARTITIONS,
+};
 pub use stream::{
     CheckpointError, Checkpoints, ColdStart, FollowerSettings, FollowerStatus, Invalidation,
     InvalidationKind, MemoryCheckpoints, StreamFollower,

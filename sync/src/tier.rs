@@ -6,17 +6,10 @@
 //! `attribute_not_exists`). Reads are strongly consistent, except the GSI
 //! query, which DynamoDB only serves eventually consistent.
 
-use std::time::Duration;
-
-use aws_sdk_dynamodb::operation::create_table::CreateTableError;
-use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, GlobalSecondaryIndex,
-    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType,
-    StreamSpecification, StreamViewType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
-    TransactWriteItem,
+    AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -28,8 +21,10 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use crate::breaker::{Breaker, BreakerSettings};
 use crate::error::{classify, is_unreachable, Conflict, DynamoError, ErrorKind, RotateConflict};
 use crate::item::{self, Item, SID_LEN};
+use crate::journal::{self, Change, JournalSettings};
 
 mod list;
+mod provision;
 
 pub use list::UserPage;
 
@@ -77,6 +72,7 @@ pub struct DynamoTier {
     client: Client,
     table: String,
     breaker: Arc<Breaker>,
+    journal: Arc<JournalSettings>,
 }
 
 /// Guards a write on a user's revocation epoch: the epoch item `sid` must
@@ -96,6 +92,8 @@ pub struct ProvisionReport {
     pub created: bool,
     /// TTL on `exp` was switched on by this call.
     pub ttl_enabled: bool,
+    /// The change journal's index was added to an existing table.
+    pub journal_index_added: bool,
 }
 
 fn malformed(op: &'static str, err: impl std::fmt::Display) -> DynamoError {
@@ -118,7 +116,29 @@ impl DynamoTier {
             client,
             table: table.into(),
             breaker: Arc::new(Breaker::new(breaker)),
+            journal: Arc::new(JournalSettings::default()),
         }
+    }
+
+    /// This tier with `settings` for the change journal its writes add to.
+    pub fn with_journal(mut self, settings: JournalSettings) -> Self {
+        self.journal = Arc::new(settings);
+        self
+    }
+
+    /// The change journal's settings.
+    pub fn journal(&self) -> &JournalSettings {
+        &self.journal
+    }
+
+    /// The journal entry saying `target` changed, as a transaction item.
+    fn journal_entry(
+        &self,
+        target: &[u8; SID_LEN],
+        change: Change,
+        op: &'static str,
+    ) -> Result<TransactWriteItem, DynamoError> {
+        journal::entry_put(&self.table, target, change, &self.journal, op)
     }
 
     /// Whether the circuit breaker is failing calls fast right now.
@@ -202,34 +222,32 @@ impl DynamoTier {
         }
     }
 
-    /// Replace the item, conditional on its stored `ver` being `expected_ver`.
-    /// A missing item is a conflict too: a deleted session is never written back.
+    /// Replace the item, conditional on its stored `ver` being `expected_ver`,
+    /// with a journal entry of the raised version in the same transaction.
+    /// A missing item is a conflict too: a deleted session is never written
+    /// back. So is a transaction on the item in flight elsewhere.
     pub async fn update(
         &self,
         item: &Item,
         expected_ver: u64,
     ) -> Result<Result<(), Conflict>, DynamoError> {
-        let result = self
-            .client
-            .put_item()
+        let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item.to_attributes()))
             .condition_expression("ver = :expected")
             .expression_attribute_values(":expected", AttributeValue::N(expected_ver.to_string()))
-            .send()
-            .timed("update", &self.breaker)
-            .await?;
-        match result {
-            Ok(_) => Ok(Ok(())),
-            Err(err)
-                if matches!(
-                    err.as_service_error(),
-                    Some(PutItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(Err(Conflict))
-            }
-            Err(err) => Err(classify("update", &err)),
+            .build()
+            .map_err(|e| DynamoError::new("update", ErrorKind::Rejected, e.to_string()))?;
+        let items = vec![
+            TransactWriteItem::builder().put(put).build(),
+            self.journal_entry(&item.sid, Change::Raised(item.ver), "update")?,
+        ];
+        match self
+            .transact("update", items, &[RotateConflict::OldChanged])
+            .await?
+        {
+            Ok(()) => Ok(Ok(())),
+            Err(_) => Ok(Err(Conflict)),
         }
     }
 
@@ -259,6 +277,8 @@ impl DynamoTier {
             items.push(self.epoch_check(&guard, "rotate")?);
             roles.push(RotateConflict::EpochChanged);
         }
+        // Last, and with no condition: it never decides the outcome.
+        items.push(self.journal_entry(old_sid, Change::Removed, "rotate")?);
         self.transact("rotate", items, &roles).await
     }
 
@@ -361,52 +381,80 @@ impl DynamoTier {
 
     /// Advance a user's revocation epoch by one; returns the new epoch. The
     /// item lives until `exp` (epoch seconds), past any session it outlaws.
+    /// The epoch is read, then raised conditionally on it, with its journal
+    /// entry, in one transaction; a concurrent raise makes it read again.
     pub async fn bump_user_epoch(
         &self,
         epoch_sid: &[u8; SID_LEN],
         exp: u64,
     ) -> Result<u64, DynamoError> {
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(item::key(epoch_sid)))
-            .update_expression("SET ver = if_not_exists(ver, :zero) + :one, exp = :exp")
-            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .expression_attribute_values(":exp", AttributeValue::N(exp.to_string()))
-            .return_values(ReturnValue::UpdatedNew)
-            .send()
-            .timed("bump_user_epoch", &self.breaker)
-            .await?
-            .map_err(|err| classify("bump_user_epoch", &err))?;
-        let attrs = out.attributes.unwrap_or_default();
-        item::number(&attrs, item::VER).map_err(|e| malformed("bump_user_epoch", e))
+        let op = "bump_user_epoch";
+        for _ in 0..8 {
+            let current = self.user_epoch(epoch_sid).await?;
+            let next = current + 1;
+            // Epoch 0 is "never revoked": the item may not exist yet.
+            let condition = if current == 0 {
+                "attribute_not_exists(sid) OR ver = :current"
+            } else {
+                "ver = :current"
+            };
+            let update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(item::key(epoch_sid)))
+                .update_expression("SET ver = :next, exp = :exp")
+                .condition_expression(condition)
+                .expression_attribute_values(":current", AttributeValue::N(current.to_string()))
+                .expression_attribute_values(":next", AttributeValue::N(next.to_string()))
+                .expression_attribute_values(":exp", AttributeValue::N(exp.to_string()))
+                .build()
+                .map_err(|e| DynamoError::new(op, ErrorKind::Rejected, e.to_string()))?;
+            let items = vec![
+                TransactWriteItem::builder().update(update).build(),
+                self.journal_entry(epoch_sid, Change::Raised(next), op)?,
+            ];
+            if self
+                .transact(op, items, &[RotateConflict::OldChanged])
+                .await?
+                .is_ok()
+            {
+                return Ok(next);
+            }
+        }
+        Err(DynamoError::new(
+            op,
+            ErrorKind::Throttled,
+            "the epoch kept moving under concurrent revocations",
+        ))
     }
 
     /// Delete the item whatever its version (a revocation must win over any
-    /// concurrent write). Returns the deleted item's `ver`, `None` if there
-    /// was none. Idempotent.
-    pub async fn delete(&self, sid: &[u8; SID_LEN]) -> Result<Option<u64>, DynamoError> {
-        let out = self
-            .client
-            .delete_item()
+    /// concurrent write), with its journal entry in the same transaction.
+    /// `true` when there was an item to delete. Idempotent. A transaction on
+    /// the item in flight elsewhere fails it (unavailable): the caller's
+    /// outbox tries again.
+    pub async fn delete(&self, sid: &[u8; SID_LEN]) -> Result<bool, DynamoError> {
+        let op = "delete";
+        let delete = Delete::builder()
             .table_name(&self.table)
             .set_key(Some(item::key(sid)))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .timed("delete", &self.breaker)
+            .condition_expression("attribute_exists(sid)")
+            .build()
+            .map_err(|e| DynamoError::new(op, ErrorKind::Rejected, e.to_string()))?;
+        let items = vec![
+            TransactWriteItem::builder().delete(delete).build(),
+            self.journal_entry(sid, Change::Removed, op)?,
+        ];
+        match self
+            .transact(op, items, &[RotateConflict::OldChanged])
             .await?
-            .map_err(
-                |err: aws_sdk_dynamodb::error::SdkError<DeleteItemError, _>| {
-                    classify("delete", &err)
-                },
-            )?;
-        match out.attributes {
-            None => Ok(None),
-            Some(map) => item::number(&map, item::VER)
-                .map(Some)
-                .map_err(|e| malformed("delete", e)),
+        {
+            Ok(()) => Ok(true),
+            Err(RotateConflict::TransactionInProgress) => Err(DynamoError::new(
+                op,
+                ErrorKind::Throttled,
+                "a transaction on the item is in flight",
+            )),
+            Err(_) => Ok(false),
         }
     }
 
@@ -421,172 +469,6 @@ impl DynamoTier {
             .map(|_| ())
             .map_err(|err| classify("ping", &err))
     }
-
-    /// Create the table (key `sid`, GSI `uid-index`, stream NEW_AND_OLD_IMAGES,
-    /// TTL on `exp`) or check that an existing one has that shape. Idempotent.
-    pub async fn provision(&self) -> Result<ProvisionReport, DynamoError> {
-        let op = "provision";
-        let created = match self
-            .client
-            .create_table()
-            .table_name(&self.table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attr_def(item::SID, ScalarAttributeType::B)?)
-            .attribute_definitions(attr_def(item::UID, ScalarAttributeType::S)?)
-            .key_schema(hash_key(item::SID)?)
-            .global_secondary_indexes(
-                GlobalSecondaryIndex::builder()
-                    .index_name(UID_INDEX)
-                    .key_schema(hash_key(item::UID)?)
-                    .projection(
-                        Projection::builder()
-                            .projection_type(ProjectionType::All)
-                            .build(),
-                    )
-                    .build()
-                    .map_err(|e| DynamoError::new(op, ErrorKind::Rejected, e.to_string()))?,
-            )
-            .stream_specification(
-                StreamSpecification::builder()
-                    .stream_enabled(true)
-                    .stream_view_type(StreamViewType::NewAndOldImages)
-                    .build()
-                    .map_err(|e| DynamoError::new(op, ErrorKind::Rejected, e.to_string()))?,
-            )
-            .send()
-            .await
-        {
-            Ok(_) => true,
-            Err(err)
-                if matches!(
-                    err.as_service_error(),
-                    Some(CreateTableError::ResourceInUseException(_))
-                ) =>
-            {
-                false
-            }
-            Err(err) => return Err(classify(op, &err)),
-        };
-        self.wait_active().await?;
-        self.check_shape().await?;
-        let ttl = self
-            .client
-            .describe_time_to_live()
-            .table_name(&self.table)
-            .send()
-            .await
-            .map_err(|err| classify(op, &err))?;
-        let ttl_on = ttl.time_to_live_description().is_some_and(|d| {
-            d.attribute_name() == Some(item::EXP)
-                && matches!(
-                    d.time_to_live_status(),
-                    Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
-                )
-        });
-        if !ttl_on {
-            self.client
-                .update_time_to_live()
-                .table_name(&self.table)
-                .time_to_live_specification(
-                    TimeToLiveSpecification::builder()
-                        .enabled(true)
-                        .attribute_name(item::EXP)
-                        .build()
-                        .map_err(|e| DynamoError::new(op, ErrorKind::Rejected, e.to_string()))?,
-                )
-                .send()
-                .await
-                .map_err(|err| classify(op, &err))?;
-        }
-        Ok(ProvisionReport {
-            created,
-            ttl_enabled: !ttl_on,
-        })
-    }
-
-    async fn wait_active(&self) -> Result<(), DynamoError> {
-        for _ in 0..600 {
-            let out = self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-                .map_err(|err| classify("provision", &err))?;
-            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Err(DynamoError::new(
-            "provision",
-            ErrorKind::Unavailable,
-            "table did not become ACTIVE within 120 s",
-        ))
-    }
-
-    /// An existing table must have the key, the GSI and a stream we can follow.
-    async fn check_shape(&self) -> Result<(), DynamoError> {
-        let op = "provision";
-        let table = describe(&self.client, &self.table, op).await?;
-        let mut problems = Vec::new();
-        let key_ok = table.key_schema().len() == 1
-            && table.key_schema()[0].attribute_name() == item::SID
-            && table.key_schema()[0].key_type() == &KeyType::Hash;
-        if !key_ok {
-            problems.push("partition key must be `sid` (B) with no sort key".to_owned());
-        }
-        let sid_binary = table.attribute_definitions().iter().any(|d| {
-            d.attribute_name() == item::SID && d.attribute_type() == &ScalarAttributeType::B
-        });
-        if !sid_binary {
-            problems.push("`sid` must be of type B".to_owned());
-        }
-        let gsi_ok = table.global_secondary_indexes().iter().any(|g| {
-            g.index_name() == Some(UID_INDEX)
-                && g.key_schema().first().map(|k| k.attribute_name()) == Some(item::UID)
-        });
-        if !gsi_ok {
-            problems.push(format!("GSI `{UID_INDEX}` on `uid` is missing"));
-        }
-        let stream_ok = table
-            .stream_specification()
-            .is_some_and(|s| s.stream_enabled());
-        if !stream_ok {
-            problems.push(
-                "the table's stream is not enabled (NEW_AND_OLD_IMAGES or KEYS_ONLY)".to_owned(),
-            );
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(DynamoError::new(
-                op,
-                ErrorKind::Rejected,
-                format!(
-                    "table `{}` exists with the wrong shape: {}",
-                    self.table,
-                    problems.join("; ")
-                ),
-            ))
-        }
-    }
-}
-
-fn attr_def(name: &str, ty: ScalarAttributeType) -> Result<AttributeDefinition, DynamoError> {
-    AttributeDefinition::builder()
-        .attribute_name(name)
-        .attribute_type(ty)
-        .build()
-        .map_err(|e| DynamoError::new("provision", ErrorKind::Rejected, e.to_string()))
-}
-
-fn hash_key(name: &str) -> Result<KeySchemaElement, DynamoError> {
-    KeySchemaElement::builder()
-        .attribute_name(name)
-        .key_type(KeyType::Hash)
-        .build()
-        .map_err(|e| DynamoError::new("provision", ErrorKind::Rejected, e.to_string()))
 }
 
 /// `DescribeTable` of `table`, its description required.

@@ -267,6 +267,18 @@ async fn follower_restart_misses_no_revocation() {
 /// the short lease" (docs/design.md, tier rule 6) makes B refuse them now.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revocation_during_a_nodes_cold_start_is_not_missed() {
+    // The journal's first read is a `Query` of its index.
+    cold_start_revocation("journal", "Query").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_during_a_stream_followers_cold_start_is_not_missed() {
+    cold_start_revocation("stream", "GetShardIterator").await;
+}
+
+/// B starts while A revokes, its follower (reading `source`) held at its
+/// first `first_read` until the revocations are done.
+async fn cold_start_revocation(source: &str, first_read: &'static str) {
     let Some(proxy) = FaultProxy::to_harness().await else {
         eprintln!("skipped: the DynamoDB endpoint is not plain http");
         return;
@@ -276,7 +288,7 @@ async fn revocation_during_a_nodes_cold_start_is_not_missed() {
     // A ten-minute lease (the short one stays 1 s) and no touch within the
     // test: nothing else makes B re-read a session.
     let extra = format!(
-        "{STREAM_FAST}\n[cache]\nrevalidate_after_ms = 600000\n\
+        "{STREAM_FAST}source = \"{source}\"\n[cache]\nrevalidate_after_ms = 600000\n\
          [session]\ntouch_interval_secs = 1200\n"
     );
     let a = start(da.path(), &table, &extra);
@@ -286,7 +298,7 @@ async fn revocation_during_a_nodes_cold_start_is_not_missed() {
         tokens.push(service_login((&c, &a.url), &format!("cold-{i}")).await);
     }
 
-    proxy.set(Fault::HoldRequestsTo("GetShardIterator"));
+    proxy.set(Fault::HoldRequestsTo(first_read));
     let b_toml = proxied_node_toml(&db.path().join("data"), &table, &proxy.url(), "", &extra);
     let b = start_toml(db.path(), &b_toml);
     for token in &tokens {

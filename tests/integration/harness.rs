@@ -110,7 +110,8 @@ impl Cluster {
         )
     }
 
-    /// Every item in the table, as raw attribute maps.
+    /// Every session and epoch item in the table, as raw attribute maps
+    /// (the change journal's entries left out: see `is_journal_entry`).
     pub async fn scan(&self) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
         let mut out = Vec::new();
         let mut start = None;
@@ -125,7 +126,12 @@ impl Cluster {
                 .send()
                 .await
                 .expect("scan");
-            out.extend(page.items().iter().cloned());
+            out.extend(
+                page.items()
+                    .iter()
+                    .filter(|item| !is_journal_entry(item))
+                    .cloned(),
+            );
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
                 _ => return out,
@@ -491,7 +497,8 @@ pub async fn outbox_pending(node: impl HttpNode) -> Option<f64> {
     metric(node, "edge_session_outbox_pending").await
 }
 
-/// How many items the node's table holds (sessions and users' epochs).
+/// How many items the node's table holds (sessions and users' epochs, not
+/// the change journal's entries).
 pub async fn table_items(node: &TestNode) -> usize {
     let dynamo = node.store.dynamo();
     let out = dynamo
@@ -501,7 +508,16 @@ pub async fn table_items(node: &TestNode) -> usize {
         .send()
         .await
         .expect("scan");
-    out.items().len()
+    out.items()
+        .iter()
+        .filter(|item| !is_journal_entry(item))
+        .count()
+}
+
+/// A change-journal entry (it has the journal index's key `jb`): written
+/// beside each revocation and version raise, never a session.
+pub fn is_journal_entry(item: &HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> bool {
+    item.contains_key("jb")
 }
 
 /// Entries in the node's sled trees that a request could write (sessions,

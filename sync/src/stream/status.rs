@@ -101,7 +101,7 @@ impl FollowerStatus {
 
     /// Nothing before `at` is covered any more (rounded up to the next
     /// millisecond, so a read in the same millisecond is not counted in).
-    pub(super) fn raise_covered_from(&self, at: SystemTime) {
+    pub(crate) fn raise_covered_from(&self, at: SystemTime) {
         let ms = at.duration_since(UNIX_EPOCH).map_or(0, |d| {
             let ms = d.as_millis() as u64;
             if d.subsec_nanos() % 1_000_000 == 0 {
@@ -114,13 +114,13 @@ impl FollowerStatus {
     }
 
     /// Whether every shard's position is taken.
-    pub(super) fn set_positioned(&self, positioned: bool) {
+    pub(crate) fn set_positioned(&self, positioned: bool) {
         self.inner.positioned.store(positioned, Ordering::SeqCst);
     }
 
     /// Record that every readable shard was applied up to date at `ok_at`,
     /// the newest accepted record being `record_age` old then.
-    pub(super) fn set(&self, ok_at: SystemTime, record_age: Duration) {
+    pub(crate) fn set(&self, ok_at: SystemTime, record_age: Duration) {
         let ms = ok_at
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_millis().max(1) as u64);
@@ -132,7 +132,7 @@ impl FollowerStatus {
     }
 
     /// Count one gap.
-    pub(super) fn gap(&self) {
+    pub(crate) fn gap(&self) {
         self.inner.gaps.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -1,0 +1,240 @@
+//! The change journal: how a revocation reaches every node of a fleet
+//! without every node reading the table's stream.
+//!
+//! DynamoDB Streams serves about five `GetRecords` a second per shard, and
+//! AWS asks for at most two readers per shard; a region with more nodes than
+//! that cannot have each follow the stream (docs/design.md, "Coherence").
+//! So every write that invalidates what other nodes may cache also writes,
+//! **in the same transaction**, a small journal item:
+//!
+//! | attribute | type | meaning |
+//! |---|---|---|
+//! | `sid` | B (32 bytes) | random: the item's own key, never a session's |
+//! | `jb` | S | `"<bucket>.<p>"`: the minute of `jt` and a partition `p` of the target key |
+//! | `jt` | N | the writer's clock at the write, milliseconds since the epoch |
+//! | `jk` | B (32 bytes) | the session (or epoch) key the change is about |
+//! | `jv` | N | the key's new `ver` (a version raise); absent: the key was removed |
+//! | `exp` | N | TTL: `jt` plus [`JournalSettings::retention`] |
+//!
+//! The sparse GSI `journal-index` (`jb`, `jt`) holds only journal items. A
+//! node reads it with one small `Query` per partition and minute every
+//! poll ([`JournalFollower`]): DynamoDB's read capacity carries the fan-out,
+//! so a hundred nodes cost a hundred small queries, and no node waits on
+//! another. Global tables replicate journal items like any other item.
+//!
+//! # Why a window
+//!
+//! `jt` is the writer's clock, and a GSI is eventually consistent: an entry
+//! may become visible a little after a later-stamped one was read. So each
+//! poll asks for everything stamped since the previous poll's start minus
+//! [`JournalSettings::settle`], and skips what it has already handed over.
+//! An entry that shows up later than `settle` after its stamp (a writer's
+//! clock that far behind, an index that far behind) is missed by the
+//! journal; the lease still bounds it (tier rule 6).
+mod follow;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+
+use crate::error::{DynamoError, ErrorKind};
+use crate::item::{self, SID_LEN};
+use crate::stream::{Invalidation, InvalidationKind};
+
+pub use follow::{JournalFollower, JOURNAL_CHECKPOINT};
+
+/// The journal's GSI.
+pub const JOURNAL_INDEX: &str = "journal-index";
+pub(crate) const BUCKET: &str = "jb";
+pub(crate) const STAMP: &str = "jt";
+pub(crate) const TARGET: &str = "jk";
+pub(crate) const NEW_VER: &str = "jv";
+
+/// Width of a time bucket: one `jb` value per partition per minute.
+pub(crate) const BUCKET_MS: u64 = 60_000;
+
+/// Most partitions a journal may be spread over.
+pub const MAX_PARTITIONS: u8 = 16;
+
+/// How the journal is written and read. Writers and readers of one table
+/// must agree on `partitions`.
+#[derive(Debug, Clone, Copy)]
+pub struct JournalSettings {
+    /// Partition keys per minute (1..=16). Each takes about 1,000 journal
+    /// writes a second (DynamoDB's per-partition write limit); each costs
+    /// every node one query per poll.
+    pub partitions: u8,
+    /// How long an entry is kept (its TTL). A node down for longer than this
+    /// cannot tell what it missed, and re-checks its whole cache.
+    pub retention: Duration,
+    /// How late an entry may become visible after its stamp and still be
+    /// read (writers' clock skew plus index lag).
+    pub settle: Duration,
+    /// Pause between two polls: the propagation delay when healthy.
+    pub poll_interval: Duration,
+    /// First backoff after a failed poll; doubles per failure.
+    pub backoff_base: Duration,
+    /// Largest backoff.
+    pub backoff_max: Duration,
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        JournalSettings {
+            partitions: 1,
+            retention: Duration::from_secs(24 * 3600),
+            settle: Duration::from_millis(2000),
+            poll_interval: Duration::from_millis(250),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a journal entry says about its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// The key was deleted.
+    Removed,
+    /// The key was rewritten at this `ver`.
+    Raised(u64),
+}
+
+pub(crate) fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The `jb` value of `bucket` (a minute since the epoch) and `partition`.
+pub(crate) fn bucket_key(bucket: u64, partition: u8) -> String {
+    format!("{bucket}.{partition}")
+}
+
+/// The partition `target`'s entries go to.
+fn partition_of(target: &[u8; SID_LEN], partitions: u8) -> u8 {
+    target[0] % partitions.clamp(1, MAX_PARTITIONS)
+}
+
+/// The attributes of a journal entry about `target`, stamped `now`.
+pub(crate) fn entry(
+    target: &[u8; SID_LEN],
+    change: Change,
+    now: SystemTime,
+    settings: &JournalSettings,
+) -> HashMap<String, AttributeValue> {
+    let stamp = unix_ms(now);
+    let mut own = [0u8; SID_LEN];
+    // A random key: two entries never overwrite each other, and no client
+    // can name one (session keys are hashes of 256-bit tokens).
+    getrandom::fill(&mut own).expect("the OS random source failed");
+    let bucket = bucket_key(stamp / BUCKET_MS, partition_of(target, settings.partitions));
+    let exp = (stamp / 1000).saturating_add(settings.retention.as_secs());
+    let mut map = HashMap::with_capacity(6);
+    map.insert(item::SID.to_owned(), AttributeValue::B(Blob::new(own)));
+    map.insert(BUCKET.to_owned(), AttributeValue::S(bucket));
+    map.insert(STAMP.to_owned(), AttributeValue::N(stamp.to_string()));
+    map.insert(
+        TARGET.to_owned(),
+        AttributeValue::B(Blob::new(target.to_vec())),
+    );
+    if let Change::Raised(ver) = change {
+        map.insert(NEW_VER.to_owned(), AttributeValue::N(ver.to_string()));
+    }
+    map.insert(item::EXP.to_owned(), AttributeValue::N(exp.to_string()));
+    map
+}
+
+/// The journal entry about `target` as one item of a transaction.
+pub(crate) fn entry_put(
+    table: &str,
+    target: &[u8; SID_LEN],
+    change: Change,
+    settings: &JournalSettings,
+    op: &'static str,
+) -> Result<TransactWriteItem, DynamoError> {
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(entry(target, change, SystemTime::now(), settings)))
+        .build()
+        .map_err(|e| DynamoError::new(op, ErrorKind::Rejected, e.to_string()))?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
+/// A journal entry read back: its own key (to skip it when read twice) and
+/// the invalidation it carries. `None` for an item that is no entry.
+pub(crate) fn parse(
+    map: &HashMap<String, AttributeValue>,
+) -> Option<([u8; SID_LEN], Invalidation)> {
+    let blob = |name: &str| match map.get(name) {
+        Some(AttributeValue::B(b)) => <[u8; SID_LEN]>::try_from(b.as_ref()).ok(),
+        _ => None,
+    };
+    let own = blob(item::SID)?;
+    let target = blob(TARGET)?;
+    let stamp = item::number(map, STAMP).ok()?;
+    let kind = match map.get(NEW_VER) {
+        None => InvalidationKind::Removed,
+        Some(_) => InvalidationKind::VersionRaised {
+            new_ver: item::number(map, NEW_VER).ok(),
+        },
+    };
+    Some((
+        own,
+        Invalidation {
+            sid: target,
+            kind,
+            approximate_creation: Some(UNIX_EPOCH + Duration::from_millis(stamp)),
+            sequence_number: stamp.to_string(),
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_reads_back_as_the_invalidation_it_was_written_for() {
+        let settings = JournalSettings {
+            partitions: 4,
+            ..JournalSettings::default()
+        };
+        let target = [7u8; SID_LEN];
+        let at = UNIX_EPOCH + Duration::from_millis(1_700_000_123_456);
+        let removed = entry(&target, Change::Removed, at, &settings);
+        let (own, inv) = parse(&removed).unwrap();
+        assert_ne!(own, target);
+        assert_eq!(inv.sid, target);
+        assert_eq!(inv.kind, InvalidationKind::Removed);
+        assert_eq!(inv.approximate_creation, Some(at));
+        let bucket = match &removed[BUCKET] {
+            AttributeValue::S(s) => s.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(bucket, format!("{}.3", 1_700_000_123_456 / BUCKET_MS));
+        let raised = entry(&target, Change::Raised(9), at, &settings);
+        assert_eq!(
+            parse(&raised).unwrap().1.kind,
+            InvalidationKind::VersionRaised { new_ver: Some(9) }
+        );
+        assert_ne!(
+            parse(&raised).unwrap().0,
+            own,
+            "every entry has its own key"
+        );
+    }
+
+    #[test]
+    fn a_session_item_is_no_entry() {
+        let item = crate::Item {
+            sid: [1; SID_LEN],
+            uid: None,
+            ver: 1,
+            exp: 1,
+            body: vec![],
+        };
+        assert!(parse(&item.to_attributes()).is_none());
+    }
+}

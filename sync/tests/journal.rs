@@ -1,0 +1,308 @@
+//! The change journal against dynoxide through the official SDK: every
+//! invalidating write adds its entry in the same transaction, and a
+//! [`JournalFollower`] hands them over, resumes from its checkpoint, and
+//! reads an entry that became visible late.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
+use edge_session_sync::{
+    DynamoTier, EpochGuard, FollowerStatus, Invalidation, InvalidationKind, JournalFollower,
+    JournalSettings, MemoryCheckpoints, JOURNAL_CHECKPOINT, SID_LEN,
+};
+use tokio::sync::{mpsc, oneshot};
+
+mod common;
+use common::*;
+
+fn quick() -> JournalSettings {
+    JournalSettings {
+        partitions: 2,
+        poll_interval: Duration::from_millis(50),
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        ..JournalSettings::default()
+    }
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), edge_session_sync::DynamoError>>,
+    status: FollowerStatus,
+    batches: mpsc::UnboundedReceiver<Vec<Invalidation>>,
+}
+
+fn follow(tier: &DynamoTier, checkpoints: Arc<MemoryCheckpoints>) -> Running {
+    let follower = JournalFollower::new(tier.client().clone(), tier.table(), checkpoints, quick());
+    let status = follower.status();
+    let (tx, batches) = mpsc::unbounded_channel();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let sink = move |batch: Vec<Invalidation>| {
+        let tx = tx.clone();
+        async move { tx.send(batch).map_err(|_| "test receiver gone") }
+    };
+    let task = tokio::spawn(follower.run(sink, async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        stop,
+        task,
+        status,
+        batches,
+    }
+}
+
+impl Running {
+    async fn ready(&self) {
+        tokio::time::timeout(WAIT, async {
+            while self.status.last_poll_ok_at().is_none() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the follower polls within the deadline");
+    }
+
+    /// Invalidations until every key in `want` has arrived (others, such as
+    /// repeats after a restart, are kept too).
+    async fn until(&mut self, want: &[u8]) -> Vec<Invalidation> {
+        let mut out: Vec<Invalidation> = Vec::new();
+        while !want.iter().all(|w| out.iter().any(|i| i.sid[0] == *w)) {
+            let batch = tokio::time::timeout(WAIT, self.batches.recv())
+                .await
+                .unwrap_or_else(|_| panic!("waiting for {want:?}, got {out:?}"))
+                .expect("follower running");
+            out.extend(batch);
+        }
+        out
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let result = tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("the follower stops promptly")
+            .expect("the follower task did not panic");
+        result.expect("run returns Ok on shutdown");
+    }
+}
+
+fn kind_of(got: &[Invalidation], byte: u8) -> InvalidationKind {
+    got.iter().find(|i| i.sid[0] == byte).unwrap().kind
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_invalidating_write_reaches_a_journal_follower_and_inserts_do_not() {
+    let server = Dynoxide::start();
+    let tier = table(&server.url).await.with_journal(quick());
+    let mut follower = follow(&tier, Arc::new(MemoryCheckpoints::new()));
+    follower.ready().await;
+
+    for byte in 1..=3 {
+        tier.create(&item(byte, 1)).await.unwrap().unwrap();
+    }
+    assert!(tier.delete(&[1; SID_LEN]).await.unwrap());
+    assert!(
+        !tier.delete(&[9; SID_LEN]).await.unwrap(),
+        "nothing to delete"
+    );
+    tier.update(&item(2, 2), 1).await.unwrap().unwrap();
+    tier.rotate(&[3; SID_LEN], 1, &item(4, 1), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let epoch = tier
+        .bump_user_epoch(&[5; SID_LEN], u64::MAX / 2)
+        .await
+        .unwrap();
+    assert_eq!(epoch, 1);
+    assert_eq!(
+        tier.bump_user_epoch(&[5; SID_LEN], u64::MAX / 2)
+            .await
+            .unwrap(),
+        2
+    );
+
+    let got = follower.until(&[1, 2, 3, 5]).await;
+    assert_eq!(kind_of(&got, 1), InvalidationKind::Removed);
+    assert_eq!(
+        kind_of(&got, 2),
+        InvalidationKind::VersionRaised { new_ver: Some(2) }
+    );
+    assert_eq!(kind_of(&got, 3), InvalidationKind::Removed, "rotated away");
+    let epochs: Vec<_> = got
+        .iter()
+        .filter(|i| i.sid[0] == 5)
+        .map(|i| i.kind)
+        .collect();
+    assert!(epochs.contains(&InvalidationKind::VersionRaised { new_ver: Some(2) }));
+    assert!(
+        !got.iter().any(|i| i.sid[0] == 4 || i.sid[0] == 9),
+        "a new session and a delete of nothing are no invalidations: {got:?}"
+    );
+    // A session guarded by the raised epoch can no longer be created.
+    let guard = EpochGuard {
+        sid: [5; SID_LEN],
+        epoch: 1,
+    };
+    assert!(tier
+        .create_guarded(&item(6, 1), guard)
+        .await
+        .unwrap()
+        .is_err());
+    follower.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_journal_follower_resumes_from_its_checkpoint_and_misses_nothing() {
+    let server = Dynoxide::start();
+    let tier = table(&server.url).await.with_journal(quick());
+    let checkpoints = Arc::new(MemoryCheckpoints::new());
+    let mut first = follow(&tier, checkpoints.clone());
+    first.ready().await;
+    assert!(
+        first.status.covered_since().unwrap() > UNIX_EPOCH,
+        "a cold start covers from its start only"
+    );
+    create_and_delete(&tier, 1).await;
+    first.until(&[1]).await;
+    first.stop().await;
+    assert!(checkpoints.snapshot().contains_key(JOURNAL_CHECKPOINT));
+
+    // Revoked while no follower runs.
+    create_and_delete(&tier, 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut second = follow(&tier, checkpoints.clone());
+    let got = second.until(&[2]).await;
+    assert_eq!(kind_of(&got, 2), InvalidationKind::Removed);
+    second.ready().await;
+    assert_eq!(
+        second.status.covered_since(),
+        Some(UNIX_EPOCH),
+        "resumed from a checkpoint: everything is covered"
+    );
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_visible_late_is_still_read_within_the_settle_window() {
+    let server = Dynoxide::start();
+    let tier = table(&server.url).await.with_journal(quick());
+    let mut follower = follow(&tier, Arc::new(MemoryCheckpoints::new()));
+    follower.ready().await;
+    // Let the follower poll past the moment the entry will be stamped.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        - 1000;
+    // An entry stamped a second ago, as a writer whose clock runs behind (or
+    // an index lagging) makes it: written as the journal's format says.
+    let target = [7u8; SID_LEN];
+    let partition = target[0] % quick().partitions;
+    let entry = HashMap::from([
+        (
+            "sid".to_owned(),
+            AttributeValue::B(Blob::new(vec![0xee; SID_LEN])),
+        ),
+        (
+            "jb".to_owned(),
+            AttributeValue::S(format!("{}.{partition}", stamp / 60_000)),
+        ),
+        ("jt".to_owned(), AttributeValue::N(stamp.to_string())),
+        (
+            "jk".to_owned(),
+            AttributeValue::B(Blob::new(target.to_vec())),
+        ),
+        (
+            "exp".to_owned(),
+            AttributeValue::N((stamp / 1000 + 60).to_string()),
+        ),
+    ]);
+    tier.client()
+        .put_item()
+        .table_name(tier.table())
+        .set_item(Some(entry))
+        .send()
+        .await
+        .unwrap();
+    let got = follower.until(&[7]).await;
+    assert_eq!(kind_of(&got, 7), InvalidationKind::Removed);
+    follower.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_adds_the_journal_index_to_a_table_made_without_it() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+        Projection, ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    };
+    let server = Dynoxide::start();
+    let client = settings(&server.url).build().await;
+    let attr = |name: &str, ty| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ty)
+            .build()
+            .unwrap()
+    };
+    let hash = |name: &str| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(KeyType::Hash)
+            .build()
+            .unwrap()
+    };
+    // The shape an earlier version made: no journal index.
+    client
+        .create_table()
+        .table_name("older")
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("sid", ScalarAttributeType::B))
+        .attribute_definitions(attr("uid", ScalarAttributeType::S))
+        .key_schema(hash("sid"))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("uid-index")
+                .key_schema(hash("uid"))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let tier = DynamoTier::new(client, "older").with_journal(quick());
+    let report = tier
+        .provision()
+        .await
+        .expect("provision upgrades the table");
+    assert!(!report.created);
+    assert!(report.journal_index_added);
+    assert!(
+        !tier.provision().await.unwrap().journal_index_added,
+        "idempotent"
+    );
+
+    let mut follower = follow(&tier, Arc::new(MemoryCheckpoints::new()));
+    follower.ready().await;
+    create_and_delete(&tier, 3).await;
+    follower.until(&[3]).await;
+    follower.stop().await;
+}
