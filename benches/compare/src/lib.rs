@@ -5,8 +5,12 @@
 //! - [`raw`]: the raw DynamoDB `TransactWriteItems` a login wraps, built with
 //!   the SDK client (the harness and the criterion bench `lookup` both
 //!   measure `regenerate` beside it).
+//! - [`streams_limits`]: an HTTP proxy that enforces DynamoDB Streams' read
+//!   limits (readers per shard, `GetRecords` and `DescribeStream` rates) in
+//!   front of the embedded server, which enforces none (the fleet runs).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod node;
 pub mod raw;
+pub mod streams_limits;
