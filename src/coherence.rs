@@ -1,12 +1,14 @@
-//! Cross-node coherence: the node side of the stream follower, and the
-//! lease watchdog.
+//! Cross-node coherence: the node side of the follower, and the lease
+//! watchdog.
 //!
-//! Every node follows the table's stream ([`StreamFollower`], in `sync/`)
-//! and applies what other nodes did: a `REMOVE` becomes a local tombstone
-//! (and evicts the cached record), a `MODIFY` that raised `ver` evicts a stale
-//! copy or advances a user's revocation epoch. A batch is flushed to sled
-//! before the follower checkpoints it, so a restart resumes after the last
-//! applied record.
+//! Every node follows the table's change journal ([`JournalFollower`], in
+//! `sync/`; `stream.source = "journal"`) or its stream ([`StreamFollower`];
+//! `"stream"`) and applies what other nodes did ([`apply`]): a removal
+//! becomes a local tombstone (and evicts the cached record), a raised `ver`
+//! evicts a stale copy or advances a user's revocation epoch. A batch is
+//! flushed to sled before the follower checkpoints it, so a restart resumes
+//! after the last applied entry. Why the journal: docs/design.md,
+//! "Coherence".
 //!
 //! The lease is the safety net. While the follower is healthy (its last
 //! successful poll, and the newest record it applied, are younger than

@@ -96,7 +96,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 async fn provision(config: Config) -> anyhow::Result<()> {
     let (tier, _, embedded) = dynamo_tier(&config, true).await?;
     println!(
-        "table `{}` is ready (TTL on `exp`, GSI `uid-index`, stream on)",
+        "table `{}` is ready (TTL on `exp`, GSIs `uid-index` and `journal-index`, stream on)",
         tier.table()
     );
     if let Some(embedded) = embedded {

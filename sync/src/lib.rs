@@ -37,7 +37,8 @@ pub use client::{ClientSettings, Endpoint};
 pub use error::{Conflict, DynamoError, ErrorKind, RotateConflict};
 pub use item::{Item, ItemError, SID_LEN};
 pub use journal::{
-    JournalFollower, JournalSettings, JOURNAL_CHECKPOINT, JOURNAL_INDEX, MAX_PARTITIONS,
+    entry as journal_entry, Change as JournalChange, JournalFollower, JournalSettings,
+    JOURNAL_CHECKPOINT, JOURNAL_INDEX, MAX_PARTITIONS,
 };
 pub use stream::{
     CheckpointError, Checkpoints, ColdStart, FollowerSettings, FollowerStatus, Invalidation,

@@ -1,5 +1,8 @@
 //! The parts of the edge-session benchmarks shared by more than one program:
 //!
+//! - [`fleet`]: many nodes' followers over one table under those limits:
+//!   revocation propagation, each node's calls, each node's lease (the
+//!   `fleet` subcommand and the fleet test).
 //! - [`node`]: a server as a child process (the `edge-session-bench` harness
 //!   and the integration tests both start the node with it).
 //! - [`raw`]: the raw DynamoDB `TransactWriteItems` a login wraps, built with
@@ -11,6 +14,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod fleet;
 pub mod node;
 pub mod raw;
 pub mod streams_limits;

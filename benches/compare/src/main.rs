@@ -16,6 +16,7 @@
 //!   (the HTTP ceiling) and actix-session 0.11 over Redis.
 //! - [`login`]: `regenerate` beside the raw `TransactWriteItems` it wraps.
 //! - [`report`]: tables, CSV, the SVG latency plot, the targets.
+//! - [`fleet_run`]: the `fleet` subcommand, a table of fleet runs.
 //! - [`target`]: `--target URL --api-key K`, a running deployment measured
 //!   through its `/v1` API (closed and open loop), nothing started.
 //!
@@ -29,6 +30,7 @@
 mod args;
 mod compare;
 mod express;
+mod fleet_run;
 mod gateway;
 mod load;
 mod login;
@@ -70,12 +72,16 @@ enum Mode {
         #[arg(long, default_value_t = 0)]
         workers: usize,
     },
+    /// Many nodes' followers over one table under DynamoDB Streams' read
+    /// limits: revocation propagation, calls per node, leases.
+    Fleet(fleet_run::FleetArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.mode {
         Some(Mode::ServeHello { workers }) => peers::serve_hello(workers),
+        Some(Mode::Fleet(args)) => fleet_run::main(args),
         None if cli.args.target.is_some() => target::run(cli.args),
         None => compare::run(cli.args),
     };

@@ -1,8 +1,9 @@
 //! The raw DynamoDB `TransactWriteItems` that `DynamoTier::rotate` sends for
 //! a bound login, built with the SDK client directly: the conditional delete
 //! of the old key (`ver = 1`, a fresh anonymous session), the conditional put
-//! of the new item, and the check of the user's revocation epoch (absent or
-//! 0). Measured beside `TieredStore::regenerate`, which wraps it.
+//! of the new item, the check of the user's revocation epoch (absent or 0),
+//! and the change-journal entry of the old key's removal. Measured beside
+//! `TieredStore::regenerate`, which wraps it.
 
 use std::collections::HashMap;
 
@@ -10,7 +11,7 @@ use aws_sdk_dynamodb::error::BuildError;
 use aws_sdk_dynamodb::operation::transact_write_items::builders::TransactWriteItemsFluentBuilder;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem};
-use edge_session::sync::{DynamoTier, Item};
+use edge_session::sync::{journal_entry, DynamoTier, Item, JournalChange};
 use edge_session::{codec, SessionRecord, StorageKey};
 
 /// The key attribute map of item `sid`.
@@ -30,7 +31,8 @@ pub fn item(key: &StorageKey, record: &SessionRecord) -> Item {
 }
 
 /// The login transaction on `tier`: delete `old` (version 1), put `new`,
-/// check the epoch item `epoch_sid` (absent or 0). Ready to `send()`.
+/// check the epoch item `epoch_sid` (absent or 0), journal the removal.
+/// Ready to `send()`.
 pub fn login_transaction(
     tier: &DynamoTier,
     old: &StorageKey,
@@ -55,10 +57,20 @@ pub fn login_transaction(
         .condition_expression("attribute_not_exists(sid) OR ver = :epoch")
         .expression_attribute_values(":epoch", AttributeValue::N("0".into()))
         .build()?;
+    let journal = Put::builder()
+        .table_name(table)
+        .set_item(Some(journal_entry(
+            old.as_bytes(),
+            JournalChange::Removed,
+            std::time::SystemTime::now(),
+            tier.journal(),
+        )))
+        .build()?;
     Ok(tier
         .client()
         .transact_write_items()
         .transact_items(TransactWriteItem::builder().delete(delete).build())
         .transact_items(TransactWriteItem::builder().put(put).build())
-        .transact_items(TransactWriteItem::builder().condition_check(check).build()))
+        .transact_items(TransactWriteItem::builder().condition_check(check).build())
+        .transact_items(TransactWriteItem::builder().put(journal).build()))
 }

@@ -95,7 +95,7 @@ impl Default for JournalSettings {
 
 /// What a journal entry says about its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Change {
+pub enum Change {
     /// The key was deleted.
     Removed,
     /// The key was rewritten at this `ver`.
@@ -117,8 +117,10 @@ fn partition_of(target: &[u8; SID_LEN], partitions: u8) -> u8 {
     target[0] % partitions.clamp(1, MAX_PARTITIONS)
 }
 
-/// The attributes of a journal entry about `target`, stamped `now`.
-pub(crate) fn entry(
+/// The attributes of a journal entry about `target`, stamped `now`: what a
+/// transaction that changes `target` puts beside the change. (Public for
+/// benchmarks that build the same transaction by hand.)
+pub fn entry(
     target: &[u8; SID_LEN],
     change: Change,
     now: SystemTime,
