@@ -35,7 +35,10 @@ fn write_config(dir: &Path, table: &str, proxy: &FaultProxy) -> PathBuf {
         table,
         &proxy.url(),
         "breaker_failures = 3\nbreaker_cooldown_ms = 300",
-        "",
+        // Every acknowledged login stays live in the ledger: no login may
+        // evict a user's oldest sessions past the cap (two users log in
+        // hundreds of times).
+        "[session]\nmax_per_user = 1000\n",
     );
     let path = dir.join("config.toml");
     std::fs::write(&path, toml).unwrap();

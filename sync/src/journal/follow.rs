@@ -6,9 +6,11 @@
 //!
 //! - **Window.** Each poll reads every entry stamped at or after the last
 //!   good poll's start minus `settle` (a query per partition and minute),
-//!   skips the entries it already handed over, and hands the rest over as
-//!   one batch, oldest first. A failed poll or a refused batch does not move
-//!   the window: the next poll reads it all again.
+//!   skips the entries it already handed over, and hands the rest over one
+//!   query page at a time (a key's entries are all in one partition, in
+//!   stamp order). A failed poll or a refused batch does not move the
+//!   window: the next poll reads it all again. Memory holds one page and
+//!   the keys of the entries inside the next window.
 //! - **Checkpoint.** Once a batch is accepted, the start of the window the
 //!   next poll will read is stored under [`JOURNAL_CHECKPOINT`]. A restart
 //!   reads from there: nothing accepted is lost, some of it is handed over
@@ -126,14 +128,15 @@ impl JournalFollower {
         let mut failures = 0u32;
         loop {
             let poll_start = SystemTime::now();
+            let keep_from = unix_ms(poll_start).saturating_sub(self.settle_ms());
             let polled = tokio::select! {
                 _ = shutdown.as_mut() => return Ok(()),
-                polled = self.poll(from, &mut seen, &mut sink) => polled,
+                polled = self.poll(from, keep_from, &mut seen, &mut sink) => polled,
             };
             let pause = match polled {
                 Ok(()) => {
                     failures = 0;
-                    from = unix_ms(poll_start).saturating_sub(self.settle_ms());
+                    from = keep_from;
                     seen.forget_before(from);
                     self.accepted(poll_start, from);
                     self.settings.poll_interval
@@ -150,6 +153,9 @@ impl JournalFollower {
                     )
                 }
             };
+            if let Some(lag) = self.status.lag(SystemTime::now()) {
+                metrics::gauge!("edge_session_stream_lag_seconds").set(lag.as_secs_f64());
+            }
             tokio::select! {
                 _ = shutdown.as_mut() => return Ok(()),
                 _ = tokio::time::sleep(pause) => {}
@@ -197,10 +203,14 @@ impl JournalFollower {
         }
     }
 
-    /// One poll: read the window from `from`, hand over what is new.
+    /// One poll: read the window from `from`, page by page, and hand over
+    /// each page's new entries as a batch. Entries stamped before
+    /// `keep_from` (the next window's start) are not remembered: no later
+    /// poll reads them again, so a long catch-up holds one page at a time.
     async fn poll<F, Fut, E>(
         &self,
         from: u64,
+        keep_from: u64,
         seen: &mut Seen,
         sink: &mut F,
     ) -> Result<(), DynamoError>
@@ -211,79 +221,108 @@ impl JournalFollower {
     {
         // Writers' clocks may run ahead of this one by up to `settle`.
         let until = unix_ms(SystemTime::now()).saturating_add(self.settle_ms());
-        let mut fresh = Vec::new();
         for bucket in from / BUCKET_MS..=until / BUCKET_MS {
+            // A key's entries all go to one partition, in stamp order.
             for partition in 0..self.settings.partitions.max(1) {
-                self.query(&bucket_key(bucket, partition), from, |own, inv| {
-                    if !seen.contains(&own) {
-                        fresh.push((own, inv));
+                let bucket = bucket_key(bucket, partition);
+                let mut start = None;
+                loop {
+                    let (entries, next) = self.page(&bucket, from, start.take()).await?;
+                    let fresh: Vec<_> = entries
+                        .into_iter()
+                        .filter(|(own, _)| !seen.contains(own))
+                        .collect();
+                    self.deliver(&fresh, sink).await?;
+                    for (own, inv) in fresh {
+                        let stamp = stamp_of(&inv);
+                        if stamp >= keep_from {
+                            seen.insert(own, stamp);
+                        }
                     }
-                })
-                .await?;
+                    match next {
+                        Some(key) => start = Some(key),
+                        None => break,
+                    }
+                }
             }
-        }
-        if fresh.is_empty() {
-            return Ok(());
-        }
-        fresh.sort_by_key(|(_, inv)| inv.approximate_creation);
-        fresh.dedup_by_key(|(own, _)| *own);
-        let batch: Vec<Invalidation> = fresh.iter().map(|(_, inv)| inv.clone()).collect();
-        let count = batch.len() as u64;
-        if let Err(err) = sink(batch).await {
-            return Err(DynamoError::new(
-                "journal",
-                crate::ErrorKind::Unavailable,
-                format!("the node did not apply a batch: {err}"),
-            ));
-        }
-        metrics::counter!("edge_session_stream_records_total").increment(count);
-        metrics::counter!("edge_session_stream_invalidations_total").increment(count);
-        for (own, inv) in fresh {
-            let stamp = inv
-                .approximate_creation
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_millis() as u64);
-            seen.insert(own, stamp);
         }
         Ok(())
     }
 
-    /// Every entry of `bucket` stamped at or after `from`, page by page
-    /// (eventually consistent: a GSI offers nothing else).
-    async fn query(
+    /// Hand `fresh` over (nothing when empty); a refusal fails the poll.
+    async fn deliver<F, Fut, E>(
+        &self,
+        fresh: &[([u8; SID_LEN], Invalidation)],
+        sink: &mut F,
+    ) -> Result<(), DynamoError>
+    where
+        F: FnMut(Vec<Invalidation>) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let batch: Vec<Invalidation> = fresh.iter().map(|(_, inv)| inv.clone()).collect();
+        let count = batch.len() as u64;
+        sink(batch).await.map_err(|err| {
+            DynamoError::new(
+                "journal",
+                crate::ErrorKind::Unavailable,
+                format!("the node did not apply a batch: {err}"),
+            )
+        })?;
+        metrics::counter!("edge_session_stream_records_total").increment(count);
+        metrics::counter!("edge_session_stream_invalidations_total").increment(count);
+        Ok(())
+    }
+
+    /// One page of `bucket`'s entries stamped at or after `from`, in stamp
+    /// order (eventually consistent: a GSI offers nothing else), and where
+    /// the next page starts.
+    async fn page(
         &self,
         bucket: &str,
         from: u64,
-        mut each: impl FnMut([u8; SID_LEN], Invalidation),
-    ) -> Result<(), DynamoError> {
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(JOURNAL_INDEX)
-                .key_condition_expression("#b = :b AND #t >= :t")
-                .expression_attribute_names("#b", BUCKET)
-                .expression_attribute_names("#t", STAMP)
-                .expression_attribute_values(":b", AttributeValue::S(bucket.to_owned()))
-                .expression_attribute_values(":t", AttributeValue::N(from.to_string()))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|err| classify("journal", &err))?;
-            for map in out.items() {
-                match parse(map) {
-                    Some((own, inv)) => each(own, inv),
-                    None => tracing::warn!("skipping a journal-index item that is no entry"),
-                }
-            }
-            match out.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(()),
+        start: Option<HashMap<String, AttributeValue>>,
+    ) -> Result<Page, DynamoError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(JOURNAL_INDEX)
+            .key_condition_expression("#b = :b AND #t >= :t")
+            .expression_attribute_names("#b", BUCKET)
+            .expression_attribute_names("#t", STAMP)
+            .expression_attribute_values(":b", AttributeValue::S(bucket.to_owned()))
+            .expression_attribute_values(":t", AttributeValue::N(from.to_string()))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|err| classify("journal", &err))?;
+        let mut entries = Vec::with_capacity(out.items().len());
+        for map in out.items() {
+            match parse(map) {
+                Some(entry) => entries.push(entry),
+                None => tracing::warn!("skipping a journal-index item that is no entry"),
             }
         }
+        let next = out.last_evaluated_key.filter(|key| !key.is_empty());
+        Ok((entries, next))
     }
+}
+
+/// A page of entries and where the next one starts.
+type Page = (
+    Vec<([u8; SID_LEN], Invalidation)>,
+    Option<HashMap<String, AttributeValue>>,
+);
+
+/// An entry's stamp, milliseconds since the epoch.
+fn stamp_of(inv: &Invalidation) -> u64 {
+    inv.approximate_creation
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
