@@ -27,21 +27,24 @@
 mod breaker;
 mod client;
 mod error;
+mod invalidation;
 mod item;
 mod journal;
 mod stream;
+mod table;
 mod tier;
 
 pub use breaker::BreakerSettings;
 pub use client::{ClientSettings, Endpoint};
 pub use error::{Conflict, DynamoError, ErrorKind, RotateConflict};
+pub use invalidation::{Invalidation, InvalidationKind};
 pub use item::{Item, ItemError, SID_LEN};
 pub use journal::{
     entry as journal_entry, Change as JournalChange, JournalFollower, JournalSettings,
     JOURNAL_CHECKPOINT, JOURNAL_INDEX, MAX_PARTITIONS,
 };
 pub use stream::{
-    CheckpointError, Checkpoints, ColdStart, FollowerSettings, FollowerStatus, Invalidation,
-    InvalidationKind, MemoryCheckpoints, StreamFollower,
+    CheckpointError, Checkpoints, ColdStart, FollowerSettings, FollowerStatus, MemoryCheckpoints,
+    StreamFollower,
 };
 pub use tier::{DynamoTier, EpochGuard, ProvisionReport, UserPage};

@@ -471,22 +471,6 @@ impl DynamoTier {
     }
 }
 
-/// `DescribeTable` of `table`, its description required.
-pub(crate) async fn describe(
-    client: &Client,
-    table: &str,
-    op: &'static str,
-) -> Result<aws_sdk_dynamodb::types::TableDescription, DynamoError> {
-    let out = client
-        .describe_table()
-        .table_name(table)
-        .send()
-        .await
-        .map_err(|err| classify(op, &err))?;
-    out.table
-        .ok_or_else(|| DynamoError::new(op, ErrorKind::Malformed, "no table description"))
-}
-
 /// Map a cancelled transaction's reasons (in item order) to an outcome:
 /// the role of the first item whose condition failed. `None` when the
 /// cancellation is not a conflict (throttling, capacity): the caller treats

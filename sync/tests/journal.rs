@@ -10,10 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use edge_session_sync::{
-    DynamoTier, EpochGuard, FollowerStatus, Invalidation, InvalidationKind, JournalFollower,
-    JournalSettings, MemoryCheckpoints, JOURNAL_CHECKPOINT, SID_LEN,
+    DynamoTier, EpochGuard, Invalidation, InvalidationKind, JournalFollower, JournalSettings,
+    MemoryCheckpoints, JOURNAL_CHECKPOINT, SID_LEN,
 };
-use tokio::sync::{mpsc, oneshot};
 
 mod common;
 use common::*;
@@ -28,66 +27,10 @@ fn quick() -> JournalSettings {
     }
 }
 
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), edge_session_sync::DynamoError>>,
-    status: FollowerStatus,
-    batches: mpsc::UnboundedReceiver<Vec<Invalidation>>,
-}
-
 fn follow(tier: &DynamoTier, checkpoints: Arc<MemoryCheckpoints>) -> Running {
     let follower = JournalFollower::new(tier.client().clone(), tier.table(), checkpoints, quick());
     let status = follower.status();
-    let (tx, batches) = mpsc::unbounded_channel();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let sink = move |batch: Vec<Invalidation>| {
-        let tx = tx.clone();
-        async move { tx.send(batch).map_err(|_| "test receiver gone") }
-    };
-    let task = tokio::spawn(follower.run(sink, async move {
-        let _ = stopped.await;
-    }));
-    Running {
-        stop,
-        task,
-        status,
-        batches,
-    }
-}
-
-impl Running {
-    async fn ready(&self) {
-        tokio::time::timeout(WAIT, async {
-            while self.status.last_poll_ok_at().is_none() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .expect("the follower polls within the deadline");
-    }
-
-    /// Invalidations until every key in `want` has arrived (others, such as
-    /// repeats after a restart, are kept too).
-    async fn until(&mut self, want: &[u8]) -> Vec<Invalidation> {
-        let mut out: Vec<Invalidation> = Vec::new();
-        while !want.iter().all(|w| out.iter().any(|i| i.sid[0] == *w)) {
-            let batch = tokio::time::timeout(WAIT, self.batches.recv())
-                .await
-                .unwrap_or_else(|_| panic!("waiting for {want:?}, got {out:?}"))
-                .expect("follower running");
-            out.extend(batch);
-        }
-        out
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let result = tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("the follower stops promptly")
-            .expect("the follower task did not panic");
-        result.expect("run returns Ok on shutdown");
-    }
+    Running::spawn(status, |sink, shutdown| follower.run(sink, shutdown))
 }
 
 fn kind_of(got: &[Invalidation], byte: u8) -> InvalidationKind {

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use edge_session_sync::{
-    DynamoError, DynamoTier, ErrorKind, FollowerSettings, FollowerStatus, Invalidation,
-    InvalidationKind, MemoryCheckpoints, StreamFollower, SID_LEN,
+    DynamoTier, ErrorKind, FollowerSettings, Invalidation, InvalidationKind, MemoryCheckpoints,
+    StreamFollower, SID_LEN,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -205,14 +205,6 @@ fn fast() -> FollowerSettings {
     }
 }
 
-/// A running follower whose sink forwards every batch to `batches`.
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), DynamoError>>,
-    status: FollowerStatus,
-    batches: mpsc::UnboundedReceiver<Vec<Invalidation>>,
-}
-
 async fn follow(
     url: &str,
     table: &str,
@@ -228,57 +220,7 @@ async fn follow(
         settings_,
     );
     let status = follower.status();
-    let (tx, batches) = mpsc::unbounded_channel();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let sink = move |batch: Vec<Invalidation>| {
-        let tx = tx.clone();
-        async move { tx.send(batch).map_err(|_| "test receiver gone") }
-    };
-    let task = tokio::spawn(follower.run(sink, async move {
-        let _ = stopped.await;
-    }));
-    Running {
-        stop,
-        task,
-        status,
-        batches,
-    }
-}
-
-impl Running {
-    /// Wait until the follower has polled every shard once (so a LATEST
-    /// iterator is in place before the test writes).
-    async fn ready(&self) {
-        tokio::time::timeout(WAIT, async {
-            while self.status.last_poll_ok_at().is_none() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .expect("the follower polls within the deadline");
-    }
-
-    /// The next `n` invalidations, across batches.
-    async fn take(&mut self, n: usize) -> Vec<Invalidation> {
-        let mut out = Vec::new();
-        while out.len() < n {
-            let batch = tokio::time::timeout(WAIT, self.batches.recv())
-                .await
-                .unwrap_or_else(|_| panic!("only {} of {n} invalidations arrived", out.len()))
-                .expect("follower running");
-            out.extend(batch);
-        }
-        out
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let result = tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("the follower stops promptly")
-            .expect("the follower task did not panic");
-        result.expect("run returns Ok on shutdown");
-    }
+    Running::spawn(status, |sink, shutdown| follower.run(sink, shutdown))
 }
 
 fn sids(invalidations: &[Invalidation]) -> Vec<u8> {

@@ -33,8 +33,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{bucket_key, parse, unix_ms, JournalSettings, BUCKET, BUCKET_MS, JOURNAL_INDEX, STAMP};
 use crate::error::{classify, DynamoError};
+use crate::invalidation::Invalidation;
 use crate::item::SID_LEN;
-use crate::stream::{Checkpoints, FollowerStatus, Invalidation};
+use crate::stream::{Checkpoints, FollowerStatus};
 
 /// The key under which the follower keeps its position in [`Checkpoints`].
 pub const JOURNAL_CHECKPOINT: &str = "journal";

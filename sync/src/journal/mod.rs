@@ -40,8 +40,8 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 use crate::error::{DynamoError, ErrorKind};
+use crate::invalidation::{Invalidation, InvalidationKind};
 use crate::item::{self, SID_LEN};
-use crate::stream::{Invalidation, InvalidationKind};
 
 pub use follow::{JournalFollower, JOURNAL_CHECKPOINT};
 

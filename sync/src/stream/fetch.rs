@@ -20,7 +20,7 @@ pub(super) async fn stream_arn(
     table: &str,
 ) -> Result<String, DynamoError> {
     let op = "stream_follower";
-    let description = crate::tier::describe(dynamodb, table, op).await?;
+    let description = crate::table::describe(dynamodb, table, op).await?;
     match description.latest_stream_arn() {
         Some(arn) if !arn.is_empty() => Ok(arn.to_owned()),
         _ => Err(DynamoError::new(

@@ -20,12 +20,13 @@ use tokio::task::JoinSet;
 
 use super::checkpoints::{CheckpointError, Checkpoints};
 use super::fetch::{backoff, fetch, jitter, list_shards, stream_arn, Fetched, Outcome};
-use super::record::{Invalidation, Pending};
+use super::record::Pending;
 use super::recovery::recover;
 use super::settings::FollowerSettings;
 use super::shards::{Listed, Position, ShardState, Shards, Start};
 use super::status::FollowerStatus;
 use crate::error::DynamoError;
+use crate::invalidation::Invalidation;
 
 /// What the follower talks to and reports through.
 pub(super) struct Follower {

@@ -113,8 +113,8 @@ mod settings;
 mod shards;
 mod status;
 
+use crate::invalidation::Invalidation;
 pub use checkpoints::{CheckpointError, Checkpoints, MemoryCheckpoints};
-pub use record::{Invalidation, InvalidationKind};
 pub use settings::{ColdStart, FollowerSettings};
 pub use status::FollowerStatus;
 

@@ -17,10 +17,11 @@ use aws_sdk_dynamodb::types::{
     TimeToLiveStatus,
 };
 
-use super::{describe, DynamoTier, ProvisionReport, UID_INDEX};
+use super::{DynamoTier, ProvisionReport, UID_INDEX};
 use crate::error::{classify, DynamoError, ErrorKind};
 use crate::item;
 use crate::journal::{self, JOURNAL_INDEX};
+use crate::table::describe;
 
 impl DynamoTier {
     /// Create the table (key `sid`, GSI `uid-index`, stream NEW_AND_OLD_IMAGES,
