@@ -101,13 +101,21 @@ impl Cluster {
         )
     }
 
-    /// A node whose cache lives in `dir` (restart tests).
+    /// A node whose cache lives in `dir` (restart tests). A dropped node's
+    /// background work (the eviction a login spawns past the per-user cap)
+    /// may hold the cache's lock for a moment: opening waits up to 10 s.
     pub fn node_at(&self, dir: &std::path::Path, settings: StoreSettings) -> TieredStore {
-        TieredStore::new(
-            SledCache::open(dir).expect("open sled"),
-            self.tier.clone(),
-            settings,
-        )
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let cache = loop {
+            match SledCache::open(dir) {
+                Ok(cache) => break cache,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(err) => panic!("open sled: {err:?}"),
+            }
+        };
+        TieredStore::new(cache, self.tier.clone(), settings)
     }
 
     /// Every session and epoch item in the table, as raw attribute maps

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# GET /whoami under wrk (default -t2 -c64), the node beside the hello-world
+# ceiling, interleaved rounds: what an outside load generator sees, next to
+# the project's own harness (docs/performance.md, "GET /whoami under wrk").
+#
+#   scripts/wrk-whoami.sh [ROUNDS] [SECONDS] [CONNECTIONS]     # default 3 8 64
+#
+# Each round runs, one after the other: the ceiling (`edge-session-bench
+# serve-hello`, 2 workers), the node's /healthz, /whoami without a cookie
+# (401) and /whoami signed in, each for SECONDS after 1 s of warm-up. The node
+# is the release binary on its embedded store, RUST_LOG=warn, 2 workers. It
+# prints every round's requests/s and, per route, the median over rounds of
+# the ratio to the same round's ceiling.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+seconds=${2:-8}
+conns=${3:-64}
+
+if ! command -v wrk >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+    else
+        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+    fi
+fi
+cargo build --release -q -p edge-session --bin edge-session
+cargo build --release -q -p edge-session-bench --bin edge-session-bench
+bin=${CARGO_TARGET_DIR:-target}/release
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# Start "$@" with stdout to $1.out; set $url to the URL it prints
+# ("... listening on URL").
+start() {
+    local name=$1 line
+    shift
+    "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+    pids+=($!)
+    for _ in $(seq 1 600); do
+        line=$(grep -o 'listening on http://[0-9.:]*' "$tmp/$name.out" 2>/dev/null | head -1 || true)
+        if [ -n "$line" ]; then
+            url=${line#listening on }
+            return
+        fi
+        sleep 0.1
+    done
+    echo "wrk-whoami.sh: $name did not start:" >&2
+    cat "$tmp/$name.err" >&2
+    exit 1
+}
+
+password=wrk-bench-password
+hash=$(printf '%s' "$password" | "$bin/edge-session" hash-password)
+cat >"$tmp/config.toml" <<TOML
+data_dir = "$tmp/data"
+
+[server]
+listen = "127.0.0.1:0"
+workers = 2
+
+[auth]
+per_ip_per_minute = 1000000
+per_ip_burst = 100000
+per_account_per_minute = 1000000
+per_account_burst = 100000
+
+[[auth.users]]
+user_id = "bench"
+password_hash = "$hash"
+role = "member"
+TOML
+start node env RUST_LOG=warn "$bin/edge-session" serve --config "$tmp/config.toml"
+node=$url
+start hello "$bin/edge-session-bench" serve-hello --workers 2
+hello=$url
+cookie=$(curl -s -o /dev/null -D - -X POST --data-urlencode "username=bench" \
+    --data-urlencode "password=$password" "$node/login" |
+    tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\).*/\1/p' | head -1)
+[ -n "$cookie" ] || { echo "wrk-whoami.sh: login gave no cookie" >&2; exit 1; }
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $cookie" "$node/whoami")" = 200 ] ||
+    { echo "wrk-whoami.sh: the signed-in /whoami is not 200" >&2; exit 1; }
+
+# Requests/s of one wrk run.
+rate() {
+    wrk -t2 -c"$conns" -d1s "$@" >/dev/null
+    wrk -t2 -c"$conns" -d"${seconds}s" "$@" | awk '/^Requests\/sec:/ { print $2 }'
+}
+
+names=(ceiling healthz whoami-401 whoami)
+declare -A ratios
+printf '%-6s %12s %12s %12s %12s\n' round "${names[@]}"
+for round in $(seq 1 "$rounds"); do
+    c=$(rate "$hello/")
+    h=$(rate "$node/healthz")
+    n=$(rate "$node/whoami")
+    w=$(rate -H "Cookie: $cookie" "$node/whoami")
+    printf '%-6s %12s %12s %12s %12s\n' "$round" "$c" "$h" "$n" "$w"
+    ratios[healthz]+="$(echo "$h / $c" | bc -l) "
+    ratios[whoami-401]+="$(echo "$n / $c" | bc -l) "
+    ratios[whoami]+="$(echo "$w / $c" | bc -l) "
+done
+echo "median ratio to the ceiling over $rounds rounds (wrk -t2 -c$conns, ${seconds}s each):"
+for name in healthz whoami-401 whoami; do
+    printf '  %-11s %s\n' "$name" "$(printf '%s\n' ${ratios[$name]} | sort -g |
+        awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.2fx", m }')"
+done
