@@ -350,8 +350,8 @@ pub fn targets(args: &BenchArgs, whoami: &[Measured], logins: &[Measured]) {
     if let (Some(e), Some(h)) = (find(whoami, EDGE, top), find(whoami, HELLO, top)) {
         let r = rate_ratio(&e, &h);
         println!(
-            "- GET /whoami c={top}: edge-session {r:.2}× the hello-world ceiling's req/s (target ≥ 0.85): {}",
-            verdict(r >= 0.85)
+            "- GET /whoami c={top}: edge-session {r:.2}× the hello-world ceiling's req/s (target ≥ 0.90): {}",
+            verdict(r >= 0.90)
         );
         if let Some(p) = find(whoami, REDIS, top) {
             println!(
@@ -380,8 +380,8 @@ pub fn targets(args: &BenchArgs, whoami: &[Measured], logins: &[Measured]) {
     if let (Some(e), Some(h)) = (find(whoami, EDGE, low), find(whoami, HELLO, low)) {
         let r = p50_ratio(&e, &h);
         println!(
-            "- GET /whoami c={low}: edge-session p50 {r:.2}× the ceiling's p50 (target ≤ 1.15): {}",
-            verdict(r <= 1.15)
+            "- GET /whoami c={low}: edge-session p50 {r:.2}× the ceiling's p50 (target ≤ 1.10): {}",
+            verdict(r <= 1.10)
         );
         if let Some(p) = find(whoami, REDIS, low) {
             println!(
@@ -403,11 +403,13 @@ pub fn targets(args: &BenchArgs, whoami: &[Measured], logins: &[Measured]) {
             // Time per login over time per raw transaction: the inverse of
             // the throughput ratio, median over rounds.
             let per_op = 1.0 / rate_ratio(&g, &r);
+            // At most 1.25× with one login at a time, 1.10× at c ≥ 8.
+            let target = if *c <= 1 { 1.25 } else { 1.10 };
             println!(
-                "- login c={c}: regenerate takes {per_op:.2}× the raw transaction's time per op (median of {} round ratios; p50 {:.2}×) (target ≤ 1.10): {}",
+                "- login c={c}: regenerate takes {per_op:.2}× the raw transaction's time per op (median of {} round ratios; p50 {:.2}×) (target ≤ {target:.2}): {}",
                 g.round_rates.len(),
                 p50_ratio(&g, &r),
-                verdict(per_op <= 1.10)
+                verdict(per_op <= target)
             );
         }
     }
