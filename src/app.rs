@@ -18,7 +18,9 @@ use crate::embedded::EmbeddedDynamo;
 use crate::http::{self, AppState};
 use crate::record::{now, Policy};
 use crate::store::StoreSettings;
-use crate::sync::{BreakerSettings, ClientSettings, DynamoTier, Endpoint, JournalSettings};
+use crate::sync::{
+    BreakerSettings, ClientSettings, DynamoTier, Endpoint, ErrorKind, JournalSettings,
+};
 use crate::{telemetry, SledCache, TieredStore};
 
 /// A node, bound and ready to run.
@@ -100,6 +102,18 @@ pub async fn dynamo_tier(
         tier.provision()
             .await
             .with_context(|| format!("provisioning DynamoDB table `{}`", d.table))?;
+    }
+    match tier.claim_journal_partitions().await {
+        Ok(()) => {}
+        // Another node's count: this one would write and read other
+        // partitions than the rest of the fleet. A configuration error.
+        Err(err) if err.kind == ErrorKind::Rejected => {
+            anyhow::bail!("stream.journal_partitions: {}", err.message)
+        }
+        Err(err) => tracing::warn!(
+            %err,
+            "could not check stream.journal_partitions against the table now; starting anyway"
+        ),
     }
     Ok((tier, settings, embedded))
 }

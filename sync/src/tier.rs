@@ -24,6 +24,7 @@ use crate::item::{self, Item, SID_LEN};
 use crate::journal::{self, Change, JournalSettings};
 
 mod list;
+mod partitions;
 mod provision;
 
 pub use list::UserPage;

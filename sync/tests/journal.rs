@@ -249,3 +249,23 @@ async fn provision_adds_the_journal_index_to_a_table_made_without_it() {
     follower.until(&[3]).await;
     follower.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_journal_partition_count_is_refused() {
+    let server = Dynoxide::start();
+    let two = table(&server.url).await.with_journal(quick());
+    assert_eq!(quick().partitions, 2);
+    two.claim_journal_partitions()
+        .await
+        .expect("the first node records its count");
+    two.claim_journal_partitions()
+        .await
+        .expect("the same count again is fine");
+    let three = DynamoTier::new(two.client().clone(), two.table()).with_journal(JournalSettings {
+        partitions: 3,
+        ..quick()
+    });
+    let err = three.claim_journal_partitions().await.unwrap_err();
+    assert_eq!(err.kind, edge_session_sync::ErrorKind::Rejected);
+    assert!(err.message.contains("records 2"), "{}", err.message);
+}

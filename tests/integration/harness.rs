@@ -522,10 +522,11 @@ pub async fn table_items(node: &TestNode) -> usize {
         .count()
 }
 
-/// A change-journal entry (it has the journal index's key `jb`): written
-/// beside each revocation and version raise, never a session.
+/// A change-journal item, never a session: an entry (it has the journal
+/// index's key `jb`), written beside each revocation and version raise, or
+/// the table's record of the journal's partition count (`jp`).
 pub fn is_journal_entry(item: &HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> bool {
-    item.contains_key("jb")
+    item.contains_key("jb") || item.contains_key("jp")
 }
 
 /// Entries in the node's sled trees that a request could write (sessions,

@@ -441,3 +441,49 @@ async fn unknown_token_costs_one_read_per_negative_ttl() {
         3 * N
     );
 }
+
+#[tokio::test]
+async fn a_node_with_another_journal_partition_count_than_the_table_will_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    // The first node records the table's count (the default, 1).
+    let node = start(&config, "warn");
+    let c = client();
+    crate::harness::eventually("the first node is ready", || async {
+        crate::harness::readyz((&c, &node.url)).await.ok() == Some(reqwest::StatusCode::OK)
+    })
+    .await;
+    let (status, output) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{output}");
+
+    let log = dir.path().join("second.log");
+    let mut second = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("EDGE_SESSION__SERVER__LISTEN", "127.0.0.1:0")
+        .env("EDGE_SESSION__STREAM__JOURNAL_PARTITIONS", "2")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("it started with another count (still running after 30 s)");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        stderr.contains("stream.journal_partitions") && stderr.contains("records 1"),
+        "{stderr}"
+    );
+}
