@@ -22,9 +22,9 @@ use serde_json::{json, Value};
 
 use crate::faultproxy::{Fault, FaultProxy};
 use crate::harness::{
-    browser_login, cookie, eventually, login_form, logout, metric, now, outbox_pending,
-    proxied_node_toml, readyz, session_cookie, session_set_cookie, token, whoami, Cluster,
-    TestNode, ALICE_PASSWORD, BOB_PASSWORD,
+    browser_login, cookie, eventually, login_form, logout, metric, metrics_text, now,
+    outbox_pending, proxied_node_toml, readyz, session_cookie, session_set_cookie, token, whoami,
+    Cluster, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
 };
 
 /// The lease of the nodes under test: long enough for the in-lease checks,
@@ -534,15 +534,7 @@ async fn writes_whose_answer_is_cut_fail_closed() {
 
 /// The value of `name{reason="<reason>"}` in the node's `/metrics`.
 async fn dropped(node: &TestNode, reason: &str) -> f64 {
-    let text = node
-        .client
-        .get(node.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&node).await.unwrap();
     let label = format!("reason=\"{reason}\"");
     text.lines()
         .find(|l| {

@@ -483,13 +483,7 @@ pub async fn readyz(node: impl HttpNode) -> reqwest::Result<StatusCode> {
 /// A metric's value from the node's `/metrics` (the first sample whose line
 /// starts with `name`), `None` if absent or if the node did not answer.
 pub async fn metric(node: impl HttpNode, name: &str) -> Option<f64> {
-    let text = browser(&node, Method::GET, "/metrics", None)
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = metrics_text(node).await.ok()?;
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find(|l| {
@@ -498,6 +492,15 @@ pub async fn metric(node: impl HttpNode, name: &str) -> Option<f64> {
         })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// The node's whole `/metrics` page.
+pub async fn metrics_text(node: impl HttpNode) -> reqwest::Result<String> {
+    browser(&node, Method::GET, "/metrics", None)
+        .send()
+        .await?
+        .text()
+        .await
 }
 
 /// The node's `edge_session_outbox_pending` (see [`metric`]).

@@ -6,8 +6,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::harness::{
-    browser_login, client, cookie, login_form, service_login, session_cookie, session_set_cookie,
-    table_name, whoami, whoami_body, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
+    browser_login, client, cookie, login_form, metrics_text, service_login, session_cookie,
+    session_set_cookie, table_name, whoami, whoami_body, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
 };
 
 /// A real, live pre-login session (`POST /v1/sessions`): what an attacker
@@ -818,15 +818,7 @@ async fn operations_endpoints() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.json::<Value>().await.unwrap()["status"], "ready");
     let _ = browser_login(&node, "alice", ALICE_PASSWORD).await;
-    let text = node
-        .client
-        .get(node.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&node).await.unwrap();
     for name in [
         "edge_session_http_request_duration_seconds_bucket",
         "edge_session_http_requests_total",
@@ -856,15 +848,7 @@ async fn made_up_methods_cannot_grow_the_metric_series() {
             .unwrap();
         assert!(res.status().is_client_error(), "{}", res.status());
     }
-    let text = node
-        .client
-        .get(node.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&node).await.unwrap();
     assert!(!text.contains("ATTACK"), "a made-up method became a label");
     assert!(
         text.contains("method=\"OTHER\""),

@@ -7,11 +7,9 @@ use reqwest::header::{COOKIE, LOCATION};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use super::{gateway_node, upstream_saw, Express, ALICE, BOB, SECRET};
+use super::{gateway_node, gateway_node_through, upstream_saw, Express, ALICE, BOB};
 use crate::faultproxy::{Fault, FaultProxy};
-use crate::harness::{
-    cookie, proxied_node_toml, session_cookie, session_set_cookie, Cluster, TestNode,
-};
+use crate::harness::{cookie, metrics_text, session_cookie, session_set_cookie, TestNode};
 
 /// `POST <path>` through `node` with the session cookie `carried` and a
 /// form.
@@ -235,15 +233,7 @@ async fn unsigned_or_replayed_actions_are_ignored() {
     let res = respond_with(&node, "logout-everywhere", Some(&signature), &old_nonce).await;
     assert!(session_set_cookie(&res).is_none());
 
-    let metrics = node
-        .client
-        .get(node.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&node).await.unwrap();
     assert!(
         metrics
             .lines()
@@ -260,14 +250,7 @@ async fn failed_login_action_returns_503_and_no_cookie() {
         return;
     };
     let express = Express::start();
-    let cluster = Cluster::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let gateway = format!(
-        "[gateway]\nupstream = \"{}\"\naction_secret = \"{SECRET}\"\n",
-        express.url
-    );
-    let toml = proxied_node_toml(dir.path(), cluster.tier.table(), &proxy.url(), "", &gateway);
-    let node = TestNode::spawn_toml(dir, &toml).await;
+    let node = gateway_node_through(&proxy, &express.url).await;
     let earlier = app_login(&node, None, "bob", BOB).await;
 
     proxy.set(Fault::Refuse);

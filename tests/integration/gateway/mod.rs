@@ -24,7 +24,8 @@ use std::process::{Child, Command, Stdio};
 use reqwest::header::COOKIE;
 use serde_json::Value;
 
-use crate::harness::{node_toml, table_name, TestNode};
+use crate::faultproxy::FaultProxy;
+use crate::harness::{node_toml, proxied_node_toml, table_name, Cluster, TestNode};
 
 /// The action secret shared by the test nodes and the Express example.
 pub const SECRET: &str = "gateway-test-secret-0123456789abcdef";
@@ -96,6 +97,17 @@ pub async fn gateway_node_on(table: &str, upstream: &str, gateway: &str, server:
         format!("[gateway]\nupstream = \"{upstream}\"\naction_secret = \"{SECRET}\"\n{gateway}\n");
     let toml = node_toml(dir.path(), table, &section)
         .replace("[server]\n", &format!("[server]\n{server}\n"));
+    TestNode::spawn_toml(dir, &toml).await
+}
+
+/// A node on a fresh table in front of `upstream`, reaching DynamoDB
+/// through `proxy` (to inject faults); the table is provisioned first, as
+/// the node does not provision through a proxy.
+pub async fn gateway_node_through(proxy: &FaultProxy, upstream: &str) -> TestNode {
+    let cluster = Cluster::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = format!("[gateway]\nupstream = \"{upstream}\"\naction_secret = \"{SECRET}\"\n");
+    let toml = proxied_node_toml(dir.path(), cluster.tier.table(), &proxy.url(), "", &gateway);
     TestNode::spawn_toml(dir, &toml).await
 }
 

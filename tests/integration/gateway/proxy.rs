@@ -10,9 +10,9 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::upstreams;
-use super::{gateway_node, raw_request, upstream_saw, Express, SECRET};
+use super::{gateway_node, gateway_node_through, raw_request, upstream_saw, Express};
 use crate::faultproxy::{Fault, FaultProxy};
-use crate::harness::{cookie, metric, proxied_node_toml, service_login, Cluster, TestNode};
+use crate::harness::{cookie, metric, service_login};
 
 /// Every header the upstream received whose name, read with `_` as `-`,
 /// starts with `x-edge-`, as `(name, value)`.
@@ -340,14 +340,7 @@ async fn request_whose_session_cannot_be_read_is_refused_not_sent_anonymously() 
         return;
     };
     let express = Express::start();
-    let cluster = Cluster::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let gateway = format!(
-        "[gateway]\nupstream = \"{}\"\naction_secret = \"{SECRET}\"\n",
-        express.url
-    );
-    let toml = proxied_node_toml(dir.path(), cluster.tier.table(), &proxy.url(), "", &gateway);
-    let node = TestNode::spawn_toml(dir, &toml).await;
+    let node = gateway_node_through(&proxy, &express.url).await;
 
     proxy.set(Fault::Refuse);
     // A cookie this node has not cached: only DynamoDB could say whose it is.
