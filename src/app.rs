@@ -221,7 +221,7 @@ impl Application {
         let follower = config.stream.enabled.then(|| {
             let settings = CoherenceSettings {
                 source: config.stream.source,
-                journal: journal_settings(&config.stream),
+                journal: *store.dynamo().journal(),
                 poll_interval: Duration::from_millis(config.stream.poll_interval_ms),
                 lag_threshold_ms: config.stream.lag_threshold_ms,
                 lease_ms: config.cache.revalidate_after_ms,

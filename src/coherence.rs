@@ -45,8 +45,8 @@ use crate::config::StreamSource;
 use crate::record::UnixMillis;
 use crate::store::TieredStore;
 use crate::sync::{
-    Checkpoints, ClientSettings, ColdStart, FollowerSettings, FollowerStatus, Invalidation,
-    InvalidationKind, JournalFollower, JournalSettings, StreamFollower,
+    Checkpoints, ClientSettings, ColdStart, DynamoError, FollowerSettings, FollowerStatus,
+    Invalidation, InvalidationKind, JournalFollower, JournalSettings, StreamFollower,
 };
 use crate::StorageKey;
 
@@ -92,6 +92,16 @@ fn age_ms(at: Option<SystemTime>, now: SystemTime) -> Option<u64> {
     at.map(|t| now.duration_since(t).map_or(0, |d| d.as_millis() as u64))
 }
 
+/// The lease the node should use at `now`, given its follower's `status`:
+/// [`lease_for`] of the follower's health as the watchdog reads it.
+pub fn lease_of(status: &FollowerStatus, now: SystemTime, settings: &CoherenceSettings) -> u64 {
+    lease_for(
+        age_ms(status.last_poll_ok_at(), now),
+        status.last_record_age().map(|d| d.as_millis() as u64),
+        settings,
+    )
+}
+
 /// Follow the stream and keep the lease in step with the follower's health,
 /// until `shutdown` resolves.
 pub async fn run(
@@ -108,19 +118,13 @@ pub async fn run(
     let table = store.dynamo().table().to_owned();
     let sink_store = store.clone();
     let sink = move |batch: Vec<Invalidation>| apply(sink_store.clone(), batch, clock);
-    let (stop_watchdog, watchdog_stopped) = tokio::sync::oneshot::channel::<()>();
-    let result = match settings.source {
+    // Each source's follower: its health, and the future that runs it.
+    type Run = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), DynamoError>> + Send>>;
+    let (status, follow): (FollowerStatus, Run) = match settings.source {
         StreamSource::Journal => {
             let follower =
                 JournalFollower::new(client.build().await, table, checkpoints, settings.journal);
-            let watchdog = tokio::spawn(watch(
-                store.clone(),
-                follower.status(),
-                settings,
-                watchdog_stopped,
-            ));
-            let result = follower.run(sink, shutdown).await;
-            (result, watchdog)
+            (follower.status(), Box::pin(follower.run(sink, shutdown)))
         }
         StreamSource::Stream => {
             // A persisted cache may hold sessions revoked while this node was
@@ -141,16 +145,12 @@ pub async fn run(
                     ..FollowerSettings::default()
                 },
             );
-            let watchdog = tokio::spawn(watch(
-                store.clone(),
-                follower.status(),
-                settings,
-                watchdog_stopped,
-            ));
-            (follower.run(sink, shutdown).await, watchdog)
+            (follower.status(), Box::pin(follower.run(sink, shutdown)))
         }
     };
-    let (result, watchdog) = result;
+    let (stop_watchdog, watchdog_stopped) = tokio::sync::oneshot::channel::<()>();
+    let watchdog = tokio::spawn(watch(store.clone(), status, settings, watchdog_stopped));
+    let result = follow.await;
     if let Err(err) = result {
         tracing::error!(%err, "the follower stopped; the lease alone bounds staleness now");
         store.set_lease(settings.lagging_lease_ms.min(settings.lease_ms));
@@ -218,11 +218,7 @@ async fn watch(
                 "stream coverage moved: cached sessions confirmed before it are re-checked"
             );
         }
-        let lease = lease_for(
-            age_ms(status.last_poll_ok_at(), now),
-            status.last_record_age().map(|d| d.as_millis() as u64),
-            &settings,
-        );
+        let lease = lease_of(&status, now, &settings);
         if lease != store.lease_ms() {
             if lease < settings.lease_ms && status.last_poll_ok_at().is_none() {
                 tracing::info!(

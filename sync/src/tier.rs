@@ -431,8 +431,8 @@ impl DynamoTier {
     /// Delete the item whatever its version (a revocation must win over any
     /// concurrent write), with its journal entry in the same transaction.
     /// `true` when there was an item to delete. Idempotent. A transaction on
-    /// the item in flight elsewhere fails it (unavailable): the caller's
-    /// outbox tries again.
+    /// the item in flight elsewhere fails it (throttled: nothing was
+    /// written): the caller's outbox tries again.
     pub async fn delete(&self, sid: &[u8; SID_LEN]) -> Result<bool, DynamoError> {
         let op = "delete";
         let delete = Delete::builder()

@@ -4,7 +4,7 @@
 //!
 //! The nodes are in-process followers ([`StreamFollower`] or
 //! [`JournalFollower`], the node's own, with the node's own lease rule,
-//! [`lease_for`]), each with its own SDK client and access key id, all
+//! [`lease_of`]), each with its own SDK client and access key id, all
 //! reading through one [`StreamsLimitProxy`] in front of the embedded
 //! server. A writer (its own key id, counted apart) creates sessions, then
 //! deletes them at a fixed rate through [`DynamoTier::delete`], the write a
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use edge_session::coherence::{lease_for, CoherenceSettings};
+use edge_session::coherence::{lease_of, CoherenceSettings};
 use edge_session::config::StreamSource;
 use edge_session::embedded::EmbeddedDynamo;
 use edge_session::sync::{
@@ -277,11 +277,7 @@ fn sample_leases(statuses: &[FollowerStatus], lease: &CoherenceSettings, into: &
     }
     into.samples += 1;
     for (i, status) in statuses.iter().enumerate() {
-        let poll_age = status
-            .last_poll_ok_at()
-            .map(|t| unix_ms(now).saturating_sub(unix_ms(t)));
-        let record_age = status.last_record_age().map(|d| d.as_millis() as u64);
-        let ms = lease_for(poll_age, record_age, lease);
+        let ms = lease_of(status, now, lease);
         into.lowest_ms = into.lowest_ms.min(ms);
         if ms < lease.lease_ms {
             into.short[i] += 1;
