@@ -30,31 +30,7 @@ command -v wrk >/dev/null || { echo "cookieless.sh: needs wrk (apt-get install w
 cargo build --quiet --release -p edge-session --bin edge-session
 cargo build --quiet --release -p edge-session-bench --bin edge-session-bench
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# Start `$@` as a child (its stdout goes to $work/$name.out); sets $url.
-# Not in a command substitution: the child must belong to this shell.
-start() {
-    local name=$1
-    shift
-    "$@" >"$work/$name.out" 2>"$work/$name.err" &
-    pids+=($!)
-    for _ in $(seq 600); do
-        url=$(sed -n 's/^edge-session listening on \(http:[^ ]*\)$/\1/p' "$work/$name.out")
-        [ -n "$url" ] && return
-        sleep 0.1
-    done
-    echo "cookieless.sh: $name did not start:" >&2
-    cat "$work/$name.err" >&2
-    exit 1
-}
+. scripts/lib/children.sh
 
 cat >"$work/config.toml" <<EOF
 data_dir = "$work/data"

@@ -28,39 +28,12 @@ cargo build --release -q -p edge-session --bin edge-session
 cargo build --release -q -p edge-session-bench --bin edge-session-bench
 bin=${CARGO_TARGET_DIR:-target}/release
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-# Start "$@" with stdout to $1.out; set $url to the URL it prints
-# ("... listening on URL").
-start() {
-    local name=$1 line
-    shift
-    "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
-    pids+=($!)
-    for _ in $(seq 1 600); do
-        line=$(grep -o 'listening on http://[0-9.:]*' "$tmp/$name.out" 2>/dev/null | head -1 || true)
-        if [ -n "$line" ]; then
-            url=${line#listening on }
-            return
-        fi
-        sleep 0.1
-    done
-    echo "wrk-whoami.sh: $name did not start:" >&2
-    cat "$tmp/$name.err" >&2
-    exit 1
-}
+. scripts/lib/children.sh
 
 password=wrk-bench-password
 hash=$(printf '%s' "$password" | "$bin/edge-session" hash-password)
-cat >"$tmp/config.toml" <<TOML
-data_dir = "$tmp/data"
+cat >"$work/config.toml" <<TOML
+data_dir = "$work/data"
 
 [server]
 listen = "127.0.0.1:0"
@@ -77,7 +50,7 @@ user_id = "bench"
 password_hash = "$hash"
 role = "member"
 TOML
-start node env RUST_LOG=warn "$bin/edge-session" serve --config "$tmp/config.toml"
+start node env RUST_LOG=warn "$bin/edge-session" serve --config "$work/config.toml"
 node=$url
 start hello "$bin/edge-session-bench" serve-hello --workers 2
 hello=$url
