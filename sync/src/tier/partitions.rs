@@ -23,30 +23,17 @@ pub(crate) const PARTITIONS: &str = "jp";
 impl DynamoTier {
     /// Record this tier's journal partition count in the table if none is
     /// recorded yet, else check that it is the recorded one. A different
-    /// count is an error of kind [`ErrorKind::Rejected`] naming both.
+    /// count is an error of kind [`ErrorKind::Rejected`] naming both. Once
+    /// recorded, a check is one consistent read.
     pub async fn claim_journal_partitions(&self) -> Result<(), DynamoError> {
         let op = "journal_partitions";
         let ours = u64::from(self.journal.partitions);
-        let mut settings = item::key(&SETTINGS_SID);
-        settings.insert(PARTITIONS.to_owned(), AttributeValue::N(ours.to_string()));
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(settings))
-            .condition_expression("attribute_not_exists(sid)")
-            .send()
-            .await;
-        match put {
-            Ok(_) => return Ok(()),
-            Err(err)
-                if matches!(
-                    err.as_service_error(),
-                    Some(PutItemError::ConditionalCheckFailedException(_))
-                ) => {}
-            Err(err) => return Err(classify(op, &err)),
-        }
-        let recorded = self.recorded_partitions().await?;
+        let recorded = match self.recorded_partitions().await? {
+            Some(recorded) => recorded,
+            None if self.record_partitions(ours).await? => return Ok(()),
+            // Another node recorded its count between the read and the write.
+            None => self.recorded_partitions().await?.flatten(),
+        };
         if recorded == Some(ours) {
             return Ok(());
         }
@@ -62,7 +49,36 @@ impl DynamoTier {
         ))
     }
 
-    async fn recorded_partitions(&self) -> Result<Option<u64>, DynamoError> {
+    /// Write `count` as the table's record unless one exists; whether it was
+    /// written.
+    async fn record_partitions(&self, count: u64) -> Result<bool, DynamoError> {
+        let mut settings = item::key(&SETTINGS_SID);
+        settings.insert(PARTITIONS.to_owned(), AttributeValue::N(count.to_string()));
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(settings))
+            .condition_expression("attribute_not_exists(sid)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(err)
+                if matches!(
+                    err.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(classify("journal_partitions", &err)),
+        }
+    }
+
+    /// The table's record: `None` when there is none, `Some(None)` when its
+    /// count is unreadable.
+    async fn recorded_partitions(&self) -> Result<Option<Option<u64>>, DynamoError> {
         let out = self
             .client
             .get_item()
@@ -72,7 +88,8 @@ impl DynamoTier {
             .send()
             .await
             .map_err(|err| classify("journal_partitions", &err))?;
-        let map: HashMap<String, AttributeValue> = out.item.unwrap_or_default();
-        Ok(item::number(&map, PARTITIONS).ok())
+        Ok(out
+            .item
+            .map(|map: HashMap<String, AttributeValue>| item::number(&map, PARTITIONS).ok()))
     }
 }
