@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
     GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus, TimeToLiveSpecification,
-    TimeToLiveStatus,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TableDescription, TableStatus,
+    TimeToLiveSpecification, TimeToLiveStatus,
 };
 
 use super::{DynamoTier, ProvisionReport, UID_INDEX};
@@ -101,23 +101,32 @@ impl DynamoTier {
     }
 
     async fn wait_active(&self) -> Result<(), DynamoError> {
-        for _ in 0..600 {
-            let out = self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-                .map_err(|err| classify("provision", &err))?;
-            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+        self.wait_until("table", Duration::from_secs(120), |table| {
+            table.table_status() == Some(&TableStatus::Active)
+        })
+        .await
+    }
+
+    /// Describe the table every 200 ms until `ready` says so, for at most
+    /// `within`; then an `Unavailable` error naming `what`.
+    async fn wait_until(
+        &self,
+        what: &str,
+        within: Duration,
+        ready: impl Fn(&TableDescription) -> bool,
+    ) -> Result<(), DynamoError> {
+        let op = "provision";
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if ready(&describe(&self.client, &self.table, op).await?) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         Err(DynamoError::new(
-            "provision",
+            op,
             ErrorKind::Unavailable,
-            "table did not become ACTIVE within 120 s",
+            format!("{what} did not become ACTIVE within {} s", within.as_secs()),
         ))
     }
 
@@ -210,22 +219,15 @@ impl DynamoTier {
             .send()
             .await
             .map_err(|err| classify(op, &err))?;
-        for _ in 0..3000 {
-            let table = describe(&self.client, &self.table, op).await?;
-            let active = table.global_secondary_indexes().iter().any(|g| {
+        let index_active = |table: &TableDescription| {
+            table.global_secondary_indexes().iter().any(|g| {
                 g.index_name() == Some(JOURNAL_INDEX)
                     && g.index_status() == Some(&IndexStatus::Active)
-            });
-            if active {
-                return Ok(true);
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Err(DynamoError::new(
-            op,
-            ErrorKind::Unavailable,
-            "the journal index did not become ACTIVE within 10 minutes",
-        ))
+            })
+        };
+        self.wait_until("the journal index", Duration::from_secs(600), index_active)
+            .await?;
+        Ok(true)
     }
 }
 
