@@ -6,14 +6,13 @@
 //! application data in its bytes.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use edge_session::codec::{self, Format};
 use edge_session::store::{CacheLookup, NewSession, SessionChange, StoreSettings};
-use edge_session::sync::{ClientSettings, DynamoTier, Endpoint, Item};
+use edge_session::sync::{BreakerSettings, Item};
 use edge_session::{Policy, SessionRecord, SessionToken, SledCache, StorageKey, TieredStore};
 
-use crate::harness::{now, Cluster};
+use crate::harness::{dead_tier, now, Cluster};
 
 const MIN: u64 = 60_000;
 
@@ -51,20 +50,9 @@ async fn stored_format(cluster: &Cluster, key: &StorageKey) -> u8 {
 /// A node whose DynamoDB endpoint refuses every connection: whatever it
 /// serves came from its sled cache.
 async fn offline_node(cache: SledCache) -> TieredStore {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
-    let client = ClientSettings {
-        endpoint: Endpoint::Embedded(url),
-        connect_timeout: Duration::from_millis(200),
-        max_attempts: 1,
-        ..ClientSettings::default()
-    }
-    .build()
-    .await;
     TieredStore::new(
         cache,
-        DynamoTier::new(client, "offline"),
+        dead_tier("offline", BreakerSettings::default()).await,
         StoreSettings::default(),
     )
 }

@@ -567,3 +567,19 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A tier over `table` whose endpoint refuses every connection.
+pub async fn dead_tier(table: &str, breaker: edge_session::sync::BreakerSettings) -> DynamoTier {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let client = ClientSettings {
+        endpoint: Endpoint::Embedded(url),
+        connect_timeout: Duration::from_millis(200),
+        max_attempts: 1,
+        ..ClientSettings::default()
+    }
+    .build()
+    .await;
+    DynamoTier::with_breaker(client, table, breaker)
+}

@@ -8,10 +8,10 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
 use edge_session::cache::FillOutcome;
 use edge_session::store::{Destroyed, NewSession, SessionChange, StoreSettings, UserBinding};
-use edge_session::sync::{ClientSettings, DynamoTier, Endpoint, RotateConflict};
+use edge_session::sync::RotateConflict;
 use edge_session::{codec, Policy, SessionToken, SledCache, TieredStore};
 
-use crate::harness::{now, Cluster};
+use crate::harness::{dead_tier, now, Cluster};
 
 const MIN: u64 = 60_000;
 
@@ -808,22 +808,6 @@ async fn outbox_replay_never_cancels_a_regenerate_in_flight() {
     let passes = drainer.await.unwrap();
     assert!(passes > 10, "the replay ran ({passes} passes)");
     assert_eq!(conflicts, vec![], "logins cancelled by the outbox replay");
-}
-
-/// A tier over the same table whose endpoint refuses every connection.
-async fn dead_tier(table: &str, breaker: edge_session::sync::BreakerSettings) -> DynamoTier {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
-    let client = ClientSettings {
-        endpoint: Endpoint::Embedded(url),
-        connect_timeout: Duration::from_millis(200),
-        max_attempts: 1,
-        ..ClientSettings::default()
-    }
-    .build()
-    .await;
-    DynamoTier::with_breaker(client, table, breaker)
 }
 
 #[tokio::test]
