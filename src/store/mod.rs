@@ -341,7 +341,9 @@ impl std::fmt::Debug for TieredStore {
     }
 }
 
-fn item_of(key: &StorageKey, record: &SessionRecord, body: Vec<u8>) -> Item {
+/// The DynamoDB item of `record` stored under `key`, `body` being its
+/// encoding (in whichever record format).
+pub fn item_of(key: &StorageKey, record: &SessionRecord, body: Vec<u8>) -> Item {
     Item {
         sid: key.0,
         uid: record.user_id.clone(),

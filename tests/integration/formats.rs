@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use edge_session::codec::{self, Format};
-use edge_session::store::{CacheLookup, NewSession, SessionChange, StoreSettings};
-use edge_session::sync::{BreakerSettings, Item};
+use edge_session::store::{item_of, CacheLookup, NewSession, SessionChange, StoreSettings};
+use edge_session::sync::BreakerSettings;
 use edge_session::{Policy, SessionRecord, SessionToken, SledCache, StorageKey, TieredStore};
 
 use crate::harness::{dead_tier, now, Cluster};
@@ -24,16 +24,6 @@ fn bound_record(t: u64) -> SessionRecord {
     record.role = Some("admin".into());
     record.data = BTreeMap::from([("cart".to_owned(), "3 items".to_owned())]).into();
     record
-}
-
-fn item(key: &StorageKey, record: &SessionRecord, body: Vec<u8>) -> Item {
-    Item {
-        sid: key.0,
-        uid: record.user_id.clone(),
-        ver: record.version,
-        exp: record.ttl_epoch_secs(),
-        body,
-    }
 }
 
 /// The format byte of the body DynamoDB holds under `key`.
@@ -67,7 +57,7 @@ async fn a_format_1_record_in_dynamodb_loads_and_its_next_write_is_format_2() {
     assert_eq!(v1[2], 1);
     cluster
         .tier
-        .create(&item(&key, &record, v1))
+        .create(&item_of(&key, &record, v1))
         .await
         .unwrap()
         .unwrap();

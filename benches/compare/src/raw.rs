@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::error::BuildError;
 use aws_sdk_dynamodb::operation::transact_write_items::builders::TransactWriteItemsFluentBuilder;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem};
+use edge_session::store::item_of;
 use edge_session::sync::{journal_entry, DynamoTier, Item, JournalChange};
 use edge_session::{codec, SessionRecord, StorageKey};
 
@@ -19,15 +20,9 @@ pub fn key_map(sid: &[u8; 32]) -> HashMap<String, AttributeValue> {
     HashMap::from([("sid".to_owned(), AttributeValue::B(Blob::new(sid.to_vec())))])
 }
 
-/// The DynamoDB item of `record` stored under `key`.
+/// The DynamoDB item of `record` stored under `key`, in the current format.
 pub fn item(key: &StorageKey, record: &SessionRecord) -> Item {
-    Item {
-        sid: key.0,
-        uid: record.user_id.clone(),
-        ver: record.version,
-        exp: record.ttl_epoch_secs(),
-        body: codec::encode(record),
-    }
+    item_of(key, record, codec::encode(record))
 }
 
 /// The login transaction on `tier`: delete `old` (version 1), put `new`,
