@@ -1,6 +1,9 @@
 //! Loads: the sled lookup, the lease revalidation, the single DynamoDB read
 //! shared by concurrent misses, and the coarse touch of a record served
-//! (`load` in the table of the [store](super) module doc).
+//! (`load` in the table of the [store](super) module doc). A touch is one
+//! conditional put that no other node is told of; a copy that looks idle
+//! here is re-read before it is refused, since another node may have
+//! touched it.
 
 use edge_session_sync::{Conflict, Item};
 
@@ -44,7 +47,12 @@ impl TieredStore {
             CacheLookup::Fresh(record) => {
                 // Hot path: no DynamoDB future is built at all.
                 if !record.is_live(now) {
-                    return Ok(None);
+                    if now >= record.absolute_expiry {
+                        return Ok(None);
+                    }
+                    // Idle by this copy, but touches are not broadcast:
+                    // another node may have served it since. Ask.
+                    return Box::pin(self.revalidate(key, record, now, now)).await;
                 }
                 if !record.needs_touch(&self.inner.settings.policy, now) && !self.outlawed(&record)
                 {
@@ -205,7 +213,7 @@ impl TieredStore {
         match self
             .inner
             .dynamo
-            .update(&item_of(&key, &next, body.clone()), record.version)
+            .touch(&item_of(&key, &next, body.clone()), record.version)
             .await
         {
             Ok(Ok(())) => match self.inner.cache.fill(&key, now, next.version, &body)? {

@@ -14,6 +14,14 @@ pub(crate) const UID: &str = "uid";
 pub(crate) const VER: &str = "ver";
 pub(crate) const EXP: &str = "exp";
 pub(crate) const BODY: &str = "body";
+/// Present on an item whose last write was a touch (only `last_seen_at` and
+/// the idle expiry moved), holding the `ver` that touch wrote: a change
+/// feed skips a rewrite whose new image has it equal to `ver`. Any other
+/// write replaces the whole item and so drops it.
+pub(crate) const TOUCHED: &str = "tch";
+/// Present only on a follower's heartbeat item: the writer's clock (ms
+/// since the epoch) when it wrote it. Such an item has no `body`.
+pub(crate) const HEARTBEAT: &str = "hb";
 
 /// One session as the table stores it.
 #[derive(Clone, PartialEq, Eq)]

@@ -252,6 +252,47 @@ impl DynamoTier {
         }
     }
 
+    /// Write back a served session's `last_seen_at` (and so its idle expiry):
+    /// one plain `PutItem` conditional on the stored `ver` being
+    /// `expected_ver`, with no journal entry. A touch is not an invalidation:
+    /// the item carries the [`TOUCHED`](crate::item::TOUCHED) marker, so a
+    /// stream reader ignores it too, and a stale copy elsewhere loses on
+    /// `ver` at its next write or lease check. One write unit for an item
+    /// under 1 KB. A missing item is a conflict.
+    pub async fn touch(
+        &self,
+        item: &Item,
+        expected_ver: u64,
+    ) -> Result<Result<(), Conflict>, DynamoError> {
+        let mut attributes = item.to_attributes();
+        attributes.insert(
+            item::TOUCHED.to_owned(),
+            AttributeValue::N(item.ver.to_string()),
+        );
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(attributes))
+            .condition_expression("ver = :expected")
+            .expression_attribute_values(":expected", AttributeValue::N(expected_ver.to_string()))
+            .send()
+            .timed("touch", &self.breaker)
+            .await?;
+        match result {
+            Ok(_) => Ok(Ok(())),
+            Err(err)
+                if matches!(
+                    err.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(Err(Conflict))
+            }
+            Err(err) => Err(classify("touch", &err)),
+        }
+    }
+
     /// In ONE transaction: delete `old_sid` if its `ver` is `old_ver`, put
     /// `new` if its `sid` is free, and (with `guard`) check that the user's
     /// revocation epoch has not moved. All happen or none does.

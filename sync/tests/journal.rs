@@ -269,3 +269,27 @@ async fn a_node_with_another_journal_partition_count_is_refused() {
     assert_eq!(err.kind, edge_session_sync::ErrorKind::Rejected);
     assert!(err.message.contains("records 2"), "{}", err.message);
 }
+
+/// A touch writes no journal entry: the journal carries only what
+/// invalidates a cached copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn touches_are_not_broadcast() {
+    let server = Dynoxide::start();
+    let tier = table(&server.url).await.with_journal(quick());
+    let mut follower = follow(&tier, Arc::new(MemoryCheckpoints::new()));
+    follower.ready().await;
+
+    tier.create(&item(1, 1)).await.unwrap().unwrap();
+    for ver in 2..=4 {
+        tier.touch(&item(1, ver), ver - 1).await.unwrap().unwrap();
+    }
+    tier.create(&item(2, 1)).await.unwrap().unwrap();
+    assert!(tier.delete(&[2; SID_LEN]).await.unwrap());
+
+    let got = follower.until(&[2]).await;
+    assert!(
+        got.iter().all(|i| i.sid[0] != 1),
+        "a touch was journaled: {got:?}"
+    );
+    follower.stop().await;
+}

@@ -736,3 +736,43 @@ async fn a_keys_only_stream_invalidates_every_modify_and_remove() {
     assert_eq!(got[1].kind, InvalidationKind::Removed);
     follower.stop().await;
 }
+
+/// A touch (only `last_seen_at` moved) is one conditional put that no
+/// follower hands over; the version raise after it is handed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn touches_are_not_broadcast() {
+    let server = Dynoxide::start();
+    let tier = table(&server.url).await;
+    let mut follower = follow(
+        &server.url,
+        tier.table(),
+        Arc::new(MemoryCheckpoints::new()),
+        fast(),
+    )
+    .await;
+    follower.ready().await;
+
+    tier.create(&item(1, 1)).await.unwrap().unwrap();
+    for ver in 2..=4 {
+        tier.touch(&item(1, ver), ver - 1).await.unwrap().unwrap();
+    }
+    assert!(
+        tier.touch(&item(1, 9), 1).await.unwrap().is_err(),
+        "a touch of a copy that moved on is a conflict"
+    );
+    // A real rewrite after the touches, then a marker.
+    tier.update(&item(1, 5), 4).await.unwrap().unwrap();
+    create_and_delete(&tier, 2).await;
+
+    let got = follower.take(2).await;
+    assert_eq!(
+        sids(&got),
+        vec![1, 2],
+        "only the rewrite and the marker: {got:?}"
+    );
+    assert_eq!(
+        got[0].kind,
+        InvalidationKind::VersionRaised { new_ver: Some(5) }
+    );
+    follower.stop().await;
+}
