@@ -223,6 +223,8 @@ impl Application {
                 source: config.stream.source,
                 journal: *store.dynamo().journal(),
                 poll_interval: Duration::from_millis(config.stream.poll_interval_ms),
+                heartbeat_every: (config.stream.heartbeat_interval_ms > 0)
+                    .then(|| Duration::from_millis(config.stream.heartbeat_interval_ms)),
                 lag_threshold_ms: config.stream.lag_threshold_ms,
                 lease_ms: config.cache.revalidate_after_ms,
                 lagging_lease_ms: config.cache.revalidate_after_lagging_ms,

@@ -59,6 +59,8 @@ pub struct CoherenceSettings {
     pub journal: JournalSettings,
     /// Pause after an empty read of a shard.
     pub poll_interval: Duration,
+    /// The stream follower's heartbeat interval (`None`: no heartbeat).
+    pub heartbeat_every: Option<Duration>,
     /// The follower lags when its last good poll or newest record is older.
     pub lag_threshold_ms: u64,
     /// Lease while the follower is healthy.
@@ -94,7 +96,16 @@ fn age_ms(at: Option<SystemTime>, now: SystemTime) -> Option<u64> {
 
 /// The lease the node should use at `now`, given its follower's `status`:
 /// [`lease_for`] of the follower's health as the watchdog reads it.
+/// A follower that writes heartbeats is live only while one came back
+/// within `stream.lag_threshold_ms`, whatever its polls say.
 pub fn lease_of(status: &FollowerStatus, now: SystemTime, settings: &CoherenceSettings) -> u64 {
+    let heartbeat_late = status.heartbeat_on()
+        && status
+            .heartbeat_age(now)
+            .is_none_or(|age| age.as_millis() as u64 > settings.lag_threshold_ms);
+    if heartbeat_late {
+        return settings.lagging_lease_ms.min(settings.lease_ms);
+    }
     lease_for(
         age_ms(status.last_poll_ok_at(), now),
         status.last_record_age().map(|d| d.as_millis() as u64),
@@ -141,6 +152,7 @@ pub async fn run(
                 checkpoints,
                 FollowerSettings {
                     poll_interval: settings.poll_interval,
+                    heartbeat_every: settings.heartbeat_every,
                     cold_start,
                     ..FollowerSettings::default()
                 },
@@ -218,6 +230,9 @@ async fn watch(
                 "stream coverage moved: cached sessions confirmed before it are re-checked"
             );
         }
+        if let Some(age) = status.heartbeat_age(now) {
+            metrics::gauge!("edge_session_stream_heartbeat_age_seconds").set(age.as_secs_f64());
+        }
         let lease = lease_of(&status, now, &settings);
         if lease != store.lease_ms() {
             if lease < settings.lease_ms && status.last_poll_ok_at().is_none() {
@@ -250,6 +265,7 @@ mod tests {
             backoff_max: Duration::from_secs(5),
         },
         poll_interval: Duration::from_millis(250),
+        heartbeat_every: None,
         lag_threshold_ms: 3000,
         lease_ms: 30_000,
         lagging_lease_ms: 1000,

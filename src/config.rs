@@ -334,17 +334,22 @@ pub struct StreamConfig {
     pub journal_partitions: u8,
     /// How late a journal entry may become visible and still be read.
     pub journal_settle_ms: u64,
+    /// With `source = "stream"`: write a heartbeat item this often and count
+    /// the follower live only while one came back through the stream within
+    /// `lag_threshold_ms` (0: off, liveness from polls alone).
+    pub heartbeat_interval_ms: u64,
 }
 
 impl Default for StreamConfig {
     fn default() -> Self {
         StreamConfig {
             enabled: true,
-            source: StreamSource::Journal,
+            source: StreamSource::Stream,
             poll_interval_ms: 250,
             lag_threshold_ms: 3000,
             journal_partitions: 1,
             journal_settle_ms: 2000,
+            heartbeat_interval_ms: 1000,
         }
     }
 }

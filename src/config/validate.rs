@@ -163,6 +163,13 @@ impl Config {
         if self.stream.journal_settle_ms > 60_000 {
             return bad("stream.journal_settle_ms", "must be 0-60000".into());
         }
+        let heartbeat = self.stream.heartbeat_interval_ms;
+        if heartbeat != 0 && (heartbeat < 100 || heartbeat >= self.stream.lag_threshold_ms) {
+            return bad(
+                "stream.heartbeat_interval_ms",
+                "must be 0 (off) or 100 up to below stream.lag_threshold_ms".into(),
+            );
+        }
         Ok(())
     }
 }

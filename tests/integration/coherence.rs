@@ -12,6 +12,7 @@ use reqwest::{Method, StatusCode};
 use crate::faultproxy::{Fault, FaultProxy};
 use crate::harness::{
     client, eventually, metric, node_toml, proxied_node_toml, service_login, table_name, v1,
+    Cluster,
 };
 use crate::node::Node;
 use crate::process;
@@ -341,4 +342,102 @@ async fn cold_start_revocation(source: &str, first_read: &'static str) {
             .unwrap();
         assert!(status.success());
     }
+}
+
+/// A logout whose transaction reaches DynamoDB seconds after its node built
+/// it (a slow link, or the SDK retrying the same body) still reaches every
+/// other node: the stream places a write by its commit, not by its
+/// writer's clock. (The change journal's clock window missed exactly this:
+/// B served the logged-out token for its whole lease.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_committed_late_is_not_missed() {
+    let Some(proxy) = FaultProxy::to_harness().await else {
+        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+        return;
+    };
+    let table = Cluster::new().await.tier.table().to_owned();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // A ten-minute lease: only the follower can make B refuse in time.
+    let extra = format!(
+        "{STREAM_FAST}\n[cache]\nrevalidate_after_ms = 600000\n\
+         [session]\ntouch_interval_secs = 1200\n"
+    );
+    let a_toml = proxied_node_toml(&da.path().join("data"), &table, &proxy.url(), "", &extra);
+    let a = start_toml(da.path(), &a_toml);
+    let b = start(db.path(), &table, &extra);
+    let c = client();
+    let token = service_login((&c, &a.url), "late-commit").await;
+    assert_eq!(status(&c, &b, &token).await, StatusCode::OK, "B caches it");
+    eventually("B's follower healthy", || async {
+        metric((&c, &b.url), "edge_session_lease_seconds").await == Some(600.0)
+    })
+    .await;
+
+    // A's writes now reach the table three seconds after A sends them.
+    let late = Duration::from_secs(3);
+    proxy.set(Fault::SlowRequestsTo("TransactWriteItems", late));
+    let res = v1((&c, &a.url), Method::DELETE, "/v1/session")
+        .header("x-session-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    // Committed by now (A's answer waits for DynamoDB's, or its outbox
+    // retries within seconds); B must refuse within its follower's delivery
+    // time, far inside the lease.
+    let took = until_refused(&c, &b, &token, late + Duration::from_secs(10)).await;
+    eprintln!("B refused the late logout {took:?} after A answered");
+    proxy.set(Fault::Pass);
+    for node in [a, b] {
+        let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
+            .await
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// A feed that answers every poll and delivers nothing looks healthy to a
+/// follower that judges itself by its polls. The heartbeat it writes stops
+/// coming back, so the node shortens its lease, and restores it when the
+/// feed flows again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stuck_feed_shortens_the_lease() {
+    let Some(proxy) = FaultProxy::to_harness().await else {
+        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+        return;
+    };
+    let table = Cluster::new().await.tier.table().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{STREAM_FAST}heartbeat_interval_ms = 300\nlag_threshold_ms = 1500\n\
+         [cache]\nrevalidate_after_ms = 600000\n"
+    );
+    let toml = proxied_node_toml(&dir.path().join("data"), &table, &proxy.url(), "", &extra);
+    let node = start_toml(dir.path(), &toml);
+    let c = client();
+    let lease = || async { metric((&c, &node.url), "edge_session_lease_seconds").await };
+    eventually("the follower healthy: the long lease", || async {
+        lease().await == Some(600.0)
+    })
+    .await;
+
+    proxy.set(Fault::StallFeed);
+    eventually("the stuck feed shortens the lease", || async {
+        lease().await == Some(1.0)
+    })
+    .await;
+    assert!(
+        proxy.stalled() > 0,
+        "the follower kept polling the stuck feed"
+    );
+
+    proxy.set(Fault::Pass);
+    eventually("the flowing feed restores the lease", || async {
+        lease().await == Some(600.0)
+    })
+    .await;
+    let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
 }

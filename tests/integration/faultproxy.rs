@@ -47,6 +47,15 @@ pub enum Fault {
     /// fault changes: a slow start of just that call, for as long as the
     /// test needs. Everything else passes.
     HoldRequestsTo(&'static str),
+    /// Forward everything, but hold each request whose bytes contain this
+    /// text back this long before it reaches the server (responses pass):
+    /// that node's writes commit late, as over a slow link or through the
+    /// SDK's retry of the same body.
+    SlowRequestsTo(&'static str, Duration),
+    /// Answer every `GetRecords` itself with no records and the iterator it
+    /// was given, and forward everything else: a change feed that answers
+    /// every poll and delivers nothing (a stuck feed that looks healthy).
+    StallFeed,
     /// Answer every request itself, as DynamoDB does when it throttles:
     /// HTTP 400 with the AWS JSON protocol's error shape (`x-amzn-ErrorType`
     /// and `__type` `ThrottlingException`). Nothing reaches the server.
@@ -74,6 +83,8 @@ struct Counts {
     throttled: AtomicU64,
     /// Requests held back by `HoldRequestsTo`.
     held: AtomicU64,
+    /// `GetRecords` answered empty by `StallFeed`.
+    stalled: AtomicU64,
 }
 
 impl Drop for FaultProxy {
@@ -176,6 +187,11 @@ impl FaultProxy {
     pub fn held(&self) -> u64 {
         self.counts.held.load(Ordering::SeqCst)
     }
+
+    /// `GetRecords` answered empty so far ([`Fault::StallFeed`]).
+    pub fn stalled(&self) -> u64 {
+        self.counts.stalled.load(Ordering::SeqCst)
+    }
 }
 
 /// What every connection's task shares.
@@ -268,7 +284,9 @@ async fn serve(
             | Fault::CutResponse
             | Fault::CutResponseTo(_)
             | Fault::CutOneResponseTo(_)
-            | Fault::HoldRequestsTo(_) => {
+            | Fault::HoldRequestsTo(_)
+            | Fault::SlowRequestsTo(..)
+            | Fault::StallFeed => {
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     return;
                 };
@@ -292,17 +310,26 @@ async fn serve(
                     _ => (None, Arc::new(AtomicBool::new(false)), None),
                 };
                 let (client_read, client_write) = client.into_split();
+                let client_write = Arc::new(tokio::sync::Mutex::new(client_write));
                 let (server_read, server_write) = server.into_split();
                 let hold = match fault {
-                    Fault::HoldRequestsTo(text) => Some((text, shared.counts)),
+                    Fault::HoldRequestsTo(text) => Some((text, Arc::clone(&shared.counts))),
                     _ => None,
                 };
+                let slow = match fault {
+                    Fault::SlowRequestsTo(text, by) => Some((text, by)),
+                    _ => None,
+                };
+                let stall = (fault == Fault::StallFeed)
+                    .then(|| (Arc::clone(&client_write), Arc::clone(&shared.counts)));
                 let requests = Requests {
                     delay,
                     mark,
                     armed: Arc::clone(&armed),
                     budget,
                     hold,
+                    slow,
+                    stall,
                 };
                 let responses = Responses { delay, armed };
                 tokio::select! {
@@ -329,10 +356,44 @@ struct Requests {
     budget: Option<Arc<AtomicU64>>,
     /// Text that marks a request to hold back until the fault changes.
     hold: Option<(&'static str, Arc<Counts>)>,
+    /// Text that marks a request to forward late, and by how much.
+    slow: Option<(&'static str, Duration)>,
+    /// Answer `GetRecords` here, on the client's side of the connection.
+    stall: Option<(SharedWrite, Arc<Counts>)>,
+}
+
+/// The client's half of a connection, written by both pumps.
+type SharedWrite = Arc<tokio::sync::Mutex<OwnedWriteHalf>>;
+
+fn contains(bytes: &[u8], text: &str) -> bool {
+    bytes.windows(text.len()).any(|w| w == text.as_bytes())
 }
 
 impl Requests {
     async fn pump(self, mut from: OwnedReadHalf, mut to: OwnedWriteHalf) {
+        if let Some((client, counts)) = &self.stall {
+            // Requests on one HTTP/1.1 connection go one at a time, so no
+            // response is in flight while this one is answered here.
+            let mut pending = Vec::new();
+            while let Some(request) = next_request(&mut from, &mut pending).await {
+                if contains(&request, "GetRecords") {
+                    counts.stalled.fetch_add(1, Ordering::SeqCst);
+                    let response = json_response(&empty_records(&request));
+                    if client
+                        .lock()
+                        .await
+                        .write_all(response.as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                } else if to.write_all(&request).await.is_err() {
+                    return;
+                }
+            }
+            return;
+        }
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             let n = match from.read(&mut buf).await {
@@ -358,6 +419,11 @@ impl Requests {
                     std::future::pending::<()>().await;
                 }
             }
+            if let Some((text, by)) = self.slow {
+                if contains(&buf[..n], text) {
+                    tokio::time::sleep(by).await;
+                }
+            }
             if !self.delay.is_zero() {
                 tokio::time::sleep(self.delay).await;
             }
@@ -368,30 +434,66 @@ impl Requests {
     }
 }
 
+/// The next whole HTTP/1.1 request on `from` (headers and `Content-Length`
+/// bytes of body), `pending` holding what was read past the previous one.
+/// `None` when the connection ends.
+async fn next_request<R: AsyncReadExt + Unpin>(
+    from: &mut R,
+    pending: &mut Vec<u8>,
+) -> Option<Vec<u8>> {
+    let mut chunk = [0u8; 16 * 1024];
+    let body_start = loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        match from.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => pending.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let length = content_length(&pending[..body_start]);
+    while pending.len() < body_start + length {
+        match from.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => pending.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some(pending.drain(..body_start + length).collect())
+}
+
+/// A `200` answer in the AWS JSON 1.0 protocol.
+fn json_response(body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\n\
+         content-type: application/x-amz-json-1.0\r\n\
+         x-amzn-requestid: fault-proxy\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// `GetRecords`' answer with no records, handing the request's own
+/// iterator back: the caller polls the same place for ever.
+fn empty_records(request: &[u8]) -> String {
+    let text = String::from_utf8_lossy(request);
+    let key = "\"ShardIterator\":\"";
+    let iterator = text.find(key).map_or("", |at| {
+        let rest = &text[at + key.len()..];
+        let mut end = 0;
+        let bytes = rest.as_bytes();
+        while end < bytes.len() && !(bytes[end] == b'"' && (end == 0 || bytes[end - 1] != b'\\')) {
+            end += 1;
+        }
+        &rest[..end]
+    });
+    format!(r#"{{"Records":[],"NextShardIterator":"{iterator}"}}"#)
+}
+
 /// Answer every HTTP/1.1 request on `client` with DynamoDB's throttling
 /// error, keeping the connection alive as DynamoDB does.
 async fn throttle(mut client: TcpStream, counts: &Counts) {
     let mut buf = Vec::with_capacity(16 * 1024);
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        // One request: its headers, then `Content-Length` bytes of body.
-        let body_start = loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break end + 4;
-            }
-            match client.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let length = content_length(&buf[..body_start]);
-        while buf.len() < body_start + length {
-            match client.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        buf.drain(..body_start + length);
+    while next_request(&mut client, &mut buf).await.is_some() {
         counts.throttled.fetch_add(1, Ordering::SeqCst);
         let response = format!(
             "HTTP/1.1 400 Bad Request\r\n\
@@ -425,7 +527,7 @@ struct Responses {
 }
 
 impl Responses {
-    async fn pump(self, mut from: OwnedReadHalf, mut to: OwnedWriteHalf) {
+    async fn pump(self, mut from: OwnedReadHalf, to: SharedWrite) {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             let n = match from.read(&mut buf).await {
@@ -435,6 +537,7 @@ impl Responses {
             if !self.delay.is_zero() {
                 tokio::time::sleep(self.delay).await;
             }
+            let mut to = to.lock().await;
             if self.armed.load(Ordering::SeqCst) {
                 let _ = to.write_all(&buf[..cut_point(&buf[..n])]).await;
                 let _ = to.flush().await;

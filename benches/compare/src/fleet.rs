@@ -75,6 +75,7 @@ impl FleetSpec {
                 source,
                 journal,
                 poll_interval: journal.poll_interval,
+                heartbeat_every: None,
                 lag_threshold_ms: 3000,
                 lease_ms: 30_000,
                 lagging_lease_ms: 1000,

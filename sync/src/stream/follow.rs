@@ -36,6 +36,8 @@ pub(super) struct Follower {
     pub(super) checkpoints: Arc<dyn Checkpoints>,
     pub(super) settings: FollowerSettings,
     pub(super) status: FollowerStatus,
+    /// The key of this follower's own heartbeat item (random per follower).
+    pub(super) heartbeat_sid: [u8; crate::item::SID_LEN],
 }
 
 /// The follow loop's state between rounds.
@@ -452,6 +454,11 @@ impl Follower {
             .and_then(|t| accepted_at.duration_since(t).ok())
             .unwrap_or(Duration::ZERO);
         shard.closed_after_pending = pending.closed;
+        for (sid, written_ms) in &pending.heartbeats {
+            if *sid == self.heartbeat_sid {
+                self.status.heartbeat_returned(*written_ms);
+            }
+        }
         metrics::counter!("edge_session_stream_records_total").increment(pending.records as u64);
         metrics::counter!("edge_session_stream_invalidations_total")
             .increment(pending.invalidations.len() as u64);

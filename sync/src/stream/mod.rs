@@ -82,6 +82,17 @@
 //! | [`Checkpoints::put`] | logged and counted; reading goes on (the next `put` supersedes it); a restart before then re-delivers |
 //! | anything else (`ValidationException`, access denied) | the iterator is dropped, the shard backs off and acquires a new one |
 //!
+//! # Liveness
+//!
+//! With [`FollowerSettings::heartbeat_every`] set, the follower writes a
+//! small heartbeat item of its own to the table that often, and notes the
+//! writing time of each one that comes back through the stream and is
+//! accepted ([`FollowerStatus::heartbeat_age`]). That is liveness measured
+//! end to end: a feed that answers every poll but delivers nothing (stuck
+//! iterators, a wedged emulator, a stream no longer fed) stops returning
+//! heartbeats, and the node shortens its lease, whatever the polls say.
+//! A heartbeat is neither an invalidation nor handed to the consumer.
+//!
 //! The lag figure ([`FollowerStatus::lag`]) and the metrics
 //! `edge_session_stream_lag_seconds` (gauge), `edge_session_stream_records_total`,
 //! `edge_session_stream_invalidations_total` and
@@ -98,6 +109,7 @@
 //! - [`recovery`]: what a failed poll means and what the follower does.
 //! - [`fetch`]: the calls (`DescribeTable`, `DescribeStream`,
 //!   `GetShardIterator`, `GetRecords`) and the backoff.
+//! - [`heartbeat`]: the item a follower writes and watches come back.
 //! - [`follow`]: the loop's state and its steps; [`StreamFollower::run`]
 //!   strings them together.
 
@@ -107,6 +119,7 @@ use std::sync::Arc;
 mod checkpoints;
 mod fetch;
 mod follow;
+mod heartbeat;
 mod record;
 mod recovery;
 mod settings;
@@ -162,6 +175,7 @@ impl StreamFollower {
                 checkpoints,
                 settings,
                 status: FollowerStatus::default(),
+                heartbeat_sid: heartbeat::new_key(),
             },
         }
     }
@@ -184,6 +198,16 @@ impl StreamFollower {
         E: std::fmt::Display,
     {
         let mut shutdown = std::pin::pin!(shutdown);
+        // Stopped when `run` returns, however it returns.
+        let _heartbeat = self.follower.settings.heartbeat_every.map(|every| {
+            self.follower.status.set_heartbeat_on();
+            heartbeat::spawn(
+                self.follower.dynamodb.clone(),
+                self.follower.table.clone(),
+                self.follower.heartbeat_sid,
+                every,
+            )
+        });
         // Each step returns `None` when `shutdown` completed during it.
         let Some(mut follow) = FollowLoop::start(self.follower, shutdown.as_mut()).await? else {
             return Ok(());

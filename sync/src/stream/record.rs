@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, Record, StreamRecord};
 
 use crate::invalidation::{Invalidation, InvalidationKind};
-use crate::item::{SID, SID_LEN, VER};
+use crate::item::{HEARTBEAT, SID, SID_LEN, TOUCHED, VER};
 
 /// A batch read but not yet accepted by the consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +28,8 @@ pub(super) struct Pending {
     pub(super) newest: Option<SystemTime>,
     /// The shard ended with this batch.
     pub(super) closed: bool,
+    /// Heartbeats in the batch: the writer's key and clock (ms).
+    pub(super) heartbeats: Vec<([u8; SID_LEN], u64)>,
 }
 
 impl Pending {
@@ -38,6 +40,7 @@ impl Pending {
             records: records.len(),
             newest: None,
             closed,
+            heartbeats: Vec::new(),
         };
         for record in records {
             let stream = record.dynamodb();
@@ -49,6 +52,7 @@ impl Pending {
             }
             match map_record(record) {
                 Mapped::Invalidation(invalidation) => pending.invalidations.push(invalidation),
+                Mapped::Heartbeat { sid, written_ms } => pending.heartbeats.push((sid, written_ms)),
                 Mapped::Ignored => {}
                 Mapped::Skipped(why) => tracing::warn!(
                     sequence = stream
@@ -67,6 +71,11 @@ impl Pending {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Mapped {
     Invalidation(Invalidation),
+    /// A follower's heartbeat came back: its key and its writer's clock.
+    Heartbeat {
+        sid: [u8; SID_LEN],
+        written_ms: u64,
+    },
     /// Not an invalidation (an INSERT, or a MODIFY that did not raise `ver`).
     Ignored,
     /// Unreadable: why.
@@ -77,12 +86,33 @@ fn map_record(record: &Record) -> Mapped {
     let Some(stream) = record.dynamodb() else {
         return Mapped::Skipped("no `dynamodb` section");
     };
+    if let Some(written_ms) = stream
+        .new_image()
+        .and_then(|image| number(image, HEARTBEAT))
+    {
+        return match sid_of(stream) {
+            Some(sid) => Mapped::Heartbeat { sid, written_ms },
+            None => Mapped::Skipped("a heartbeat with no readable `sid`"),
+        };
+    }
+    if stream.new_image().is_none()
+        && stream
+            .old_image()
+            .is_some_and(|image| image.contains_key(HEARTBEAT))
+    {
+        // A heartbeat item expired (TTL): nobody caches it.
+        return Mapped::Ignored;
+    }
     let kind = match record.event_name() {
         Some(OperationType::Insert) => return Mapped::Ignored,
         Some(OperationType::Remove) => InvalidationKind::Removed,
         Some(OperationType::Modify) => {
             let old = stream.old_image().and_then(version);
             let new = stream.new_image().and_then(version);
+            if new.is_some() && stream.new_image().and_then(touched) == new {
+                // A touch: only `last_seen_at` moved. Not broadcast.
+                return Mapped::Ignored;
+            }
             match (old, new) {
                 (Some(old), Some(new)) if new <= old => return Mapped::Ignored,
                 (_, new) => InvalidationKind::VersionRaised { new_ver: new },
@@ -116,7 +146,16 @@ fn sid_of(stream: &StreamRecord) -> Option<[u8; SID_LEN]> {
 }
 
 fn version(image: &HashMap<String, AttributeValue>) -> Option<u64> {
-    match image.get(VER) {
+    number(image, VER)
+}
+
+/// The `ver` a touch wrote, when the image's last write was one.
+fn touched(image: &HashMap<String, AttributeValue>) -> Option<u64> {
+    number(image, TOUCHED)
+}
+
+fn number(image: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
+    match image.get(name) {
         Some(AttributeValue::N(n)) => n.parse().ok(),
         _ => None,
     }
@@ -230,6 +269,33 @@ mod tests {
         assert_eq!(
             kind_of(&new_only),
             Some(InvalidationKind::VersionRaised { new_ver: Some(9) })
+        );
+    }
+
+    #[test]
+    fn a_touch_is_not_an_invalidation_but_the_write_after_it_is() {
+        let keys = Some(image(Some(3), None));
+        let mut touched = image(Some(3), Some("6"));
+        touched.insert(TOUCHED.to_owned(), AttributeValue::N("6".into()));
+        let touch = record(
+            OperationType::Modify,
+            keys.clone(),
+            Some(image(Some(3), Some("5"))),
+            Some(touched.clone()),
+        );
+        assert_eq!(map_record(&touch), Mapped::Ignored);
+        // A marker left from an older version is not this write's.
+        let mut stale_marker = image(Some(3), Some("7"));
+        stale_marker.insert(TOUCHED.to_owned(), AttributeValue::N("6".into()));
+        let rewrite = record(
+            OperationType::Modify,
+            keys,
+            Some(touched),
+            Some(stale_marker),
+        );
+        assert_eq!(
+            kind_of(&rewrite),
+            Some(InvalidationKind::VersionRaised { new_ver: Some(7) })
         );
     }
 

@@ -33,6 +33,11 @@ pub struct FollowerSettings {
     pub backoff_base: Duration,
     /// Largest backoff.
     pub backoff_max: Duration,
+    /// Write a heartbeat item to the table this often and watch for it to
+    /// come back through the stream ([`FollowerStatus::heartbeat_age`](crate::FollowerStatus::heartbeat_age)):
+    /// liveness measured end to end, not inferred from successful polls.
+    /// `None`: no heartbeat (one write unit per interval when on).
+    pub heartbeat_every: Option<Duration>,
 }
 
 impl Default for FollowerSettings {
@@ -44,6 +49,7 @@ impl Default for FollowerSettings {
             cold_start: ColdStart::Latest,
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            heartbeat_every: None,
         }
     }
 }

@@ -25,6 +25,11 @@ struct StatusInner {
     /// Every shard's position is taken (no `LATEST` iterator still to
     /// acquire); until then nothing is covered.
     positioned: AtomicBool,
+    /// The follower writes heartbeats, so their return is its liveness.
+    heartbeat_on: AtomicBool,
+    /// Milliseconds since the epoch (this node's clock) at which the newest
+    /// heartbeat that came back through the stream was written; 0 = none.
+    heartbeat_written_ms: AtomicU64,
 }
 
 impl Default for StatusInner {
@@ -35,6 +40,8 @@ impl Default for StatusInner {
             gaps: AtomicU64::new(0),
             covered_from_ms: AtomicU64::new(0),
             positioned: AtomicBool::new(false),
+            heartbeat_on: AtomicBool::new(false),
+            heartbeat_written_ms: AtomicU64::new(0),
         }
     }
 }
@@ -129,6 +136,38 @@ impl FollowerStatus {
             (record_age.as_millis() as u64).min(u64::MAX - 1),
             Ordering::Relaxed,
         );
+    }
+
+    /// Whether this follower writes heartbeats: then only their return
+    /// through the stream says it is live ([`heartbeat_age`](Self::heartbeat_age)).
+    pub fn heartbeat_on(&self) -> bool {
+        self.inner.heartbeat_on.load(Ordering::Relaxed)
+    }
+
+    /// How long ago, at `now`, the newest heartbeat that came back through
+    /// the stream and was accepted had been written: every write committed
+    /// before that instant in the heartbeat's shard has been handed over.
+    /// Both instants are this node's clock, so another node's skew cannot
+    /// move it. `None` before the first one came back.
+    pub fn heartbeat_age(&self, now: SystemTime) -> Option<Duration> {
+        match self.inner.heartbeat_written_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(
+                now.duration_since(UNIX_EPOCH + Duration::from_millis(ms))
+                    .unwrap_or(Duration::ZERO),
+            ),
+        }
+    }
+
+    pub(crate) fn set_heartbeat_on(&self) {
+        self.inner.heartbeat_on.store(true, Ordering::Relaxed);
+    }
+
+    /// A heartbeat written at `written_ms` came back and was accepted.
+    pub(crate) fn heartbeat_returned(&self, written_ms: u64) {
+        self.inner
+            .heartbeat_written_ms
+            .fetch_max(written_ms, Ordering::Relaxed);
     }
 
     /// Count one gap.
