@@ -1,18 +1,20 @@
 //! Cross-node coherence: the node side of the follower, and the lease
 //! watchdog.
 //!
-//! Every node follows the table's change journal ([`JournalFollower`], in
-//! `sync/`; `stream.source = "journal"`) or its stream ([`StreamFollower`];
-//! `"stream"`) and applies what other nodes did ([`apply`]): a removal
-//! becomes a local tombstone (and evicts the cached record), a raised `ver`
-//! evicts a stale copy or advances a user's revocation epoch. A batch is
-//! flushed to sled before the follower checkpoints it, so a restart resumes
-//! after the last applied entry. Why the journal: docs/design.md,
-//! "Coherence".
+//! Every node follows the table's stream ([`StreamFollower`], in `sync/`;
+//! `stream.source = "stream"`, the default) or its change journal
+//! ([`JournalFollower`]; `"journal"`) and applies what other nodes did
+//! ([`apply`]): a removal becomes a local tombstone (and evicts the cached
+//! record), a raised `ver` evicts a stale copy or advances a user's
+//! revocation epoch. A batch is flushed to sled before the follower
+//! checkpoints it, so a restart resumes after the last applied entry. Why
+//! the stream, and what the journal misses: docs/design.md, "Coherence".
 //!
 //! The lease is the safety net. While the follower is healthy (its last
 //! successful poll, and the newest record it applied, are younger than
-//! `stream.lag_threshold_ms`) the node serves cached records for up to
+//! `stream.lag_threshold_ms`, and so is the newest heartbeat of its own that
+//! came back through the stream, when it writes them) the node serves cached
+//! records for up to
 //! `cache.revalidate_after_ms` without asking DynamoDB. When it lags, the
 //! watchdog shortens the lease to `cache.revalidate_after_lagging_ms`, and
 //! restores it when the follower catches up.

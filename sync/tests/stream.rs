@@ -776,3 +776,29 @@ async fn touches_are_not_broadcast() {
     );
     follower.stop().await;
 }
+
+/// A writer whose clock runs five seconds behind stamps its journal entry
+/// with that clock; the stream places the delete by its commit, so the
+/// follower hands it over all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_with_a_skewed_clock_loses_no_revocation() {
+    let server = Dynoxide::start();
+    let tier = table(&server.url).await;
+    let mut follower = follow(
+        &server.url,
+        tier.table(),
+        Arc::new(MemoryCheckpoints::new()),
+        fast(),
+    )
+    .await;
+    follower.ready().await;
+
+    tier.create(&item(1, 1)).await.unwrap().unwrap();
+    delete_with_clock_behind(&tier, 1, Duration::from_secs(5)).await;
+    create_and_delete(&tier, 2).await;
+
+    let got = follower.until(&[1, 2]).await;
+    let first = got.iter().find(|i| i.sid[0] == 1).unwrap();
+    assert_eq!(first.kind, InvalidationKind::Removed);
+    follower.stop().await;
+}

@@ -119,7 +119,7 @@ impl Cluster {
     }
 
     /// Every session and epoch item in the table, as raw attribute maps
-    /// (the change journal's entries left out: see `is_journal_entry`).
+    /// (coherence items left out: see `is_coherence_item`).
     pub async fn scan(&self) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
         let mut out = Vec::new();
         let mut start = None;
@@ -137,7 +137,7 @@ impl Cluster {
             out.extend(
                 page.items()
                     .iter()
-                    .filter(|item| !is_journal_entry(item))
+                    .filter(|item| !is_coherence_item(item))
                     .cloned(),
             );
             match page.last_evaluated_key {
@@ -521,15 +521,16 @@ pub async fn table_items(node: &TestNode) -> usize {
         .expect("scan");
     out.items()
         .iter()
-        .filter(|item| !is_journal_entry(item))
+        .filter(|item| !is_coherence_item(item))
         .count()
 }
 
-/// A change-journal item, never a session: an entry (it has the journal
-/// index's key `jb`), written beside each revocation and version raise, or
-/// the table's record of the journal's partition count (`jp`).
-pub fn is_journal_entry(item: &HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> bool {
-    item.contains_key("jb") || item.contains_key("jp")
+/// A coherence item, never a session: a change-journal entry (it has the
+/// journal index's key `jb`), written beside each revocation and version
+/// raise, the table's record of the journal's partition count (`jp`), or a
+/// stream follower's heartbeat (`hb`).
+pub fn is_coherence_item(item: &HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> bool {
+    item.contains_key("jb") || item.contains_key("jp") || item.contains_key("hb")
 }
 
 /// Entries in the node's sled trees that a request could write (sessions,

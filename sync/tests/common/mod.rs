@@ -197,3 +197,51 @@ impl Running {
         result.expect("run returns Ok on shutdown");
     }
 }
+
+/// Delete session `byte` as a writer whose clock is `skew` behind true
+/// time does: the delete and its journal entry in one transaction, the
+/// entry stamped with that writer's clock.
+pub async fn delete_with_clock_behind(tier: &DynamoTier, byte: u8, skew: Duration) {
+    use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
+    let sid = [byte; SID_LEN];
+    let stamp = std::time::SystemTime::now() - skew;
+    let entry = edge_session_sync::journal_entry(
+        &sid,
+        edge_session_sync::JournalChange::Removed,
+        stamp,
+        tier.journal(),
+    );
+    let key = std::collections::HashMap::from([(
+        "sid".to_owned(),
+        aws_sdk_dynamodb::types::AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(
+            sid.to_vec(),
+        )),
+    )]);
+    tier.client()
+        .transact_write_items()
+        .transact_items(
+            TransactWriteItem::builder()
+                .delete(
+                    Delete::builder()
+                        .table_name(tier.table())
+                        .set_key(Some(key))
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .transact_items(
+            TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(tier.table())
+                        .set_item(Some(entry))
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("the skewed writer's delete commits");
+}
