@@ -13,10 +13,11 @@ use tokio::sync::oneshot;
 
 use crate::codec::Format;
 use crate::coherence::{self, CoherenceSettings};
-use crate::config::{Config, DynamoEndpoint};
+use crate::config::{Config, DynamoEndpoint, StreamSource};
 use crate::embedded::EmbeddedDynamo;
 use crate::http::{self, AppState};
 use crate::record::{now, Policy};
+use crate::relay::RelaySettings;
 use crate::store::StoreSettings;
 use crate::sync::{
     BreakerSettings, ClientSettings, DynamoTier, Endpoint, ErrorKind, JournalSettings,
@@ -33,6 +34,46 @@ pub struct Application {
     stop_upkeep: oneshot::Sender<()>,
     upkeep: tokio::task::JoinHandle<()>,
     follower: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The relay settings of `config`, binding `relay.listen` now (so a taken
+/// port fails the start), or `None` unless `stream.source = "relays"`.
+fn relay_settings(config: &Config) -> anyhow::Result<Option<RelaySettings>> {
+    if config.stream.source != StreamSource::Relays {
+        return Ok(None);
+    }
+    let relay = &config.relay;
+    let listener = match relay.listen {
+        Some(listen) => Some(
+            TcpListener::bind(listen)
+                .with_context(|| format!("binding `relay.listen` {listen}"))?,
+        ),
+        None => None,
+    };
+    let advertise_url = match (&relay.advertise_url, &listener) {
+        (Some(url), _) => url.clone(),
+        (None, Some(l)) => format!("http://{}", l.local_addr()?),
+        (None, None) => String::new(),
+    };
+    let secret = relay
+        .secret
+        .as_ref()
+        .map(|s| s.expose_secret().as_bytes().to_vec())
+        .unwrap_or_default();
+    let ms = Duration::from_millis;
+    Ok(Some(RelaySettings {
+        secret: secret.into(),
+        listener: listener.map(std::sync::Arc::new),
+        advertise_url,
+        slots: relay.slots,
+        lease: ms(relay.lease_ms),
+        beat: ms(relay.beat_ms),
+        poll_interval: ms(config.stream.poll_interval_ms),
+        heartbeat_every: ms(config.stream.heartbeat_interval_ms),
+        lag_threshold_ms: config.stream.lag_threshold_ms,
+        lease_ms: config.cache.revalidate_after_ms,
+        lagging_lease_ms: config.cache.revalidate_after_lagging_ms,
+    }))
 }
 
 /// One shutdown signal, awaited by two tasks.
@@ -218,7 +259,17 @@ impl Application {
         let (stop_upkeep, stopped) = oneshot::channel();
         let (stopped, stopped_follower) = split_shutdown(stopped);
         let upkeep = tokio::spawn(store.clone().maintain(now, stopped));
+        let relays = relay_settings(&config)?;
         let follower = config.stream.enabled.then(|| {
+            if let Some(relays) = relays {
+                return tokio::spawn(crate::relay::run(
+                    store.clone(),
+                    client_settings,
+                    relays,
+                    now,
+                    stopped_follower,
+                ));
+            }
             let settings = CoherenceSettings {
                 source: config.stream.source,
                 journal: *store.dynamo().journal(),

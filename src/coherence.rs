@@ -139,7 +139,9 @@ pub async fn run(
                 JournalFollower::new(client.build().await, table, checkpoints, settings.journal);
             (follower.status(), Box::pin(follower.run(sink, shutdown)))
         }
-        StreamSource::Stream => {
+        // Relays are run by `relay::run`; given that source here, a node
+        // follows the stream itself.
+        StreamSource::Stream | StreamSource::Relays => {
             // A persisted cache may hold sessions revoked while this node was
             // down: with no checkpoint yet, read what the stream still holds.
             let cold_start = if !store.cache().is_empty() {

@@ -45,6 +45,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Stream follower.
     pub stream: StreamConfig,
+    /// Relays (with `stream.source = "relays"`).
+    pub relay: RelayConfig,
     /// Logging.
     pub log: LogConfig,
     /// Forward auth and the reverse proxy.
@@ -63,6 +65,7 @@ impl Default for Config {
             session: SessionConfig::default(),
             cache: CacheConfig::default(),
             stream: StreamConfig::default(),
+            relay: RelayConfig::default(),
             log: LogConfig::default(),
             gateway: GatewayConfig::default(),
         }
@@ -362,6 +365,45 @@ pub enum StreamSource {
     Journal,
     /// `"stream"`: the table's DynamoDB stream (two nodes per region at most).
     Stream,
+    /// `"relays"`: a few nodes of the region (`relay.slots`) read the stream
+    /// and push what it carries to every node (any number of nodes).
+    Relays,
+}
+
+/// `[relay]`: the fleet's relays, with `stream.source = "relays"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Where this node serves its feed while it holds a relay slot; unset:
+    /// this node never relays, it only subscribes.
+    pub listen: Option<std::net::SocketAddr>,
+    /// How other nodes reach that feed (default `http://<listen>`, which
+    /// needs a specific address, not 0.0.0.0).
+    pub advertise_url: Option<String>,
+    /// The fleet's shared secret (at least 32 bytes): every frame is signed
+    /// with it, and a node refuses a frame it cannot verify.
+    pub secret: Option<SecretString>,
+    /// Relay slots in the region (1-4): DynamoDB Streams serves two readers
+    /// per shard.
+    pub slots: u8,
+    /// A holder that has not renewed its slot for this long loses it.
+    pub lease_ms: u64,
+    /// How often a holder renews its slot and flushes its stream positions,
+    /// and how often every node reads the slots.
+    pub beat_ms: u64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            listen: None,
+            advertise_url: None,
+            secret: None,
+            slots: 2,
+            lease_ms: 5000,
+            beat_ms: 1000,
+        }
+    }
 }
 
 /// `log.format`.

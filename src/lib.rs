@@ -22,6 +22,8 @@
 //!   the default `dynamodb.endpoint = "embedded"`.
 //! - `coherence`: the node side of the stream follower, and the lease
 //!   watchdog (how another node's revocation reaches this one).
+//! - [`relay`]: relays, for a region of any size: a few nodes read the
+//!   stream and push what it carries to every node over a signed feed.
 //! - [`config`]: layered configuration (file, then `EDGE_SESSION__*` env).
 //! - `http`: the browser routes, the `/v1` service API, operations; its
 //!   contract is `docs/openapi.json` ([`OPENAPI_SPEC`], checked against
@@ -46,6 +48,7 @@ pub mod config;
 pub mod embedded;
 mod http;
 mod record;
+pub mod relay;
 pub mod store;
 pub mod telemetry;
 mod token;

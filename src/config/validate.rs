@@ -18,6 +18,54 @@ impl Config {
         self.gateway.validate()
     }
 
+    /// `[relay]`, read only with `stream.source = "relays"`.
+    fn check_relay(&self) -> Result<(), ConfigError> {
+        if self.stream.source != super::StreamSource::Relays {
+            return Ok(());
+        }
+        let relay = &self.relay;
+        if relay
+            .secret
+            .as_ref()
+            .is_none_or(|s| s.expose_secret().len() < 32)
+        {
+            return bad(
+                "relay.secret",
+                "must be set, at least 32 bytes, with stream.source = \"relays\"".into(),
+            );
+        }
+        if relay.slots == 0 || relay.slots > crate::sync::MAX_RELAY_SLOTS {
+            return bad("relay.slots", "must be 1-4".into());
+        }
+        if relay.beat_ms < 100 || relay.lease_ms < 3 * relay.beat_ms || relay.lease_ms > 60_000 {
+            return bad(
+                "relay.lease_ms",
+                "must be at least three relay.beat_ms (at least 100) and at most 60000".into(),
+            );
+        }
+        if self.stream.heartbeat_interval_ms == 0 {
+            return bad(
+                "stream.heartbeat_interval_ms",
+                "must be on with stream.source = \"relays\": relayed heartbeats are how a node knows its relays are live".into(),
+            );
+        }
+        if let Some(listen) = relay.listen {
+            match &relay.advertise_url {
+                Some(url) if !url.starts_with("http://") => {
+                    return bad("relay.advertise_url", "must be an http:// URL".into());
+                }
+                None if listen.ip().is_unspecified() => {
+                    return bad(
+                        "relay.advertise_url",
+                        "must be set when relay.listen is an unspecified address".into(),
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// `[server]` body size and `[dynamodb]`.
     fn check_server_and_dynamodb(&self) -> Result<(), ConfigError> {
         if self.server.max_body_bytes < 256 {
@@ -163,6 +211,7 @@ impl Config {
         if self.stream.journal_settle_ms > 60_000 {
             return bad("stream.journal_settle_ms", "must be 0-60000".into());
         }
+        self.check_relay()?;
         let heartbeat = self.stream.heartbeat_interval_ms;
         if heartbeat != 0 && (heartbeat < 100 || heartbeat >= self.stream.lag_threshold_ms) {
             return bad(

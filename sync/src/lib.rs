@@ -15,6 +15,9 @@
 //! - [`stream`]: [`StreamFollower`], which follows the table's stream (every
 //!   shard, checkpointed through the [`Checkpoints`] seam) and yields
 //!   [`Invalidation`]s for the node to apply.
+//! - [`relay`]: the relay slots (a lease item per slot, with a fencing
+//!   epoch) and [`TableCheckpoints`], the stream positions a relay keeps in
+//!   the table so that its successor resumes them.
 //! - [`journal`]: the change journal every invalidating write adds to in its
 //!   own transaction, and [`JournalFollower`], which reads it: how a fleet
 //!   larger than the stream's two readers per shard stays coherent.
@@ -30,6 +33,7 @@ mod error;
 mod invalidation;
 mod item;
 mod journal;
+mod relay;
 mod stream;
 mod table;
 mod tier;
@@ -43,6 +47,7 @@ pub use journal::{
     entry as journal_entry, Change as JournalChange, JournalFollower, JournalSettings,
     JOURNAL_CHECKPOINT, JOURNAL_INDEX, MAX_PARTITIONS,
 };
+pub use relay::{RelaySlot, TableCheckpoints, MAX_RELAY_SLOTS};
 pub use stream::{
     CheckpointError, Checkpoints, ColdStart, FollowerSettings, FollowerStatus, MemoryCheckpoints,
     StreamFollower,

@@ -18,14 +18,14 @@ use crate::node::Node;
 use crate::process;
 
 /// Start a node process over `table` with `extra` TOML sections.
-fn start(dir: &Path, table: &str, extra: &str) -> Node {
+pub(crate) fn start(dir: &Path, table: &str, extra: &str) -> Node {
     let mut toml = node_toml(&dir.join("data"), table, "");
     toml.push_str(extra);
     start_toml(dir, &toml)
 }
 
 /// Start a node process from a whole config written under `dir`.
-fn start_toml(dir: &Path, toml: &str) -> Node {
+pub(crate) fn start_toml(dir: &Path, toml: &str) -> Node {
     let path = dir.join("config.toml");
     std::fs::write(&path, toml).unwrap();
     process::start(
@@ -34,7 +34,7 @@ fn start_toml(dir: &Path, toml: &str) -> Node {
     )
 }
 
-async fn status(c: &reqwest::Client, node: &Node, token: &str) -> StatusCode {
+pub(crate) async fn status(c: &reqwest::Client, node: &Node, token: &str) -> StatusCode {
     v1((c, &node.url), Method::GET, "/v1/session")
         .header("x-session-token", token)
         .send()
@@ -44,7 +44,7 @@ async fn status(c: &reqwest::Client, node: &Node, token: &str) -> StatusCode {
 }
 
 /// Poll `node` until `token` is refused; the time it took.
-async fn until_refused(
+pub(crate) async fn until_refused(
     c: &reqwest::Client,
     node: &Node,
     token: &str,
@@ -65,7 +65,7 @@ async fn until_refused(
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 

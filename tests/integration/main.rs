@@ -25,6 +25,7 @@ mod model;
 mod node;
 mod openapi;
 mod process;
+mod relays;
 mod sessions;
 mod store;
 mod throttle;

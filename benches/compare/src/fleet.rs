@@ -198,6 +198,9 @@ async fn start_node(
                 tokio::spawn(async move { drop(f.run(sink, shutdown).await) }),
             )
         }
+        StreamSource::Relays => {
+            unreachable!("`--sources` parses only stream and journal: relays run as node processes")
+        }
         StreamSource::Stream => {
             let settings = FollowerSettings {
                 poll_interval: spec.poll_interval,

@@ -51,6 +51,7 @@ fn name(source: StreamSource) -> &'static str {
     match source {
         StreamSource::Stream => "stream",
         StreamSource::Journal => "journal",
+        StreamSource::Relays => "relays",
     }
 }
 

@@ -103,6 +103,14 @@ fn map_record(record: &Record) -> Mapped {
         // A heartbeat item expired (TTL): nobody caches it.
         return Mapped::Ignored;
     }
+    if [stream.new_image(), stream.old_image()]
+        .into_iter()
+        .flatten()
+        .any(crate::relay::is_relay_item)
+    {
+        // A relay slot's renewal or checkpoint: nobody caches it.
+        return Mapped::Ignored;
+    }
     let kind = match record.event_name() {
         Some(OperationType::Insert) => return Mapped::Ignored,
         Some(OperationType::Remove) => InvalidationKind::Removed,

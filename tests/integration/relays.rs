@@ -1,0 +1,281 @@
+//! Relays (`stream.source = "relays"`): node processes on one table, a
+//! few of them holding relay slots and pushing the stream to all. A
+//! revocation reaches every node through them; killing the primary relay
+//! loses none; with every relay down, nodes fall to the short lease; a
+//! relay that cannot sign with the fleet secret is refused.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::coherence::{percentile, start, status, until_refused};
+use crate::harness::{client, eventually, metric, service_login, v1, Cluster};
+use crate::node::Node;
+
+const SECRET: &str = "relay-test-secret-0123456789abcdef";
+
+/// A relay node's settings (`candidate`: it may hold a slot) over a
+/// ten-minute lease, so only the relays can make a node refuse in time.
+fn relay_toml(candidate: bool, secret: &str) -> String {
+    let listen = if candidate {
+        "listen = \"127.0.0.1:0\"\n"
+    } else {
+        ""
+    };
+    format!(
+        "\n[stream]\nsource = \"relays\"\npoll_interval_ms = 100\nheartbeat_interval_ms = 300\n\
+         lag_threshold_ms = 1500\n[relay]\n{listen}secret = \"{secret}\"\nlease_ms = 1500\nbeat_ms = 300\n\
+         [cache]\nrevalidate_after_ms = 600000\n[session]\ntouch_interval_secs = 1200\n"
+    )
+}
+
+async fn lease(c: &reqwest::Client, node: &Node) -> Option<f64> {
+    metric((c, &node.url), "edge_session_lease_seconds").await
+}
+
+async fn holding(c: &reqwest::Client, node: &Node) -> bool {
+    metric((c, &node.url), "edge_session_relay_holding").await == Some(1.0)
+}
+
+async fn revoke(c: &reqwest::Client, node: &Node, token: &str) {
+    let res = v1((c, &node.url), Method::DELETE, "/v1/session")
+        .header("x-session-token", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+}
+
+async fn all_live(c: &reqwest::Client, nodes: &[&Node]) {
+    for node in nodes {
+        eventually("a node's relays live: the ten-minute lease", || async {
+            lease(c, node).await == Some(600.0)
+        })
+        .await;
+    }
+}
+
+async fn stop(nodes: Vec<Node>) {
+    for node in nodes {
+        let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
+            .await
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocations_reach_every_node_through_the_relays() {
+    let table = Cluster::new().await.tier.table().to_owned();
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    // Two candidates for the two slots, two nodes that only subscribe.
+    let nodes: Vec<Node> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| start(d.path(), &table, &relay_toml(i < 2, SECRET)))
+        .collect();
+    let c = client();
+    all_live(&c, &nodes.iter().collect::<Vec<_>>()).await;
+    let mut times = Vec::new();
+    for i in 0..20 {
+        let writer = &nodes[i % 4];
+        let token = service_login((&c, &writer.url), &format!("relayed-{i}")).await;
+        for node in &nodes {
+            assert_eq!(status(&c, node, &token).await, StatusCode::OK);
+        }
+        revoke(&c, writer, &token).await;
+        let others: Vec<&Node> = nodes.iter().filter(|n| n.url != writer.url).collect();
+        let give_up = Duration::from_secs(10);
+        let (a, b, cc) = tokio::join!(
+            until_refused(&c, others[0], &token, give_up),
+            until_refused(&c, others[1], &token, give_up),
+            until_refused(&c, others[2], &token, give_up)
+        );
+        times.extend([a, b, cc]);
+    }
+    times.sort();
+    eprintln!(
+        "through two relays, {} (node, revocation) pairs: p50 {:?}, p99 {:?}, max {:?}",
+        times.len(),
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        times.last().unwrap()
+    );
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_primary_relay_loses_no_revocation() {
+    let table = Cluster::new().await.tier.table().to_owned();
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    // Three candidates for two slots: one waits to take over.
+    let mut nodes: Vec<Node> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| start(d.path(), &table, &relay_toml(i < 3, SECRET)))
+        .collect();
+    let c = client();
+    all_live(&c, &nodes.iter().collect::<Vec<_>>()).await;
+    let mut holder = None;
+    for (i, node) in nodes.iter().enumerate().take(3) {
+        if holding(&c, node).await {
+            holder = Some(i);
+            break;
+        }
+    }
+    let holder = holder.expect("a candidate holds a slot");
+    // The writer and the watched node are never the one killed.
+    let (writer, watched) = (3, if holder == 0 { 1 } else { 0 });
+    let mut tokens = Vec::new();
+    for i in 0..30 {
+        let token = service_login((&c, &nodes[writer].url), &format!("kill-{i}")).await;
+        assert_eq!(status(&c, &nodes[watched], &token).await, StatusCode::OK);
+        tokens.push(token);
+    }
+    // Revoke a third, kill the holder (SIGKILL), revoke the rest.
+    for token in &tokens[..10] {
+        revoke(&c, &nodes[writer], token).await;
+    }
+    drop(nodes.remove(holder));
+    let watched = if watched > holder {
+        watched - 1
+    } else {
+        watched
+    };
+    let writer = writer - 1;
+    for token in &tokens[10..] {
+        revoke(&c, &nodes[writer], token).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = Instant::now();
+    for token in &tokens {
+        until_refused(&c, &nodes[watched], token, Duration::from_secs(10)).await;
+    }
+    eprintln!(
+        "every revocation refused on the watched node {:?} after the last one",
+        started.elapsed()
+    );
+    // The waiting candidate takes the dead holder's slot over.
+    eventually("the slot is taken over", || async {
+        let mut held = 0;
+        for node in &nodes {
+            held += usize::from(holding(&c, node).await);
+        }
+        held == 2
+    })
+    .await;
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_every_relay_down_nodes_fall_to_the_short_lease() {
+    let table = Cluster::new().await.tier.table().to_owned();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes: Vec<Node> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| start(d.path(), &table, &relay_toml(i < 2, SECRET)))
+        .collect();
+    let c = client();
+    all_live(&c, &nodes.iter().collect::<Vec<_>>()).await;
+    let subscriber = nodes.pop().unwrap();
+    drop(nodes); // both relays killed
+    let took = eventually("the subscriber falls to the short lease", || async {
+        lease(&c, &subscriber).await == Some(1.0)
+    })
+    .await;
+    eprintln!("on the short lease {took:?} after both relays died");
+    stop(vec![subscriber]).await;
+}
+
+/// A relay in a slot that cannot sign with the fleet secret: it accepts any
+/// subscriber and sends a hello and heartbeats that would keep a node on
+/// the long lease. The node refuses every frame and stays on the short
+/// lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_relay_is_refused() {
+    let cluster = Cluster::new().await;
+    let table = cluster.tier.table().to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    for slot in 0..2 {
+        let epoch = cluster
+            .tier
+            .claim_relay_slot(slot, None, "forger", &url)
+            .await
+            .unwrap()
+            .expect("the slot was free");
+        assert_eq!(epoch, 1);
+    }
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let forged = tokio::spawn(forged_relay(listener, served.clone()));
+    // The forger keeps its slots fresh: nobody else may claim them.
+    let tier = cluster.tier.clone();
+    let renew = tokio::spawn(async move {
+        loop {
+            for slot in 0..2 {
+                let _ = tier.renew_relay_slot(slot, 1, "forger").await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &table, &relay_toml(false, SECRET));
+    let c = client();
+    eventually("the node subscribed to the forged relay", || async {
+        served.load(std::sync::atomic::Ordering::SeqCst) >= 3
+    })
+    .await;
+    eventually("the node refused its frames", || async {
+        metric((&c, &node.url), "edge_session_relay_frames_refused_total")
+            .await
+            .unwrap_or(0.0)
+            >= 2.0
+    })
+    .await;
+    for _ in 0..10 {
+        assert_eq!(
+            lease(&c, &node).await,
+            Some(1.0),
+            "forged heartbeats believed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    renew.abort();
+    forged.abort();
+    stop(vec![node]).await;
+}
+
+/// Serve every connection a chunked feed of frames signed with a key that
+/// is not the fleet's: a hello, then a heartbeat every 100 ms.
+async fn forged_relay(
+    listener: tokio::net::TcpListener,
+    served: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::spawn(async move {
+            let mut head = vec![0u8; 4096];
+            let _ = stream.read(&mut head).await;
+            let mut out = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            let mut line = |text: String| {
+                let text = format!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA {text}\n");
+                out.extend_from_slice(format!("{:x}\r\n{text}\r\n", text.len()).as_bytes());
+            };
+            line(r#"{"e":1,"s":0,"t":"hello","resumed":false}"#.to_owned());
+            for s in 1..50 {
+                line(format!(r#"{{"e":1,"s":{s},"t":"beat","age":10}}"#));
+            }
+            for chunk in out.chunks(64) {
+                if stream.write_all(chunk).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+}
