@@ -604,6 +604,21 @@ mod tests {
                 .contains("session.touch_interval_secs")
         );
         assert!(err("[session]\nrecord_format = 3").contains("session.record_format"));
+        let relays = "[stream]\nsource = \"relays\"\n";
+        assert!(err(relays).contains("relay.secret"), "no secret");
+        assert!(err(&format!("{relays}[relay]\nsecret = \"short\"")).contains("relay.secret"));
+        let secret = "[relay]\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
+        assert!(Config::from_toml(&format!("{relays}{secret}")).is_ok());
+        assert!(err(&format!("{relays}{secret}slots = 5")).contains("relay.slots"));
+        assert!(err(&format!("{relays}{secret}listen = \"0.0.0.0:8081\""))
+            .contains("relay.advertise_url"));
+        assert!(
+            err(&format!("{relays}{secret}beat_ms = 1000\nlease_ms = 2000"))
+                .contains("relay.lease_ms")
+        );
+        assert!(
+            err("[stream]\nheartbeat_interval_ms = 5000").contains("stream.heartbeat_interval_ms")
+        );
         assert!(err("[cookie]\nsecure = false").contains("cookie.secure"));
         assert!(err("[dynamodb]\nendpoint = \"ftp://x\"").contains("dynamodb.endpoint"));
         assert!(err("[api]\nkeys = [\"short\"]").contains("api.keys[0]"));

@@ -8,9 +8,12 @@
 //! after that, as the hub publishes them. A subscriber that falls more than
 //! the hub's ring behind is cut, and resubscribes.
 //!
-//! Bounds: each connection holds one task and a channel of 64 lines; the
-//! request is a GET whose head hyper caps; nothing is served before the
-//! MAC verifies, so an outsider costs one HMAC per request.
+//! Bounds: at most [`MAX_CONNECTIONS`] connections at once, each holding
+//! one task and a channel of 64 lines; a request head must arrive within
+//! 5 s, and hyper caps its size; nothing is served before the MAC
+//! verifies, so an outsider costs one HMAC per request. The listener is
+//! meant for the fleet's private network: the feed is signed, not
+//! encrypted (it carries hashed session keys and versions, never a token).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -70,9 +73,20 @@ fn answer(status: StatusCode, text: &str) -> Response<Lines> {
     response
 }
 
+/// Connections the feed serves at once; more wait in the listen backlog.
+/// A fleet needs one per node and slot.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// How long a connection may take to send its request head.
+const HEAD_WITHIN: Duration = Duration::from_secs(5);
+
 /// Serve the feed on `listener` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, secret: Arc<[u8]>, hubs: Current) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
@@ -85,8 +99,11 @@ pub async fn serve(listener: tokio::net::TcpListener, secret: Arc<[u8]>, hubs: C
                 async move { Ok::<_, Infallible>(handle(&req, secret, hubs)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEAD_WITHIN)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            drop(permit);
         });
     }
 }

@@ -61,7 +61,7 @@ pub async fn sids(cluster: &Cluster) -> BTreeSet<Vec<u8>> {
 }
 
 /// Whether DynamoDB holds the session of `value` (direct read).
-async fn in_dynamodb(cluster: &Cluster, value: &str) -> bool {
+pub(crate) async fn in_dynamodb(cluster: &Cluster, value: &str) -> bool {
     cluster
         .tier
         .get(token(value).storage_key().as_bytes())
