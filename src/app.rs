@@ -162,6 +162,9 @@ pub async fn dynamo_tier(
 /// The change journal as `[stream]` configures it (writers and readers).
 fn journal_settings(stream: &crate::config::StreamConfig) -> JournalSettings {
     JournalSettings {
+        write: stream
+            .journal_writes
+            .unwrap_or(stream.source == StreamSource::Journal),
         partitions: stream.journal_partitions,
         settle: Duration::from_millis(stream.journal_settle_ms),
         poll_interval: Duration::from_millis(stream.poll_interval_ms),

@@ -261,6 +261,7 @@ mod tests {
     const S: CoherenceSettings = CoherenceSettings {
         source: StreamSource::Journal,
         journal: JournalSettings {
+            write: true,
             partitions: 1,
             retention: Duration::from_secs(86_400),
             settle: Duration::from_secs(2),

@@ -337,6 +337,10 @@ pub struct StreamConfig {
     pub journal_partitions: u8,
     /// How late a journal entry may become visible and still be read.
     pub journal_settle_ms: u64,
+    /// Whether invalidating writes add a change-journal entry (default: only
+    /// with `source = "journal"`). While any node still reads the journal,
+    /// every node must write it.
+    pub journal_writes: Option<bool>,
     /// With `source = "stream"`: write a heartbeat item this often and count
     /// the follower live only while one came back through the stream within
     /// `lag_threshold_ms` (0: off, liveness from polls alone).
@@ -352,6 +356,7 @@ impl Default for StreamConfig {
             lag_threshold_ms: 3000,
             journal_partitions: 1,
             journal_settle_ms: 2000,
+            journal_writes: None,
             heartbeat_interval_ms: 1000,
         }
     }
@@ -618,6 +623,10 @@ mod tests {
         );
         assert!(
             err("[stream]\nheartbeat_interval_ms = 5000").contains("stream.heartbeat_interval_ms")
+        );
+        assert!(
+            err("[stream]\nsource = \"journal\"\njournal_writes = false")
+                .contains("stream.journal_writes")
         );
         assert!(err("[cookie]\nsecure = false").contains("cookie.secure"));
         assert!(err("[dynamodb]\nendpoint = \"ftp://x\"").contains("dynamodb.endpoint"));

@@ -99,6 +99,20 @@ async fn provision(config: Config) -> anyhow::Result<()> {
         "table `{}` is ready (TTL on `exp`, GSIs `uid-index` and `journal-index`, stream on)",
         tier.table()
     );
+    let writes = tier.journal().write;
+    match tier.journal_has_entries().await {
+        Ok(true) => println!(
+            "journal-index holds change-journal entries (they expire a day after they were written): \
+             keep it while any node reads the journal; once no node writes it (stream.journal_writes \
+             unset or false, stream.source not \"journal\") and this line no longer appears, it can be dropped"
+        ),
+        Ok(false) if !writes => println!(
+            "journal-index is empty and this configuration does not write it: once no node of the \
+             fleet writes the journal, it can be dropped (UpdateTable, GlobalSecondaryIndexUpdates: Delete)"
+        ),
+        Ok(false) => println!("journal-index is empty"),
+        Err(err) => println!("journal-index not checked: {err}"),
+    }
     if let Some(embedded) = embedded {
         tokio::task::spawn_blocking(move || embedded.stop())
             .await

@@ -212,6 +212,14 @@ impl Config {
             return bad("stream.journal_settle_ms", "must be 0-60000".into());
         }
         self.check_relay()?;
+        if self.stream.source == super::StreamSource::Journal
+            && self.stream.journal_writes == Some(false)
+        {
+            return bad(
+                "stream.journal_writes",
+                "cannot be false with stream.source = \"journal\": every node of a journal fleet writes it".into(),
+            );
+        }
         let heartbeat = self.stream.heartbeat_interval_ms;
         if heartbeat != 0 && (heartbeat < 100 || heartbeat >= self.stream.lag_threshold_ms) {
             return bad(

@@ -6,10 +6,13 @@
 //! `attribute_not_exists`). Reads are strongly consistent, except the GSI
 //! query, which DynamoDB only serves eventually consistent.
 
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update,
+    AttributeValue, ConditionCheck, ConsumedCapacity, Delete, Put, ReturnConsumedCapacity,
+    TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -74,6 +77,8 @@ pub struct DynamoTier {
     table: String,
     breaker: Arc<Breaker>,
     journal: Arc<JournalSettings>,
+    /// Write units DynamoDB reported consumed, in thousandths.
+    write_milli_units: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Guards a write on a user's revocation epoch: the epoch item `sid` must
@@ -118,6 +123,7 @@ impl DynamoTier {
             table: table.into(),
             breaker: Arc::new(Breaker::new(breaker)),
             journal: Arc::new(JournalSettings::default()),
+            write_milli_units: Arc::default(),
         }
     }
 
@@ -130,6 +136,72 @@ impl DynamoTier {
     /// The change journal's settings.
     pub fn journal(&self) -> &JournalSettings {
         &self.journal
+    }
+
+    /// Write units DynamoDB reported consumed by this tier's writes so far
+    /// (every write asks for `ReturnConsumedCapacity`), also counted in
+    /// `edge_session_dynamodb_write_units_total{op}`.
+    pub fn consumed_write_units(&self) -> f64 {
+        self.write_milli_units
+            .load(std::sync::atomic::Ordering::Relaxed) as f64
+            / 1000.0
+    }
+
+    fn charge<'a>(
+        &self,
+        op: &'static str,
+        consumed: impl IntoIterator<Item = &'a ConsumedCapacity>,
+    ) {
+        let units: f64 = consumed
+            .into_iter()
+            .filter_map(ConsumedCapacity::capacity_units)
+            .sum();
+        if units > 0.0 {
+            self.write_milli_units.fetch_add(
+                (units * 1000.0).round() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            metrics::counter!("edge_session_dynamodb_write_units_total", "op" => op)
+                .increment(units.ceil() as u64);
+        }
+    }
+
+    /// Put `attributes` if the stored `ver` is `expected_ver`: one plain
+    /// conditional write. A missing item, a changed one, or a transaction on
+    /// it in flight is a conflict.
+    async fn put_if_version(
+        &self,
+        op: &'static str,
+        attributes: std::collections::HashMap<String, AttributeValue>,
+        expected_ver: u64,
+    ) -> Result<Result<(), Conflict>, DynamoError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(attributes))
+            .condition_expression("ver = :expected")
+            .expression_attribute_values(":expected", AttributeValue::N(expected_ver.to_string()))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .timed(op, &self.breaker)
+            .await?;
+        match result {
+            Ok(out) => {
+                self.charge(op, out.consumed_capacity());
+                Ok(Ok(()))
+            }
+            Err(err)
+                if matches!(
+                    err.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                        | Some(PutItemError::TransactionConflictException(_))
+                ) =>
+            {
+                Ok(Err(Conflict))
+            }
+            Err(err) => Err(classify(op, &err)),
+        }
     }
 
     /// The journal entry saying `target` changed, as a transaction item.
@@ -165,11 +237,15 @@ impl DynamoTier {
             .table_name(&self.table)
             .set_item(Some(item.to_attributes()))
             .condition_expression("attribute_not_exists(sid)")
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .timed("create", &self.breaker)
             .await?;
         match result {
-            Ok(_) => Ok(Ok(())),
+            Ok(out) => {
+                self.charge("create", out.consumed_capacity());
+                Ok(Ok(()))
+            }
             Err(err)
                 if matches!(
                     err.as_service_error(),
@@ -223,15 +299,21 @@ impl DynamoTier {
         }
     }
 
-    /// Replace the item, conditional on its stored `ver` being `expected_ver`,
-    /// with a journal entry of the raised version in the same transaction.
-    /// A missing item is a conflict too: a deleted session is never written
-    /// back. So is a transaction on the item in flight elsewhere.
+    /// Replace the item, conditional on its stored `ver` being `expected_ver`
+    /// (with the journal on, in one transaction with a journal entry of the
+    /// raised version). A missing item is a conflict too: a deleted session
+    /// is never written back. So is a transaction on the item in flight
+    /// elsewhere.
     pub async fn update(
         &self,
         item: &Item,
         expected_ver: u64,
     ) -> Result<Result<(), Conflict>, DynamoError> {
+        if !self.journal.write {
+            return self
+                .put_if_version("update", item.to_attributes(), expected_ver)
+                .await;
+        }
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item.to_attributes()))
@@ -269,28 +351,7 @@ impl DynamoTier {
             item::TOUCHED.to_owned(),
             AttributeValue::N(item.ver.to_string()),
         );
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(attributes))
-            .condition_expression("ver = :expected")
-            .expression_attribute_values(":expected", AttributeValue::N(expected_ver.to_string()))
-            .send()
-            .timed("touch", &self.breaker)
-            .await?;
-        match result {
-            Ok(_) => Ok(Ok(())),
-            Err(err)
-                if matches!(
-                    err.as_service_error(),
-                    Some(PutItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(Err(Conflict))
-            }
-            Err(err) => Err(classify("touch", &err)),
-        }
+        self.put_if_version("touch", attributes, expected_ver).await
     }
 
     /// In ONE transaction: delete `old_sid` if its `ver` is `old_ver`, put
@@ -320,7 +381,9 @@ impl DynamoTier {
             roles.push(RotateConflict::EpochChanged);
         }
         // Last, and with no condition: it never decides the outcome.
-        items.push(self.journal_entry(old_sid, Change::Removed, "rotate")?);
+        if self.journal.write {
+            items.push(self.journal_entry(old_sid, Change::Removed, "rotate")?);
+        }
         self.transact("rotate", items, &roles).await
     }
 
@@ -386,11 +449,15 @@ impl DynamoTier {
             .client
             .transact_write_items()
             .set_transact_items(Some(items))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .timed(op, &self.breaker)
             .await?;
         match result {
-            Ok(_) => Ok(Ok(())),
+            Ok(out) => {
+                self.charge(op, out.consumed_capacity());
+                Ok(Ok(()))
+            }
             Err(err) => match err.as_service_error() {
                 Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => {
                     let codes: Vec<&str> = cancel
@@ -450,6 +517,12 @@ impl DynamoTier {
                 .expression_attribute_values(":exp", AttributeValue::N(exp.to_string()))
                 .build()
                 .map_err(|e| DynamoError::new(op, ErrorKind::Rejected, e.to_string()))?;
+            if !self.journal.write {
+                if self.update_if(op, update).await? {
+                    return Ok(next);
+                }
+                continue;
+            }
             let items = vec![
                 TransactWriteItem::builder().update(update).build(),
                 self.journal_entry(epoch_sid, Change::Raised(next), op)?,
@@ -469,13 +542,76 @@ impl DynamoTier {
         ))
     }
 
+    /// Run `update` (a transaction item's update) as one plain `UpdateItem`:
+    /// `false` when its condition failed or a transaction on the item was in
+    /// flight.
+    async fn update_if(&self, op: &'static str, update: Update) -> Result<bool, DynamoError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(update.table_name())
+            .set_key(Some(update.key().clone()))
+            .update_expression(update.update_expression())
+            .set_condition_expression(update.condition_expression().map(str::to_owned))
+            .set_expression_attribute_values(update.expression_attribute_values().cloned())
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .timed(op, &self.breaker)
+            .await?;
+        match result {
+            Ok(out) => {
+                self.charge(op, out.consumed_capacity());
+                Ok(true)
+            }
+            Err(err)
+                if matches!(
+                    err.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                        | Some(UpdateItemError::TransactionConflictException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(classify(op, &err)),
+        }
+    }
+
     /// Delete the item whatever its version (a revocation must win over any
-    /// concurrent write), with its journal entry in the same transaction.
-    /// `true` when there was an item to delete. Idempotent. A transaction on
-    /// the item in flight elsewhere fails it (throttled: nothing was
-    /// written): the caller's outbox tries again.
+    /// concurrent write), with the journal on in one transaction with its
+    /// entry. `true` when there was an item to delete. Idempotent. A
+    /// transaction on the item in flight elsewhere fails it (throttled:
+    /// nothing was written): the caller's outbox tries again.
     pub async fn delete(&self, sid: &[u8; SID_LEN]) -> Result<bool, DynamoError> {
         let op = "delete";
+        if !self.journal.write {
+            let result = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(item::key(sid)))
+                .condition_expression("attribute_exists(sid)")
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .timed(op, &self.breaker)
+                .await?;
+            return match result {
+                Ok(out) => {
+                    self.charge(op, out.consumed_capacity());
+                    Ok(true)
+                }
+                Err(err) => match err.as_service_error() {
+                    Some(DeleteItemError::ConditionalCheckFailedException(_)) => Ok(false),
+                    Some(DeleteItemError::TransactionConflictException(_)) => {
+                        Err(DynamoError::new(
+                            op,
+                            ErrorKind::Throttled,
+                            "a transaction on the item is in flight",
+                        ))
+                    }
+                    _ => Err(classify(op, &err)),
+                },
+            };
+        }
         let delete = Delete::builder()
             .table_name(&self.table)
             .set_key(Some(item::key(sid)))
@@ -498,6 +634,25 @@ impl DynamoTier {
             )),
             Err(_) => Ok(false),
         }
+    }
+
+    /// Whether the change journal's index still holds an entry (one
+    /// `Scan` of the index with `Limit = 1`). Entries expire a day after
+    /// they were written, so once no node writes the journal and this is
+    /// `false`, `journal-index` can be dropped.
+    pub async fn journal_has_entries(&self) -> Result<bool, DynamoError> {
+        let op = "journal_scan";
+        let out = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .index_name(journal::JOURNAL_INDEX)
+            .limit(1)
+            .send()
+            .timed(op, &self.breaker)
+            .await?
+            .map_err(|err| classify(op, &err))?;
+        Ok(out.count() > 0 || out.last_evaluated_key().is_some())
     }
 
     /// Cheap reachability check: the table exists and answers.

@@ -62,6 +62,11 @@ pub const MAX_PARTITIONS: u8 = 16;
 /// must agree on `partitions`.
 #[derive(Debug, Clone, Copy)]
 pub struct JournalSettings {
+    /// Whether invalidating writes add their entry. Off, a delete, a data
+    /// update and an epoch raise are single conditional writes (one write
+    /// unit each under 1 KB) and a login's transaction has no fourth item;
+    /// on, each pays a transaction with its entry (about five).
+    pub write: bool,
     /// Partition keys per minute (1..=16). Each takes about 1,000 journal
     /// writes a second (DynamoDB's per-partition write limit); each costs
     /// every node one query per poll.
@@ -83,6 +88,7 @@ pub struct JournalSettings {
 impl Default for JournalSettings {
     fn default() -> Self {
         JournalSettings {
+            write: true,
             partitions: 1,
             retention: Duration::from_secs(24 * 3600),
             settle: Duration::from_millis(2000),

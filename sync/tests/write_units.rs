@@ -1,0 +1,75 @@
+//! Write units per operation, as DynamoDB (here dynoxide, which follows
+//! DynamoDB's capacity rules) reports them through `ReturnConsumedCapacity`:
+//! with the change journal off, each operation costs only its own item
+//! changes; with it on, each invalidating write pays a transaction with its
+//! entry and the entry's index write. Printed for docs/performance.md
+//! (`cargo test -p edge-session-sync --test write_units -- --nocapture`).
+
+use edge_session_sync::{DynamoTier, JournalSettings, SID_LEN};
+
+mod common;
+use common::*;
+
+/// The units each operation consumed, in order: create, touch, update,
+/// rotate (login), epoch raise, delete (logout).
+async fn units(tier: &DynamoTier) -> Vec<(&'static str, f64)> {
+    let mut out = Vec::new();
+    let mut last = tier.consumed_write_units();
+    let mut note = |op, tier: &DynamoTier| {
+        let now = tier.consumed_write_units();
+        out.push((op, now - last));
+        last = now;
+    };
+    tier.create(&item(1, 1)).await.unwrap().unwrap();
+    note("create", tier);
+    tier.touch(&item(1, 2), 1).await.unwrap().unwrap();
+    note("touch", tier);
+    tier.update(&item(1, 3), 2).await.unwrap().unwrap();
+    note("update", tier);
+    tier.rotate(&[1; SID_LEN], 3, &item(2, 1), None)
+        .await
+        .unwrap()
+        .unwrap();
+    note("rotate (login)", tier);
+    tier.bump_user_epoch(&[9; SID_LEN], u64::MAX / 2)
+        .await
+        .unwrap();
+    note("epoch raise", tier);
+    assert!(tier.delete(&[2; SID_LEN]).await.unwrap());
+    note("delete (logout)", tier);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_journal_each_operation_costs_only_its_own_items() {
+    let server = Dynoxide::start();
+    let plain = table(&server.url).await.with_journal(JournalSettings {
+        write: false,
+        ..JournalSettings::default()
+    });
+    let journaled = DynamoTier::new(plain.client().clone(), plain.table())
+        .with_journal(JournalSettings::default());
+    let without = units(&plain).await;
+    // Fresh keys for the second run: the same operations on other items.
+    journaled.delete(&[1; SID_LEN]).await.unwrap();
+    let with = units(&journaled).await;
+    eprintln!("| operation | write units, journal off | journal on |");
+    for ((op, off), (_, on)) in without.iter().zip(&with) {
+        eprintln!("| {op} | {off} | {on} |");
+    }
+    let off = |op: &str| without.iter().find(|(o, _)| *o == op).unwrap().1;
+    let on = |op: &str| with.iter().find(|(o, _)| *o == op).unwrap().1;
+    for op in [
+        "create",
+        "touch",
+        "update",
+        "epoch raise",
+        "delete (logout)",
+    ] {
+        assert_eq!(off(op), 1.0, "{op}: one write of an item under 1 KB");
+    }
+    assert_eq!(on("touch"), 1.0, "a touch is never journaled");
+    for op in ["update", "epoch raise", "delete (logout)", "rotate (login)"] {
+        assert!(on(op) > off(op), "{op}: the journal adds to it");
+    }
+}
