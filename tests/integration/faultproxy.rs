@@ -56,6 +56,15 @@ pub enum Fault {
     /// was given, and forward everything else: a change feed that answers
     /// every poll and delivers nothing (a stuck feed that looks healthy).
     StallFeed,
+    /// DynamoDB's per-partition write limit: at most this many write units
+    /// a second on any one partition key, of the table (`sid`) or of an
+    /// index (`jb`, `uid`), counted as DynamoDB bills them (1 per item, 2
+    /// inside a transaction on the table, 1 per index write). A write that
+    /// would pass it on any key it touches is refused as DynamoDB refuses
+    /// it, index back-pressure included: `ThrottlingException`, or
+    /// `TransactionCanceledException` with `ThrottlingError` for a
+    /// transaction. Everything else passes.
+    PartitionLimit(u32),
     /// Answer every request itself, as DynamoDB does when it throttles:
     /// HTTP 400 with the AWS JSON protocol's error shape (`x-amzn-ErrorType`
     /// and `__type` `ThrottlingException`). Nothing reaches the server.
@@ -85,6 +94,8 @@ struct Counts {
     held: AtomicU64,
     /// `GetRecords` answered empty by `StallFeed`.
     stalled: AtomicU64,
+    /// Per partition key: the second and the write units used in it.
+    windows: std::sync::Mutex<std::collections::HashMap<String, (u64, u32)>>,
 }
 
 impl Drop for FaultProxy {
@@ -286,6 +297,7 @@ async fn serve(
             | Fault::CutOneResponseTo(_)
             | Fault::HoldRequestsTo(_)
             | Fault::SlowRequestsTo(..)
+            | Fault::PartitionLimit(_)
             | Fault::StallFeed => {
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     return;
@@ -320,8 +332,18 @@ async fn serve(
                     Fault::SlowRequestsTo(text, by) => Some((text, by)),
                     _ => None,
                 };
-                let stall = (fault == Fault::StallFeed)
-                    .then(|| (Arc::clone(&client_write), Arc::clone(&shared.counts)));
+                let stall = match fault {
+                    Fault::StallFeed => Some(Answer::EmptyRecords),
+                    Fault::PartitionLimit(units) => Some(Answer::OverLimit(units)),
+                    _ => None,
+                }
+                .map(|answer| {
+                    (
+                        Arc::clone(&client_write),
+                        Arc::clone(&shared.counts),
+                        answer,
+                    )
+                });
                 let requests = Requests {
                     delay,
                     mark,
@@ -359,7 +381,137 @@ struct Requests {
     /// Text that marks a request to forward late, and by how much.
     slow: Option<(&'static str, Duration)>,
     /// Answer `GetRecords` here, on the client's side of the connection.
-    stall: Option<(SharedWrite, Arc<Counts>)>,
+    stall: Option<(SharedWrite, Arc<Counts>, Answer)>,
+}
+
+/// Which requests the proxy answers itself.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    /// `GetRecords`, with no records.
+    EmptyRecords,
+    /// Writes past this many units a second on one partition key.
+    OverLimit(u32),
+}
+
+impl Answer {
+    /// The proxy's own answer to `request`, or `None` to forward it.
+    fn to(self, request: &[u8], counts: &Counts) -> Option<String> {
+        match self {
+            Answer::EmptyRecords => contains(request, "GetRecords").then(|| {
+                counts.stalled.fetch_add(1, Ordering::SeqCst);
+                json_response(&empty_records(request))
+            }),
+            Answer::OverLimit(limit) => {
+                let over = over_limit(request, limit, counts)?;
+                counts.throttled.fetch_add(1, Ordering::SeqCst);
+                Some(over)
+            }
+        }
+    }
+}
+
+/// The partition keys a write touches, with the units each costs, and
+/// whether it is a transaction (`None`: not a write).
+fn write_keys(request: &[u8]) -> Option<(bool, Vec<(String, u32)>)> {
+    let text = String::from_utf8_lossy(request);
+    let target = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("x-amz-target: ")
+                .or_else(|| l.strip_prefix("X-Amz-Target: "))
+        })?
+        .trim()
+        .rsplit('.')
+        .next()?
+        .to_owned();
+    let body_at = text.find("\r\n\r\n")? + 4;
+    let body: serde_json::Value = serde_json::from_str(&text[body_at..]).ok()?;
+    let item_keys = |item: &serde_json::Value, table_units: u32, out: &mut Vec<(String, u32)>| {
+        if let Some(sid) = item.pointer("/sid/B").and_then(|v| v.as_str()) {
+            out.push((format!("sid:{sid}"), table_units));
+        }
+        for index in ["jb", "uid"] {
+            if let Some(key) = item
+                .pointer(&format!("/{index}/S"))
+                .and_then(|v| v.as_str())
+            {
+                out.push((format!("{index}:{key}"), 1));
+            }
+        }
+    };
+    let mut keys = Vec::new();
+    match target.as_str() {
+        "PutItem" => item_keys(&body["Item"], 1, &mut keys),
+        "DeleteItem" | "UpdateItem" => item_keys(&body["Key"], 1, &mut keys),
+        "TransactWriteItems" => {
+            for entry in body["TransactItems"].as_array()? {
+                if let Some(put) = entry.get("Put") {
+                    item_keys(&put["Item"], 2, &mut keys);
+                }
+                for op in ["Delete", "Update"] {
+                    if let Some(write) = entry.get(op) {
+                        item_keys(&write["Key"], 2, &mut keys);
+                    }
+                }
+            }
+            return Some((true, keys));
+        }
+        _ => return None,
+    }
+    Some((false, keys))
+}
+
+/// DynamoDB's refusal of `request` when it would pass `limit` units this
+/// second on any key it writes; otherwise the units are taken.
+fn over_limit(request: &[u8], limit: u32, counts: &Counts) -> Option<String> {
+    let (transaction, keys) = write_keys(request)?;
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let mut windows = counts.windows.lock().unwrap();
+    if windows.len() > 100_000 {
+        windows.retain(|_, (s, _)| *s == second);
+    }
+    let used = |windows: &std::collections::HashMap<String, (u64, u32)>, key: &str| {
+        windows
+            .get(key)
+            .filter(|(s, _)| *s == second)
+            .map_or(0, |(_, u)| *u)
+    };
+    let mut wanted: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+    for (key, units) in &keys {
+        *wanted.entry(key.as_str()).or_default() += units;
+    }
+    if wanted
+        .iter()
+        .any(|(key, units)| used(&windows, key) + units > limit)
+    {
+        let (kind, body) = if transaction {
+            let reasons = vec![r#"{"Code":"ThrottlingError","Message":"Throughput exceeds the current capacity for one or more global secondary indexes."}"#; keys.len().max(1)].join(",");
+            (
+                "TransactionCanceledException",
+                format!(
+                    r#"{{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","Message":"Transaction cancelled, please refer cancellation reasons for specific reasons [ThrottlingError]","CancellationReasons":[{reasons}]}}"#
+                ),
+            )
+        } else {
+            ("ThrottlingException", THROTTLED_BODY.to_owned())
+        };
+        return Some(format!(
+            "HTTP/1.1 400 Bad Request\r\n\
+             content-type: application/x-amz-json-1.0\r\n\
+             x-amzn-errortype: {kind}\r\n\
+             x-amzn-requestid: fault-proxy\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    }
+    for (key, units) in wanted {
+        let now = used(&windows, key) + units;
+        windows.insert(key.to_owned(), (second, now));
+    }
+    None
 }
 
 /// The client's half of a connection, written by both pumps.
@@ -371,14 +523,12 @@ fn contains(bytes: &[u8], text: &str) -> bool {
 
 impl Requests {
     async fn pump(self, mut from: OwnedReadHalf, mut to: OwnedWriteHalf) {
-        if let Some((client, counts)) = &self.stall {
+        if let Some((client, counts, answer)) = &self.stall {
             // Requests on one HTTP/1.1 connection go one at a time, so no
             // response is in flight while this one is answered here.
             let mut pending = Vec::new();
             while let Some(request) = next_request(&mut from, &mut pending).await {
-                if contains(&request, "GetRecords") {
-                    counts.stalled.fetch_add(1, Ordering::SeqCst);
-                    let response = json_response(&empty_records(&request));
+                if let Some(response) = answer.to(&request, counts) {
                     if client
                         .lock()
                         .await

@@ -16,6 +16,7 @@ mod hardening;
 mod harness;
 mod hostile;
 mod http;
+mod limits;
 mod login_throttle;
 mod model;
 // The child-process helper the bench harness uses too; the tests use part
