@@ -448,3 +448,51 @@ async fn a_stuck_feed_shortens_the_lease() {
         .unwrap();
     assert!(status.success());
 }
+
+/// What a change feed delivers shows up late (DynamoDB Streams' record
+/// delay, an index's propagation delay): 2.5 s here, longer than the
+/// journal's 2 s settle window. A position-based reader delivers the
+/// revocation late, never misses it. (The journal missed it: the entry was
+/// past its window by the time the index showed it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn index_or_stream_delay_loses_no_revocation() {
+    let Some(proxy) = FaultProxy::to_harness().await else {
+        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+        return;
+    };
+    let table = Cluster::new().await.tier.table().to_owned();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let extra = format!(
+        "{STREAM_FAST}\n[cache]\nrevalidate_after_ms = 600000\n\
+         [session]\ntouch_interval_secs = 1200\n"
+    );
+    let a = start(da.path(), &table, &extra);
+    let b_toml = proxied_node_toml(&db.path().join("data"), &table, &proxy.url(), "", &extra);
+    let b = start_toml(db.path(), &b_toml);
+    let c = client();
+    eventually("B's follower healthy", || async {
+        metric((&c, &b.url), "edge_session_lease_seconds").await == Some(600.0)
+    })
+    .await;
+    let delay = Duration::from_millis(2500);
+    proxy.set(Fault::FeedDelay(delay));
+    for i in 0..3 {
+        let token = service_login((&c, &a.url), &format!("delayed-{i}")).await;
+        assert_eq!(status(&c, &b, &token).await, StatusCode::OK, "B caches it");
+        let res = v1((&c, &a.url), Method::DELETE, "/v1/session")
+            .header("x-session-token", &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let took = until_refused(&c, &b, &token, delay + Duration::from_secs(5)).await;
+        eprintln!("with the feed {delay:?} late, B refused the logout after {took:?}");
+    }
+    proxy.set(Fault::Pass);
+    for node in [a, b] {
+        let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
+            .await
+            .unwrap();
+        assert!(status.success());
+    }
+}

@@ -65,6 +65,12 @@ pub enum Fault {
     /// `TransactionCanceledException` with `ThrottlingError` for a
     /// transaction. Everything else passes.
     PartitionLimit(u32),
+    /// What a change feed delivers shows up this late, as DynamoDB's
+    /// eventually consistent parts allow: each `GetRecords` answer is held
+    /// back this long (stream delay), and a `Query` of `journal-index`
+    /// answers without the entries stamped less than this long ago (index
+    /// propagation delay). Everything else passes.
+    FeedDelay(Duration),
     /// Answer every request itself, as DynamoDB does when it throttles:
     /// HTTP 400 with the AWS JSON protocol's error shape (`x-amzn-ErrorType`
     /// and `__type` `ThrottlingException`). Nothing reaches the server.
@@ -298,6 +304,7 @@ async fn serve(
             | Fault::HoldRequestsTo(_)
             | Fault::SlowRequestsTo(..)
             | Fault::PartitionLimit(_)
+            | Fault::FeedDelay(_)
             | Fault::StallFeed => {
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     return;
@@ -321,6 +328,10 @@ async fn serve(
                     ),
                     _ => (None, Arc::new(AtomicBool::new(false)), None),
                 };
+                if let Fault::FeedDelay(by) = fault {
+                    exchange(client, server, by).await;
+                    return;
+                }
                 let (client_read, client_write) = client.into_split();
                 let client_write = Arc::new(tokio::sync::Mutex::new(client_write));
                 let (server_read, server_write) = server.into_split();
@@ -609,6 +620,71 @@ async fn next_request<R: AsyncReadExt + Unpin>(
         }
     }
     Some(pending.drain(..body_start + length).collect())
+}
+
+/// One request, then its whole response, at a time (HTTP/1.1 keeps them
+/// in order), delaying what a change feed delivers by `by`.
+async fn exchange(mut client: TcpStream, mut server: TcpStream, by: Duration) {
+    let (mut from_client, mut from_server) = (Vec::new(), Vec::new());
+    while let Some(request) = next_request(&mut client, &mut from_client).await {
+        if server.write_all(&request).await.is_err() {
+            return;
+        }
+        let Some(response) = next_request(&mut server, &mut from_server).await else {
+            return;
+        };
+        let response = if contains(&request, "GetRecords") {
+            tokio::time::sleep(by).await;
+            response
+        } else if contains(&request, "journal-index") {
+            hide_recent_entries(&response, by)
+        } else {
+            response
+        };
+        if client.write_all(&response).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A `Query` answer without the journal entries stamped (`jt`) less than
+/// `by` ago: they are not visible in the index yet.
+fn hide_recent_entries(response: &[u8], by: Duration) -> Vec<u8> {
+    let Some(body_at) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return response.to_vec();
+    };
+    let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&response[body_at + 4..]) else {
+        return response.to_vec();
+    };
+    let cutoff = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(by)
+        .as_millis() as u64;
+    let Some(items) = body.get_mut("Items").and_then(|v| v.as_array_mut()) else {
+        return response.to_vec();
+    };
+    items.retain(|item| {
+        item.pointer("/jt/N")
+            .and_then(|v| v.as_str())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_none_or(|stamp| stamp <= cutoff)
+    });
+    let count = items.len();
+    body["Count"] = count.into();
+    let body = body.to_string();
+    let head = String::from_utf8_lossy(&response[..body_at]);
+    let head: Vec<String> = head
+        .lines()
+        .map(|line| {
+            if line.to_ascii_lowercase().starts_with("content-length:") {
+                format!("content-length: {}", body.len())
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    format!("{}\r\n\r\n{body}", head.join("\r\n")).into_bytes()
 }
 
 /// A `200` answer in the AWS JSON 1.0 protocol.
