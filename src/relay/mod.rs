@@ -340,6 +340,15 @@ impl Relaying {
         hubs: &server::Current,
     ) -> Result<Relaying, crate::sync::DynamoError> {
         let checkpoints = TableCheckpoints::load(store.dynamo().clone(), slot).await?;
+        // A successor in the slot resumes its predecessor's positions.
+        let resumed = checkpoints.snapshot().len();
+        metrics::gauge!("edge_session_relay_resumed_shards").set(resumed as f64);
+        tracing::info!(
+            slot,
+            epoch,
+            resumed_shards = resumed,
+            "relay positions read"
+        );
         let hub = Hub::new(epoch, RING_FRAMES);
         *hubs.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&hub));
         let follower = StreamFollower::new(

@@ -50,6 +50,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use crate::error::{classify, DynamoError, ErrorKind};
 use crate::item::{self, EXP, SID, SID_LEN, VER};
 use crate::stream::{CheckpointError, Checkpoints, MemoryCheckpoints};
+use crate::tier::Timed as _;
 use crate::DynamoTier;
 
 /// The most relay slots a region can have.
@@ -127,7 +128,8 @@ impl DynamoTier {
             .set_key(Some(item::key(&slot_key(slot))))
             .consistent_read(true)
             .send()
-            .await
+            .timed(op, self.breaker())
+            .await?
             .map_err(|err| classify(op, &err))?;
         let Some(map) = out.item else {
             return Ok(None);
@@ -183,7 +185,7 @@ impl DynamoTier {
                 .expression_attribute_values(":epoch", n(seen_epoch))
                 .expression_attribute_values(":beat", n(seen_beat)),
         };
-        match put.send().await {
+        match put.send().timed(op, self.breaker()).await? {
             Ok(_) => Ok(Some(epoch)),
             Err(err)
                 if matches!(
@@ -218,7 +220,8 @@ impl DynamoTier {
             .expression_attribute_values(":epoch", n(epoch))
             .expression_attribute_values(":owner", AttributeValue::S(owner.to_owned()))
             .send()
-            .await;
+            .timed(op, self.breaker())
+            .await?;
         match out {
             Ok(_) => Ok(true),
             Err(err)
@@ -251,7 +254,8 @@ impl DynamoTier {
             .expression_attribute_values(":epoch", n(epoch))
             .expression_attribute_values(":owner", AttributeValue::S(owner.to_owned()))
             .send()
-            .await;
+            .timed(op, self.breaker())
+            .await?;
         match out {
             Ok(_) => Ok(()),
             Err(err)
@@ -288,7 +292,8 @@ impl TableCheckpoints {
             .set_key(Some(item::key(&checkpoint_key(slot))))
             .consistent_read(true)
             .send()
-            .await
+            .timed(op, tier.breaker())
+            .await?
             .map_err(|err| classify(op, &err))?;
         let memory = MemoryCheckpoints::new();
         if let Some(AttributeValue::M(positions)) =
@@ -337,12 +342,17 @@ impl TableCheckpoints {
             .item(POSITIONS, AttributeValue::M(positions))
             .item(EXP, expiry())
             .send()
+            .timed("relay_checkpoints", self.tier.breaker())
             .await;
-        if let Err(err) = out {
+        let written = match out {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(classify("relay_checkpoints", &err)),
+            Err(err) => Err(err),
+        };
+        if written.is_err() {
             self.dirty.store(true, Ordering::SeqCst);
-            return Err(classify("relay_checkpoints", &err));
         }
-        Ok(())
+        written
     }
 }
 

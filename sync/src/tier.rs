@@ -36,7 +36,8 @@ pub use list::UserPage;
 /// (or fails it fast), its latency is recorded by operation, and whether
 /// DynamoDB answered feeds the breaker (a throttled call was answered).
 /// A failed call becomes a [`DynamoError`], counted by `op` and `kind`.
-trait Timed<T, E>: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>> + Sized
+pub(crate) trait Timed<T, E>:
+    std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>> + Sized
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -212,6 +213,11 @@ impl DynamoTier {
         op: &'static str,
     ) -> Result<TransactWriteItem, DynamoError> {
         journal::entry_put(&self.table, target, change, &self.journal, op)
+    }
+
+    /// The circuit breaker every call of this tier goes through.
+    pub(crate) fn breaker(&self) -> &Breaker {
+        &self.breaker
     }
 
     /// Whether the circuit breaker is failing calls fast right now.

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::coherence::{percentile, start, status, until_refused};
-use crate::harness::{client, eventually, metric, service_login, v1, Cluster};
+use crate::coherence::{percentile, start, start_toml, status, until_refused};
+use crate::faultproxy::{Fault, FaultProxy};
+use crate::harness::{client, eventually, metric, proxied_node_toml, service_login, v1, Cluster};
 use crate::node::Node;
 
 const SECRET: &str = "relay-test-secret-0123456789abcdef";
@@ -117,14 +118,15 @@ async fn killing_the_primary_relay_loses_no_revocation() {
         .collect();
     let c = client();
     all_live(&c, &nodes.iter().collect::<Vec<_>>()).await;
-    let mut holder = None;
-    for (i, node) in nodes.iter().enumerate().take(3) {
-        if holding(&c, node).await {
-            holder = Some(i);
-            break;
-        }
+    let mut held = Vec::new();
+    for node in nodes.iter().take(3) {
+        held.push(holding(&c, node).await);
     }
-    let holder = holder.expect("a candidate holds a slot");
+    let holder = held
+        .iter()
+        .position(|h| *h)
+        .expect("a candidate holds a slot");
+    let waiting = held.iter().position(|h| !*h).expect("a candidate waits");
     // The writer and the watched node are never the one killed.
     let (writer, watched) = (3, if holder == 0 { 1 } else { 0 });
     let mut tokens = Vec::new();
@@ -138,12 +140,8 @@ async fn killing_the_primary_relay_loses_no_revocation() {
         revoke(&c, &nodes[writer], token).await;
     }
     drop(nodes.remove(holder));
-    let watched = if watched > holder {
-        watched - 1
-    } else {
-        watched
-    };
-    let writer = writer - 1;
+    let shift = |i: usize| if i > holder { i - 1 } else { i };
+    let (watched, writer, waiting) = (shift(watched), shift(writer), shift(waiting));
     for token in &tokens[10..] {
         revoke(&c, &nodes[writer], token).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -156,15 +154,21 @@ async fn killing_the_primary_relay_loses_no_revocation() {
         "every revocation refused on the watched node {:?} after the last one",
         started.elapsed()
     );
-    // The waiting candidate takes the dead holder's slot over.
+    // The waiting candidate takes the dead holder's slot over, resuming
+    // the positions the dead holder kept in the table.
     eventually("the slot is taken over", || async {
-        let mut held = 0;
-        for node in &nodes {
-            held += usize::from(holding(&c, node).await);
-        }
-        held == 2
+        holding(&c, &nodes[waiting]).await
     })
     .await;
+    let resumed = metric(
+        (&c, &nodes[waiting].url),
+        "edge_session_relay_resumed_shards",
+    )
+    .await;
+    assert!(
+        resumed.is_some_and(|shards| shards >= 1.0),
+        "the successor resumed no position: {resumed:?}"
+    );
     stop(nodes).await;
 }
 
@@ -278,4 +282,120 @@ async fn forged_relay(
             }
         });
     }
+}
+
+/// Every DynamoDB call the node at `url` has made, by its metrics.
+async fn dynamodb_calls(c: &reqwest::Client, url: &String) -> f64 {
+    let text = crate::harness::metrics_text((c, url)).await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("edge_session_dynamodb_call_duration_seconds_count"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// How long until the node at `url` refuses `token` (at most 10 s).
+async fn refused_after(c: reqwest::Client, url: String, token: String) -> Duration {
+    let started = Instant::now();
+    loop {
+        let res = v1((&c, &url), Method::GET, "/v1/session")
+            .header("x-session-token", &token)
+            .send()
+            .await
+            .unwrap();
+        if res.status() == StatusCode::NOT_FOUND {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still served after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A fleet on relays (`EDGE_SESSION_RELAY_FLEET` nodes, default 5, three of
+/// them candidates), every node reaching DynamoDB through the fault proxy
+/// with the change feed 300 ms late: every revocation reaches every node,
+/// and what each node asks of DynamoDB while idle does not grow with the
+/// fleet (printed: run it at two sizes to compare).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fleet_on_relays_gets_every_revocation() {
+    let n: usize = std::env::var("EDGE_SESSION_RELAY_FLEET")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .max(3);
+    let Some(proxy) = FaultProxy::to_harness().await else {
+        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+        return;
+    };
+    proxy.set(Fault::FeedDelay(Duration::from_millis(300)));
+    let table = Cluster::new().await.tier.table().to_owned();
+    let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<Node> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let data = d.path().join("data");
+            let toml =
+                proxied_node_toml(&data, &table, &proxy.url(), "", &relay_toml(i < 3, SECRET));
+            start_toml(d.path(), &toml)
+        })
+        .collect();
+    let c = client();
+    all_live(&c, &nodes.iter().collect::<Vec<_>>()).await;
+
+    let idle = Duration::from_secs(5);
+    let mut before = Vec::new();
+    for node in &nodes {
+        before.push(dynamodb_calls(&c, &node.url).await);
+    }
+    tokio::time::sleep(idle).await;
+    let mut rates = Vec::new();
+    for (node, was) in nodes.iter().zip(&before) {
+        rates.push((dynamodb_calls(&c, &node.url).await - was) / idle.as_secs_f64());
+    }
+    let mut holders = Vec::new();
+    for node in &nodes {
+        holders.push(holding(&c, node).await);
+    }
+    let per = |relays: bool| -> Vec<String> {
+        rates
+            .iter()
+            .zip(&holders)
+            .filter(|(_, h)| **h == relays)
+            .map(|(r, _)| format!("{r:.1}"))
+            .collect()
+    };
+    eprintln!(
+        "{n} nodes idle, DynamoDB calls a second: relays {:?}, others {:?}",
+        per(true),
+        per(false)
+    );
+
+    let mut times = Vec::new();
+    for i in 0..20 {
+        let writer = &nodes[i % n];
+        let token = service_login((&c, &writer.url), &format!("fleet-{i}")).await;
+        for node in &nodes {
+            assert_eq!(status(&c, node, &token).await, StatusCode::OK);
+        }
+        revoke(&c, writer, &token).await;
+        let mut waits = tokio::task::JoinSet::new();
+        for node in nodes.iter().filter(|n| n.url != writer.url) {
+            waits.spawn(refused_after(c.clone(), node.url.clone(), token.clone()));
+        }
+        while let Some(took) = waits.join_next().await {
+            times.push(took.unwrap());
+        }
+    }
+    times.sort();
+    eprintln!(
+        "{n} nodes, {} (node, revocation) pairs, none missed: p50 {:?}, p99 {:?}, max {:?}",
+        times.len(),
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        times.last().unwrap()
+    );
+    stop(nodes).await;
 }
