@@ -34,6 +34,22 @@ pub(crate) fn start_toml(dir: &Path, toml: &str) -> Node {
     )
 }
 
+/// Start a node over `table` that reaches DynamoDB through `proxy`.
+pub(crate) fn start_proxied(dir: &Path, table: &str, proxy: &FaultProxy, extra: &str) -> Node {
+    let toml = proxied_node_toml(&dir.join("data"), table, &proxy.url(), "", extra);
+    start_toml(dir, &toml)
+}
+
+/// Stop every node with SIGTERM; each must exit cleanly.
+pub(crate) async fn terminate_all(nodes: impl IntoIterator<Item = Node>) {
+    for node in nodes {
+        let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
+            .await
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
 pub(crate) async fn status(c: &reqwest::Client, node: &Node, token: &str) -> StatusCode {
     v1((c, &node.url), Method::GET, "/v1/session")
         .header("x-session-token", token)
@@ -70,6 +86,11 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 const STREAM_FAST: &str = "\n[stream]\npoll_interval_ms = 100\n";
+
+/// A ten-minute lease and no touch within a test: only the follower can
+/// make a node refuse a revoked session in time.
+const LONG_LEASE: &str =
+    "\n[cache]\nrevalidate_after_ms = 600000\n[session]\ntouch_interval_secs = 1200\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revocation_on_one_node_reaches_the_others() {
@@ -359,12 +380,8 @@ async fn a_revocation_committed_late_is_not_missed() {
     let table = cluster.tier.table().to_owned();
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // A ten-minute lease: only the follower can make B refuse in time.
-    let extra = format!(
-        "{STREAM_FAST}\n[cache]\nrevalidate_after_ms = 600000\n\
-         [session]\ntouch_interval_secs = 1200\n"
-    );
-    let a_toml = proxied_node_toml(&da.path().join("data"), &table, &proxy.url(), "", &extra);
-    let a = start_toml(da.path(), &a_toml);
+    let extra = format!("{STREAM_FAST}{LONG_LEASE}");
+    let a = start_proxied(da.path(), &table, &proxy, &extra);
     let b = start(db.path(), &table, &extra);
     let c = client();
     let token = service_login((&c, &a.url), "late-commit").await;
@@ -395,12 +412,7 @@ async fn a_revocation_committed_late_is_not_missed() {
     let took = until_refused(&c, &b, &token, Duration::from_secs(5)).await;
     eprintln!("the delete committed {committed:?} after A answered; B refused it {took:?} later");
     proxy.set(Fault::Pass);
-    for node in [a, b] {
-        let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
-            .await
-            .unwrap();
-        assert!(status.success());
-    }
+    terminate_all([a, b]).await;
 }
 
 /// A feed that answers every poll and delivers nothing looks healthy to a
@@ -419,8 +431,7 @@ async fn a_stuck_feed_shortens_the_lease() {
         "{STREAM_FAST}heartbeat_interval_ms = 300\nlag_threshold_ms = 1500\n\
          [cache]\nrevalidate_after_ms = 600000\n"
     );
-    let toml = proxied_node_toml(&dir.path().join("data"), &table, &proxy.url(), "", &extra);
-    let node = start_toml(dir.path(), &toml);
+    let node = start_proxied(dir.path(), &table, &proxy, &extra);
     let c = client();
     let lease = || async { metric((&c, &node.url), "edge_session_lease_seconds").await };
     eventually("the follower healthy: the long lease", || async {
@@ -443,10 +454,7 @@ async fn a_stuck_feed_shortens_the_lease() {
         lease().await == Some(600.0)
     })
     .await;
-    let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
-        .await
-        .unwrap();
-    assert!(status.success());
+    terminate_all([node]).await;
 }
 
 /// What a change feed delivers shows up late (DynamoDB Streams' record
@@ -462,13 +470,9 @@ async fn index_or_stream_delay_loses_no_revocation() {
     };
     let table = Cluster::new().await.tier.table().to_owned();
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let extra = format!(
-        "{STREAM_FAST}\n[cache]\nrevalidate_after_ms = 600000\n\
-         [session]\ntouch_interval_secs = 1200\n"
-    );
+    let extra = format!("{STREAM_FAST}{LONG_LEASE}");
     let a = start(da.path(), &table, &extra);
-    let b_toml = proxied_node_toml(&db.path().join("data"), &table, &proxy.url(), "", &extra);
-    let b = start_toml(db.path(), &b_toml);
+    let b = start_proxied(db.path(), &table, &proxy, &extra);
     let c = client();
     eventually("B's follower healthy", || async {
         metric((&c, &b.url), "edge_session_lease_seconds").await == Some(600.0)
@@ -489,10 +493,5 @@ async fn index_or_stream_delay_loses_no_revocation() {
         eprintln!("with the feed {delay:?} late, B refused the logout after {took:?}");
     }
     proxy.set(Fault::Pass);
-    for node in [a, b] {
-        let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
-            .await
-            .unwrap();
-        assert!(status.success());
-    }
+    terminate_all([a, b]).await;
 }

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::coherence::{percentile, start, start_toml, status, until_refused};
+use crate::coherence::{percentile, start, start_proxied, status, terminate_all, until_refused};
 use crate::faultproxy::{Fault, FaultProxy};
-use crate::harness::{client, eventually, metric, proxied_node_toml, service_login, v1, Cluster};
+use crate::harness::{client, eventually, metric, service_login, v1, Cluster};
 use crate::node::Node;
 
 const SECRET: &str = "relay-test-secret-0123456789abcdef";
@@ -48,6 +48,14 @@ async fn revoke(c: &reqwest::Client, node: &Node, token: &str) {
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
 }
 
+/// `n` relay nodes over `table`, the first `candidates` of them candidates.
+fn fleet(table: &str, dirs: &[tempfile::TempDir], candidates: usize) -> Vec<Node> {
+    dirs.iter()
+        .enumerate()
+        .map(|(i, d)| start(d.path(), table, &relay_toml(i < candidates, SECRET)))
+        .collect()
+}
+
 async fn all_live(c: &reqwest::Client, nodes: &[&Node]) {
     for node in nodes {
         eventually("a node's relays live: the ten-minute lease", || async {
@@ -57,25 +65,12 @@ async fn all_live(c: &reqwest::Client, nodes: &[&Node]) {
     }
 }
 
-async fn stop(nodes: Vec<Node>) {
-    for node in nodes {
-        let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
-            .await
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revocations_reach_every_node_through_the_relays() {
     let table = Cluster::new().await.tier.table().to_owned();
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     // Two candidates for the two slots, two nodes that only subscribe.
-    let nodes: Vec<Node> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| start(d.path(), &table, &relay_toml(i < 2, SECRET)))
-        .collect();
+    let nodes = fleet(&table, &dirs, 2);
     let c = client();
     all_live(&c, &nodes.iter().collect::<Vec<_>>()).await;
     let mut times = Vec::new();
@@ -103,7 +98,7 @@ async fn revocations_reach_every_node_through_the_relays() {
         percentile(&times, 0.99),
         times.last().unwrap()
     );
-    stop(nodes).await;
+    terminate_all(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -111,11 +106,7 @@ async fn killing_the_primary_relay_loses_no_revocation() {
     let table = Cluster::new().await.tier.table().to_owned();
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     // Three candidates for two slots: one waits to take over.
-    let mut nodes: Vec<Node> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| start(d.path(), &table, &relay_toml(i < 3, SECRET)))
-        .collect();
+    let mut nodes = fleet(&table, &dirs, 3);
     let c = client();
     all_live(&c, &nodes.iter().collect::<Vec<_>>()).await;
     let mut held = Vec::new();
@@ -169,18 +160,14 @@ async fn killing_the_primary_relay_loses_no_revocation() {
         resumed.is_some_and(|shards| shards >= 1.0),
         "the successor resumed no position: {resumed:?}"
     );
-    stop(nodes).await;
+    terminate_all(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_every_relay_down_nodes_fall_to_the_short_lease() {
     let table = Cluster::new().await.tier.table().to_owned();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes: Vec<Node> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| start(d.path(), &table, &relay_toml(i < 2, SECRET)))
-        .collect();
+    let mut nodes = fleet(&table, &dirs, 2);
     let c = client();
     all_live(&c, &nodes.iter().collect::<Vec<_>>()).await;
     let subscriber = nodes.pop().unwrap();
@@ -190,7 +177,7 @@ async fn with_every_relay_down_nodes_fall_to_the_short_lease() {
     })
     .await;
     eprintln!("on the short lease {took:?} after both relays died");
-    stop(vec![subscriber]).await;
+    terminate_all([subscriber]).await;
 }
 
 /// A relay in a slot that cannot sign with the fleet secret: it accepts any
@@ -248,7 +235,7 @@ async fn a_forged_relay_is_refused() {
     }
     renew.abort();
     forged.abort();
-    stop(vec![node]).await;
+    terminate_all([node]).await;
 }
 
 /// Serve every connection a chunked feed of frames signed with a key that
@@ -335,12 +322,7 @@ async fn a_fleet_on_relays_gets_every_revocation() {
     let nodes: Vec<Node> = dirs
         .iter()
         .enumerate()
-        .map(|(i, d)| {
-            let data = d.path().join("data");
-            let toml =
-                proxied_node_toml(&data, &table, &proxy.url(), "", &relay_toml(i < 3, SECRET));
-            start_toml(d.path(), &toml)
-        })
+        .map(|(i, d)| start_proxied(d.path(), &table, &proxy, &relay_toml(i < 3, SECRET)))
         .collect();
     let c = client();
     all_live(&c, &nodes.iter().collect::<Vec<_>>()).await;
@@ -397,5 +379,5 @@ async fn a_fleet_on_relays_gets_every_revocation() {
         percentile(&times, 0.99),
         times.last().unwrap()
     );
-    stop(nodes).await;
+    terminate_all(nodes).await;
 }
