@@ -65,6 +65,7 @@ fn relay_settings(config: &Config) -> anyhow::Result<Option<RelaySettings>> {
         secret: secret.into(),
         listener: listener.map(std::sync::Arc::new),
         advertise_url,
+        region: relay.region.clone(),
         slots: relay.slots,
         lease: ms(relay.lease_ms),
         beat: ms(relay.beat_ms),
@@ -159,15 +160,12 @@ pub async fn dynamo_tier(
     Ok((tier, settings, embedded))
 }
 
-/// The change journal as `[stream]` configures it (writers and readers).
+/// The change journal as `[stream]` configures it (written only for nodes of
+/// an older build that still read it).
 fn journal_settings(stream: &crate::config::StreamConfig) -> JournalSettings {
     JournalSettings {
-        write: stream
-            .journal_writes
-            .unwrap_or(stream.source == StreamSource::Journal),
+        write: stream.journal_writes,
         partitions: stream.journal_partitions,
-        settle: Duration::from_millis(stream.journal_settle_ms),
-        poll_interval: Duration::from_millis(stream.poll_interval_ms),
         ..JournalSettings::default()
     }
 }
@@ -274,8 +272,6 @@ impl Application {
                 ));
             }
             let settings = CoherenceSettings {
-                source: config.stream.source,
-                journal: *store.dynamo().journal(),
                 poll_interval: Duration::from_millis(config.stream.poll_interval_ms),
                 heartbeat_every: (config.stream.heartbeat_interval_ms > 0)
                     .then(|| Duration::from_millis(config.stream.heartbeat_interval_ms)),

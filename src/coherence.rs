@@ -1,14 +1,14 @@
 //! Cross-node coherence: the node side of the follower, and the lease
 //! watchdog.
 //!
-//! Every node follows the table's stream ([`StreamFollower`], in `sync/`;
-//! `stream.source = "stream"`, the default) or its change journal
-//! ([`JournalFollower`]; `"journal"`) and applies what other nodes did
-//! ([`apply`]): a removal becomes a local tombstone (and evicts the cached
-//! record), a raised `ver` evicts a stale copy or advances a user's
-//! revocation epoch. A batch is flushed to sled before the follower
-//! checkpoints it, so a restart resumes after the last applied entry. Why
-//! the stream, and what the journal misses: docs/design.md, "Coherence".
+//! A node with `stream.source = "stream"` (the default) follows the table's
+//! stream itself ([`StreamFollower`], in `sync/`; with `"relays"` the relays
+//! do, `relay`) and applies what other nodes did ([`apply`]): a removal
+//! becomes a local tombstone (and evicts the cached record), a raised `ver`
+//! evicts a stale copy or advances a user's revocation epoch. A batch is
+//! flushed to sled before the follower checkpoints it, so a restart resumes
+//! after the last applied entry. Why the stream: docs/design.md,
+//! "Coherence".
 //!
 //! The lease is the safety net. While the follower is healthy (its last
 //! successful poll, and the newest record it applied, are younger than
@@ -43,22 +43,17 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::config::StreamSource;
 use crate::record::UnixMillis;
 use crate::store::TieredStore;
 use crate::sync::{
-    Checkpoints, ClientSettings, ColdStart, DynamoError, FollowerSettings, FollowerStatus,
-    Invalidation, InvalidationKind, JournalFollower, JournalSettings, StreamFollower,
+    Checkpoints, ClientSettings, ColdStart, FollowerSettings, FollowerStatus, Invalidation,
+    InvalidationKind, StreamFollower,
 };
 use crate::StorageKey;
 
 /// Coherence settings.
 #[derive(Debug, Clone, Copy)]
 pub struct CoherenceSettings {
-    /// Where revocations are read from.
-    pub source: StreamSource,
-    /// The change journal's settings (with `source = Journal`).
-    pub journal: JournalSettings,
     /// Pause after an empty read of a shard.
     pub poll_interval: Duration,
     /// The stream follower's heartbeat interval (`None`: no heartbeat).
@@ -131,39 +126,27 @@ pub async fn run(
     let table = store.dynamo().table().to_owned();
     let sink_store = store.clone();
     let sink = move |batch: Vec<Invalidation>| apply(sink_store.clone(), batch, clock);
-    // Each source's follower: its health, and the future that runs it.
-    type Run = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), DynamoError>> + Send>>;
-    let (status, follow): (FollowerStatus, Run) = match settings.source {
-        StreamSource::Journal => {
-            let follower =
-                JournalFollower::new(client.build().await, table, checkpoints, settings.journal);
-            (follower.status(), Box::pin(follower.run(sink, shutdown)))
-        }
-        // Relays are run by `relay::run`; given that source here, a node
-        // follows the stream itself.
-        StreamSource::Stream | StreamSource::Relays => {
-            // A persisted cache may hold sessions revoked while this node was
-            // down: with no checkpoint yet, read what the stream still holds.
-            let cold_start = if !store.cache().is_empty() {
-                ColdStart::TrimHorizon
-            } else {
-                ColdStart::Latest
-            };
-            let follower = StreamFollower::new(
-                client.build().await,
-                client.build_streams().await,
-                table,
-                checkpoints,
-                FollowerSettings {
-                    poll_interval: settings.poll_interval,
-                    heartbeat_every: settings.heartbeat_every,
-                    cold_start,
-                    ..FollowerSettings::default()
-                },
-            );
-            (follower.status(), Box::pin(follower.run(sink, shutdown)))
-        }
+    // A persisted cache may hold sessions revoked while this node was down:
+    // with no checkpoint yet, read what the stream still holds.
+    let cold_start = if !store.cache().is_empty() {
+        ColdStart::TrimHorizon
+    } else {
+        ColdStart::Latest
     };
+    let follower = StreamFollower::new(
+        client.build().await,
+        client.build_streams().await,
+        table,
+        checkpoints,
+        FollowerSettings {
+            poll_interval: settings.poll_interval,
+            heartbeat_every: settings.heartbeat_every,
+            cold_start,
+            ..FollowerSettings::default()
+        },
+    );
+    let status = follower.status();
+    let follow = follower.run(sink, shutdown);
     let (stop_watchdog, watchdog_stopped) = tokio::sync::oneshot::channel::<()>();
     let watchdog = tokio::spawn(watch(store.clone(), status, settings, watchdog_stopped));
     let result = follow.await;
@@ -259,16 +242,6 @@ mod tests {
     use super::*;
 
     const S: CoherenceSettings = CoherenceSettings {
-        source: StreamSource::Journal,
-        journal: JournalSettings {
-            write: true,
-            partitions: 1,
-            retention: Duration::from_secs(86_400),
-            settle: Duration::from_secs(2),
-            poll_interval: Duration::from_millis(250),
-            backoff_base: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
-        },
         poll_interval: Duration::from_millis(250),
         heartbeat_every: None,
         lag_threshold_ms: 3000,

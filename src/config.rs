@@ -335,12 +335,12 @@ pub struct StreamConfig {
     /// Partition keys of the change journal per minute (1-16); every node
     /// of a table must use the same number.
     pub journal_partitions: u8,
-    /// How late a journal entry may become visible and still be read.
-    pub journal_settle_ms: u64,
-    /// Whether invalidating writes add a change-journal entry (default: only
-    /// with `source = "journal"`). While any node still reads the journal,
-    /// every node must write it.
-    pub journal_writes: Option<bool>,
+    /// No longer read (the journal reader is gone); setting it is an error
+    /// that says so.
+    pub journal_settle_ms: Option<u64>,
+    /// Whether invalidating writes add a change-journal entry, for nodes of
+    /// an older build that still read the journal (default: no).
+    pub journal_writes: bool,
     /// With `source = "stream"`: write a heartbeat item this often and count
     /// the follower live only while one came back through the stream within
     /// `lag_threshold_ms` (0: off, liveness from polls alone).
@@ -355,8 +355,8 @@ impl Default for StreamConfig {
             poll_interval_ms: 250,
             lag_threshold_ms: 3000,
             journal_partitions: 1,
-            journal_settle_ms: 2000,
-            journal_writes: None,
+            journal_settle_ms: None,
+            journal_writes: false,
             heartbeat_interval_ms: 1000,
         }
     }
@@ -366,7 +366,7 @@ impl Default for StreamConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StreamSource {
-    /// `"journal"`: the change journal in the table (any number of nodes).
+    /// `"journal"`: no longer read; accepted only to say what replaced it.
     Journal,
     /// `"stream"`: the table's DynamoDB stream (two nodes per region at most).
     Stream,
@@ -388,6 +388,9 @@ pub struct RelayConfig {
     /// The fleet's shared secret (at least 32 bytes): every frame is signed
     /// with it, and a node refuses a frame it cannot verify.
     pub secret: Option<SecretString>,
+    /// This region's name: each region of a global table elects its own
+    /// relays, from its own slots.
+    pub region: String,
     /// Relay slots in the region (1-4): DynamoDB Streams serves two readers
     /// per shard.
     pub slots: u8,
@@ -404,6 +407,7 @@ impl Default for RelayConfig {
             listen: None,
             advertise_url: None,
             secret: None,
+            region: "default".into(),
             slots: 2,
             lease_ms: 5000,
             beat_ms: 1000,
@@ -615,6 +619,7 @@ mod tests {
         let secret = "[relay]\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
         assert!(Config::from_toml(&format!("{relays}{secret}")).is_ok());
         assert!(err(&format!("{relays}{secret}slots = 5")).contains("relay.slots"));
+        assert!(err(&format!("{relays}{secret}region = \"\"")).contains("relay.region"));
         assert!(err(&format!("{relays}{secret}listen = \"0.0.0.0:8081\""))
             .contains("relay.advertise_url"));
         assert!(
@@ -624,10 +629,8 @@ mod tests {
         assert!(
             err("[stream]\nheartbeat_interval_ms = 5000").contains("stream.heartbeat_interval_ms")
         );
-        assert!(
-            err("[stream]\nsource = \"journal\"\njournal_writes = false")
-                .contains("stream.journal_writes")
-        );
+        assert!(err("[stream]\nsource = \"journal\"").contains("stream.source"));
+        assert!(err("[stream]\njournal_settle_ms = 2000").contains("stream.journal_settle_ms"));
         assert!(err("[cookie]\nsecure = false").contains("cookie.secure"));
         assert!(err("[dynamodb]\nendpoint = \"ftp://x\"").contains("dynamodb.endpoint"));
         assert!(err("[api]\nkeys = [\"short\"]").contains("api.keys[0]"));

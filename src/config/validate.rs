@@ -34,6 +34,9 @@ impl Config {
                 "must be set, at least 32 bytes, with stream.source = \"relays\"".into(),
             );
         }
+        if relay.region.is_empty() || relay.region.len() > 64 {
+            return bad("relay.region", "must be 1-64 characters".into());
+        }
         if relay.slots == 0 || relay.slots > crate::sync::MAX_RELAY_SLOTS {
             return bad("relay.slots", "must be 1-4".into());
         }
@@ -208,16 +211,20 @@ impl Config {
         if partitions == 0 || partitions > crate::sync::MAX_PARTITIONS {
             return bad("stream.journal_partitions", "must be 1-16".into());
         }
-        if self.stream.journal_settle_ms > 60_000 {
-            return bad("stream.journal_settle_ms", "must be 0-60000".into());
-        }
         self.check_relay()?;
-        if self.stream.source == super::StreamSource::Journal
-            && self.stream.journal_writes == Some(false)
-        {
+        if self.stream.source == super::StreamSource::Journal {
             return bad(
-                "stream.journal_writes",
-                "cannot be false with stream.source = \"journal\": every node of a journal fleet writes it".into(),
+                "stream.source",
+                "\"journal\" is no longer read: use \"relays\" (or \"stream\" for one or two nodes), \
+                 with stream.journal_writes = true while nodes of an older build still read the journal \
+                 (docs/design.md, \"Moving a fleet off the journal\")"
+                    .into(),
+            );
+        }
+        if self.stream.journal_settle_ms.is_some() {
+            return bad(
+                "stream.journal_settle_ms",
+                "is no longer read (the journal reader is gone): remove it".into(),
             );
         }
         let heartbeat = self.stream.heartbeat_interval_ms;

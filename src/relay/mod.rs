@@ -1,8 +1,9 @@
 //! Relays (`stream.source = "relays"`): how a region of any size follows the
 //! table's stream, which DynamoDB Streams serves to two readers per shard.
 //!
-//! - **Slots.** A region has `relay.slots` relay slots (two by default), each
-//!   an item in the table with a fencing epoch (`sync`'s relay module). A
+//! - **Slots.** A region (`relay.region`) has `relay.slots` relay slots (two
+//!   by default), each an item in the table with a fencing epoch (`sync`'s
+//!   relay module); a global table's regions each elect their own. A
 //!   node with `relay.listen` is a candidate: it claims a free slot, or one
 //!   whose holder has not renewed it for `relay.lease_ms` (as this node's
 //!   own clock measures it), and holds at most one.
@@ -46,7 +47,8 @@ use tokio::sync::{oneshot, watch};
 use crate::record::UnixMillis;
 use crate::store::TieredStore;
 use crate::sync::{
-    ClientSettings, ColdStart, FollowerSettings, RelaySlot, StreamFollower, TableCheckpoints,
+    ClientSettings, ColdStart, FollowerSettings, RelaySlot, SlotId, StreamFollower,
+    TableCheckpoints,
 };
 use frame::Body;
 use hub::{Hub, RING_FRAMES};
@@ -65,6 +67,8 @@ pub struct RelaySettings {
     pub listener: Option<Arc<TcpListener>>,
     /// How others reach this node's feed.
     pub advertise_url: String,
+    /// The region whose slots these are (`relay.region`).
+    pub region: String,
     /// Slots in the region.
     pub slots: u8,
     /// A holder not renewed for this long loses its slot.
@@ -198,7 +202,10 @@ async fn watch_slots(
         let mut next = slots_tx.borrow().clone();
         let mut changed = false;
         for (slot, seen) in next.iter_mut().enumerate() {
-            let read = store.dynamo().read_relay_slot(slot as u8).await;
+            let read = store
+                .dynamo()
+                .read_relay_slot(SlotId::new(&settings.region, slot as u8))
+                .await;
             let holder = match read {
                 Ok(holder) => holder,
                 Err(err) => {
@@ -251,7 +258,11 @@ async fn candidate(
         let tier = store.dynamo();
         if let Some(relaying) = &holding {
             match tier
-                .renew_relay_slot(relaying.slot, relaying.epoch, &owner)
+                .renew_relay_slot(
+                    SlotId::new(&settings.region, relaying.slot),
+                    relaying.epoch,
+                    &owner,
+                )
                 .await
             {
                 Ok(true) => {
@@ -288,7 +299,12 @@ async fn candidate(
             };
             let Some(seen_hold) = claim else { continue };
             match tier
-                .claim_relay_slot(slot as u8, seen_hold, &owner, &settings.advertise_url)
+                .claim_relay_slot(
+                    SlotId::new(&settings.region, slot as u8),
+                    seen_hold,
+                    &owner,
+                    &settings.advertise_url,
+                )
                 .await
             {
                 Ok(Some(epoch)) => {
@@ -302,7 +318,8 @@ async fn candidate(
                         }
                         Err(err) => {
                             tracing::warn!(%err, "relay positions not read; giving the slot up");
-                            let _ = tier.release_relay_slot(slot as u8, epoch, &owner).await;
+                            let id = SlotId::new(&settings.region, slot as u8);
+                            let _ = tier.release_relay_slot(id, epoch, &owner).await;
                         }
                     }
                     break;
@@ -317,7 +334,8 @@ async fn candidate(
         let checkpoints = Arc::clone(&relaying.checkpoints);
         stop_relaying(Some(relaying), &hubs).await;
         let _ = checkpoints.flush().await;
-        let _ = store.dynamo().release_relay_slot(slot, epoch, &owner).await;
+        let id = SlotId::new(&settings.region, slot);
+        let _ = store.dynamo().release_relay_slot(id, epoch, &owner).await;
     }
 }
 
@@ -339,7 +357,8 @@ impl Relaying {
         epoch: u64,
         hubs: &server::Current,
     ) -> Result<Relaying, crate::sync::DynamoError> {
-        let checkpoints = TableCheckpoints::load(store.dynamo().clone(), slot).await?;
+        let id = SlotId::new(&settings.region, slot);
+        let checkpoints = TableCheckpoints::load(store.dynamo().clone(), id).await?;
         // A successor in the slot resumes its predecessor's positions.
         let resumed = checkpoints.snapshot().len();
         metrics::gauge!("edge_session_relay_resumed_shards").set(resumed as f64);

@@ -18,9 +18,9 @@
 //! - [`relay`]: the relay slots (a lease item per slot, with a fencing
 //!   epoch) and [`TableCheckpoints`], the stream positions a relay keeps in
 //!   the table so that its successor resumes them.
-//! - [`journal`]: the change journal every invalidating write adds to in its
-//!   own transaction, and [`JournalFollower`], which reads it: how a fleet
-//!   larger than the stream's two readers per shard stays coherent.
+//! - [`journal`]: the change journal's entries, written (with
+//!   [`JournalSettings::write`]) in each invalidating write's own
+//!   transaction while nodes of an older build still read them.
 //!
 //! This crate knows nothing of actix or sled: it stores opaque bytes (`body`)
 //! plus the few indexed attributes (`sid`, `uid`, `ver`, `exp`).
@@ -44,10 +44,10 @@ pub use error::{Conflict, DynamoError, ErrorKind, RotateConflict};
 pub use invalidation::{Invalidation, InvalidationKind};
 pub use item::{Item, ItemError, SID_LEN};
 pub use journal::{
-    entry as journal_entry, Change as JournalChange, JournalFollower, JournalSettings,
-    JOURNAL_CHECKPOINT, JOURNAL_INDEX, MAX_PARTITIONS,
+    entry as journal_entry, parse as journal_entry_of, Change as JournalChange, JournalSettings,
+    JOURNAL_INDEX, MAX_PARTITIONS,
 };
-pub use relay::{RelaySlot, TableCheckpoints, MAX_RELAY_SLOTS};
+pub use relay::{RelaySlot, SlotId, TableCheckpoints, MAX_RELAY_SLOTS};
 pub use stream::{
     CheckpointError, Checkpoints, ColdStart, FollowerSettings, FollowerStatus, MemoryCheckpoints,
     StreamFollower,

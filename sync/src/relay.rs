@@ -73,21 +73,44 @@ pub(crate) fn is_relay_item<V>(image: &HashMap<String, V>) -> bool {
     image.contains_key(OWNER) || image.contains_key(POSITIONS)
 }
 
-fn fixed_key(kind: u8, slot: u8) -> [u8; SID_LEN] {
+/// One relay slot of one region: a global table's regions each elect their
+/// own relays, so the slot items of one region never meet another's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotId {
+    /// FNV-1a of the region's name.
+    region: u64,
+    /// The slot's number in the region.
+    pub slot: u8,
+}
+
+impl SlotId {
+    /// Slot `slot` of the region named `region`.
+    pub fn new(region: &str, slot: u8) -> SlotId {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in region.as_bytes() {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        SlotId { region: hash, slot }
+    }
+}
+
+fn fixed_key(kind: u8, id: SlotId) -> [u8; SID_LEN] {
     let mut key = [0u8; SID_LEN];
     let tag = b"edge-session relay";
     key[..tag.len()].copy_from_slice(tag);
+    key[tag.len()..tag.len() + 8].copy_from_slice(&id.region.to_be_bytes());
     key[SID_LEN - 2] = kind;
-    key[SID_LEN - 1] = slot;
+    key[SID_LEN - 1] = id.slot;
     key
 }
 
-fn slot_key(slot: u8) -> [u8; SID_LEN] {
-    fixed_key(b's', slot)
+fn slot_key(id: SlotId) -> [u8; SID_LEN] {
+    fixed_key(b's', id)
 }
 
-fn checkpoint_key(slot: u8) -> [u8; SID_LEN] {
-    fixed_key(b'c', slot)
+fn checkpoint_key(id: SlotId) -> [u8; SID_LEN] {
+    fixed_key(b'c', id)
 }
 
 fn expiry() -> AttributeValue {
@@ -119,7 +142,7 @@ pub struct RelaySlot {
 impl DynamoTier {
     /// Slot `slot` as the table holds it now (strongly consistent), `None`
     /// when nobody holds it.
-    pub async fn read_relay_slot(&self, slot: u8) -> Result<Option<RelaySlot>, DynamoError> {
+    pub async fn read_relay_slot(&self, slot: SlotId) -> Result<Option<RelaySlot>, DynamoError> {
         let op = "relay_slot";
         let out = self
             .client()
@@ -147,7 +170,7 @@ impl DynamoTier {
                 .map_err(|e| DynamoError::new(op, ErrorKind::Malformed, e.to_string()))
         };
         Ok(Some(RelaySlot {
-            slot,
+            slot: slot.slot,
             epoch: number(VER)?,
             beat: number(BEAT)?,
             owner: text(OWNER)?,
@@ -161,7 +184,7 @@ impl DynamoTier {
     /// else renewed or claimed it first.
     pub async fn claim_relay_slot(
         &self,
-        slot: u8,
+        slot: SlotId,
         seen: Option<(u64, u64)>,
         owner: &str,
         url: &str,
@@ -203,7 +226,7 @@ impl DynamoTier {
     /// slot was claimed by someone else (stop relaying).
     pub async fn renew_relay_slot(
         &self,
-        slot: u8,
+        slot: SlotId,
         epoch: u64,
         owner: &str,
     ) -> Result<bool, DynamoError> {
@@ -240,7 +263,7 @@ impl DynamoTier {
     /// at `epoch`, so a successor claims it at once.
     pub async fn release_relay_slot(
         &self,
-        slot: u8,
+        slot: SlotId,
         epoch: u64,
         owner: &str,
     ) -> Result<(), DynamoError> {
@@ -276,14 +299,14 @@ impl DynamoTier {
 #[derive(Debug)]
 pub struct TableCheckpoints {
     tier: DynamoTier,
-    slot: u8,
+    slot: SlotId,
     memory: MemoryCheckpoints,
     dirty: AtomicBool,
 }
 
 impl TableCheckpoints {
     /// The positions the slot's last holder flushed (none for a new slot).
-    pub async fn load(tier: DynamoTier, slot: u8) -> Result<Arc<Self>, DynamoError> {
+    pub async fn load(tier: DynamoTier, slot: SlotId) -> Result<Arc<Self>, DynamoError> {
         let op = "relay_checkpoints";
         let out = tier
             .client()
@@ -381,10 +404,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slot_and_checkpoint_keys_are_distinct_and_fixed() {
-        assert_ne!(slot_key(0), slot_key(1));
-        assert_ne!(slot_key(0), checkpoint_key(0));
-        assert_eq!(slot_key(1), slot_key(1));
-        assert_eq!(&slot_key(0)[..18], b"edge-session relay");
+    fn slot_and_checkpoint_keys_are_distinct_per_slot_and_region_and_fixed() {
+        let id = |region, slot| SlotId::new(region, slot);
+        assert_ne!(slot_key(id("eu", 0)), slot_key(id("eu", 1)));
+        assert_ne!(slot_key(id("eu", 0)), slot_key(id("us", 0)));
+        assert_ne!(slot_key(id("eu", 0)), checkpoint_key(id("eu", 0)));
+        assert_eq!(slot_key(id("eu", 1)), slot_key(id("eu", 1)));
+        assert_eq!(&slot_key(id("eu", 0))[..18], b"edge-session relay");
     }
 }

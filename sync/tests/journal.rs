@@ -1,17 +1,12 @@
-//! The change journal against dynoxide through the official SDK: every
-//! invalidating write adds its entry in the same transaction, and a
-//! [`JournalFollower`] hands them over, resumes from its checkpoint, and
-//! reads an entry that became visible late.
+//! The change journal's entries against dynoxide through the official SDK:
+//! with the journal written, every invalidating write adds its entry in the
+//! same transaction (what nodes of an older build read during an upgrade);
+//! with it off, none does; `provision` adds the index to an old table; a
+//! node with another partition count is refused.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::AttributeValue;
 use edge_session_sync::{
-    DynamoTier, EpochGuard, Invalidation, InvalidationKind, JournalFollower, JournalSettings,
-    MemoryCheckpoints, JOURNAL_CHECKPOINT, SID_LEN,
+    journal_entry_of, DynamoTier, EpochGuard, Invalidation, InvalidationKind, JournalSettings,
+    JOURNAL_INDEX, SID_LEN,
 };
 
 mod common;
@@ -19,31 +14,37 @@ use common::*;
 
 fn quick() -> JournalSettings {
     JournalSettings {
+        write: true,
         partitions: 2,
-        poll_interval: Duration::from_millis(50),
-        backoff_base: Duration::from_millis(20),
-        backoff_max: Duration::from_millis(200),
         ..JournalSettings::default()
     }
 }
 
-fn follow(tier: &DynamoTier, checkpoints: Arc<MemoryCheckpoints>) -> Running {
-    let follower = JournalFollower::new(tier.client().clone(), tier.table(), checkpoints, quick());
-    let status = follower.status();
-    Running::spawn(status, |sink, shutdown| follower.run(sink, shutdown))
+/// Every entry the index holds, read back.
+async fn entries(tier: &DynamoTier) -> Vec<Invalidation> {
+    let out = tier
+        .client()
+        .scan()
+        .table_name(tier.table())
+        .index_name(JOURNAL_INDEX)
+        .send()
+        .await
+        .expect("scan the journal index");
+    out.items()
+        .iter()
+        .filter_map(|item| journal_entry_of(item).map(|(_, inv)| inv))
+        .collect()
 }
 
-fn kind_of(got: &[Invalidation], byte: u8) -> InvalidationKind {
-    got.iter().find(|i| i.sid[0] == byte).unwrap().kind
+fn kinds_of(got: &[Invalidation], byte: u8) -> Vec<InvalidationKind> {
+    got.iter()
+        .filter(|i| i.sid[0] == byte)
+        .map(|i| i.kind)
+        .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_invalidating_write_reaches_a_journal_follower_and_inserts_do_not() {
-    let server = Dynoxide::start();
-    let tier = table(&server.url).await.with_journal(quick());
-    let mut follower = follow(&tier, Arc::new(MemoryCheckpoints::new()));
-    follower.ready().await;
-
+/// Every kind of invalidating write, and two that are not.
+async fn write_everything(tier: &DynamoTier) {
     for byte in 1..=3 {
         tier.create(&item(byte, 1)).await.unwrap().unwrap();
     }
@@ -53,39 +54,18 @@ async fn every_invalidating_write_reaches_a_journal_follower_and_inserts_do_not(
         "nothing to delete"
     );
     tier.update(&item(2, 2), 1).await.unwrap().unwrap();
+    tier.touch(&item(2, 3), 2).await.unwrap().unwrap();
     tier.rotate(&[3; SID_LEN], 1, &item(4, 1), None)
         .await
         .unwrap()
         .unwrap();
-    let epoch = tier
-        .bump_user_epoch(&[5; SID_LEN], u64::MAX / 2)
-        .await
-        .unwrap();
-    assert_eq!(epoch, 1);
-    assert_eq!(
-        tier.bump_user_epoch(&[5; SID_LEN], u64::MAX / 2)
+    for expected in 1..=2 {
+        let epoch = tier
+            .bump_user_epoch(&[5; SID_LEN], u64::MAX / 2)
             .await
-            .unwrap(),
-        2
-    );
-
-    let got = follower.until(&[1, 2, 3, 5]).await;
-    assert_eq!(kind_of(&got, 1), InvalidationKind::Removed);
-    assert_eq!(
-        kind_of(&got, 2),
-        InvalidationKind::VersionRaised { new_ver: Some(2) }
-    );
-    assert_eq!(kind_of(&got, 3), InvalidationKind::Removed, "rotated away");
-    let epochs: Vec<_> = got
-        .iter()
-        .filter(|i| i.sid[0] == 5)
-        .map(|i| i.kind)
-        .collect();
-    assert!(epochs.contains(&InvalidationKind::VersionRaised { new_ver: Some(2) }));
-    assert!(
-        !got.iter().any(|i| i.sid[0] == 4 || i.sid[0] == 9),
-        "a new session and a delete of nothing are no invalidations: {got:?}"
-    );
+            .unwrap();
+        assert_eq!(epoch, expected);
+    }
     // A session guarded by the raised epoch can no longer be created.
     let guard = EpochGuard {
         sid: [5; SID_LEN],
@@ -96,87 +76,58 @@ async fn every_invalidating_write_reaches_a_journal_follower_and_inserts_do_not(
         .await
         .unwrap()
         .is_err());
-    follower.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_journal_follower_resumes_from_its_checkpoint_and_misses_nothing() {
+async fn with_the_journal_written_every_invalidating_write_adds_its_entry_and_nothing_else_does() {
     let server = Dynoxide::start();
     let tier = table(&server.url).await.with_journal(quick());
-    let checkpoints = Arc::new(MemoryCheckpoints::new());
-    let mut first = follow(&tier, checkpoints.clone());
-    first.ready().await;
-    assert!(
-        first.status.covered_since().unwrap() > UNIX_EPOCH,
-        "a cold start covers from its start only"
-    );
-    create_and_delete(&tier, 1).await;
-    first.until(&[1]).await;
-    first.stop().await;
-    assert!(checkpoints.snapshot().contains_key(JOURNAL_CHECKPOINT));
-
-    // Revoked while no follower runs.
-    create_and_delete(&tier, 2).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    let mut second = follow(&tier, checkpoints.clone());
-    let got = second.until(&[2]).await;
-    assert_eq!(kind_of(&got, 2), InvalidationKind::Removed);
-    second.ready().await;
+    write_everything(&tier).await;
+    let got = entries(&tier).await;
+    assert_eq!(kinds_of(&got, 1), vec![InvalidationKind::Removed]);
     assert_eq!(
-        second.status.covered_since(),
-        Some(UNIX_EPOCH),
-        "resumed from a checkpoint: everything is covered"
+        kinds_of(&got, 2),
+        vec![InvalidationKind::VersionRaised { new_ver: Some(2) }],
+        "the update, not the touch after it"
     );
-    second.stop().await;
+    assert_eq!(
+        kinds_of(&got, 3),
+        vec![InvalidationKind::Removed],
+        "rotated away"
+    );
+    let mut epochs = kinds_of(&got, 5);
+    epochs.sort_by_key(|k| format!("{k:?}"));
+    assert_eq!(
+        epochs,
+        vec![
+            InvalidationKind::VersionRaised { new_ver: Some(1) },
+            InvalidationKind::VersionRaised { new_ver: Some(2) },
+        ]
+    );
+    for byte in [4, 6, 9] {
+        assert!(
+            kinds_of(&got, byte).is_empty(),
+            "a new session, a refused one and a delete of nothing are no invalidations"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_entry_visible_late_is_still_read_within_the_settle_window() {
+async fn with_the_journal_off_no_write_adds_an_entry() {
     let server = Dynoxide::start();
-    let tier = table(&server.url).await.with_journal(quick());
-    let mut follower = follow(&tier, Arc::new(MemoryCheckpoints::new()));
-    follower.ready().await;
-    // Let the follower poll past the moment the entry will be stamped.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-        - 1000;
-    // An entry stamped a second ago, as a writer whose clock runs behind (or
-    // an index lagging) makes it: written as the journal's format says.
-    let target = [7u8; SID_LEN];
-    let partition = target[0] % quick().partitions;
-    let entry = HashMap::from([
-        (
-            "sid".to_owned(),
-            AttributeValue::B(Blob::new(vec![0xee; SID_LEN])),
-        ),
-        (
-            "jb".to_owned(),
-            AttributeValue::S(format!("{}.{partition}", stamp / 60_000)),
-        ),
-        ("jt".to_owned(), AttributeValue::N(stamp.to_string())),
-        (
-            "jk".to_owned(),
-            AttributeValue::B(Blob::new(target.to_vec())),
-        ),
-        (
-            "exp".to_owned(),
-            AttributeValue::N((stamp / 1000 + 60).to_string()),
-        ),
-    ]);
-    tier.client()
-        .put_item()
-        .table_name(tier.table())
-        .set_item(Some(entry))
-        .send()
-        .await
-        .unwrap();
-    let got = follower.until(&[7]).await;
-    assert_eq!(kind_of(&got, 7), InvalidationKind::Removed);
-    follower.stop().await;
+    let tier = table(&server.url).await.with_journal(JournalSettings {
+        write: false,
+        ..quick()
+    });
+    write_everything(&tier).await;
+    assert!(entries(&tier).await.is_empty());
+    assert!(!tier.journal_has_entries().await.unwrap());
+    let written = tier.clone().with_journal(quick());
+    assert!(written.delete(&[2; SID_LEN]).await.unwrap());
+    assert!(
+        tier.journal_has_entries().await.unwrap(),
+        "provision reports an index still in use"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,11 +194,12 @@ async fn provision_adds_the_journal_index_to_a_table_made_without_it() {
         "idempotent"
     );
 
-    let mut follower = follow(&tier, Arc::new(MemoryCheckpoints::new()));
-    follower.ready().await;
     create_and_delete(&tier, 3).await;
-    follower.until(&[3]).await;
-    follower.stop().await;
+    assert_eq!(
+        kinds_of(&entries(&tier).await, 3),
+        vec![InvalidationKind::Removed],
+        "the added index holds the entries written since"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,28 +220,4 @@ async fn a_node_with_another_journal_partition_count_is_refused() {
     let err = three.claim_journal_partitions().await.unwrap_err();
     assert_eq!(err.kind, edge_session_sync::ErrorKind::Rejected);
     assert!(err.message.contains("records 2"), "{}", err.message);
-}
-
-/// A touch writes no journal entry: the journal carries only what
-/// invalidates a cached copy.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn touches_are_not_broadcast() {
-    let server = Dynoxide::start();
-    let tier = table(&server.url).await.with_journal(quick());
-    let mut follower = follow(&tier, Arc::new(MemoryCheckpoints::new()));
-    follower.ready().await;
-
-    tier.create(&item(1, 1)).await.unwrap().unwrap();
-    for ver in 2..=4 {
-        tier.touch(&item(1, ver), ver - 1).await.unwrap().unwrap();
-    }
-    tier.create(&item(2, 1)).await.unwrap().unwrap();
-    assert!(tier.delete(&[2; SID_LEN]).await.unwrap());
-
-    let got = follower.until(&[2]).await;
-    assert!(
-        got.iter().all(|i| i.sid[0] != 1),
-        "a touch was journaled: {got:?}"
-    );
-    follower.stop().await;
 }

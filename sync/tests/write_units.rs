@@ -43,12 +43,16 @@ async fn units(tier: &DynamoTier) -> Vec<(&'static str, f64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_journal_each_operation_costs_only_its_own_items() {
     let server = Dynoxide::start();
-    let plain = table(&server.url).await.with_journal(JournalSettings {
-        write: false,
-        ..JournalSettings::default()
-    });
-    let journaled = DynamoTier::new(plain.client().clone(), plain.table())
-        .with_journal(JournalSettings::default());
+    let plain = table(&server.url).await;
+    assert!(
+        !plain.journal().write,
+        "the journal is off unless asked for"
+    );
+    let journaled =
+        DynamoTier::new(plain.client().clone(), plain.table()).with_journal(JournalSettings {
+            write: true,
+            ..JournalSettings::default()
+        });
     let without = units(&plain).await;
     // Fresh keys for the second run: the same operations on other items.
     journaled.delete(&[1; SID_LEN]).await.unwrap();

@@ -288,12 +288,6 @@ async fn follower_restart_misses_no_revocation() {
 /// the rule "a record confirmed before the follower's position is served on
 /// the short lease" (docs/design.md, tier rule 6) makes B refuse them now.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn revocation_during_a_nodes_cold_start_is_not_missed() {
-    // The journal's first read is a `Query` of its index.
-    cold_start_revocation("journal", "Query").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revocation_during_a_stream_followers_cold_start_is_not_missed() {
     cold_start_revocation("stream", "GetShardIterator").await;
 }

@@ -13,6 +13,7 @@ use crate::coherence::{percentile, start, start_proxied, status, terminate_all, 
 use crate::faultproxy::{Fault, FaultProxy};
 use crate::harness::{client, eventually, metric, service_login, v1, Cluster};
 use crate::node::Node;
+use edge_session::sync::SlotId;
 
 const SECRET: &str = "relay-test-secret-0123456789abcdef";
 
@@ -193,7 +194,7 @@ async fn a_forged_relay_is_refused() {
     for slot in 0..2 {
         let epoch = cluster
             .tier
-            .claim_relay_slot(slot, None, "forger", &url)
+            .claim_relay_slot(SlotId::new("default", slot), None, "forger", &url)
             .await
             .unwrap()
             .expect("the slot was free");
@@ -206,7 +207,9 @@ async fn a_forged_relay_is_refused() {
     let renew = tokio::spawn(async move {
         loop {
             for slot in 0..2 {
-                let _ = tier.renew_relay_slot(slot, 1, "forger").await;
+                let _ = tier
+                    .renew_relay_slot(SlotId::new("default", slot), 1, "forger")
+                    .await;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

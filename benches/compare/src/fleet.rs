@@ -2,9 +2,9 @@
 //! limits: how fast a revocation reaches every node, what each node asks of
 //! DynamoDB, and which lease each node is on.
 //!
-//! The nodes are in-process followers ([`StreamFollower`] or
-//! [`JournalFollower`], the node's own, with the node's own lease rule,
-//! [`lease_of`]), each with its own SDK client and access key id, all
+//! The nodes are in-process followers ([`StreamFollower`], the node's own,
+//! with the node's own lease rule, [`lease_of`]), each with its own SDK
+//! client and access key id, all
 //! reading through one [`StreamsLimitProxy`] in front of the embedded
 //! server. A writer (its own key id, counted apart) creates sessions, then
 //! deletes them at a fixed rate through [`DynamoTier::delete`], the write a
@@ -28,8 +28,7 @@ use edge_session::config::StreamSource;
 use edge_session::embedded::EmbeddedDynamo;
 use edge_session::sync::{
     ClientSettings, DynamoTier, Endpoint, FollowerSettings, FollowerStatus, Invalidation,
-    InvalidationKind, Item, JournalFollower, JournalSettings, MemoryCheckpoints, StreamFollower,
-    SID_LEN,
+    InvalidationKind, Item, MemoryCheckpoints, StreamFollower, SID_LEN,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -62,7 +61,7 @@ pub struct FleetSpec {
 impl FleetSpec {
     /// A run with the node's defaults.
     pub fn new(nodes: usize, source: StreamSource) -> Self {
-        let journal = JournalSettings::default();
+        let poll_interval = FollowerSettings::default().poll_interval;
         FleetSpec {
             nodes,
             source,
@@ -70,11 +69,9 @@ impl FleetSpec {
             rate: 100.0,
             idle: Duration::from_secs(5),
             load: Duration::from_secs(10),
-            poll_interval: journal.poll_interval,
+            poll_interval,
             lease: CoherenceSettings {
-                source,
-                journal,
-                poll_interval: journal.poll_interval,
+                poll_interval,
                 heartbeat_every: None,
                 lag_threshold_ms: 3000,
                 lease_ms: 30_000,
@@ -185,41 +182,20 @@ async fn start_node(
     let shutdown = async move {
         let _ = stop_rx.wait_for(|s| *s).await;
     };
-    let (status, task) = match spec.source {
-        StreamSource::Journal => {
-            let settings = JournalSettings {
-                poll_interval: spec.poll_interval,
-                ..spec.lease.journal
-            };
-            let f = JournalFollower::new(client.build().await, table, checkpoints, settings);
-            let status = f.status();
-            (
-                status,
-                tokio::spawn(async move { drop(f.run(sink, shutdown).await) }),
-            )
-        }
-        StreamSource::Relays => {
-            unreachable!("`--sources` parses only stream and journal: relays run as node processes")
-        }
-        StreamSource::Stream => {
-            let settings = FollowerSettings {
-                poll_interval: spec.poll_interval,
-                ..FollowerSettings::default()
-            };
-            let f = StreamFollower::new(
-                client.build().await,
-                client.build_streams().await,
-                table,
-                checkpoints,
-                settings,
-            );
-            let status = f.status();
-            (
-                status,
-                tokio::spawn(async move { drop(f.run(sink, shutdown).await) }),
-            )
-        }
+    // Only the stream is followed in process: relays run as node processes.
+    let settings = FollowerSettings {
+        poll_interval: spec.poll_interval,
+        ..FollowerSettings::default()
     };
+    let f = StreamFollower::new(
+        client.build().await,
+        client.build_streams().await,
+        table,
+        checkpoints,
+        settings,
+    );
+    let status = f.status();
+    let task = tokio::spawn(async move { drop(f.run(sink, shutdown).await) });
     Node { status, task }
 }
 
@@ -323,8 +299,7 @@ pub async fn run(spec: &FleetSpec) -> anyhow::Result<FleetReport> {
         .context("starting the embedded DynamoDB server")?;
     let proxy = StreamsLimitProxy::start(server.addr(), spec.limits)?;
     let table = "fleet";
-    let writer = DynamoTier::new(client_for(&proxy, "writer").build().await, table)
-        .with_journal(spec.lease.journal);
+    let writer = DynamoTier::new(client_for(&proxy, "writer").build().await, table);
     writer
         .provision()
         .await

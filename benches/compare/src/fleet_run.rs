@@ -19,8 +19,9 @@ pub struct FleetArgs {
     #[arg(long, value_delimiter = ',', default_value = "1,2,5,20,50")]
     nodes: Vec<usize>,
     /// Follower sources, comma-separated: `stream` (the table's stream,
-    /// every node a reader) and `journal` (the change journal).
-    #[arg(long, value_delimiter = ',', default_value = "stream,journal")]
+    /// every node a reader; relays are measured as node processes:
+    /// docs/performance.md, "Relays").
+    #[arg(long, value_delimiter = ',', default_value = "stream")]
     sources: Vec<String>,
     /// Revocations a second in the load phase.
     #[arg(long, default_value_t = 100.0)]
@@ -42,8 +43,7 @@ pub struct FleetArgs {
 fn source(name: &str) -> anyhow::Result<StreamSource> {
     match name {
         "stream" => Ok(StreamSource::Stream),
-        "journal" => Ok(StreamSource::Journal),
-        other => anyhow::bail!("unknown source `{other}` (stream or journal)"),
+        other => anyhow::bail!("unknown source `{other}` (stream)"),
     }
 }
 

@@ -2,8 +2,8 @@
 //! a bound login, built with the SDK client directly: the conditional delete
 //! of the old key (`ver = 1`, a fresh anonymous session), the conditional put
 //! of the new item, the check of the user's revocation epoch (absent or 0),
-//! and the change-journal entry of the old key's removal. Measured beside
-//! `TieredStore::regenerate`, which wraps it.
+//! and, when the tier writes the change journal, the entry of the old key's
+//! removal. Measured beside `TieredStore::regenerate`, which wraps it.
 
 use std::collections::HashMap;
 
@@ -26,7 +26,8 @@ pub fn item(key: &StorageKey, record: &SessionRecord) -> Item {
 }
 
 /// The login transaction on `tier`: delete `old` (version 1), put `new`,
-/// check the epoch item `epoch_sid` (absent or 0), journal the removal.
+/// check the epoch item `epoch_sid` (absent or 0), journal the removal when
+/// the tier writes the journal.
 /// Ready to `send()`.
 pub fn login_transaction(
     tier: &DynamoTier,
@@ -52,6 +53,15 @@ pub fn login_transaction(
         .condition_expression("attribute_not_exists(sid) OR ver = :epoch")
         .expression_attribute_values(":epoch", AttributeValue::N("0".into()))
         .build()?;
+    let transaction = tier
+        .client()
+        .transact_write_items()
+        .transact_items(TransactWriteItem::builder().delete(delete).build())
+        .transact_items(TransactWriteItem::builder().put(put).build())
+        .transact_items(TransactWriteItem::builder().condition_check(check).build());
+    if !tier.journal().write {
+        return Ok(transaction);
+    }
     let journal = Put::builder()
         .table_name(table)
         .set_item(Some(journal_entry(
@@ -61,11 +71,5 @@ pub fn login_transaction(
             tier.journal(),
         )))
         .build()?;
-    Ok(tier
-        .client()
-        .transact_write_items()
-        .transact_items(TransactWriteItem::builder().delete(delete).build())
-        .transact_items(TransactWriteItem::builder().put(put).build())
-        .transact_items(TransactWriteItem::builder().condition_check(check).build())
-        .transact_items(TransactWriteItem::builder().put(journal).build()))
+    Ok(transaction.transact_items(TransactWriteItem::builder().put(journal).build()))
 }

@@ -1,11 +1,13 @@
-//! The change journal: how a revocation reaches every node of a fleet
-//! without every node reading the table's stream.
+//! The change journal's entries: what a fleet of older builds reads, kept
+//! written while such a fleet moves to the stream or to relays.
 //!
-//! DynamoDB Streams serves about five `GetRecords` a second per shard, and
-//! AWS asks for at most two readers per shard; a region with more nodes than
-//! that cannot have each follow the stream (docs/design.md, "Coherence").
-//! So every write that invalidates what other nodes may cache also writes,
-//! **in the same transaction**, a small journal item:
+//! Nodes once learned what other nodes revoked from a journal in the table
+//! instead of its stream; this build no longer reads it (it read by a clock
+//! window and missed what became visible late: docs/design.md,
+//! "Coherence"). With [`JournalSettings::write`] on, every write that
+//! invalidates what other nodes may cache still writes, **in the same
+//! transaction**, a small journal item, so that nodes of an older build
+//! still reading the journal miss nothing during a rolling upgrade:
 //!
 //! | attribute | type | meaning |
 //! |---|---|---|
@@ -16,22 +18,8 @@
 //! | `jv` | N | the key's new `ver` (a version raise); absent: the key was removed |
 //! | `exp` | N | TTL: `jt` plus [`JournalSettings::retention`] |
 //!
-//! The sparse GSI `journal-index` (`jb`, `jt`) holds only journal items. A
-//! node reads it with one small `Query` per partition and minute every
-//! poll ([`JournalFollower`]): DynamoDB's read capacity carries the fan-out,
-//! so a hundred nodes cost a hundred small queries, and no node waits on
-//! another. Global tables replicate journal items like any other item.
-//!
-//! # Why a window
-//!
-//! `jt` is the writer's clock, and a GSI is eventually consistent: an entry
-//! may become visible a little after a later-stamped one was read. So each
-//! poll asks for everything stamped since the previous poll's start minus
-//! [`JournalSettings::settle`], and skips what it has already handed over.
-//! An entry that shows up later than `settle` after its stamp (a writer's
-//! clock that far behind, an index that far behind) is missed by the
-//! journal; the lease still bounds it (tier rule 6).
-mod follow;
+//! The sparse GSI `journal-index` (`jb`, `jt`) holds only journal items;
+//! `provision` says when it is empty, so that it can be dropped.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -42,8 +30,6 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use crate::error::{DynamoError, ErrorKind};
 use crate::invalidation::{Invalidation, InvalidationKind};
 use crate::item::{self, SID_LEN};
-
-pub use follow::{JournalFollower, JOURNAL_CHECKPOINT};
 
 /// The journal's GSI.
 pub const JOURNAL_INDEX: &str = "journal-index";
@@ -58,7 +44,7 @@ pub(crate) const BUCKET_MS: u64 = 60_000;
 /// Most partitions a journal may be spread over.
 pub const MAX_PARTITIONS: u8 = 16;
 
-/// How the journal is written and read. Writers and readers of one table
+/// How the journal is written. Writers and the older builds that read it
 /// must agree on `partitions`.
 #[derive(Debug, Clone, Copy)]
 pub struct JournalSettings {
@@ -68,33 +54,18 @@ pub struct JournalSettings {
     /// on, each pays a transaction with its entry (about five).
     pub write: bool,
     /// Partition keys per minute (1..=16). Each takes about 1,000 journal
-    /// writes a second (DynamoDB's per-partition write limit); each costs
-    /// every node one query per poll.
+    /// writes a second (DynamoDB's per-partition write limit).
     pub partitions: u8,
-    /// How long an entry is kept (its TTL). A node down for longer than this
-    /// cannot tell what it missed, and re-checks its whole cache.
+    /// How long an entry is kept (its TTL).
     pub retention: Duration,
-    /// How late an entry may become visible after its stamp and still be
-    /// read (writers' clock skew plus index lag).
-    pub settle: Duration,
-    /// Pause between two polls: the propagation delay when healthy.
-    pub poll_interval: Duration,
-    /// First backoff after a failed poll; doubles per failure.
-    pub backoff_base: Duration,
-    /// Largest backoff.
-    pub backoff_max: Duration,
 }
 
 impl Default for JournalSettings {
     fn default() -> Self {
         JournalSettings {
-            write: true,
+            write: false,
             partitions: 1,
             retention: Duration::from_secs(24 * 3600),
-            settle: Duration::from_millis(2000),
-            poll_interval: Duration::from_millis(250),
-            backoff_base: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
         }
     }
 }
@@ -170,11 +141,9 @@ pub(crate) fn entry_put(
     Ok(TransactWriteItem::builder().put(put).build())
 }
 
-/// A journal entry read back: its own key (to skip it when read twice) and
-/// the invalidation it carries. `None` for an item that is no entry.
-pub(crate) fn parse(
-    map: &HashMap<String, AttributeValue>,
-) -> Option<([u8; SID_LEN], Invalidation)> {
+/// A journal entry read back: its own key and the invalidation it carries.
+/// `None` for an item that is no entry.
+pub fn parse(map: &HashMap<String, AttributeValue>) -> Option<([u8; SID_LEN], Invalidation)> {
     let blob = |name: &str| match map.get(name) {
         Some(AttributeValue::B(b)) => <[u8; SID_LEN]>::try_from(b.as_ref()).ok(),
         _ => None,

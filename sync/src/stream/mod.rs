@@ -134,15 +134,6 @@ pub use status::FollowerStatus;
 use crate::error::DynamoError;
 use follow::{collect, FollowLoop, Follower};
 
-/// The jittered exponential backoff after `failures` failed polls.
-pub(crate) fn backoff_after(
-    failures: u32,
-    base: std::time::Duration,
-    max: std::time::Duration,
-) -> std::time::Duration {
-    fetch::backoff(failures, base, max, fetch::jitter())
-}
-
 /// Follows the table's stream; see the [module docs](self).
 pub struct StreamFollower {
     follower: Follower,
