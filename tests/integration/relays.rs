@@ -11,9 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::coherence::{percentile, start, start_proxied, status, terminate_all, until_refused};
 use crate::faultproxy::{Fault, FaultProxy};
-use crate::harness::{client, eventually, metric, service_login, v1, Cluster};
+use crate::harness::{client, client_settings, eventually, metric, service_login, v1, Cluster};
 use crate::node::Node;
-use edge_session::sync::SlotId;
+use edge_session::sync::{DynamoTier, Endpoint, Item, SlotId, SID_LEN};
 
 const SECRET: &str = "relay-test-secret-0123456789abcdef";
 
@@ -303,11 +303,105 @@ async fn refused_after(c: reqwest::Client, url: String, token: String) -> Durati
     }
 }
 
+/// A session item of the background load.
+fn load_item(n: u64, ver: u64) -> Item {
+    let mut sid = [0x5a; SID_LEN];
+    sid[..8].copy_from_slice(&n.to_be_bytes());
+    Item {
+        sid,
+        uid: None,
+        ver,
+        exp: u64::MAX / 2,
+        body: vec![0; 64],
+    }
+}
+
+/// One of `workers` background writers: worker `w` revokes (creates then
+/// deletes) and touches its share of `revocations` and `touches` a second
+/// until `stop`. Returns what it did.
+async fn load_worker(
+    tier: DynamoTier,
+    (w, workers): (u64, u64),
+    (revocations, touches): (u32, u32),
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (u64, u64) {
+    // Its touched sessions (100 each), and their versions.
+    let pool = 100u64;
+    let mut versions = vec![1u64; pool as usize];
+    let own = |i: u64| (w << 40) | i;
+    for i in 0..pool {
+        tier.create(&load_item(own(i), 1)).await.unwrap().unwrap();
+    }
+    let started = Instant::now();
+    let share = |rate: u32| f64::from(rate) / workers as f64;
+    let (mut revoked, mut touched, mut next) = (0u64, 0u64, pool);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    while !*stop.borrow() {
+        tick.tick().await;
+        let due = |rate: u32| (started.elapsed().as_secs_f64() * share(rate)) as u64;
+        let (revocations_due, touches_due) = (due(revocations), due(touches));
+        // Both kinds in turn, so that one falling behind does not starve
+        // the other.
+        while (revoked < revocations_due || touched < touches_due) && !*stop.borrow() {
+            if revoked < revocations_due {
+                next += 1;
+                let item = load_item(own(next), 1);
+                let created = tier.create(&item).await;
+                let deleted = tier.delete(&item.sid).await;
+                assert!(
+                    matches!((created, deleted), (Ok(Ok(())), Ok(true))),
+                    "a background revocation failed"
+                );
+                revoked += 1;
+            }
+            if touched < touches_due {
+                let i = (touched % pool) as usize;
+                let item = load_item(own(i as u64), versions[i] + 1);
+                let done = tier.touch(&item, versions[i]).await;
+                assert!(
+                    matches!(done, Ok(Ok(()))),
+                    "a background touch failed: {done:?}"
+                );
+                versions[i] += 1;
+                touched += 1;
+            }
+        }
+    }
+    (revoked, touched)
+}
+
+/// Background writes beside the fleet, by 16 writers: `revocations`
+/// sessions created and deleted and `touches` touches a second, straight to
+/// the table through `tier`. Returns the revocations and touches done, and
+/// over how long.
+async fn load(
+    tier: DynamoTier,
+    rates: (u32, u32),
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (u64, u64, Duration) {
+    let workers = 16;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        tasks.spawn(load_worker(tier.clone(), (w, workers), rates, stop.clone()));
+    }
+    let (mut revoked, mut touched) = (0, 0);
+    while let Some(done) = tasks.join_next().await {
+        let (r, t) = done.unwrap();
+        revoked += r;
+        touched += t;
+    }
+    (revoked, touched, started.elapsed())
+}
+
 /// A fleet on relays (`EDGE_SESSION_RELAY_FLEET` nodes, default 5, three of
 /// them candidates), every node reaching DynamoDB through the fault proxy
-/// with the change feed 300 ms late: every revocation reaches every node,
-/// and what each node asks of DynamoDB while idle does not grow with the
-/// fleet (printed: run it at two sizes to compare).
+/// with the change feed 300 ms late, beside a background load
+/// (`EDGE_SESSION_RELAY_FLEET_LOAD="<revocations>,<touches>"` a second,
+/// default 10 and 50) written through a proxy enforcing DynamoDB's
+/// per-partition limit: every sampled revocation reaches every node, nothing
+/// is throttled, and what each node asks of DynamoDB while idle does not
+/// grow with the fleet (printed: run it at two sizes to compare).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fleet_on_relays_gets_every_revocation() {
     let n: usize = std::env::var("EDGE_SESSION_RELAY_FLEET")
@@ -358,6 +452,28 @@ async fn a_fleet_on_relays_gets_every_revocation() {
         per(false)
     );
 
+    let (revocations, touches) = std::env::var("EDGE_SESSION_RELAY_FLEET_LOAD")
+        .ok()
+        .and_then(|v| {
+            let (r, t) = v.split_once(',')?;
+            Some((r.trim().parse().ok()?, t.trim().parse().ok()?))
+        })
+        .unwrap_or((10u32, 50u32));
+    let limits = FaultProxy::to_harness().await.expect("plain http endpoint");
+    limits.set(Fault::PartitionLimit(1000));
+    let writer_tier = DynamoTier::new(
+        client_settings(Endpoint::Static {
+            url: limits.url(),
+            access_key_id: "test".into(),
+            secret_access_key: "test".into(),
+        })
+        .build()
+        .await,
+        &table,
+    );
+    let (stop_load, load_stopped) = tokio::sync::watch::channel(false);
+    let background = tokio::spawn(load(writer_tier, (revocations, touches), load_stopped));
+
     let mut times = Vec::new();
     for i in 0..20 {
         let writer = &nodes[i % n];
@@ -374,13 +490,21 @@ async fn a_fleet_on_relays_gets_every_revocation() {
             times.push(took.unwrap());
         }
     }
+    stop_load.send_replace(true);
+    let (revoked, touched, took) = background.await.unwrap();
+    let secs = took.as_secs_f64();
     times.sort();
     eprintln!(
-        "{n} nodes, {} (node, revocation) pairs, none missed: p50 {:?}, p99 {:?}, max {:?}",
+        "{n} nodes, {} sampled (node, revocation) pairs, none missed: p50 {:?}, p99 {:?}, max {:?}; \
+         beside {:.0} revocations/s and {:.0} touches/s (asked {revocations} and {touches}), {} refused for capacity",
         times.len(),
         percentile(&times, 0.5),
         percentile(&times, 0.99),
-        times.last().unwrap()
+        times.last().unwrap(),
+        revoked as f64 / secs,
+        touched as f64 / secs,
+        limits.throttled(),
     );
+    assert_eq!(limits.throttled(), 0, "a write was refused for capacity");
     terminate_all(nodes).await;
 }
