@@ -23,7 +23,9 @@ pub const READY_FOR: Duration = Duration::from_secs(1);
 pub const OPS_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
 /// Middleware: with an ops listener, the ops routes are 404 on the main
-/// listener and every other route is 404 on the ops listener.
+/// listener and every other route is 404 on the ops listener. The path
+/// compared is the one the router matches (percent-decoded), so
+/// `/%6Detrics` is `/metrics` here too.
 pub async fn split_listeners(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -33,7 +35,8 @@ pub async fn split_listeners(
         .and_then(|s| s.ops_addr.get());
     if let Some(ops) = ops {
         let on_ops = req.app_config().local_addr() == ops;
-        if on_ops != OPS_PATHS.contains(&req.path()) {
+        let routed = req.match_info().as_str();
+        if on_ops != OPS_PATHS.contains(&routed) {
             return Err(
                 ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route").into(),
             );

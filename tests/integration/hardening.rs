@@ -225,6 +225,49 @@ async fn ops_routes_live_only_on_the_ops_listener() {
     assert_eq!(res.status(), StatusCode::OK);
 }
 
+/// With the ops routes on their own listener, a percent-encoded spelling of
+/// one on the public listener (which the router decodes into the same
+/// route) is refused like the plain one.
+#[tokio::test]
+async fn encoded_ops_path_on_the_public_listener_is_refused() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ops_addr = free.local_addr().unwrap();
+    drop(free);
+    let node = node_with(&format!("ops_listen = \"{ops_addr}\""), "").await;
+    for path in [
+        "/%6Detrics",
+        "/%6detrics",
+        "/metric%73",
+        "/%68ealthz",
+        "/%72eadyz",
+        "/%6D%65%74%72%69%63%73",
+    ] {
+        let res = node.client.get(node.at(path)).send().await.unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::NOT_FOUND,
+            "{path} on the public listener"
+        );
+        let body = res.text().await.unwrap();
+        assert!(
+            !body.contains("edge_session_"),
+            "{path} served the metrics on the public listener"
+        );
+    }
+    let ops = format!("http://{ops_addr}");
+    let res = node
+        .client
+        .get(format!("{ops}/%6Detrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "the same spelling on the ops listener"
+    );
+}
+
 #[tokio::test]
 async fn readiness_says_only_ready_or_not() {
     let node = TestNode::spawn().await;
