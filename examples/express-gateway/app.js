@@ -113,6 +113,12 @@ function respond(req, res) {
 
 function sign(req, res) {
   const action = String(req.query.action ?? '');
+  if (req.query.cacheable === '1') {
+    // As an app might answer that forgot the page can sign someone in.
+    res.set('Cache-Control', 'public, max-age=3600');
+    res.set('ETag', '"the-same-for-everyone"');
+    res.set('Expires', new Date(Date.now() + 3600e3).toUTCString());
+  }
   sendAction(req, res, action);
   res.json({ nonce: req.get('X-Edge-Nonce'), action, signature: res.get('X-Edge-Action-Signature') });
 }

@@ -24,7 +24,7 @@
 //! one of `login`, `logout`, `logout_everywhere`, `unknown`; `result` one of
 //! `done`, `failed`, `bad_signature`, `malformed`.
 
-use actix_web::http::header::{HeaderMap, HeaderValue};
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
@@ -207,7 +207,9 @@ async fn sign_out(
     Ok(Outcome::SignedOut)
 }
 
-/// Put `outcome`'s cookie on the response.
+/// Put `outcome`'s cookie on the response, and make the response
+/// uncacheable whatever the app said: a shared cache that kept it would
+/// hand one user's session to others.
 pub fn finish(
     state: &AppState,
     outcome: Option<Outcome>,
@@ -218,6 +220,11 @@ pub fn finish(
         Some(Outcome::SignedIn(token)) => state.session_cookie(&token),
         Some(Outcome::SignedOut) => state.removal_cookie(),
     };
+    let headers = res.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for validator in [header::EXPIRES, header::ETAG, header::LAST_MODIFIED] {
+        headers.remove(validator);
+    }
     res.add_cookie(&cookie).map_err(|_| ApiError::internal())
 }
 

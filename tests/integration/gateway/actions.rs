@@ -269,3 +269,47 @@ async fn failed_login_action_returns_503_and_no_cookie() {
     }
     proxy.set(Fault::Pass);
 }
+
+/// An app whose answer to an action is cacheable (`Cache-Control: public`,
+/// an `ETag`, an `Expires`): the node's answer, which carries the new
+/// session cookie (or its removal), must not be, or a shared cache would
+/// replay one user's session to others.
+#[tokio::test]
+async fn a_response_setting_the_session_cookie_is_never_cacheable() {
+    let express = Express::start();
+    let node = gateway_node(&express.url, "", "").await;
+    let signed = |action: &'static str, carried: Option<String>| {
+        let mut req = node
+            .client
+            .get(node.at("/_test/sign"))
+            .query(&[("action", action), ("cacheable", "1")]);
+        if let Some(c) = carried {
+            req = req.header(COOKIE, cookie(&c));
+        }
+        req.send()
+    };
+    let res = signed("login; user=alice", None).await.unwrap();
+    let alice = session_set_cookie(&res).expect("signed in");
+    assert_never_cached(&res, "a sign-in");
+    let value = alice
+        .split(';')
+        .next()
+        .and_then(|c| c.split_once('='))
+        .map(|(_, v)| v.to_owned())
+        .unwrap();
+    let res = signed("logout", Some(value)).await.unwrap();
+    assert!(expires_cookie(&res), "signed out");
+    assert_never_cached(&res, "a sign-out");
+}
+
+fn assert_never_cached(res: &reqwest::Response, what: &str) {
+    let headers = res.headers();
+    assert_eq!(
+        headers.get("cache-control").and_then(|v| v.to_str().ok()),
+        Some("no-store"),
+        "{what}: {headers:?}"
+    );
+    for dropped in ["etag", "expires"] {
+        assert!(headers.get(dropped).is_none(), "{what} kept {dropped}");
+    }
+}
