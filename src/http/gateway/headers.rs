@@ -195,12 +195,22 @@ pub fn to_client(headers: &HeaderMap, cookie_name: &str) -> HeaderMap {
     out
 }
 
-/// Whether the `Set-Cookie` `value` sets the cookie `name`.
+/// Whether the `Set-Cookie` `value` may set the cookie `name` in some
+/// browser: its name is `name`, starts with it, or is empty (browsers
+/// differ on a nameless cookie), or its value starts with `name`.
 fn sets_cookie(value: &HeaderValue, name: &str) -> bool {
     let bytes = value.as_bytes();
-    let end = bytes.iter().position(|b| *b == b'=' || *b == b';');
-    let cookie = bytes[..end.unwrap_or(bytes.len())].trim_ascii();
-    cookie.eq_ignore_ascii_case(name.as_bytes())
+    let pair_end = bytes.iter().position(|b| *b == b';').unwrap_or(bytes.len());
+    let pair = &bytes[..pair_end];
+    let (cookie, cookie_value) = match pair.iter().position(|b| *b == b'=') {
+        Some(at) => (&pair[..at], &pair[at + 1..]),
+        None => (pair, &pair[pair.len()..]),
+    };
+    let starts = |text: &[u8]| {
+        let text = text.trim_ascii();
+        text.len() >= name.len() && text[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+    };
+    cookie.trim_ascii().is_empty() || starts(cookie) || starts(cookie_value)
 }
 
 /// 128 random bits, base64url: the nonce of one proxied request.
@@ -336,6 +346,25 @@ mod tests {
         assert!(out.get("x-edge-action").is_none());
         assert!(out.get("x-edge-action-signature").is_none());
         assert!(out.get("transfer-encoding").is_none());
+    }
+
+    /// Browsers differ on a cookie with no name (`=__Host-sid=x` is read
+    /// by some as the cookie `__Host-sid`): the app may set none, nor one
+    /// whose name or value starts with the session cookie's name.
+    #[test]
+    fn nameless_cookie_from_the_app_is_dropped() {
+        let m = map(&[
+            ("set-cookie", "=__Host-sid=FORGED; Path=/"),
+            ("set-cookie", "=x"),
+            ("set-cookie", " =x"),
+            ("set-cookie", "__Host-sid2=x"),
+            ("set-cookie", "__Host-sidX=x"),
+            ("set-cookie", "a=__Host-sid=x"),
+            ("set-cookie", "theme=dark"),
+        ]);
+        let out = to_client(&m, "__Host-sid");
+        let cookies: Vec<_> = out.get_all("set-cookie").collect();
+        assert_eq!(cookies, ["theme=dark"]);
     }
 
     #[test]
