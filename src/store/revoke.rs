@@ -47,8 +47,16 @@ impl TieredStore {
                 Some(hit) => {
                     codec::decode(hit.bytes()).map_or(policy_bound, |r| r.absolute_expiry.max(now))
                 }
+                // Known to be unknown (the negative cache, as for loads): no
+                // I/O. A token is issued only after DynamoDB has it, so a key
+                // DynamoDB lacked a moment ago is no session now.
+                None if self.inner.unknown.contains(&key, now) => {
+                    metrics::counter!("edge_session_negative_cache_hits_total").increment(1);
+                    return Ok(Destroyed::NotFound);
+                }
                 None => match self.inner.dynamo.get(key.as_bytes()).await {
                     Ok(None) => {
+                        self.inner.unknown.insert(key, now);
                         if cache.drop_unverified(&key)? {
                             unverified_dropped("unknown");
                         }

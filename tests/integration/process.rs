@@ -442,6 +442,53 @@ async fn unknown_token_costs_one_read_per_negative_ttl() {
     );
 }
 
+/// Logging out with an unknown cookie, again and again: the negative cache
+/// answers as it does for reads, so DynamoDB is asked at most once per
+/// `cache.negative_ttl_ms`, and nothing is written.
+#[tokio::test]
+async fn unknown_cookie_logouts_cost_no_read_within_the_negative_ttl() {
+    const TTL_MS: u128 = 60_000;
+    const N: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config_with(
+        dir.path(),
+        &format!("[cache]\nnegative_ttl_ms = {TTL_MS}\n"),
+    );
+    let c = client();
+    let node = start(&config, "warn");
+    let calls = |op: &'static str| {
+        let (c, url) = (&c, &node.url);
+        async move {
+            let name = format!("edge_session_dynamodb_call_duration_seconds_count{{op=\"{op}\"}}");
+            metric((c, url), &name).await.unwrap_or(0.0)
+        }
+    };
+    let unknown = edge_session::SessionToken::generate().expose();
+    let (gets, deletes) = (calls("get").await, calls("delete").await);
+    let started = std::time::Instant::now();
+    for _ in 0..N {
+        let status = crate::harness::logout((&c, &node.url), &unknown)
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::SEE_OTHER);
+    }
+    let windows = 1 + started.elapsed().as_millis() / TTL_MS;
+    let reads = calls("get").await - gets;
+    assert!(
+        reads <= windows as f64,
+        "{reads} DynamoDB reads for {N} logouts of one unknown cookie in {windows} negative TTL(s)"
+    );
+    assert_eq!(
+        calls("delete").await,
+        deletes,
+        "nothing deleted for a cookie nobody holds"
+    );
+    let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
 #[tokio::test]
 async fn a_node_with_another_journal_partition_count_than_the_table_will_not_start() {
     let dir = tempfile::tempdir().unwrap();
