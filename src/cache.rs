@@ -146,6 +146,8 @@ pub struct SledCache {
     unverified: Tree,
     /// Entries in `unverified` (sled's `len` reads the whole tree).
     unverified_len: Arc<AtomicUsize>,
+    /// Entries in `outbox`, kept as it changes for the same reason.
+    outbox_len: Arc<AtomicUsize>,
     checkpoints: Tree,
     /// Concurrent flushes share one fsync.
     commits: Arc<GroupCommit>,
@@ -177,10 +179,12 @@ impl SledCache {
 
     fn from_db(db: sled::Db) -> Result<Self, CacheError> {
         let unverified = db.open_tree("unverified")?;
+        let outbox = db.open_tree("outbox")?;
         let cache = SledCache {
             sessions: db.open_tree("sessions")?,
             tombstones: db.open_tree("tombstones")?,
-            outbox: db.open_tree("outbox")?,
+            outbox_len: Arc::new(AtomicUsize::new(outbox.len())),
+            outbox,
             expiry: db.open_tree("tombstone_expiry")?,
             unverified_len: Arc::new(AtomicUsize::new(unverified.len())),
             unverified,
@@ -274,7 +278,7 @@ impl SledCache {
 
     /// Revocations waiting for DynamoDB.
     pub fn outbox_len(&self) -> usize {
-        self.outbox.len()
+        self.outbox_len.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether no record is cached (cheap, unlike counting them).

@@ -186,27 +186,33 @@ impl SledCache {
             &self.outbox,
             &self.unverified,
         );
-        let (written, dequeued) =
+        let (written, dequeued, enqueued) =
             trees.transaction(|(sessions, tombstones, expiry, outbox, unverified)| {
                 let old = read(tombstones, key)?;
                 if kind == TombstoneKind::Provisional
                     && old.is_some_and(|(_, k)| k != TombstoneKind::Provisional)
                 {
-                    return Ok((false, false));
+                    return Ok((false, false, false));
                 }
                 let old = old.map(|(t, _)| t);
                 let keep_until = old.map_or(tomb.keep_until, |o| o.keep_until.max(tomb.keep_until));
                 let new = Tombstone { keep_until, ..tomb };
                 put(tombstones, expiry, key, old, new, kind)?;
                 sessions.remove(key.as_bytes())?;
+                let mut enqueued = false;
                 if let Some(now) = queued_at {
-                    outbox.insert(key.as_bytes(), &pair(now, tomb.nonce)[..])?;
+                    enqueued = outbox
+                        .insert(key.as_bytes(), &pair(now, tomb.nonce)[..])?
+                        .is_none();
                 }
                 let dequeued = unverified.remove(key.as_bytes())?.is_some();
-                Ok::<_, ConflictableTransactionError<()>>((true, dequeued))
+                Ok::<_, ConflictableTransactionError<()>>((true, dequeued, enqueued))
             })?;
         if dequeued {
             self.unverified_len.fetch_sub(1, Ordering::Relaxed);
+        }
+        if enqueued {
+            self.outbox_len.fetch_add(1, Ordering::Relaxed);
         }
         Ok(written)
     }
@@ -219,22 +225,26 @@ impl SledCache {
     /// its own final tombstone, which stays. Returns whether it was lifted.
     pub fn lift(&self, key: &StorageKey, nonce: u64) -> Result<bool, CacheError> {
         let trees = (&self.tombstones, &self.expiry, &self.outbox);
-        let lifted = trees.transaction(|(tombstones, expiry, outbox)| {
+        let (lifted, unqueued) = trees.transaction(|(tombstones, expiry, outbox)| {
+            let mut unqueued = false;
             if outbox
                 .get(key.as_bytes())?
                 .and_then(|v| unpair(&v))
                 .is_some_and(|(_, n)| n == nonce)
             {
-                outbox.remove(key.as_bytes())?;
+                unqueued = outbox.remove(key.as_bytes())?.is_some();
             }
             match read(tombstones, key)? {
                 Some((t, TombstoneKind::Provisional)) if t.nonce == nonce => {
                     remove(tombstones, expiry, key, t)?;
-                    Ok(true)
+                    Ok((true, unqueued))
                 }
-                _ => Ok::<_, ConflictableTransactionError<()>>(false),
+                _ => Ok::<_, ConflictableTransactionError<()>>((false, unqueued)),
             }
         })?;
+        if unqueued {
+            self.outbox_len.fetch_sub(1, Ordering::Relaxed);
+        }
         Ok(lifted)
     }
 
@@ -243,21 +253,25 @@ impl SledCache {
     /// tombstone final if it was provisional (nothing can undo it now).
     pub fn ack(&self, key: &StorageKey, nonce: u64) -> Result<(), CacheError> {
         let trees = (&self.tombstones, &self.outbox);
-        trees.transaction(|(tombstones, outbox)| {
+        let unqueued = trees.transaction(|(tombstones, outbox)| {
+            let mut unqueued = false;
             if outbox
                 .get(key.as_bytes())?
                 .and_then(|v| unpair(&v))
                 .is_some_and(|(_, n)| n == nonce)
             {
-                outbox.remove(key.as_bytes())?;
+                unqueued = outbox.remove(key.as_bytes())?.is_some();
             }
             if let Some((t, TombstoneKind::Provisional)) = read(tombstones, key)? {
                 if t.nonce == nonce {
                     tombstones.insert(key.as_bytes(), &encode(t, TombstoneKind::Final)[..])?;
                 }
             }
-            Ok::<_, ConflictableTransactionError<()>>(())
+            Ok::<_, ConflictableTransactionError<()>>(unqueued)
         })?;
+        if unqueued {
+            self.outbox_len.fetch_sub(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 

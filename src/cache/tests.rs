@@ -316,3 +316,37 @@ fn the_sweep_reads_the_expiry_index_across_restarts_and_old_data() {
         .iter()
         .all(|(tree, _, _)| tree != "tombstones"));
 }
+
+#[test]
+fn the_outbox_count_follows_the_outbox_without_reading_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tomb = |nonce| Tombstone {
+        keep_until: 100,
+        nonce,
+    };
+    {
+        let cache = SledCache::open(dir.path()).unwrap();
+        for k in 1..=3 {
+            cache.revoke_and_queue(&key(k), tomb(k as u64), 10).unwrap();
+        }
+        // The same key again replaces its entry: still three.
+        cache.revoke_and_queue(&key(1), tomb(9), 11).unwrap();
+        assert_eq!(cache.outbox_len(), 3);
+        cache.ack(&key(1), 1).unwrap();
+        assert_eq!(
+            cache.outbox_len(),
+            3,
+            "an ack of a replaced revocation keeps the newer"
+        );
+        cache.ack(&key(1), 9).unwrap();
+        cache.ack(&key(2), 2).unwrap();
+        cache.ack(&key(2), 2).unwrap();
+        assert_eq!(cache.outbox_len(), 1, "acked twice, counted once");
+        assert!(cache.revoke_provisionally(&key(4), tomb(4), 12).unwrap());
+        assert_eq!(cache.outbox_len(), 2);
+        assert!(cache.lift(&key(4), 4).unwrap());
+        assert_eq!(cache.outbox_len(), 1);
+    }
+    let reopened = SledCache::open(dir.path()).unwrap();
+    assert_eq!(reopened.outbox_len(), 1, "counted from the tree at open");
+}
