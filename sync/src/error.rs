@@ -148,6 +148,36 @@ where
     }
 }
 
+/// A conditional write refused because its condition did not hold.
+pub(crate) const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
+/// A plain write refused because a transaction on its item is in flight.
+pub(crate) const TRANSACTION_CONFLICT: &str = "TransactionConflictException";
+
+/// The outcome of a single conditional write: `Ok(Some(out))` when it was
+/// written, `Ok(None)` when DynamoDB refused it with one of the codes in
+/// `refused` (its condition did not hold, ...), an error otherwise.
+pub(crate) fn conditional<T, E>(
+    op: &'static str,
+    result: Result<T, SdkError<E, HttpResponse>>,
+    refused: &[&str],
+) -> Result<Option<T>, DynamoError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match result {
+        Ok(out) => Ok(Some(out)),
+        Err(SdkError::ServiceError(service))
+            if service
+                .err()
+                .code()
+                .is_some_and(|code| refused.contains(&code)) =>
+        {
+            Ok(None)
+        }
+        Err(err) => Err(classify(op, &err)),
+    }
+}
+
 /// Whether DynamoDB did not answer at all (what the circuit breaker counts):
 /// a throttled call was answered.
 pub(crate) fn is_unreachable<E>(err: &SdkError<E, HttpResponse>) -> bool

@@ -41,13 +41,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::error::{classify, DynamoError, ErrorKind};
+use crate::error::{classify, conditional, DynamoError, ErrorKind, CONDITION_FAILED};
 use crate::item::{self, EXP, SID, SID_LEN, VER};
 use crate::stream::{CheckpointError, Checkpoints, MemoryCheckpoints};
 use crate::tier::Timed as _;
@@ -208,18 +205,8 @@ impl DynamoTier {
                 .expression_attribute_values(":epoch", n(seen_epoch))
                 .expression_attribute_values(":beat", n(seen_beat)),
         };
-        match put.send().timed(op, self.breaker()).await? {
-            Ok(_) => Ok(Some(epoch)),
-            Err(err)
-                if matches!(
-                    err.as_service_error(),
-                    Some(PutItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(err) => Err(classify(op, &err)),
-        }
+        let written = put.send().timed(op, self.breaker()).await?;
+        Ok(conditional(op, written, &[CONDITION_FAILED])?.map(|_| epoch))
     }
 
     /// Renew `owner`'s hold on slot `slot` at `epoch`; `false` when the
@@ -245,18 +232,7 @@ impl DynamoTier {
             .send()
             .timed(op, self.breaker())
             .await?;
-        match out {
-            Ok(_) => Ok(true),
-            Err(err)
-                if matches!(
-                    err.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(classify(op, &err)),
-        }
+        Ok(conditional(op, out, &[CONDITION_FAILED])?.is_some())
     }
 
     /// Give slot `slot` up (a clean stop): deleted if `owner` still holds it
@@ -279,18 +255,9 @@ impl DynamoTier {
             .send()
             .timed(op, self.breaker())
             .await?;
-        match out {
-            Ok(_) => Ok(()),
-            Err(err)
-                if matches!(
-                    err.as_service_error(),
-                    Some(DeleteItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(())
-            }
-            Err(err) => Err(classify(op, &err)),
-        }
+        // Someone else holds it now: nothing of this holder's to give up.
+        conditional(op, out, &[CONDITION_FAILED])?;
+        Ok(())
     }
 }
 

@@ -6,10 +6,7 @@
 //! `attribute_not_exists`). Reads are strongly consistent, except the GSI
 //! query, which DynamoDB only serves eventually consistent.
 
-use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, ConsumedCapacity, Delete, Put, ReturnConsumedCapacity,
     TransactWriteItem, Update,
@@ -22,7 +19,10 @@ use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
 use crate::breaker::{Breaker, BreakerSettings};
-use crate::error::{classify, is_unreachable, Conflict, DynamoError, ErrorKind, RotateConflict};
+use crate::error::{
+    classify, conditional, is_unreachable, Conflict, DynamoError, ErrorKind, RotateConflict,
+    CONDITION_FAILED, TRANSACTION_CONFLICT,
+};
 use crate::item::{self, Item, SID_LEN};
 use crate::journal::{self, Change, JournalSettings};
 
@@ -187,21 +187,12 @@ impl DynamoTier {
             .send()
             .timed(op, &self.breaker)
             .await?;
-        match result {
-            Ok(out) => {
+        match conditional(op, result, &[CONDITION_FAILED, TRANSACTION_CONFLICT])? {
+            Some(out) => {
                 self.charge(op, out.consumed_capacity());
                 Ok(Ok(()))
             }
-            Err(err)
-                if matches!(
-                    err.as_service_error(),
-                    Some(PutItemError::ConditionalCheckFailedException(_))
-                        | Some(PutItemError::TransactionConflictException(_))
-                ) =>
-            {
-                Ok(Err(Conflict))
-            }
-            Err(err) => Err(classify(op, &err)),
+            None => Ok(Err(Conflict)),
         }
     }
 
@@ -247,20 +238,12 @@ impl DynamoTier {
             .send()
             .timed("create", &self.breaker)
             .await?;
-        match result {
-            Ok(out) => {
+        match conditional("create", result, &[CONDITION_FAILED])? {
+            Some(out) => {
                 self.charge("create", out.consumed_capacity());
                 Ok(Ok(()))
             }
-            Err(err)
-                if matches!(
-                    err.as_service_error(),
-                    Some(PutItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(Err(Conflict))
-            }
-            Err(err) => Err(classify("create", &err)),
+            None => Ok(Err(Conflict)),
         }
     }
 
@@ -564,22 +547,11 @@ impl DynamoTier {
             .send()
             .timed(op, &self.breaker)
             .await?;
-        match result {
-            Ok(out) => {
-                self.charge(op, out.consumed_capacity());
-                Ok(true)
-            }
-            Err(err)
-                if matches!(
-                    err.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                        | Some(UpdateItemError::TransactionConflictException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(classify(op, &err)),
+        let written = conditional(op, result, &[CONDITION_FAILED, TRANSACTION_CONFLICT])?;
+        if let Some(out) = &written {
+            self.charge(op, out.consumed_capacity());
         }
+        Ok(written.is_some())
     }
 
     /// Delete the item whatever its version (a revocation must win over any
@@ -600,23 +572,22 @@ impl DynamoTier {
                 .send()
                 .timed(op, &self.breaker)
                 .await?;
-            return match result {
-                Ok(out) => {
-                    self.charge(op, out.consumed_capacity());
-                    Ok(true)
+            // A transaction on the item in flight refuses it: nothing was
+            // written, and the outbox tries again.
+            if let Err(SdkError::ServiceError(service)) = &result {
+                if service.err().code() == Some(TRANSACTION_CONFLICT) {
+                    return Err(DynamoError::new(
+                        op,
+                        ErrorKind::Throttled,
+                        "a transaction on the item is in flight",
+                    ));
                 }
-                Err(err) => match err.as_service_error() {
-                    Some(DeleteItemError::ConditionalCheckFailedException(_)) => Ok(false),
-                    Some(DeleteItemError::TransactionConflictException(_)) => {
-                        Err(DynamoError::new(
-                            op,
-                            ErrorKind::Throttled,
-                            "a transaction on the item is in flight",
-                        ))
-                    }
-                    _ => Err(classify(op, &err)),
-                },
-            };
+            }
+            let deleted = conditional(op, result, &[CONDITION_FAILED])?;
+            if let Some(out) = &deleted {
+                self.charge(op, out.consumed_capacity());
+            }
+            return Ok(deleted.is_some());
         }
         let delete = Delete::builder()
             .table_name(&self.table)

@@ -6,11 +6,10 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::DynamoTier;
-use crate::error::{classify, DynamoError, ErrorKind};
+use crate::error::{classify, conditional, DynamoError, ErrorKind, CONDITION_FAILED};
 use crate::item::{self, SID_LEN};
 
 /// The settings item's key: not the hash of any token (those are blake3
@@ -62,18 +61,7 @@ impl DynamoTier {
             .condition_expression("attribute_not_exists(sid)")
             .send()
             .await;
-        match put {
-            Ok(_) => Ok(true),
-            Err(err)
-                if matches!(
-                    err.as_service_error(),
-                    Some(PutItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(classify("journal_partitions", &err)),
-        }
+        Ok(conditional("journal_partitions", put, &[CONDITION_FAILED])?.is_some())
     }
 
     /// The table's record: `None` when there is none, `Some(None)` when its
