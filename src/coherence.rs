@@ -82,7 +82,7 @@ pub fn lease_for(
 }
 
 /// `at` in milliseconds since the epoch (the store's clock, `http::now`).
-fn unix_ms(at: SystemTime) -> UnixMillis {
+pub(crate) fn unix_ms(at: SystemTime) -> UnixMillis {
     at.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }

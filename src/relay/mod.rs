@@ -489,13 +489,7 @@ async fn watchdog(store: TieredStore, links: &[Link], settings: &RelaySettings) 
             .min();
         if covered != Some(since) {
             covered = Some(since);
-            store.set_coverage(
-                since.map(|t| {
-                    t.duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64)
-                }),
-                short,
-            );
+            store.set_coverage(since.map(crate::coherence::unix_ms), short);
         }
         metrics::gauge!("edge_session_relay_links")
             .set(states.iter().filter(|s| s.connected).count() as f64);

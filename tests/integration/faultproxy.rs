@@ -69,11 +69,9 @@ pub enum Fault {
     /// `TransactionCanceledException` with `ThrottlingError` for a
     /// transaction. Everything else passes.
     PartitionLimit(u32),
-    /// What a change feed delivers shows up this late, as DynamoDB's
-    /// eventually consistent parts allow: each `GetRecords` answer is held
-    /// back this long (stream delay), and a `Query` of `journal-index`
-    /// answers without the entries stamped less than this long ago (index
-    /// propagation delay). Everything else passes.
+    /// What the stream delivers shows up this late, as DynamoDB Streams
+    /// allows: each `GetRecords` answer is held back this long. Everything
+    /// else passes.
     FeedDelay(Duration),
     /// Answer every request itself, as DynamoDB does when it throttles:
     /// HTTP 400 with the AWS JSON protocol's error shape (`x-amzn-ErrorType`

@@ -1,7 +1,7 @@
 //! What the fault proxy answers itself, and the HTTP/1.1 framing it needs
 //! for that: DynamoDB's refusals (throttling, the per-partition write
 //! limit), a stalled feed's empty `GetRecords`, and a late feed's held-back
-//! or trimmed answers.
+//! answers.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -183,58 +183,13 @@ pub(super) async fn exchange(mut client: TcpStream, mut server: TcpStream, by: D
         let Some(response) = next_request(&mut server, &mut from_server).await else {
             return;
         };
-        let response = if contains(&request, "GetRecords") {
+        if contains(&request, "GetRecords") {
             tokio::time::sleep(by).await;
-            response
-        } else if contains(&request, "journal-index") {
-            hide_recent_entries(&response, by)
-        } else {
-            response
-        };
+        }
         if client.write_all(&response).await.is_err() {
             return;
         }
     }
-}
-
-/// A `Query` answer without the journal entries stamped (`jt`) less than
-/// `by` ago: they are not visible in the index yet.
-pub(super) fn hide_recent_entries(response: &[u8], by: Duration) -> Vec<u8> {
-    let Some(body_at) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return response.to_vec();
-    };
-    let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&response[body_at + 4..]) else {
-        return response.to_vec();
-    };
-    let cutoff = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .saturating_sub(by)
-        .as_millis() as u64;
-    let Some(items) = body.get_mut("Items").and_then(|v| v.as_array_mut()) else {
-        return response.to_vec();
-    };
-    items.retain(|item| {
-        item.pointer("/jt/N")
-            .and_then(|v| v.as_str())
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_none_or(|stamp| stamp <= cutoff)
-    });
-    let count = items.len();
-    body["Count"] = count.into();
-    let body = body.to_string();
-    let head = String::from_utf8_lossy(&response[..body_at]);
-    let head: Vec<String> = head
-        .lines()
-        .map(|line| {
-            if line.to_ascii_lowercase().starts_with("content-length:") {
-                format!("content-length: {}", body.len())
-            } else {
-                line.to_owned()
-            }
-        })
-        .collect();
-    format!("{}\r\n\r\n{body}", head.join("\r\n")).into_bytes()
 }
 
 /// A `200` answer in the AWS JSON 1.0 protocol.
