@@ -6,6 +6,22 @@ fn key(b: u8) -> StorageKey {
     StorageKey([b; 32])
 }
 
+/// Open the cache in `dir` again after dropping it: sled's background
+/// flusher of the dropped database may hold the directory's lock for a
+/// moment, so opening waits up to 10 s (as the integration harness does).
+fn reopen(dir: &std::path::Path) -> SledCache {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match SledCache::open(dir) {
+            Ok(cache) => return cache,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(err) => panic!("reopen the cache: {err:?}"),
+        }
+    }
+}
+
 /// sled 0.34's `flush_async` can lose the wake-up of concurrent callers
 /// (spacejam/sled#1308, #1241): logins and logouts racing on one node
 /// then hang for ever. Every one of many concurrent flushes must finish.
@@ -284,7 +300,7 @@ fn the_sweep_reads_the_expiry_index_across_restarts_and_old_data() {
         db.flush().unwrap();
     }
     {
-        let cache = SledCache::open(dir.path()).unwrap();
+        let cache = reopen(dir.path());
         assert_eq!(cache.expiry_index_len(), 2, "indexed once at open");
         assert_eq!(
             cache.revocation_of(&key(1)).unwrap().unwrap().1,
@@ -300,7 +316,7 @@ fn the_sweep_reads_the_expiry_index_across_restarts_and_old_data() {
         drop(cache);
     }
     // After a restart the index is still there, and not rebuilt.
-    let cache = SledCache::open(dir.path()).unwrap();
+    let cache = reopen(dir.path());
     assert_eq!(cache.expiry_index_len(), 2);
     assert_eq!(
         cache.sweep_tombstones(350).unwrap().tombstones,
@@ -347,6 +363,6 @@ fn the_outbox_count_follows_the_outbox_without_reading_it() {
         assert!(cache.lift(&key(4), 4).unwrap());
         assert_eq!(cache.outbox_len(), 1);
     }
-    let reopened = SledCache::open(dir.path()).unwrap();
+    let reopened = reopen(dir.path());
     assert_eq!(reopened.outbox_len(), 1, "counted from the tree at open");
 }
