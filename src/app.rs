@@ -38,7 +38,7 @@ pub struct Application {
 
 /// The relay settings of `config`, binding `relay.listen` now (so a taken
 /// port fails the start), or `None` unless `stream.source = "relays"`.
-fn relay_settings(config: &Config) -> anyhow::Result<Option<RelaySettings>> {
+fn relay_settings(config: &Config, node: SocketAddr) -> anyhow::Result<Option<RelaySettings>> {
     if config.stream.source != StreamSource::Relays {
         return Ok(None);
     }
@@ -65,6 +65,7 @@ fn relay_settings(config: &Config) -> anyhow::Result<Option<RelaySettings>> {
         secret: secret.into(),
         listener: listener.map(std::sync::Arc::new),
         advertise_url,
+        node: node.to_string(),
         region: relay.region.clone(),
         slots: relay.slots,
         lease: ms(relay.lease_ms),
@@ -260,7 +261,7 @@ impl Application {
         let (stop_upkeep, stopped) = oneshot::channel();
         let (stopped, stopped_follower) = split_shutdown(stopped);
         let upkeep = tokio::spawn(store.clone().maintain(now, stopped));
-        let relays = relay_settings(&config)?;
+        let relays = relay_settings(&config, addr)?;
         let follower = config.stream.enabled.then(|| {
             if let Some(relays) = relays {
                 return tokio::spawn(crate::relay::run(

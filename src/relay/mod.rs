@@ -67,6 +67,9 @@ pub struct RelaySettings {
     pub listener: Option<Arc<TcpListener>>,
     /// How others reach this node's feed.
     pub advertise_url: String,
+    /// How this node names itself to the relays it subscribes to (its
+    /// public address): a relay logs who subscribes.
+    pub node: String,
     /// The region whose slots these are (`relay.region`).
     pub region: String,
     /// Slots in the region.
@@ -174,6 +177,7 @@ pub async fn run(
                 secret: Arc::clone(&settings.secret),
                 seen: Arc::clone(&seen),
                 clock,
+                node: settings.node.as_str().into(),
             },
         ));
     }

@@ -159,6 +159,12 @@ fn handle(
     };
     let resumed = sub.epoch == hub.epoch() && sub.after > 0 && hub.since(sub.after).is_ok();
     let start = if resumed { sub.after } else { hub.head() };
+    let node = req
+        .headers()
+        .get(super::subscribe::NODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unnamed");
+    tracing::debug!(node, resumed, start, "relay: a node subscribed");
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(stream_to(tx, hub, hubs, secret, sub.nonce, start, resumed));
     let mut response = Response::new(Lines(rx));

@@ -93,7 +93,13 @@ pub struct Context {
     pub secret: Arc<[u8]>,
     pub seen: Arc<Mutex<Seen>>,
     pub clock: fn() -> UnixMillis,
+    /// This node's name for the relays ([`NODE_HEADER`]).
+    pub node: Arc<str>,
 }
+
+/// The header a subscriber names itself in (its public address), for the
+/// relay's log: it is not signed and grants nothing.
+pub const NODE_HEADER: &str = "x-edge-session-node";
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -179,6 +185,7 @@ async fn connect(
     .expect("plain pairs encode");
     let request = hyper::Request::get(format!("/feed?{query}"))
         .header(hyper::header::HOST, authority.as_str())
+        .header(NODE_HEADER, &*cx.node)
         .body(Lines::once(""))
         .expect("a valid request");
     let response =
