@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 
-use crate::faultproxy::{Fault, FaultProxy};
+use crate::faultproxy::{Fault, FaultProxy, IndexLag};
 use crate::harness::{
     client, eventually, metric, node_toml, proxied_node_toml, service_login, table_name, v1,
     Cluster,
@@ -486,6 +486,61 @@ async fn index_or_stream_delay_loses_no_revocation() {
         let took = until_refused(&c, &b, &token, delay + Duration::from_secs(5)).await;
         eprintln!("with the feed {delay:?} late, B refused the logout after {took:?}");
     }
+    proxy.set(Fault::Pass);
+    terminate_all([a, b]).await;
+}
+
+/// "Log out everywhere" while the user index is late (a seeded delay: median
+/// 20 ms, p99 800 ms, one write in a thousand 5 s late): the index query
+/// misses the newest sessions, so the listing alone would leave them alive.
+/// The user's revocation epoch, raised first, ends them anyway, on the node
+/// that revoked and on the node that made them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_the_index_has_not_seen_is_ended_with_its_user() {
+    let Some(proxy) = FaultProxy::to_harness().await else {
+        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+        return;
+    };
+    let table = Cluster::new().await.tier.table().to_owned();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let extra = format!("{STREAM_FAST}{LONG_LEASE}");
+    let a = start_proxied(da.path(), &table, &proxy, &extra);
+    let b = start_proxied(db.path(), &table, &proxy, &extra);
+    let c = client();
+    for node in [&a, &b] {
+        eventually("the node's follower healthy", || async {
+            metric((&c, &node.url), "edge_session_lease_seconds").await == Some(600.0)
+        })
+        .await;
+    }
+    proxy.set(Fault::IndexDelay(IndexLag::Seeded(0x5eed)));
+    let user = "late-index";
+    let mut tokens = Vec::new();
+    for _ in 0..24 {
+        let token = service_login((&c, &a.url), user).await;
+        assert_eq!(status(&c, &a, &token).await, StatusCode::OK);
+        tokens.push(token);
+    }
+    let before = proxy.index_hidden();
+    let res = v1(
+        (&c, &b.url),
+        Method::DELETE,
+        &format!("/v1/users/{user}/sessions"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let hidden = proxy.index_hidden() - before;
+    assert!(hidden >= 1, "the index hid nothing: the fault did not bite");
+    for token in &tokens {
+        assert_eq!(status(&c, &b, token).await, StatusCode::NOT_FOUND);
+        until_refused(&c, &a, token, Duration::from_secs(10)).await;
+    }
+    eprintln!(
+        "the user index left out {hidden} of {} sessions; every one ended",
+        tokens.len()
+    );
     proxy.set(Fault::Pass);
     terminate_all([a, b]).await;
 }

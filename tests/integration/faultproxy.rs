@@ -18,8 +18,10 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
 mod answers;
+mod index;
 
 use answers::{contains, exchange, next_request, throttle, Answer};
+pub use index::IndexLag;
 
 /// What the proxy does to traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +75,11 @@ pub enum Fault {
     /// allows: each `GetRecords` answer is held back this long. Everything
     /// else passes.
     FeedDelay(Duration),
+    /// A global secondary index updated late, as DynamoDB updates one: an
+    /// item written through this proxy is missing from `Query` answers on
+    /// an index until its delay has passed (`faultproxy/index.rs`).
+    /// Everything else passes.
+    IndexDelay(IndexLag),
     /// Answer every request itself, as DynamoDB does when it throttles:
     /// HTTP 400 with the AWS JSON protocol's error shape (`x-amzn-ErrorType`
     /// and `__type` `ThrottlingException`). Nothing reaches the server.
@@ -104,6 +111,10 @@ struct Counts {
     stalled: AtomicU64,
     /// Per partition key: the second and the write units used in it.
     windows: std::sync::Mutex<std::collections::HashMap<String, (u64, u32)>>,
+    /// Items written through the proxy, for `IndexDelay`.
+    written: std::sync::Mutex<index::Written>,
+    /// Items `IndexDelay` left out of index queries.
+    index_hidden: AtomicU64,
 }
 
 impl Drop for FaultProxy {
@@ -207,6 +218,11 @@ impl FaultProxy {
         self.counts.held.load(Ordering::SeqCst)
     }
 
+    /// Items left out of index queries so far ([`Fault::IndexDelay`]).
+    pub fn index_hidden(&self) -> u64 {
+        self.counts.index_hidden.load(Ordering::SeqCst)
+    }
+
     /// `GetRecords` answered empty so far ([`Fault::StallFeed`]).
     pub fn stalled(&self) -> u64 {
         self.counts.stalled.load(Ordering::SeqCst)
@@ -307,6 +323,7 @@ async fn serve(
             | Fault::SlowRequestsTo(..)
             | Fault::PartitionLimit(_)
             | Fault::FeedDelay(_)
+            | Fault::IndexDelay(_)
             | Fault::StallFeed => {
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     return;
@@ -332,6 +349,10 @@ async fn serve(
                 };
                 if let Fault::FeedDelay(by) = fault {
                     exchange(client, server, by).await;
+                    return;
+                }
+                if let Fault::IndexDelay(lag) = fault {
+                    index::exchange(client, server, lag, &shared.counts).await;
                     return;
                 }
                 let (client_read, client_write) = client.into_split();
