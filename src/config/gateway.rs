@@ -24,8 +24,12 @@ pub struct GatewayConfig {
     /// (required with `upstream`, at least 32 bytes).
     pub action_secret: Option<SecretString>,
     /// Path prefixes that need an identity: without one, HTML requests are
-    /// sent to the login page, others get 401.
+    /// sent to the login page, others get 401. `["/*"]`: every path (deny
+    /// by default), save `public`.
     pub protect: Vec<String>,
+    /// Path prefixes anyone may reach, under a protected one (`["/*"]`):
+    /// a path is public only if every reading of it is under one.
+    pub public: Vec<String>,
     /// `iss` of the assertion.
     pub issuer: String,
     /// `aud` of the assertion.
@@ -55,6 +59,7 @@ impl Default for GatewayConfig {
             upstream: None,
             action_secret: None,
             protect: Vec::new(),
+            public: Vec::new(),
             issuer: "edge-session".into(),
             audience: "edge-session-upstream".into(),
             assertion_ttl_secs: 60,
@@ -104,13 +109,21 @@ impl GatewayConfig {
                 Some(_) => {}
             }
         }
-        for (i, prefix) in self.protect.iter().enumerate() {
-            if !prefix.starts_with('/') || prefix.starts_with("//") {
-                return bad(
-                    &format!("protect[{i}]"),
-                    "must be a path starting with one `/`",
-                );
+        for (list, prefixes) in [("protect", &self.protect), ("public", &self.public)] {
+            for (i, prefix) in prefixes.iter().enumerate() {
+                if !prefix.starts_with('/') || prefix.starts_with("//") {
+                    return bad(
+                        &format!("{list}[{i}]"),
+                        "must be a path starting with one `/`",
+                    );
+                }
             }
+        }
+        if !self.public.is_empty() && self.protect.is_empty() {
+            return bad(
+                "public",
+                "lists exceptions to `gateway.protect`, which is empty (deny by default: `protect = [\"/*\"]`)",
+            );
         }
         if self.issuer.is_empty() || self.audience.is_empty() {
             return bad("issuer", "and `gateway.audience` must not be empty");

@@ -15,10 +15,21 @@
 //!   upstreams that never resolve them, without (`/admin/..%2F..` is still
 //!   under `/admin` for a router that matches segments literally);
 //! - case-insensitively (Express routes ignore case by default);
-//! - each segment cut at `;` (path parameters) and at a NUL byte.
+//! - each segment cut at `;` (path parameters) and at a NUL byte;
+//! - with a front controller's script taken away (`/index.php/admin` is
+//!   `/admin` to Laravel and Symfony);
+//! - a prefix's segment also covers its suffixed forms, `admin.html`,
+//!   `admin.json`, `admin.` and `admin ` (Rails serves `/admin.html` from
+//!   the `/admin` route; older Spring matches `/admin.x` to `/admin`).
 //!
 //! Over-matching costs a sign-in on a strange URL; under-matching would
 //! hand a protected page to someone not signed in.
+//!
+//! Deny by default: `protect = ["/*"]` (or `["/"]`) covers every path, and
+//! `gateway.public` lists the prefixes anyone may reach. A path is public
+//! only if *every* reading of it falls under a public prefix, segment for
+//! segment with no suffixed forms: `/assets/../admin` and `/login.php` are
+//! not public because `/assets` and `/login` are.
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
@@ -28,32 +39,86 @@ use crate::http::error::ApiError;
 use crate::http::request::percent_decoded;
 use crate::http::EDGE_PREFIX;
 
-/// The protected prefixes, each as its normalized segments.
+/// The protected prefixes and the public ones, each as its normalized
+/// segments.
 #[derive(Debug, Clone, Default)]
-pub struct Protected(Vec<Vec<String>>);
+pub struct Protected {
+    protect: Vec<Vec<String>>,
+    public: Vec<Vec<String>>,
+}
 
 impl Protected {
-    /// From `gateway.protect`.
-    pub fn new(prefixes: &[String]) -> Self {
-        Protected(
-            prefixes
-                .iter()
-                .map(|p| segments(&percent_decoded(p), true))
-                .collect(),
-        )
+    /// From `gateway.protect` and `gateway.public`.
+    pub fn new(prefixes: &[String], public: &[String]) -> Self {
+        let parse = |list: &[String]| -> Vec<Vec<String>> {
+            list.iter()
+                .map(|p| match p.as_str() {
+                    "/*" => Vec::new(),
+                    p => segments(&percent_decoded(p), true),
+                })
+                .collect()
+        };
+        Protected {
+            protect: parse(prefixes),
+            public: parse(public),
+        }
     }
 
-    /// Whether `path` (raw, as received) is under a protected prefix in any
-    /// of the forms it can be read in.
+    /// Whether `path` (raw, as received) needs a signed-in user: it is under
+    /// a protected prefix in any of the forms it can be read in, and not
+    /// under a public prefix in all of them.
     pub fn covers(&self, path: &str) -> bool {
-        if self.0.is_empty() {
+        if self.protect.is_empty() {
             return false;
         }
-        let text = percent_decoded(path);
-        [segments(&text, true), segments(&text, false)]
-            .iter()
-            .any(|path| self.0.iter().any(|prefix| path.starts_with(prefix)))
+        let readings = readings(path);
+        let protected = readings.iter().any(|path| {
+            self.protect
+                .iter()
+                .any(|prefix| under(path, prefix, suffixed))
+        });
+        protected
+            && !readings.iter().all(|path| {
+                self.public
+                    .iter()
+                    .any(|prefix| under(path, prefix, |seg, p| seg == p))
+            })
     }
+}
+
+/// Every reading of the raw `path` an upstream might route by, as
+/// normalized segments.
+fn readings(path: &str) -> Vec<Vec<String>> {
+    let text = percent_decoded(path);
+    let mut out = Vec::new();
+    for resolve in [true, false] {
+        let segs = segments(&text, resolve);
+        // A front controller's script (`/index.php/admin`, also under a
+        // directory: `/app/index.php/admin`) routes what follows it.
+        for (i, seg) in segs.iter().enumerate() {
+            if seg.ends_with(".php") {
+                out.push(segs[i + 1..].to_vec());
+            }
+        }
+        out.push(segs);
+    }
+    out
+}
+
+/// Whether `path` starts with `prefix`, segment by segment as `matches`
+/// says.
+fn under(path: &[String], prefix: &[String], matches: fn(&str, &str) -> bool) -> bool {
+    path.len() >= prefix.len() && path.iter().zip(prefix).all(|(seg, p)| matches(seg, p))
+}
+
+/// A protected prefix's segment `p` covers `seg` itself and its suffixed
+/// forms: `p.<anything>`, and `p` with trailing dots and spaces.
+fn suffixed(seg: &str, p: &str) -> bool {
+    let trimmed = seg.trim_end_matches(['.', ' ']);
+    trimmed == p
+        || seg
+            .strip_prefix(p)
+            .is_some_and(|rest| rest.starts_with('.'))
 }
 
 /// The segments of a decoded path, lower case, each cut at `;` and NUL,
@@ -109,7 +174,7 @@ mod tests {
 
     #[test]
     fn prefixes_cover_whole_segments_in_every_spelling() {
-        let p = Protected::new(&["/admin".into(), "/Team/Settings".into()]);
+        let p = Protected::new(&["/admin".into(), "/Team/Settings".into()], &[]);
         for covered in [
             "/admin",
             "/admin/",
@@ -149,7 +214,60 @@ mod tests {
         ] {
             assert!(!p.covers(open), "{open}");
         }
-        assert!(!Protected::new(&[]).covers("/admin"));
-        assert!(Protected::new(&["/".into()]).covers("/anything"));
+        assert!(!Protected::new(&[], &[]).covers("/admin"));
+        assert!(Protected::new(&["/".into()], &[]).covers("/anything"));
+    }
+
+    #[test]
+    fn suffixed_and_front_controller_forms_are_covered() {
+        let p = Protected::new(&["/admin".into()], &[]);
+        for covered in [
+            "/admin.html",
+            "/admin.json",
+            "/admin.",
+            "/admin..",
+            "/admin%20",
+            "/admin.%20",
+            "/admin.x/y",
+            "/ADMIN.HTML",
+            "/index.php/admin",
+            "/index.php/admin.json",
+            "/app/index.php/admin",
+            "/index.php/x/../admin",
+        ] {
+            assert!(p.covers(covered), "{covered}");
+        }
+        for open in ["/adminx", "/admin-x.html", "/index.php", "/index.php/x"] {
+            assert!(!p.covers(open), "{open}");
+        }
+    }
+
+    #[test]
+    fn deny_by_default_opens_only_paths_public_in_every_reading() {
+        let p = Protected::new(&["/*".into()], &["/".into()]);
+        assert!(!p.covers("/anything"), "everything public");
+        let p = Protected::new(&["/*".into()], &["/assets".into(), "/login".into()]);
+        for open in [
+            "/assets",
+            "/assets/app.js",
+            "/ASSETS/x",
+            "/login",
+            "/login;x=1",
+        ] {
+            assert!(!p.covers(open), "{open}");
+        }
+        for covered in [
+            "/",
+            "/admin",
+            "/assets/../admin",
+            "/assets/%2e%2e/admin",
+            "/assets%2F..%2Fadmin",
+            "/login.php",
+            "/login.json",
+            "/loginx",
+            "/index.php/login",
+        ] {
+            assert!(p.covers(covered), "{covered}");
+        }
     }
 }

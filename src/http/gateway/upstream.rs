@@ -68,7 +68,7 @@ impl Upstream {
             authority: authority.to_string(),
             response_timeout: Duration::from_millis(config.upstream_timeout_ms),
             trusted_proxies,
-            protected: Protected::new(&config.protect),
+            protected: Protected::new(&config.protect, &config.public),
         }))
     }
 

@@ -195,3 +195,80 @@ async fn open_redirect_via_next_is_refused() {
     let res = edge_login(&node, "/admin?x=%2F%2F").await;
     assert_eq!(res.headers()[LOCATION], "/admin?x=%2F%2F");
 }
+
+/// `GET {path}` on a raw socket (an HTTP client would normalize the path),
+/// asking for JSON: the answer's status and head.
+async fn raw_get(node: &TestNode, path: &str) -> (u16, String) {
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: app.example\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    );
+    let res = raw_request(&node.url, request.as_bytes()).await;
+    (res.status, res.head)
+}
+
+#[tokio::test]
+async fn suffixed_and_front_controller_paths_are_protected() {
+    let express = Express::start();
+    let node = gateway_node(&express.url, PROTECT, "").await;
+    // Rails serves `/admin.html` from `/admin`, older Spring `/admin.x`;
+    // Laravel and Symfony route `/index.php/admin` to `/admin`.
+    for path in [
+        "/admin.html",
+        "/admin.json",
+        "/admin.",
+        "/admin%20",
+        "/admin.%20.",
+        "/Admin.HTML",
+        "/admin;.html",
+        "/index.php/admin",
+        "/public/index.php/admin/users",
+        "/index.php/admin.json",
+    ] {
+        let (status, head) = raw_get(&node, path).await;
+        assert_eq!(status, 401, "{path} reached the app: {head}");
+    }
+    let (status, _) = raw_get(&node, "/administrator.html").await;
+    assert_eq!(status, 404, "a neighbour is the app's (Express's 404)");
+}
+
+#[tokio::test]
+async fn deny_by_default_protects_unlisted_paths() {
+    let express = Express::start();
+    let node = gateway_node(
+        &express.url,
+        "protect = [\"/*\"]\npublic = [\"/login\", \"/headers\"]",
+        "",
+    )
+    .await;
+    for path in ["/headers", "/headers/", "/HEADERS", "/login"] {
+        let (status, head) = raw_get(&node, path).await;
+        assert_eq!(status, 200, "{path} is public: {head}");
+    }
+    // Anything not listed, and any reading that leaves a public prefix.
+    for path in [
+        "/",
+        "/admin",
+        "/anything-else",
+        "/headers/../admin",
+        "/headers/%2e%2e/admin",
+        "/headers%2F..%2Fadmin",
+        "/login.php",
+        "/login.json",
+        "/index.php/login",
+        "/loginx",
+    ] {
+        let (status, head) = raw_get(&node, path).await;
+        assert_eq!(status, 401, "{path} reached the app: {head}");
+    }
+    // Signed in, unlisted paths open.
+    let res = edge_login(&node, "/").await;
+    let alice = session_cookie(&res);
+    let res = node
+        .client
+        .get(node.at("/admin"))
+        .header(COOKIE, cookie(&alice))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
