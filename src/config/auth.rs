@@ -17,11 +17,17 @@ pub struct AuthConfig {
     pub per_ip_per_minute: u32,
     /// Attempts a client address may make at once before the rate applies.
     pub per_ip_burst: u32,
+    /// Login attempts per IPv6 /48 per minute (addresses are counted per
+    /// /64 by `per_ip_*`; a routed /48 holds 65,536 of them).
+    pub per_ipv6_48_per_minute: u32,
+    /// Attempts a /48 may make at once before its rate applies.
+    pub per_ipv6_48_burst: u32,
     /// Login attempts per username (known or not) per minute.
     pub per_account_per_minute: u32,
     /// Attempts on one username at once before the rate applies.
     pub per_account_burst: u32,
-    /// Addresses (and usernames) tracked at most; when full, logins get 429.
+    /// Keys each budget table tracks at most; when full, a new key takes
+    /// the room of the keys that owe least (nobody is refused for it).
     pub max_tracked: usize,
 }
 
@@ -33,6 +39,8 @@ impl Default for AuthConfig {
             hash_queue: 16,
             per_ip_per_minute: 30,
             per_ip_burst: 10,
+            per_ipv6_48_per_minute: 300,
+            per_ipv6_48_burst: 100,
             per_account_per_minute: 10,
             per_account_burst: 5,
             max_tracked: 100_000,

@@ -182,6 +182,11 @@ impl Config {
             ("auth.per_ip_per_minute", a.per_ip_per_minute.into()),
             ("auth.per_ip_burst", a.per_ip_burst.into()),
             (
+                "auth.per_ipv6_48_per_minute",
+                a.per_ipv6_48_per_minute.into(),
+            ),
+            ("auth.per_ipv6_48_burst", a.per_ipv6_48_burst.into()),
+            (
                 "auth.per_account_per_minute",
                 a.per_account_per_minute.into(),
             ),

@@ -1,14 +1,29 @@
-//! Login budgets (anti-automation): a rate per client address and a rate per
-//! username, each a `governor` keyed GCRA limiter, and the client address
-//! itself (the TCP peer, or `X-Forwarded-For` behind a trusted proxy).
+//! Login budgets (anti-automation), each a `governor` GCRA limiter keyed
+//! by the client or the username, and the client address itself (the TCP
+//! peer, or `X-Forwarded-For` behind a trusted proxy). An attempt is
+//! counted, in order, against:
 //!
-//! Memory: each limiter holds one entry (about 100 bytes) per key it has
-//! seen and not yet forgotten. Every [`SWEEP_EVERY`] the entries whose
-//! budget has fully recovered are dropped (`retain_recent`) and the maps
-//! shrunk. A map at `auth.max_tracked` entries refuses every attempt (429)
-//! until a sweep frees room: worst case `2 × max_tracked` entries in all.
-//! A username only reaches the per-account map once its address passed its
-//! own budget.
+//! 1. its address (`auth.per_ip_*`): an IPv4 address, or an IPv6 /64 (one
+//!    host usually holds a whole /64);
+//! 2. for IPv6, its /48 (`auth.per_ipv6_48_*`, looser: a routed /48 holds
+//!    65,536 /64s);
+//! 3. the pair of username and address, at half the username's rate and
+//!    burst: one address can spend at most half of an account's budget, so
+//!    on its own it can never keep the account locked (others keep at least
+//!    half the rate);
+//! 4. the username (`auth.per_account_*`), known or not.
+//!
+//! A budget refused stops the count there: later budgets are not spent.
+//!
+//! Memory: each table holds at most about `auth.max_tracked` keys (about
+//! 100 bytes each, four tables). A full table never refuses: a key it has
+//! not seen takes the room of the keys that owe least ([`evicting`]), so
+//! filling the tables with fresh addresses or usernames locks no one out
+//! and evicts no key that is being refused while keys with budget left
+//! remain. Every [`SWEEP_EVERY`] the keys whose budget has fully recovered
+//! are dropped.
+
+mod evicting;
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
@@ -17,26 +32,34 @@ use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{Quota, RateLimiter};
 
 use crate::config::{AuthConfig, IpNet};
+use evicting::EvictingStore;
 
 /// How often recovered entries are dropped from the limiters.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
-/// What a client address is counted as: an IPv4 address, or an IPv6 /64
-/// (one host usually holds a whole /64).
+/// What a client address is counted as: an IPv4 address, or an IPv6 /64.
 type AddrKey = IpAddr;
 
 /// A username's key: 16 bytes of a keyed hash, so a long name costs no
 /// more memory than a short one.
 type AccountKey = [u8; 16];
 
-/// The two budgets. Shared by every worker.
+/// A GCRA limiter over a bounded table.
+type Limiter<K> = RateLimiter<K, EvictingStore<K>, DefaultClock>;
+
+fn limiter<K: std::hash::Hash + Eq + Clone>(quota: Quota, capacity: usize) -> Limiter<K> {
+    RateLimiter::new(quota, EvictingStore::new(capacity), DefaultClock::default())
+}
+
+/// The budgets. Shared by every worker.
 pub struct Budgets {
-    per_addr: DefaultKeyedRateLimiter<AddrKey>,
-    per_account: DefaultKeyedRateLimiter<AccountKey>,
-    max_tracked: usize,
+    per_addr: Limiter<AddrKey>,
+    per_v6_48: Limiter<u64>,
+    per_pair: Limiter<(AccountKey, AddrKey)>,
+    per_account: Limiter<AccountKey>,
     started: Instant,
     /// Milliseconds after `started` of the last sweep.
     last_sweep_ms: AtomicU64,
@@ -49,35 +72,45 @@ pub struct OverBudget {
     pub retry_after_secs: u64,
 }
 
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n.max(1)).expect("at least 1")
+}
+
 fn quota(per_minute: u32, burst: u32) -> Quota {
-    let nz = |n: u32| NonZeroU32::new(n.max(1)).expect("at least 1");
     Quota::per_minute(nz(per_minute)).allow_burst(nz(burst))
+}
+
+/// Half of `per_minute` and of `burst` (at least one attempt at once).
+fn half_quota(per_minute: u32, burst: u32) -> Quota {
+    let period = Duration::from_secs(120) / per_minute.max(1);
+    Quota::with_period(period)
+        .expect("a non-zero period")
+        .allow_burst(nz(burst / 2))
 }
 
 impl Budgets {
     /// The budgets of `[auth]`.
     pub fn new(config: &AuthConfig) -> Self {
+        let cap = config.max_tracked;
+        let (account_rate, account_burst) =
+            (config.per_account_per_minute, config.per_account_burst);
         Budgets {
-            per_addr: RateLimiter::keyed(quota(config.per_ip_per_minute, config.per_ip_burst)),
-            per_account: RateLimiter::keyed(quota(
-                config.per_account_per_minute,
-                config.per_account_burst,
-            )),
-            max_tracked: config.max_tracked,
+            per_addr: limiter(quota(config.per_ip_per_minute, config.per_ip_burst), cap),
+            per_v6_48: limiter(
+                quota(config.per_ipv6_48_per_minute, config.per_ipv6_48_burst),
+                cap,
+            ),
+            per_pair: limiter(half_quota(account_rate, account_burst), cap),
+            per_account: limiter(quota(account_rate, account_burst), cap),
             started: Instant::now(),
             last_sweep_ms: AtomicU64::new(0),
         }
     }
 
-    /// Count one login attempt from `addr` on `username`: first against the
-    /// address's budget, then (only if that passed) the username's.
+    /// Count one login attempt from `addr` on `username` against each
+    /// budget in turn (see the module's docs).
     pub fn attempt(&self, addr: IpAddr, username: &str) -> Result<(), OverBudget> {
         self.sweep_if_due();
-        if self.per_addr.len() >= self.max_tracked || self.per_account.len() >= self.max_tracked {
-            return Err(OverBudget {
-                retry_after_secs: SWEEP_EVERY.as_secs(),
-            });
-        }
         let clock = DefaultClock::default();
         let over = |not_until: governor::NotUntil<_>| OverBudget {
             retry_after_secs: not_until
@@ -86,13 +119,18 @@ impl Budgets {
                 .ceil()
                 .max(1.0) as u64,
         };
-        self.per_addr.check_key(&addr_key(addr)).map_err(over)?;
-        self.per_account
-            .check_key(&account_key(username))
-            .map_err(over)
+        let addr = addr_key(addr);
+        self.per_addr.check_key(&addr).map_err(over)?;
+        if let IpAddr::V6(v6) = addr {
+            let net = (u128::from(v6) >> 80) as u64;
+            self.per_v6_48.check_key(&net).map_err(over)?;
+        }
+        let account = account_key(username);
+        self.per_pair.check_key(&(account, addr)).map_err(over)?;
+        self.per_account.check_key(&account).map_err(over)
     }
 
-    /// Entries in the two maps (tests, metrics).
+    /// Entries in the address and username tables (tests, metrics).
     pub fn tracked(&self) -> (usize, usize) {
         (self.per_addr.len(), self.per_account.len())
     }
@@ -111,6 +149,9 @@ impl Budgets {
         {
             self.per_addr.retain_recent();
             self.per_addr.shrink_to_fit();
+            self.per_v6_48.retain_recent();
+            self.per_pair.retain_recent();
+            self.per_pair.shrink_to_fit();
             self.per_account.retain_recent();
             self.per_account.shrink_to_fit();
             let (addrs, accounts) = self.tracked();
@@ -225,29 +266,58 @@ mod tests {
         let config = AuthConfig {
             per_ip_per_minute: 1,
             per_ip_burst: 2,
+            per_ipv6_48_per_minute: 1,
+            per_ipv6_48_burst: 3,
             per_account_per_minute: 1,
-            per_account_burst: 3,
-            max_tracked: 4,
+            per_account_burst: 4,
+            max_tracked: 16,
             ..AuthConfig::default()
         };
         let b = Budgets::new(&config);
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        assert!(b.attempt(a, "alice").is_ok());
-        assert!(b.attempt(a, "alice").is_ok());
-        let over = b.attempt(a, "alice").unwrap_err();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(b.attempt(ip("192.0.2.1"), "alice").is_ok());
+        assert!(b.attempt(ip("192.0.2.1"), "alice").is_ok());
+        let over = b.attempt(ip("192.0.2.1"), "alice").unwrap_err();
         assert!(over.retry_after_secs >= 1 && over.retry_after_secs <= 60);
-        // The same account from another address: one attempt left.
-        let other: IpAddr = "192.0.2.2".parse().unwrap();
-        assert!(b.attempt(other, "alice").is_ok());
-        assert!(b.attempt(other, "alice").is_err());
-        // IPv6 addresses of one /64 share a budget.
-        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert!(b.attempt(v6("2001:db8::1"), "x").is_ok());
-        assert!(b.attempt(v6("2001:db8::2"), "y").is_ok());
-        assert!(b.attempt(v6("2001:db8::3"), "z").is_err());
-        // Full maps refuse new keys until a sweep.
-        assert!(b.attempt(v6("2001:db8:1::1"), "w").is_ok());
-        assert_eq!(b.tracked().0, 4);
-        assert!(b.attempt(v6("2001:db8:2::1"), "v").is_err());
+        // The same account from other addresses: what is left of its budget.
+        assert!(b.attempt(ip("192.0.2.2"), "alice").is_ok());
+        assert!(b.attempt(ip("192.0.2.3"), "alice").is_ok());
+        assert!(b.attempt(ip("192.0.2.4"), "alice").is_err());
+        // IPv6 addresses of one /64 share a budget, and /64s of one /48 a
+        // looser one.
+        assert!(b.attempt(ip("2001:db8::1"), "x").is_ok());
+        assert!(b.attempt(ip("2001:db8::2"), "y").is_ok());
+        assert!(b.attempt(ip("2001:db8::3"), "z").is_err());
+        assert!(b.attempt(ip("2001:db8:0:1::1"), "z").is_ok());
+        assert!(b.attempt(ip("2001:db8:0:2::1"), "z").is_err());
+        // Full tables refuse no one: fresh keys take the room of others.
+        for i in 0..100u32 {
+            let addr = IpAddr::from([198, 51, 100, (i % 250) as u8]);
+            let _ = b.attempt(addr, &format!("user-{i}"));
+        }
+        assert!(b.attempt(ip("2001:db8:1::1"), "w").is_ok());
+        let (addrs, accounts) = b.tracked();
+        assert!(addrs <= 16 && accounts <= 16, "bounded: {:?}", b.tracked());
+    }
+
+    #[test]
+    fn one_address_spends_at_most_half_of_an_accounts_budget() {
+        let config = AuthConfig {
+            per_ip_per_minute: 1000,
+            per_ip_burst: 1000,
+            per_account_per_minute: 10,
+            per_account_burst: 6,
+            ..AuthConfig::default()
+        };
+        let b = Budgets::new(&config);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let passed = (0..50)
+            .filter(|_| b.attempt(ip("192.0.2.1"), "alice").is_ok())
+            .count();
+        assert_eq!(passed, 3, "half the burst");
+        let others = (2..=5)
+            .filter(|i| b.attempt(ip(&format!("192.0.2.{i}")), "alice").is_ok())
+            .count();
+        assert_eq!(others, 3, "the other half is left for other addresses");
     }
 }

@@ -223,3 +223,79 @@ async fn account_budget_applies_across_addresses() {
         StatusCode::TOO_MANY_REQUESTS
     );
 }
+
+/// An attacker fills the budget tables: distinct usernames from distinct
+/// addresses, many at once, several times `auth.max_tracked` keys. Nobody
+/// else is refused for it: a client the node tracked before, and one it
+/// has never seen, both sign in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn filling_the_budget_tables_locks_out_no_one_else() {
+    let node = Arc::new(
+        node_with(
+            "max_tracked = 64\nhash_queue = 4",
+            "trusted_proxies = [\"127.0.0.1\"]",
+        )
+        .await,
+    );
+    // A client known before the flood.
+    let known = Some("192.0.2.1");
+    assert_eq!(
+        guess(&node, "alice", known).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let sent = Arc::new(AtomicUsize::new(0));
+    let mut flood = Vec::new();
+    for w in 0..32usize {
+        let (node, sent) = (node.clone(), sent.clone());
+        flood.push(tokio::spawn(async move {
+            for n in 0..16usize {
+                let i = w * 16 + n;
+                let from = format!("100.64.{}.{}", i / 200, i % 200);
+                let (status, _) = guess(&node, &format!("filler-{i}"), Some(&from)).await;
+                assert!(
+                    matches!(
+                        status,
+                        StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS
+                    ),
+                    "{status}"
+                );
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for task in flood {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        sent.load(Ordering::Relaxed),
+        512,
+        "8 × max_tracked fresh keys"
+    );
+    for from in [known, Some("192.0.2.200")] {
+        let (status, _) = guess_with(&node, "alice", ALICE_PASSWORD, from).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{from:?} locked out");
+    }
+}
+
+/// One address guesses a named account's password as fast as it is let.
+/// It may spend only half the account's budget, so the owner, from another
+/// address, still signs in.
+#[tokio::test]
+async fn one_address_cannot_lock_an_account_forever() {
+    let node = node_with(
+        "per_ip_per_minute = 1000\nper_ip_burst = 1000\nper_account_per_minute = 10\nper_account_burst = 5",
+        "trusted_proxies = [\"127.0.0.1\"]",
+    )
+    .await;
+    let mut tried = 0;
+    for _ in 0..20 {
+        match guess(&node, "alice", Some("203.0.113.66")).await.0 {
+            StatusCode::UNAUTHORIZED => tried += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("{other}"),
+        }
+    }
+    assert_eq!(tried, 2, "half the account's burst of 5");
+    let (status, _) = guess_with(&node, "alice", ALICE_PASSWORD, Some("198.51.100.5")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "the owner is locked out");
+}
