@@ -252,7 +252,7 @@ test('without a session: /admin goes to the node login, identity a client sends 
 test('upstream actions: carried out only when signed for the request\'s own nonce', { timeout: 60_000 }, async () => {
   // A good signature: carried out, and neither header reaches the client.
   const action = 'login; user=bob; role=member';
-  const signed = await call(`/_test/sign?${new URLSearchParams({ action })}`);
+  const signed = await call(`/_test/sign?${new URLSearchParams({ action })}`, { method: 'POST' });
   assert.equal(signed.status, 200);
   assertNoActionHeaders(signed, 'signed login');
   const bob = lib.setSessionToken(signed);
@@ -273,7 +273,7 @@ test('upstream actions: carried out only when signed for the request\'s own nonc
   assert.equal(lib.setSessionToken(unsigned), undefined, 'an unsigned login signs nobody in');
 
   // A logout signed for a request without bob's cookie, replayed with it.
-  const other = await (await call(`/_test/sign?${new URLSearchParams({ action: 'logout' })}`)).json();
+  const other = await (await call(`/_test/sign?${new URLSearchParams({ action: 'logout' })}`, { method: 'POST' })).json();
   const notOut = await call(`/_test/respond?${new URLSearchParams({ action: 'logout', signature: other.signature })}`, { token: bob, method: 'POST' });
   assert.equal(notOut.status, 200);
   assert.equal(lib.setSessionToken(notOut), undefined, 'no cookie change');

@@ -30,6 +30,9 @@ pub struct GatewayConfig {
     /// Path prefixes anyone may reach, under a protected one (`["/*"]`):
     /// a path is public only if every reading of it is under one.
     pub public: Vec<String>,
+    /// Origins besides the node's own whose requests may carry out an
+    /// upstream action (`https://app.example.com`, no path).
+    pub action_origins: Vec<String>,
     /// `iss` of the assertion.
     pub issuer: String,
     /// `aud` of the assertion.
@@ -60,6 +63,7 @@ impl Default for GatewayConfig {
             action_secret: None,
             protect: Vec::new(),
             public: Vec::new(),
+            action_origins: Vec::new(),
             issuer: "edge-session".into(),
             audience: "edge-session-upstream".into(),
             assertion_ttl_secs: 60,
@@ -117,6 +121,25 @@ impl GatewayConfig {
                         "must be a path starting with one `/`",
                     );
                 }
+            }
+        }
+        for (i, origin) in self.action_origins.iter().enumerate() {
+            let host = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            let exact = host.is_some_and(|h| {
+                !h.is_empty()
+                    && h.chars().all(|c| {
+                        c.is_ascii_lowercase()
+                            || c.is_ascii_digit()
+                            || matches!(c, '.' | '-' | ':' | '[' | ']')
+                    })
+            });
+            if !exact {
+                return bad(
+                    &format!("action_origins[{i}]"),
+                    "must be an origin as browsers send it: http(s)://host[:port], lower case, nothing after",
+                );
             }
         }
         if !self.public.is_empty() && self.protect.is_empty() {

@@ -8,9 +8,10 @@
 //! 2. for IPv6, its /48 (`auth.per_ipv6_48_*`, looser: a routed /48 holds
 //!    65,536 /64s);
 //! 3. the pair of username and address, at half the username's rate and
-//!    burst: one address can spend at most half of an account's budget, so
-//!    on its own it can never keep the account locked (others keep at least
-//!    half the rate);
+//!    one attempt less than its burst: one address can never spend all of an
+//!    account's budget, so on its own it can never keep the account locked
+//!    (every other address keeps at least one attempt at once, and half the
+//!    rate);
 //! 4. the username (`auth.per_account_*`), known or not.
 //!
 //! A budget refused stops the count there: later budgets are not spent.
@@ -80,12 +81,13 @@ fn quota(per_minute: u32, burst: u32) -> Quota {
     Quota::per_minute(nz(per_minute)).allow_burst(nz(burst))
 }
 
-/// Half of `per_minute` and of `burst` (at least one attempt at once).
-fn half_quota(per_minute: u32, burst: u32) -> Quota {
+/// Half of `per_minute`, and one attempt less than `burst` at once (at
+/// least one).
+fn pair_quota(per_minute: u32, burst: u32) -> Quota {
     let period = Duration::from_secs(120) / per_minute.max(1);
     Quota::with_period(period)
         .expect("a non-zero period")
-        .allow_burst(nz(burst / 2))
+        .allow_burst(nz(burst.saturating_sub(1)))
 }
 
 impl Budgets {
@@ -100,7 +102,7 @@ impl Budgets {
                 quota(config.per_ipv6_48_per_minute, config.per_ipv6_48_burst),
                 cap,
             ),
-            per_pair: limiter(half_quota(account_rate, account_burst), cap),
+            per_pair: limiter(pair_quota(account_rate, account_burst), cap),
             per_account: limiter(quota(account_rate, account_burst), cap),
             started: Instant::now(),
             last_sweep_ms: AtomicU64::new(0),
@@ -301,7 +303,7 @@ mod tests {
     }
 
     #[test]
-    fn one_address_spends_at_most_half_of_an_accounts_budget() {
+    fn one_address_never_spends_all_of_an_accounts_budget() {
         let config = AuthConfig {
             per_ip_per_minute: 1000,
             per_ip_burst: 1000,
@@ -314,10 +316,10 @@ mod tests {
         let passed = (0..50)
             .filter(|_| b.attempt(ip("192.0.2.1"), "alice").is_ok())
             .count();
-        assert_eq!(passed, 3, "half the burst");
+        assert_eq!(passed, 5, "one less than the burst");
         let others = (2..=5)
             .filter(|i| b.attempt(ip(&format!("192.0.2.{i}")), "alice").is_ok())
             .count();
-        assert_eq!(others, 3, "the other half is left for other addresses");
+        assert_eq!(others, 1, "the rest is left for other addresses");
     }
 }

@@ -20,11 +20,23 @@
 //! Both headers are always removed from the response, and the upstream can
 //! never set the session cookie itself (`headers::to_client`).
 //!
+//! A validly signed action is carried out only for a request that could
+//! not have come from another site ([`origin_allows`]): not a GET or HEAD
+//! (a link or an image must never sign anyone in or out), with a
+//! `Sec-Fetch-Site`, when present, of `same-origin` or `none`, and an
+//! `Origin`, when present, that is the node's own or in
+//! `gateway.action_origins`. Otherwise the client gets 403 `cross_origin`
+//! instead of the response, and no cookie. (A sibling subdomain is
+//! same-site, so the `SameSite=Strict` cookie alone would not stop it from
+//! signing a victim into the attacker's account.)
+//!
 //! Counted as `edge_session_gateway_actions_total{action,result}`, `action`
 //! one of `login`, `logout`, `logout_everywhere`, `unknown`; `result` one of
-//! `done`, `failed`, `bad_signature`, `malformed`.
+//! `done`, `failed`, `refused` (the origin rules), `bad_signature`,
+//! `malformed`.
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse};
 use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
@@ -179,6 +191,15 @@ pub async fn carry_out(
         return Ok(None);
     };
     let name = label(Some(&action));
+    if let Err(refused) = origin_allows(state, req) {
+        tracing::warn!(
+            action = name,
+            method = %req.method(),
+            "refused an upstream action on a request that may come from another site"
+        );
+        count(name, "refused");
+        return Err(refused);
+    }
     let done = match action {
         Action::Login(binding) => state.sign_in(req, binding).await.map(Outcome::SignedIn),
         Action::Logout => sign_out(state, req, None).await,
@@ -189,6 +210,37 @@ pub async fn carry_out(
     };
     count(name, if done.is_ok() { "done" } else { "failed" });
     done.map(Some)
+}
+
+/// Whether an action may be carried out for `req` (see the module's docs):
+/// 403 `cross_origin` if not.
+pub fn origin_allows(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Err(ApiError::cross_origin());
+    }
+    if let Some(site) = req.headers().get("sec-fetch-site") {
+        let site = site.as_bytes();
+        if !(site.eq_ignore_ascii_case(b"same-origin") || site.eq_ignore_ascii_case(b"none")) {
+            return Err(ApiError::cross_origin());
+        }
+    }
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let info = req.connection_info();
+    let own = format!("{}://{}", info.scheme(), info.host());
+    let listed = |origin: &str| {
+        origin.eq_ignore_ascii_case(&own)
+            || state
+                .gateway
+                .action_origins
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(origin))
+    };
+    match origin.to_str() {
+        Ok(origin) if listed(origin) => Ok(()),
+        _ => Err(ApiError::cross_origin()),
+    }
 }
 
 /// Destroy the request's session, and every session of `everywhere`'s

@@ -181,7 +181,7 @@ async fn unsigned_or_replayed_actions_are_ignored() {
     // A correctly signed action, for that request's nonce, is carried out.
     let res = node
         .client
-        .get(node.at("/_test/sign"))
+        .post(node.at("/_test/sign"))
         .query(&[("action", action)])
         .send()
         .await
@@ -281,7 +281,7 @@ async fn a_response_setting_the_session_cookie_is_never_cacheable() {
     let signed = |action: &'static str, carried: Option<String>| {
         let mut req = node
             .client
-            .get(node.at("/_test/sign"))
+            .post(node.at("/_test/sign"))
             .query(&[("action", action), ("cacheable", "1")]);
         if let Some(c) = carried {
             req = req.header(COOKIE, cookie(&c));
@@ -312,4 +312,73 @@ fn assert_never_cached(res: &reqwest::Response, what: &str) {
     for dropped in ["etag", "expires"] {
         assert!(headers.get(dropped).is_none(), "{what} kept {dropped}");
     }
+}
+
+/// A page on another site, or on a sibling subdomain (same-site, so the
+/// `SameSite=Strict` cookie does not stop it), makes the victim's browser
+/// ask the app for a sign-in as the attacker; or a link makes it GET one.
+/// The app signs the action, but the node carries out none of them: 403
+/// `cross_origin`, no cookie. The node's own origin, and an origin listed
+/// in `gateway.action_origins`, still sign in.
+#[tokio::test]
+async fn cross_site_request_cannot_trigger_a_login_action() {
+    let express = Express::start();
+    let node = gateway_node(
+        &express.url,
+        "action_origins = [\"https://app.example\"]",
+        "",
+    )
+    .await;
+    let own = node.url.clone();
+    let attempt = |method: Method, headers: &'static [(&'static str, &'static str)]| {
+        let mut req = node
+            .client
+            .request(method, node.at("/_test/sign"))
+            .query(&[("action", "login; user=mallory")]);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.send()
+    };
+    for (method, headers) in [
+        (Method::POST, &[("origin", "https://evil.example")][..]),
+        (Method::POST, &[("origin", "null")][..]),
+        (Method::POST, &[("sec-fetch-site", "cross-site")][..]),
+        (
+            Method::POST,
+            &[
+                ("sec-fetch-site", "same-site"),
+                ("origin", "https://sub.app.example"),
+            ][..],
+        ),
+        (Method::GET, &[][..]),
+        (Method::GET, &[("sec-fetch-site", "same-origin")][..]),
+    ] {
+        let res = attempt(method.clone(), headers).await.unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{method} {headers:?}");
+        assert!(
+            session_set_cookie(&res).is_none(),
+            "{method} {headers:?} signed someone in"
+        );
+        let body = res.text().await.unwrap();
+        assert!(
+            body.contains("cross_origin"),
+            "{method} {headers:?}: {body}"
+        );
+    }
+    // The node's own origin, and a listed one, are carried out.
+    let res = node
+        .client
+        .post(node.at("/_test/sign"))
+        .query(&[("action", "login; user=mallory")])
+        .header("origin", &own)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert!(session_set_cookie(&res).is_some(), "own origin refused");
+    let res = attempt(Method::POST, &[("origin", "https://app.example")])
+        .await
+        .unwrap();
+    assert!(session_set_cookie(&res).is_some(), "listed origin refused");
 }
