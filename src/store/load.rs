@@ -13,6 +13,16 @@ use crate::codec;
 use crate::record::{SessionRecord, UnixMillis};
 use crate::token::{SessionToken, StorageKey};
 
+/// What a load is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// Serving the user: a served session is touched (at most once per
+    /// `touch_interval_ms`).
+    Serve,
+    /// Checking that it is still live: never touched.
+    Check,
+}
+
 impl TieredStore {
     /// The live session for `token`, or `None` (unknown, expired, revoked).
     /// Never writes anything for a token the server did not issue.
@@ -29,6 +39,27 @@ impl TieredStore {
         &self,
         key: StorageKey,
         now: UnixMillis,
+    ) -> Result<Option<Session>, Error> {
+        self.load_as(key, now, Use::Serve).await
+    }
+
+    /// Whether `token`'s session is still live, as [`load`](Self::load)
+    /// decides it, but without the touch: a check that is not the user's
+    /// activity (an open WebSocket's re-check) must not keep an idle
+    /// session alive.
+    pub async fn check(
+        &self,
+        token: &SessionToken,
+        now: UnixMillis,
+    ) -> Result<Option<Session>, Error> {
+        self.load_as(token.storage_key(), now, Use::Check).await
+    }
+
+    async fn load_as(
+        &self,
+        key: StorageKey,
+        now: UnixMillis,
+        used: Use,
     ) -> Result<Option<Session>, Error> {
         let lookup = self.lookup_cached(&key, now)?;
         let result = match &lookup {
@@ -52,17 +83,18 @@ impl TieredStore {
                     }
                     // Idle by this copy, but touches are not broadcast:
                     // another node may have served it since. Ask.
-                    return Box::pin(self.revalidate(key, record, now, now)).await;
+                    return Box::pin(self.revalidate(key, record, now, now, used)).await;
                 }
-                if !record.needs_touch(&self.inner.settings.policy, now) && !self.outlawed(&record)
-                {
+                let touch =
+                    used == Use::Serve && record.needs_touch(&self.inner.settings.policy, now);
+                if !touch && !self.outlawed(&record) {
                     return Ok(Some(Session { key, record }));
                 }
-                Box::pin(self.serve(key, record, now)).await
+                Box::pin(self.serve(key, record, now, used)).await
             }
             CacheLookup::Revoked => Ok(None),
             CacheLookup::Stale { record, fetched_at } => {
-                Box::pin(self.revalidate(key, record, fetched_at, now)).await
+                Box::pin(self.revalidate(key, record, fetched_at, now, used)).await
             }
             CacheLookup::Miss => {
                 // Known to be unknown (the negative cache): no I/O.
@@ -76,7 +108,7 @@ impl TieredStore {
                             self.inner.unknown.insert(key, now);
                             Ok(None)
                         }
-                        Some(item) => self.accept(key, item, now).await,
+                        Some(item) => self.accept(key, item, now, used).await,
                     }
                 })
                 .await
@@ -122,6 +154,7 @@ impl TieredStore {
         record: SessionRecord,
         fetched_at: UnixMillis,
         now: UnixMillis,
+        used: Use,
     ) -> Result<Option<Session>, Error> {
         let cache = &self.inner.cache;
         metrics::counter!("edge_session_lease_revalidations_total").increment(1);
@@ -154,13 +187,13 @@ impl TieredStore {
                 match cache.fill(&key, now, ver, &bytes)? {
                     FillOutcome::Tombstoned => Ok(None),
                     FillOutcome::Filled | FillOutcome::Superseded => {
-                        self.serve(key, record, now).await
+                        self.serve(key, record, now, used).await
                     }
                 }
             }
             Some(_) => match self.fetch(key).await? {
                 None => Ok(None),
-                Some(item) => self.accept(key, item, now).await,
+                Some(item) => self.accept(key, item, now, used).await,
             },
             None => {
                 cache.evict(&key)?;
@@ -175,6 +208,7 @@ impl TieredStore {
         key: StorageKey,
         item: Item,
         now: UnixMillis,
+        used: Use,
     ) -> Result<Option<Session>, Error> {
         let record = codec::decode(&item.body)?;
         if !record.is_live(now) {
@@ -186,7 +220,9 @@ impl TieredStore {
         }
         match self.inner.cache.fill(&key, now, item.ver, &item.body)? {
             FillOutcome::Tombstoned => Ok(None),
-            FillOutcome::Filled | FillOutcome::Superseded => self.serve(key, record, now).await,
+            FillOutcome::Filled | FillOutcome::Superseded => {
+                self.serve(key, record, now, used).await
+            }
         }
     }
 
@@ -196,6 +232,7 @@ impl TieredStore {
         key: StorageKey,
         record: SessionRecord,
         now: UnixMillis,
+        used: Use,
     ) -> Result<Option<Session>, Error> {
         if !record.is_live(now) {
             return Ok(None);
@@ -204,7 +241,7 @@ impl TieredStore {
             self.inner.cache.evict(&key)?;
             return Ok(None);
         }
-        if !record.needs_touch(&self.inner.settings.policy, now) {
+        if used == Use::Check || !record.needs_touch(&self.inner.settings.policy, now) {
             return Ok(Some(Session { key, record }));
         }
         let mut next = record.next_version();

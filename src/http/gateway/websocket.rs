@@ -10,7 +10,11 @@
 //!
 //! A socket opened with a live session bound to a user is re-checked every
 //! `gateway.websocket_check_ms` (a load from the local tier: within the
-//! lease it costs microseconds and no DynamoDB call). Once the session is
+//! lease it costs microseconds and no DynamoDB call). The re-check never
+//! touches the session, so an open socket alone does not keep an idle
+//! session alive; a frame from the client is the user's activity and
+//! touches it as a request would (at most once per
+//! `session.touch_interval_secs`). Once the session is
 //! no longer live (logout, revocation or expiry, on this node or on any
 //! other: the stream follower makes another node's revocation a tombstone
 //! here), both sides are closed with 1008 "session revoked". A store error
@@ -146,8 +150,9 @@ struct Watch {
 
 impl Watch {
     /// Whether the session is no longer live (a store error: not known).
+    /// A check, not the user's activity: the session is not touched.
     async fn revoked(&self) -> bool {
-        match self.state.store.load(&self.token, now()).await {
+        match self.state.store.check(&self.token, now()).await {
             Ok(session) => session.is_none(),
             Err(e) => {
                 tracing::debug!(error = %e, "re-checking a WebSocket's session");
@@ -155,7 +160,23 @@ impl Watch {
             }
         }
     }
+
+    /// A frame from the client: the user's activity, served as a request
+    /// is (the session touched when due). Whether it is no longer live.
+    async fn active(&self) -> bool {
+        match self.state.store.load(&self.token, now()).await {
+            Ok(session) => session.is_none(),
+            Err(e) => {
+                tracing::debug!(error = %e, "serving a WebSocket frame's session");
+                false
+            }
+        }
+    }
 }
+
+/// A client's frames count as activity at most this often (a touch itself
+/// is at most once per `session.touch_interval_secs`).
+const ACTIVITY_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a relay ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +204,7 @@ async fn pump(
         .map_or(Duration::from_secs(3600), |w| w.every);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut active_at = tokio::time::Instant::now();
     let end = loop {
         tokio::select! {
             msg = from_client.recv() => match msg {
@@ -192,6 +214,14 @@ async fn pump(
                     break End::Client;
                 }
                 Some(Ok(msg)) => {
+                    if let Some(w) = &watch {
+                        if active_at.elapsed() >= ACTIVITY_EVERY {
+                            active_at = tokio::time::Instant::now();
+                            if w.active().await {
+                                break End::Revoked;
+                            }
+                        }
+                    }
                     if send_up(&mut upstream, msg).await.is_err() {
                         break End::Error;
                     }

@@ -205,3 +205,55 @@ async fn websocket_is_closed_when_its_session_is_revoked() {
         Frame::Text(Bytes::from("hello anonymous"))
     );
 }
+
+/// A tab left open on a page with a WebSocket: the node re-checks the
+/// session every `websocket_check_ms`, and that must not count as the
+/// user's activity. Frames from the client do keep it alive; once they
+/// stop, the session idles out and the socket is closed with it.
+#[actix_web::test]
+async fn an_open_websocket_does_not_keep_an_idle_session_alive() {
+    let express = Express::start();
+    let gateway =
+        "websocket_check_ms = 250\n[session]\nidle_timeout_secs = 3\ntouch_interval_secs = 1\n";
+    let node = gateway_node(&express.url, gateway, "").await;
+    let alice = app_login(&node, "alice", ALICE).await;
+    let (_, mut socket) = open(&node, Some(&alice), "/ws").await.unwrap();
+    assert_eq!(
+        next(&mut socket).await,
+        Frame::Text(Bytes::from("hello alice"))
+    );
+    // Five seconds of frames from the user, past the 3 s idle timeout:
+    // the session stays alive.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        send(&mut socket, Message::Text("still here".into())).await;
+        assert_eq!(
+            next(&mut socket).await,
+            Frame::Text(Bytes::from("still here"))
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Then nothing from the user: the re-checks alone do not keep it alive.
+    let reason = loop {
+        match next(&mut socket).await {
+            Frame::Close(reason) => break reason,
+            Frame::Ping(_) | Frame::Pong(_) => {}
+            other => panic!("unexpected frame {other:?}"),
+        }
+    };
+    let reason = reason.expect("a close reason");
+    assert_eq!(reason.code, CloseCode::Policy);
+    let res = node
+        .client
+        .get(node.at("/.edge/whoami"))
+        .header("cookie", cookie(&alice))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::UNAUTHORIZED,
+        "the session idled out"
+    );
+}
