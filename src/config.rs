@@ -89,6 +89,11 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// A connection must deliver a request head within this long.
     pub client_request_timeout_ms: u64,
+    /// A request body gets this long (a grace period), plus a second per
+    /// `client_body_min_rate` bytes it has delivered; slower: 408.
+    pub client_body_timeout_ms: u64,
+    /// Bytes a second a request body must keep up past its grace period.
+    pub client_body_min_rate: u64,
     /// How long a closing connection gets to take the last response.
     pub client_disconnect_timeout_ms: u64,
     /// An idle keep-alive connection is closed after this long.
@@ -109,6 +114,8 @@ impl Default for ServerConfig {
             shutdown_timeout_secs: 30,
             tls: None,
             client_request_timeout_ms: 5000,
+            client_body_timeout_ms: 10_000,
+            client_body_min_rate: 1024,
             client_disconnect_timeout_ms: 1000,
             keep_alive_ms: 5000,
             trusted_proxies: Vec::new(),

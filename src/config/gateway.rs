@@ -51,6 +51,9 @@ pub struct GatewayConfig {
     pub upstream_timeout_ms: u64,
     /// Connections to the upstream each worker keeps at most.
     pub upstream_max_connections: usize,
+    /// Proxied requests one client (an IPv4 address, an IPv6 /64) may have
+    /// in flight at once; more get 429.
+    pub max_inflight_per_client: u32,
     /// How often a proxied WebSocket's session is checked (ms): a revoked
     /// session's sockets close within this long after the node knows.
     pub websocket_check_ms: u64,
@@ -72,6 +75,7 @@ impl Default for GatewayConfig {
             upstream_connect_timeout_ms: 2_000,
             upstream_timeout_ms: 30_000,
             upstream_max_connections: 256,
+            max_inflight_per_client: 64,
             websocket_check_ms: 250,
         }
     }
@@ -165,6 +169,10 @@ impl GatewayConfig {
                 self.upstream_max_connections as u64,
             ),
             ("websocket_check_ms", self.websocket_check_ms),
+            (
+                "max_inflight_per_client",
+                self.max_inflight_per_client.into(),
+            ),
         ] {
             if value == 0 {
                 return bad(key, "must be positive");

@@ -69,6 +69,8 @@ error_codes! {
     MethodNotAllowed = "method_not_allowed",
     /// 409: the session changed since it was read.
     VersionConflict = "version_conflict",
+    /// 408: the request body came slower than its deadline.
+    BodyTimeout = "body_timeout",
     /// 413: the body is over `server.max_body_bytes`.
     PayloadTooLarge = "payload_too_large",
     /// 413: the session record would be over `session.max_record_bytes`.
@@ -80,6 +82,9 @@ error_codes! {
     /// 429: login attempts over budget, or too many in progress
     /// (`Retry-After` says when to retry).
     TooManyAttempts = "too_many_attempts",
+    /// 429: a client has `gateway.max_inflight_per_client` proxied
+    /// requests in flight (with `Retry-After`).
+    TooManyRequests = "too_many_requests",
     /// 503: DynamoDB cannot be reached.
     StoreUnavailable = "store_unavailable",
     /// 503: DynamoDB throttled the call (capacity, not an outage); with
@@ -192,6 +197,25 @@ impl ApiError {
             ErrorCode::CrossOrigin,
             "cross-origin requests may not change session state",
         )
+    }
+
+    /// 408 for a request body slower than its deadline.
+    pub fn body_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::BodyTimeout,
+            "request body too slow",
+        )
+    }
+
+    /// 429 for a client with too many proxied requests in flight.
+    pub fn too_many_requests() -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyRequests,
+            "too many requests in flight from this client",
+        )
+        .retry_after(1)
     }
 
     /// 413 for a body over `server.max_body_bytes`.

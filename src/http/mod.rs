@@ -19,6 +19,7 @@
 //!   [`throttle`] holds the login budgets.
 
 mod auth;
+mod body;
 mod browser;
 mod conn;
 mod error;
@@ -263,6 +264,7 @@ pub fn app(
     >,
 > {
     let limit = state.max_body_bytes;
+    let body_limits = state.body_limits;
     let proxy = state.gateway.upstream.is_some();
     // The App factory runs once per worker: each gets its own client.
     let upstream = gateway::upstream::Upstream::new(&state.gateway, state.trusted_proxies.clone());
@@ -278,6 +280,9 @@ pub fn app(
         .wrap(from_fn(framing::deny_framing))
         .wrap(from_fn(move |req, next| {
             gateway::proxy::dispatch(req, next, upstream.clone())
+        }))
+        .wrap(from_fn(move |req, next| {
+            body::deadline(req, next, body_limits)
         }))
         .wrap(from_fn(conn::track))
         .configure(move |cfg| routes(cfg, proxy))

@@ -47,6 +47,10 @@ pub struct AppState {
     pub gateway: Arc<GatewayConfig>,
     /// `server.trusted_proxies`: peers whose forwarding headers are believed.
     pub trusted_proxies: Arc<[IpNet]>,
+    /// Proxied requests in flight, by client (`gateway.max_inflight_per_client`).
+    pub inflight: Arc<super::gateway::inflight::InFlight>,
+    /// `server.client_body_timeout_ms` and `server.client_body_min_rate`.
+    pub body_limits: super::body::BodyLimits,
 }
 
 impl AppState {
@@ -70,6 +74,13 @@ impl AppState {
             assertions: Arc::new(Assertions::from_config(config)?),
             gateway: Arc::new(config.gateway.clone()),
             trusted_proxies: config.server.trusted_proxies.as_slice().into(),
+            inflight: super::gateway::inflight::InFlight::new(
+                config.gateway.max_inflight_per_client,
+            ),
+            body_limits: super::body::BodyLimits {
+                timeout: std::time::Duration::from_millis(config.server.client_body_timeout_ms),
+                min_rate: config.server.client_body_min_rate,
+            },
         })
     }
 

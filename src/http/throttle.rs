@@ -163,7 +163,8 @@ impl Budgets {
     }
 }
 
-fn addr_key(addr: IpAddr) -> AddrKey {
+/// What a client address is counted as (IPv6: its /64).
+pub fn addr_key(addr: IpAddr) -> AddrKey {
     match addr.to_canonical() {
         IpAddr::V6(v6) => {
             let prefix = u128::from(v6) & !((1u128 << 64) - 1);

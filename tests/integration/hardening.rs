@@ -100,6 +100,65 @@ async fn trickled_request_head_is_cut_off() {
     );
 }
 
+/// Send the request head `head` to `addr`, then trickle its body a byte
+/// every 100 ms for at most `give_up`: `Some(what the server answered)` once
+/// it closed the connection, `None` if it still held it open.
+pub(crate) async fn trickle_body(addr: &str, head: &str, give_up: Duration) -> Option<Vec<u8>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let reader = tokio::spawn(async move {
+        let mut answered = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return answered,
+                Ok(n) => answered.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    wr.write_all(head.as_bytes()).await.ok()?;
+    let started = Instant::now();
+    while !reader.is_finished() && started.elapsed() < give_up {
+        if wr.write_all(b"a").await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .ok()
+        .map(|r| r.unwrap())
+}
+
+/// A client announces a body and trickles it, to hold the node's request
+/// (and the memory and connection it costs) for as long as it likes. Past
+/// `server.client_body_timeout_ms` plus a second per
+/// `server.client_body_min_rate` bytes, it gets 408 and the connection is
+/// closed.
+#[tokio::test]
+async fn trickled_body_to_the_node_is_cut_off() {
+    let node = node_with(
+        "client_body_timeout_ms = 1000\nclient_body_min_rate = 1024",
+        "",
+    )
+    .await;
+    let addr = node.url.trim_start_matches("http://").to_owned();
+    let head = format!(
+        "POST /v1/sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 10000\r\n\r\n"
+    );
+    // 10,000 bytes at 10 a second would take 1,000 s.
+    let answered = trickle_body(&addr, &head, Duration::from_secs(30))
+        .await
+        .expect("the node closed the connection");
+    let text = String::from_utf8_lossy(&answered);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("body_timeout"), "{text}");
+    // The node goes on serving.
+    let res = node.client.get(node.at("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn html_cannot_be_framed() {
     let node = TestNode::spawn().await;

@@ -15,6 +15,7 @@ pub mod actions;
 pub mod check;
 pub mod headers;
 pub mod identity;
+pub mod inflight;
 pub mod protect;
 pub mod proxy;
 pub mod upstream;

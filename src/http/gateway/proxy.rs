@@ -52,10 +52,12 @@ use awc::error::SendRequestError;
 use futures_core::Stream;
 use tokio::sync::oneshot;
 
+use super::inflight::Slot;
 use super::upstream::{caller, upstream_error, Upstream};
 use super::{actions, headers, protect, websocket};
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
+use crate::http::throttle::{addr_key, client_addr};
 use crate::http::EDGE_PREFIX;
 
 /// Whether `path` (as the router reads it) is one of the node's own.
@@ -139,6 +141,11 @@ async fn serve(
     if websocket::is_upgrade(req) {
         return websocket::relay(upstream, state, req, payload, caller).await;
     }
+    let client = addr_key(client_addr(req, &state.trusted_proxies));
+    let Some(slot) = state.inflight.enter(client) else {
+        metrics::counter!("edge_session_gateway_inflight_refused_total").increment(1);
+        return Err(ApiError::too_many_requests());
+    };
     let nonce = headers::nonce().map_err(|e| {
         tracing::error!(error = %e, "the OS random source failed");
         ApiError::internal()
@@ -149,7 +156,7 @@ async fn serve(
     *outbound.headers_mut() = upstream.request_headers(req, state, &caller, nonce.clone())?;
     let res = send(upstream, outbound, req.headers(), payload).await?;
     let outcome = actions::carry_out(state, req, &caller, &nonce, res.headers()).await?;
-    let mut out = response(res, req.method(), &state.cookie_name);
+    let mut out = response(res, req.method(), &state.cookie_name, slot);
     actions::finish(state, outcome, &mut out)?;
     Ok(out)
 }
@@ -199,13 +206,22 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// The client's response for the upstream's `res` to a `method` request:
 /// its status, its end-to-end headers, its body streamed.
-fn response(mut res: awc::ClientResponse, method: &Method, cookie_name: &str) -> HttpResponse {
+fn response(
+    mut res: awc::ClientResponse,
+    method: &Method,
+    cookie_name: &str,
+    slot: Slot,
+) -> HttpResponse {
     let status = res.status();
     let no_body = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let length = content_length(res.headers());
-    let payload = res.take_payload();
+    // The client's slot is held until its answer's last byte is sent.
+    let payload = Holding {
+        inner: res.take_payload(),
+        _slot: slot,
+    };
     let mut out = HttpResponse::build(status);
     let mut out = match length {
         _ if no_body => out.finish(),
@@ -219,6 +235,20 @@ fn response(mut res: awc::ClientResponse, method: &Method, cookie_name: &str) ->
         headers.append(name, value);
     }
     out
+}
+
+/// A stream that holds a client's in-flight slot until it is dropped.
+struct Holding<S> {
+    inner: S,
+    _slot: Slot,
+}
+
+impl<S: Stream + Unpin> Stream for Holding<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
 }
 
 /// No bytes: the body of an answer to HEAD.

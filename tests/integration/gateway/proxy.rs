@@ -362,3 +362,88 @@ async fn request_whose_session_cannot_be_read_is_refused_not_sent_anonymously() 
     assert!(saw.get("x-edge-user").is_none());
     proxy.set(Fault::Pass);
 }
+
+/// Clients that announce a large body and trickle it, to hold the
+/// connections the proxy keeps to the app (it sends the whole body before it
+/// reads the answer): past `server.client_body_timeout_ms` plus a second per
+/// `server.client_body_min_rate` bytes, each gets 408 and its upstream
+/// connection is given up, so another client's request goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trickled_body_cannot_hold_the_upstream_pool() {
+    let express = Express::start();
+    let node = gateway_node(
+        &express.url,
+        "upstream_max_connections = 2",
+        "client_body_timeout_ms = 1000\nclient_body_min_rate = 1024",
+    )
+    .await;
+    let addr = node.url.trim_start_matches("http://").to_owned();
+    let head = "POST /headers HTTP/1.1\r\nHost: app.example\r\nContent-Length: 100000\r\n\r\n";
+    // Two workers with two upstream connections each: eight tricklers take
+    // them all (100,000 bytes at 10 a second would take hours).
+    let tricklers: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = addr.clone();
+            tokio::spawn(async move {
+                crate::hardening::trickle_body(&addr, head, Duration::from_secs(30)).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let res = node.client.get(node.at("/headers")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "the pool was held");
+    for trickler in tricklers {
+        let answered = trickler
+            .await
+            .unwrap()
+            .expect("the node closed the trickle");
+        let text = String::from_utf8_lossy(&answered);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+}
+
+/// One client cannot have more than `gateway.max_inflight_per_client`
+/// proxied requests in flight: the next gets 429 before anything is sent
+/// upstream, and other clients are not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_client_cannot_take_every_upstream_connection() {
+    let express = Express::start();
+    let node = gateway_node(
+        &express.url,
+        "max_inflight_per_client = 2",
+        "client_body_timeout_ms = 5000\ntrusted_proxies = [\"127.0.0.1\"]",
+    )
+    .await;
+    let addr = node.url.trim_start_matches("http://").to_owned();
+    let head = "POST /headers HTTP/1.1\r\nHost: app.example\r\nX-Forwarded-For: 203.0.113.9\r\n\
+                Content-Length: 100000\r\n\r\n";
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = addr.clone();
+            tokio::spawn(async move {
+                crate::hardening::trickle_body(&addr, head, Duration::from_secs(30)).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let same = node
+        .client
+        .get(node.at("/headers"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(same.headers().get("retry-after").is_some());
+    let other = node
+        .client
+        .get(node.at("/headers"))
+        .header("x-forwarded-for", "203.0.113.10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+    for h in held {
+        h.await.unwrap();
+    }
+}
