@@ -13,6 +13,9 @@ pub struct AuthConfig {
     pub hash_workers: usize,
     /// Password checks that may wait for a hash worker; more get 429.
     pub hash_queue: usize,
+    /// Logins in progress at once (from before the body is read to the
+    /// answer); more get 429 at once, without their body being read.
+    pub max_logins_in_flight: usize,
     /// Login attempts per client address per minute.
     pub per_ip_per_minute: u32,
     /// Attempts a client address may make at once before the rate applies.
@@ -37,6 +40,7 @@ impl Default for AuthConfig {
             users: Vec::new(),
             hash_workers: 0,
             hash_queue: 16,
+            max_logins_in_flight: 64,
             per_ip_per_minute: 30,
             per_ip_burst: 10,
             per_ipv6_48_per_minute: 300,

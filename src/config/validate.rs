@@ -181,6 +181,7 @@ impl Config {
             ("server.client_body_timeout_ms", v.client_body_timeout_ms),
             ("server.client_body_min_rate", v.client_body_min_rate),
             ("auth.hash_queue", a.hash_queue as u64),
+            ("auth.max_logins_in_flight", a.max_logins_in_flight as u64),
             ("auth.per_ip_per_minute", a.per_ip_per_minute.into()),
             ("auth.per_ip_burst", a.per_ip_burst.into()),
             (

@@ -11,6 +11,7 @@
 //! answer is 429 at once, with no hash computed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
@@ -49,6 +50,20 @@ pub struct Login {
     budgets: Arc<Budgets>,
     pool: HashPool,
     trusted_proxies: Arc<[IpNet]>,
+    /// Logins in progress, body to answer, and the most allowed
+    /// (`auth.max_logins_in_flight`).
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: usize,
+}
+
+/// A login in progress ([`Login::admit`]); dropped, it leaves.
+#[derive(Debug)]
+pub struct Admitted(Arc<AtomicUsize>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Login {
@@ -63,7 +78,28 @@ impl Login {
             budgets: Arc::new(Budgets::new(config)),
             pool: HashPool::new(workers, config.hash_queue),
             trusted_proxies: trusted_proxies.into(),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            max_in_flight: config.max_logins_in_flight,
         }
+    }
+
+    /// Admit one more login, before its body is read: past
+    /// `auth.max_logins_in_flight` in progress, 429 `too_many_attempts` at
+    /// once (no body read, no budget counted, nothing hashed): the cheapest
+    /// refusal a flood can get.
+    pub fn admit(&self) -> Result<Admitted, ApiError> {
+        let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let admitted = Admitted(Arc::clone(&self.in_flight));
+        if before >= self.max_in_flight {
+            metrics::counter!("edge_session_login_shed_total").increment(1);
+            return Err(too_many_attempts(
+                OverBudget {
+                    retry_after_secs: 1,
+                },
+                "too many logins in progress; retry later",
+            ));
+        }
+        Ok(admitted)
     }
 
     /// Check `username` and `password` for the client of `req`: counted

@@ -112,10 +112,23 @@ fn parse_login(req: &HttpRequest, body: &[u8]) -> Result<LoginForm, ApiError> {
 /// `POST /login`.
 pub async fn login(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    // Refused before the body is read: the cheapest answer to a flood.
+    let _admitted = state.login.admit()?;
     check_same_origin(&req)?;
+    let body = match payload.to_bytes_limited(state.max_body_bytes).await {
+        Ok(Ok(body)) => body,
+        // A body cut by its deadline becomes 408 in `body::deadline`.
+        Ok(Err(_)) => {
+            return Err(ApiError::bad_request(
+                ErrorCode::BadRequest,
+                "the request body could not be read",
+            ))
+        }
+        Err(_) => return Err(ApiError::payload_too_large()),
+    };
     let form = parse_login(&req, &body)?;
     let json = wants_json(&req);
     if !within_id_limit(&form.username) || form.password.chars().count() > MAX_PASSWORD_CHARS {

@@ -300,3 +300,36 @@ async fn one_address_cannot_lock_an_account_forever() {
     let (status, _) = guess_with(&node, "alice", ALICE_PASSWORD, Some("198.51.100.5")).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "the owner is locked out");
 }
+
+/// A login flood's refusals cost the least the node can spend: past
+/// `auth.max_logins_in_flight` logins in progress, the next gets 429 before
+/// its body is read (here two logins hold their places by never sending
+/// their bodies).
+#[tokio::test]
+async fn logins_past_the_in_flight_cap_are_refused_before_their_body_is_read() {
+    use tokio::io::AsyncWriteExt;
+    let node = node_with("max_logins_in_flight = 2", "").await;
+    let addr = node.url.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream
+            .write_all(
+                b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                  Content-Length: 100\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, retry) = guess_with(&node, "alice", ALICE_PASSWORD, None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(retry, Some(1));
+    drop(held);
+    // Their places free, a login goes through.
+    crate::harness::eventually("the held logins left", || async {
+        guess_with(&node, "alice", ALICE_PASSWORD, None).await.0 == StatusCode::SEE_OTHER
+    })
+    .await;
+}
