@@ -5,6 +5,9 @@
 #
 #   scripts/flood.sh [SECONDS] [CONCURRENCY]     (default 60 s at 256)
 #
+# CONCURRENCY 0 runs no flood: the same reads and logouts on a quiet node,
+# the baseline to quote beside a flood run.
+#
 # Needs wrk (apt-get install wrk), curl, and a release build
 # (cargo build --release). Every guess claims a random client address and
 # username (the node trusts 127.0.0.1 as its proxy), so the budgets never
@@ -34,20 +37,25 @@ URL=$(sed -n 's/^edge-session listening on //p' "$WORK/out")
 echo "node $NODE at $URL"
 
 # Signed-in sessions to read and log out during the flood (via /v1, so
-# the budgets of the login page are not spent on them).
+# the budgets of the login page are not spent on them), each of its own user
+# (one user's sessions past session.max_per_user would evict the oldest).
 session() {
   local anon
   anon=$(curl -sf -X POST "$URL/v1/sessions" -H "Authorization: Bearer $KEY" | sed 's/.*"token":"\([^"]*\)".*/\1/')
   curl -sf -X POST "$URL/v1/session/regenerate" -H "Authorization: Bearer $KEY" \
-    -H "X-Session-Token: $anon" -H 'Content-Type: application/json' -d '{"user_id":"demo"}' |
+    -H "X-Session-Token: $anon" -H 'Content-Type: application/json' -d "{\"user_id\":\"$1\"}" |
     sed 's/.*"token":"\([^"]*\)".*/\1/'
 }
-READER=$(session)
+READER=$(session reader)
 LOGOUTS=$((DURATION * 4))
-for _ in $(seq "$LOGOUTS"); do session; echo; done >"$WORK/tokens"
+for i in $(seq "$LOGOUTS"); do session "demo-$i"; echo; done >"$WORK/tokens"
 echo "$(wc -l <"$WORK/tokens") sessions to log out during the flood"
 
-wrk -t2 -c"$CONC" -d"${DURATION}s" --timeout 30s -s scripts/flood.lua "$URL/login" >"$WORK/wrk" 2>&1 &
+if [ "$CONC" -gt 0 ]; then
+  wrk -t2 -c"$CONC" -d"${DURATION}s" --timeout 30s -s scripts/flood.lua "$URL/login" >"$WORK/wrk" 2>&1 &
+else
+  { sleep "$DURATION"; echo "no flood (baseline)"; } >"$WORK/wrk" &
+fi
 WRK=$!
 sleep 2
 END=$((SECONDS + DURATION - 4))

@@ -46,9 +46,12 @@ fn write_config_with(dir: &Path, extra: &str) -> std::path::PathBuf {
 /// override), logging at `log_filter`. Dropping the node kills it (SIGKILL,
 /// a crash); the tail of its output is printed if the test panics, or always
 /// with `EDGE_SESSION_TEST_SHOW_NODE_LOGS` set. `terminate` sends SIGTERM and
-/// allows 30 s.
+/// allows 30 s. `EDGE_SESSION_TEST_NODE_BIN` names another binary.
 pub(crate) fn start(config: &Path, log_filter: &str) -> Node {
-    let mut command = Command::new(BIN);
+    // A measurement may run release nodes beside the debug test process
+    // (`EDGE_SESSION_TEST_NODE_BIN=target/release/edge-session`).
+    let bin = std::env::var("EDGE_SESSION_TEST_NODE_BIN").unwrap_or_else(|_| BIN.to_owned());
+    let mut command = Command::new(bin);
     command
         .args(["serve", "--config"])
         .arg(config)
