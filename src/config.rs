@@ -277,6 +277,9 @@ pub struct SessionConfig {
     /// The most live sessions one user keeps; a login past it revokes the
     /// user's oldest.
     pub max_per_user: usize,
+    /// From the browser, ending another of one's sessions needs a sign-in
+    /// within this long, or the password sent again (0: always the password).
+    pub reauth_window_secs: u64,
     /// The largest encoded session record (larger writes: 413).
     pub max_record_bytes: usize,
     /// The record format this node writes (1 or 2; it reads both).
@@ -290,6 +293,7 @@ impl Default for SessionConfig {
             absolute_timeout_secs: 12 * 60 * 60,
             touch_interval_secs: 60,
             max_per_user: crate::store::DEFAULT_MAX_PER_USER,
+            reauth_window_secs: 300,
             max_record_bytes: crate::store::DEFAULT_MAX_RECORD_BYTES,
             record_format: crate::codec::FORMAT_VERSION,
         }

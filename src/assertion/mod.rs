@@ -38,6 +38,10 @@ pub struct Identity {
     pub role: String,
     /// The session's public handle (`X-Edge-Session`, claim `sid`).
     pub handle: String,
+    /// When the user last authenticated, Unix seconds (`X-Edge-Auth-Time`,
+    /// claim `auth_time`): every sign-in makes a new session, so this is
+    /// the session's creation.
+    pub auth_time: u64,
     /// The signed JWT (`X-Edge-Assertion`).
     pub assertion: Arc<str>,
 }
@@ -50,6 +54,7 @@ struct Claims<'a> {
     sub: &'a str,
     role: &'a str,
     sid: &'a str,
+    auth_time: u64,
     iat: u64,
     exp: u64,
 }
@@ -131,6 +136,7 @@ impl Assertions {
             sub: user,
             role,
             sid: &handle,
+            auth_time: secs(session.record.created_at),
             iat,
             exp,
         };
@@ -139,6 +145,7 @@ impl Assertions {
             user: user.to_owned(),
             role: role.to_owned(),
             handle,
+            auth_time: secs(session.record.created_at),
             assertion: jwt.into(),
         });
         let cached = Cached {

@@ -72,9 +72,13 @@ pub async fn index(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
             let mine = format!("{base}{MY_SESSIONS}");
             let more = next.map(|n| paging::next_href(&mine, first.limit, &n));
             let role = session.record.role.as_deref().unwrap_or("");
+            // Signed in too long ago to end another session without the
+            // password: the forms ask for it.
+            let ask_password =
+                now().saturating_sub(session.record.created_at) > state.reauth_window_ms;
             Ok(html(
                 StatusCode::OK,
-                page::signed_in(&user, role, &rows, more.as_deref(), base),
+                page::signed_in(&user, role, &rows, more.as_deref(), base, ask_password),
             ))
         }
         Some(_) | None => Ok(html(
@@ -295,15 +299,75 @@ pub async fn my_sessions(
     Ok(res.json(body))
 }
 
+/// What a request ending another session may carry: the password, sent
+/// again (form or JSON `password`).
+#[derive(Debug, Default, serde::Deserialize)]
+struct Reauth {
+    password: Option<String>,
+}
+
+/// The password `body` carries, if any.
+fn reauth_password(req: &HttpRequest, body: &[u8]) -> Result<Option<String>, ApiError> {
+    if body.is_empty() {
+        return Ok(None);
+    }
+    let reauth: Reauth = match request::media_type(req).as_str() {
+        request::JSON => request::parse_json_object(body)
+            .map_err(|e| ApiError::bad_request(ErrorCode::MalformedJson, e))?,
+        request::FORM => serde_urlencoded::from_bytes(body)
+            .map_err(|e| ApiError::bad_request(ErrorCode::MalformedForm, e.to_string()))?,
+        _ => {
+            return Err(ApiError::unsupported_media_type(
+                "send application/x-www-form-urlencoded or application/json",
+            ))
+        }
+    };
+    Ok(reauth.password.filter(|p| !p.is_empty()))
+}
+
+/// End the session `handle` of the signed-in user. Ending the current one
+/// is a sign-out; ending another needs a recent authentication: a sign-in
+/// within `session.reauth_window_secs` (every sign-in makes a new session,
+/// so that is the current session's age), or the password sent again,
+/// checked as a login is (budgets, hash threads). Otherwise 403
+/// `reauth_required`.
+async fn end_mine(
+    state: &AppState,
+    req: &HttpRequest,
+    handle: &str,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    check_same_origin(req)?;
+    let (user, session) = signed_in_session(state, req).await?;
+    let current = session.key.handle() == handle;
+    let recent = now().saturating_sub(session.record.created_at) <= state.reauth_window_ms;
+    if !current && !recent {
+        let Some(password) = reauth_password(req, body)? else {
+            return Err(ApiError::reauth_required());
+        };
+        match state.login.sign_in(req, user.clone(), password).await? {
+            Some(signed) if signed.user_id == user => {}
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    ErrorCode::InvalidCredentials,
+                    "wrong password",
+                ))
+            }
+        }
+    }
+    state.revoke_handle(&user, handle).await?;
+    Ok(())
+}
+
 /// `DELETE /me/sessions/{handle}`.
 pub async fn revoke_mine(
     req: HttpRequest,
     handle: web::Path<String>,
+    body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    check_same_origin(&req)?;
-    let (user, _) = signed_in_session(&state, &req).await?;
-    state.revoke_handle(&user, &handle).await?;
+    end_mine(&state, &req, &handle, &body).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -311,10 +375,9 @@ pub async fn revoke_mine(
 pub async fn revoke_mine_form(
     req: HttpRequest,
     handle: web::Path<String>,
+    body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    check_same_origin(&req)?;
-    let (user, _) = signed_in_session(&state, &req).await?;
-    state.revoke_handle(&user, &handle).await?;
+    end_mine(&state, &req, &handle, &body).await?;
     Ok(see_other(&format!("{}/", state.browser_base())))
 }

@@ -61,6 +61,9 @@ error_codes! {
     Forbidden = "forbidden",
     /// 403: forward auth's `?role=` names a role the user does not have.
     WrongRole = "wrong_role",
+    /// 403: ending another session needs a recent sign-in, or the password
+    /// sent again.
+    ReauthRequired = "reauth_required",
     /// 404: no live session for this token or handle.
     UnknownSession = "unknown_session",
     /// 404: no such route.
@@ -196,6 +199,15 @@ impl ApiError {
             StatusCode::FORBIDDEN,
             ErrorCode::CrossOrigin,
             "cross-origin requests may not change session state",
+        )
+    }
+
+    /// 403: ending another session needs a recent authentication.
+    pub fn reauth_required() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::ReauthRequired,
+            "ending another session needs a sign-in within session.reauth_window_secs, or the password sent as `password`",
         )
     }
 

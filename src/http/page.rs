@@ -164,14 +164,22 @@ fn time(epoch_secs: u64) -> String {
 }
 
 /// The signed-in view: who, my sessions (one page of them: `more` links to
-/// the rest), sign out; its forms post under `base` (as [`login`]).
+/// the rest), sign out; its forms post under `base` (as [`login`]). With
+/// `ask_password`, ending another session asks for the password again.
 pub fn signed_in(
     user_id: &str,
     role: &str,
     sessions: &[SessionRow],
     more: Option<&str>,
     base: &str,
+    ask_password: bool,
 ) -> String {
+    let password = if ask_password {
+        "<input type=\"password\" name=\"password\" required autocomplete=\"current-password\" \
+         placeholder=\"Your password\" aria-label=\"Your password, to sign out another session\"> "
+    } else {
+        ""
+    };
     let mut rows = String::new();
     for s in sessions {
         let action = if s.current {
@@ -179,7 +187,7 @@ pub fn signed_in(
         } else {
             format!(
                 "<form class=\"inline\" method=\"post\" action=\"{base}/me/sessions/{h}/revoke\">\
-                 <button class=\"quiet\" type=\"submit\" aria-label=\"Sign out the session started {c}\">Sign out</button></form>",
+                 {password}<button class=\"quiet\" type=\"submit\" aria-label=\"Sign out the session started {c}\">Sign out</button></form>",
                 h = escape(&s.handle),
                 c = utc(s.created_at)
             )
@@ -265,7 +273,10 @@ mod tests {
             last_seen_at: 0,
             current: false,
         };
-        let page = signed_in("u", "", &[row], None, "/.edge");
+        let page = signed_in("u", "", std::slice::from_ref(&row), None, "/.edge", false);
+        assert!(!page.contains("name=\"password\""));
+        let asking = signed_in("u", "", &[row], None, "/.edge", true);
+        assert!(asking.contains("name=\"password\""), "{asking}");
         assert!(page.contains("action=\"/.edge/me/sessions/h/revoke\""));
         assert!(page.contains("action=\"/.edge/logout\""));
     }

@@ -51,6 +51,8 @@ pub struct AppState {
     pub inflight: Arc<super::gateway::inflight::InFlight>,
     /// `server.client_body_timeout_ms` and `server.client_body_min_rate`.
     pub body_limits: super::body::BodyLimits,
+    /// `session.reauth_window_secs`, in milliseconds.
+    pub reauth_window_ms: u64,
 }
 
 impl AppState {
@@ -81,6 +83,7 @@ impl AppState {
                 timeout: std::time::Duration::from_millis(config.server.client_body_timeout_ms),
                 min_rate: config.server.client_body_min_rate,
             },
+            reauth_window_ms: config.session.reauth_window_secs.saturating_mul(1000),
         })
     }
 

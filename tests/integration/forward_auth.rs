@@ -23,11 +23,12 @@ use crate::harness::{
     HttpNode, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
 };
 
-/// The four identity headers, as the node names them.
-pub const IDENTITY_HEADERS: [&str; 4] = [
+/// The five identity headers, as the node names them.
+pub const IDENTITY_HEADERS: [&str; 5] = [
     "x-edge-user",
     "x-edge-role",
     "x-edge-session",
+    "x-edge-auth-time",
     "x-edge-assertion",
 ];
 
@@ -64,6 +65,7 @@ pub struct Claims {
     pub sub: String,
     pub role: String,
     pub sid: String,
+    pub auth_time: u64,
     pub iat: u64,
     pub exp: u64,
 }
@@ -165,6 +167,16 @@ async fn a_signed_in_check_names_the_user_with_a_verifiable_assertion() {
         claims.exp > claims.iat && claims.exp - claims.iat <= 60,
         "{claims:?}"
     );
+    // The time of the sign-in, for an app's step-up: the header and the
+    // claim agree, and it is the session's creation.
+    let auth_time: u64 = header(&res, "x-edge-auth-time").unwrap().parse().unwrap();
+    assert_eq!(auth_time, claims.auth_time);
+    assert!(
+        auth_time <= claims.iat && claims.iat - auth_time < 60,
+        "{claims:?}"
+    );
+    let (_, me) = crate::harness::whoami_body(&node, &alice).await;
+    assert_eq!(me["created_at"], auth_time);
     let kid = jsonwebtoken::decode_header(&assertion).unwrap().kid;
     assert_eq!(kid, set.keys[0].common.key_id, "signed with the first key");
 

@@ -917,3 +917,96 @@ fn endpoint_line() -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Someone at a signed-in browser (a borrowed laptop, a session cookie
+/// stolen hours after sign-in) tries to end the owner's other sessions, to
+/// lock them out. Past `session.reauth_window_secs` since the sign-in, that
+/// needs the password again: 403 `reauth_required` without it, 401 with a
+/// wrong one, and the other session lives on. With the password, or within
+/// the window, it is ended; ending the current session (signing out) never
+/// needs it.
+#[tokio::test]
+async fn revoking_other_sessions_needs_a_recent_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = crate::harness::node_toml(dir.path(), &table_name(), "")
+        .replace("[api]\n", "[session]\nreauth_window_secs = 1\n[api]\n");
+    let node = TestNode::spawn_toml(dir, &toml).await;
+    let phone = browser_login(&node, "alice", ALICE_PASSWORD).await;
+    let laptop = browser_login(&node, "alice", ALICE_PASSWORD).await;
+    let other_than = |cookie_value: String| {
+        let node = &node;
+        async move {
+            let mine = my_sessions(node, &cookie_value).await;
+            mine.iter().find(|s| s["current"] == false).unwrap()["handle"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let end = |handle: String, body: Option<Value>| {
+        let mut req = node
+            .client
+            .delete(node.at(&format!("/me/sessions/{handle}")))
+            .header(COOKIE, cookie(&laptop));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send()
+    };
+    // The laptop signed in over a second ago: past the window.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let phone_handle = other_than(laptop.clone()).await;
+    let res = end(phone_handle.clone(), None).await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "reauth_required"
+    );
+    let res = end(phone_handle.clone(), Some(json!({"password": "not it"})))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        whoami(&node, &phone).await.unwrap(),
+        StatusCode::OK,
+        "the phone lives on"
+    );
+    let res = end(phone_handle, Some(json!({"password": ALICE_PASSWORD})))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        whoami(&node, &phone).await.unwrap(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Signing the laptop itself out needs nothing.
+    let own = my_sessions(&node, &laptop).await;
+    let own = own.iter().find(|s| s["current"] == true).unwrap()["handle"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = end(own, None).await.unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        whoami(&node, &laptop).await.unwrap(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Within the window, no password is asked.
+    let tablet = browser_login(&node, "alice", ALICE_PASSWORD).await;
+    let fresh = browser_login(&node, "alice", ALICE_PASSWORD).await;
+    let tablet_handle = other_than(fresh.clone()).await;
+    let res = node
+        .client
+        .delete(node.at(&format!("/me/sessions/{tablet_handle}")))
+        .header(COOKIE, cookie(&fresh))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        whoami(&node, &tablet).await.unwrap(),
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -1,5 +1,6 @@
 //! The identity headers the gateway sends: `X-Edge-User`, `X-Edge-Role`,
-//! `X-Edge-Session`, `X-Edge-Assertion`, for a live session bound to a user.
+//! `X-Edge-Session`, `X-Edge-Auth-Time`, `X-Edge-Assertion`, for a live
+//! session bound to a user.
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 
@@ -12,13 +13,16 @@ pub const USER: HeaderName = HeaderName::from_static("x-edge-user");
 pub const ROLE: HeaderName = HeaderName::from_static("x-edge-role");
 /// `X-Edge-Session`: the session's public handle.
 pub const SESSION: HeaderName = HeaderName::from_static("x-edge-session");
+/// `X-Edge-Auth-Time`: Unix seconds of the user's last authentication (an
+/// app asks for step-up when it is too old).
+pub const AUTH_TIME: HeaderName = HeaderName::from_static("x-edge-auth-time");
 /// `X-Edge-Assertion`: the signed JWT.
 pub const ASSERTION: HeaderName = HeaderName::from_static("x-edge-assertion");
 
-/// The four headers of `identity`. A user id or role that is not a valid
+/// The five headers of `identity`. A user id or role that is not a valid
 /// header value (a control character) is refused rather than altered: the
 /// app must see exactly the user the session names.
-pub fn headers(identity: &Identity) -> Result<[(HeaderName, HeaderValue); 4], ApiError> {
+pub fn headers(identity: &Identity) -> Result<[(HeaderName, HeaderValue); 5], ApiError> {
     let value = |text: &str| {
         HeaderValue::from_bytes(text.as_bytes()).map_err(|_| {
             tracing::error!("a user id or role holds a character a header cannot carry");
@@ -29,6 +33,7 @@ pub fn headers(identity: &Identity) -> Result<[(HeaderName, HeaderValue); 4], Ap
         (USER, value(&identity.user)?),
         (ROLE, value(&identity.role)?),
         (SESSION, value(&identity.handle)?),
+        (AUTH_TIME, HeaderValue::from(identity.auth_time)),
         (ASSERTION, value(&identity.assertion)?),
     ])
 }
