@@ -37,8 +37,14 @@ pub struct SessionRecord {
     pub user_id: Option<String>,
     /// The bound user's role.
     pub role: Option<String>,
-    /// The user's revocation epoch when the user was bound: a session whose
-    /// epoch is below the user's current one was logged out everywhere.
+    /// The revocation epochs when the user was bound, in one word: the
+    /// user's in the low 32 bits ([`bound_user_epoch`](Self::bound_user_epoch)),
+    /// the fleet's global one in the high 32
+    /// ([`bound_global_epoch`](Self::bound_global_epoch)). A session bound
+    /// under an older epoch than its user's, or than the fleet's, was
+    /// logged out everywhere. (One word keeps both record formats as they
+    /// are; a record of a build without the global epoch reads as global
+    /// epoch 0.)
     pub user_epoch: u64,
     /// Application data, decoded on first use.
     pub data: SessionData,
@@ -74,6 +80,22 @@ impl Default for Policy {
 }
 
 impl SessionRecord {
+    /// The user's revocation epoch this session was bound under.
+    pub fn bound_user_epoch(&self) -> u64 {
+        self.user_epoch & u64::from(u32::MAX)
+    }
+
+    /// The fleet's global revocation epoch this session was bound under.
+    pub fn bound_global_epoch(&self) -> u64 {
+        self.user_epoch >> 32
+    }
+
+    /// Bind under the fleet's epoch `global` and the user's `user`.
+    pub fn set_epochs(&mut self, global: u64, user: u64) {
+        let clamp = |e: u64| e.min(u64::from(u32::MAX));
+        self.user_epoch = (clamp(global) << 32) | clamp(user);
+    }
+
     /// A fresh record at version 1.
     pub fn new(policy: &Policy, now: UnixMillis) -> Self {
         SessionRecord {

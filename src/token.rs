@@ -117,6 +117,15 @@ impl StorageKey {
         ))
     }
 
+    /// The item holding the fleet's global revocation epoch ("end every
+    /// session of every user").
+    pub fn global_epoch() -> Self {
+        StorageKey(blake3::derive_key(
+            "edge-session 2026-12 global revocation epoch v1",
+            b"",
+        ))
+    }
+
     /// Parse a `handle` back into the key it names.
     pub fn from_handle(handle: &str) -> Option<Self> {
         let mut bytes = [0u8; 32];

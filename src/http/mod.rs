@@ -152,6 +152,7 @@ const V1_PREFIX: &str = "/v1";
 /// The `/v1` routes (full paths), behind the API-key check.
 const V1_ROUTES: &[Endpoint] = &[
     Endpoint::no_store("POST", "/v1/sessions", |r| r.to(service::create)),
+    Endpoint::no_store("DELETE", "/v1/sessions", |r| r.to(service::revoke_everyone)),
     Endpoint::no_store("GET", "/v1/session", |r| r.to(service::read)),
     Endpoint::no_store("PATCH", "/v1/session", |r| r.to(service::update)),
     Endpoint::as_answered("DELETE", "/v1/session", |r| r.to(service::destroy)),

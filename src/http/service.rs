@@ -289,6 +289,17 @@ pub async fn list_user(
     Ok(res.json(body))
 }
 
+/// `DELETE /v1/sessions`: end every session of every user (the fleet's
+/// global epoch, raised once).
+pub async fn revoke_everyone(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let epoch = state.store.revoke_everyone(now()).await?;
+    tracing::warn!(
+        epoch,
+        "every session of every user ended (DELETE /v1/sessions)"
+    );
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "global_epoch": epoch })))
+}
+
 /// `DELETE /v1/users/{user_id}/sessions`: log out everywhere.
 pub async fn revoke_user(
     user_id: web::Path<String>,

@@ -1,5 +1,15 @@
-//! Users' revocation epochs as this node knows them: a session bound under
-//! an older epoch than its user's is outlawed ("log out everywhere").
+//! Revocation epochs as this node knows them: a session bound under an
+//! older epoch than its user's is outlawed ("log out everywhere"), and so is
+//! one bound under an older global epoch than the fleet's ("end every
+//! session of every user", `DELETE /v1/sessions`).
+//!
+//! The global epoch is one item. A node reads it at most once per lease
+//! (on a login, or re-checking a record against DynamoDB), and learns a
+//! raise within the coherence bound: the stream (or a relay) delivers the
+//! item's new version, which is the epoch itself. It never expires, so the
+//! value a node reads only grows.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Error, TieredStore};
 use crate::record::{SessionRecord, UnixMillis};
@@ -40,10 +50,67 @@ impl TieredStore {
 
     /// Whether an epoch this node already knows outlaws `record` (no I/O).
     pub(super) fn outlawed(&self, record: &SessionRecord) -> bool {
-        record
-            .user_id
-            .as_deref()
-            .is_some_and(|user| self.inner.epochs.outlaws(user, record.user_epoch))
+        record.user_id.as_deref().is_some_and(|user| {
+            record.bound_global_epoch() < self.inner.global.value()
+                || self.inner.epochs.outlaws(user, record.bound_user_epoch())
+        })
+    }
+
+    /// The fleet's global revocation epoch: from memory if read within the
+    /// lease, else one consistent read.
+    pub(super) async fn global_epoch(&self, now: UnixMillis) -> Result<u64, Error> {
+        let global = &self.inner.global;
+        if now.saturating_sub(global.read_at.load(Ordering::Relaxed)) < self.lease_ms() {
+            return Ok(global.value());
+        }
+        let epoch = self
+            .inner
+            .dynamo
+            .user_epoch(StorageKey::global_epoch().as_bytes())
+            .await?;
+        global.note(epoch, now);
+        Ok(global.value())
+    }
+
+    /// End every session of every user: raise the global epoch. Every node
+    /// refuses each session bound under an older one (this node at once,
+    /// the others within the coherence bound), including logins racing
+    /// this call. Returns the new epoch.
+    pub async fn revoke_everyone(&self, now: UnixMillis) -> Result<u64, Error> {
+        // Never expires: a node's memory of it must never be above the item.
+        let exp = u64::from(u32::MAX);
+        let key = StorageKey::global_epoch();
+        // The item exists before its first raise, so that every raise is a
+        // modification, which the stream and the relays carry to every node
+        // (a new item is not an invalidation). Already there: nothing done.
+        let _ = self
+            .inner
+            .dynamo
+            .create(&edge_session_sync::Item {
+                sid: key.0,
+                uid: None,
+                ver: 0,
+                exp,
+                body: Vec::new(),
+            })
+            .await?;
+        let epoch = self
+            .inner
+            .dynamo
+            .bump_user_epoch(key.as_bytes(), exp)
+            .await?;
+        self.inner.global.note(epoch, now);
+        metrics::counter!("edge_session_global_revocations_total").increment(1);
+        Ok(epoch)
+    }
+
+    /// A raise of the global epoch delivered by the stream or a relay.
+    pub(super) fn note_global_epoch(&self, epoch: Option<u64>) {
+        match epoch {
+            Some(epoch) => self.inner.global.raise(epoch),
+            // Unknown new value: read it again at the next check.
+            None => self.inner.global.read_at.store(0, Ordering::Relaxed),
+        }
     }
 
     /// Check a bound record against its user's epoch (reading it if this
@@ -57,12 +124,39 @@ impl TieredStore {
         let Some(user) = &record.user_id else {
             return Ok(true);
         };
-        if self.user_epoch(user, now, false).await? <= record.user_epoch {
+        if self.global_epoch(now).await? <= record.bound_global_epoch()
+            && self.user_epoch(user, now, false).await? <= record.bound_user_epoch()
+        {
             return Ok(true);
         }
         // Logged out everywhere, but missed by the listing (bound
         // concurrently, or the GSI lagged): finish the job.
         self.destroy_key(key, now).await?;
         Ok(false)
+    }
+}
+
+/// The fleet's global epoch as this node knows it, and when it was read.
+#[derive(Debug, Default)]
+pub(super) struct GlobalEpoch {
+    value: AtomicU64,
+    /// When it was last read from DynamoDB (ms); 0: never.
+    read_at: AtomicU64,
+}
+
+impl GlobalEpoch {
+    fn value(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+
+    /// Raise to `epoch` (epochs only grow).
+    fn raise(&self, epoch: u64) {
+        self.value.fetch_max(epoch, Ordering::Relaxed);
+    }
+
+    /// `epoch`, as read from DynamoDB at `now`.
+    fn note(&self, epoch: u64, now: UnixMillis) {
+        self.raise(epoch);
+        self.read_at.store(now, Ordering::Relaxed);
     }
 }

@@ -320,6 +320,8 @@ struct Inner {
     misses: SingleFlight<Fetch>,
     /// Users' revocation epochs as this node last read them.
     epochs: Epochs,
+    /// The fleet's global revocation epoch as this node last read it.
+    global: epochs::GlobalEpoch,
     /// The lease in force (ms): `settings.revalidate_after_ms`, shortened
     /// while the stream follower lags (see [`TieredStore::set_lease`]).
     lease_ms: AtomicU64,
@@ -367,6 +369,7 @@ impl TieredStore {
                 settings,
                 misses: SingleFlight::default(),
                 epochs: Epochs::default(),
+                global: epochs::GlobalEpoch::default(),
                 lease_ms: AtomicU64::new(settings.revalidate_after_ms),
                 coverage: remote::Coverage::default(),
                 revoking: RevokingSet::default(),

@@ -49,6 +49,10 @@ impl TieredStore {
         new_ver: Option<u64>,
         now: UnixMillis,
     ) -> Result<bool, Error> {
+        if key == StorageKey::global_epoch() {
+            self.note_global_epoch(new_ver);
+            return Ok(true);
+        }
         if let Some(user) = self.inner.epochs.user_of(&key) {
             match new_ver {
                 Some(epoch) => self.note_epoch(&user, epoch, now),

@@ -42,8 +42,11 @@ impl TieredStore {
         // then the epoch is read (consistently) and the rotation tried once
         // more. This saves a DynamoDB read on almost every login.
         let mut epoch = user.as_deref().map(|uid| {
-            self.known_epoch(uid, now)
-                .unwrap_or(if rebinds { old.record.user_epoch } else { 0 })
+            self.known_epoch(uid, now).unwrap_or(if rebinds {
+                old.record.bound_user_epoch()
+            } else {
+                0
+            })
         });
         let mut epoch_read = false;
         loop {
@@ -51,7 +54,7 @@ impl TieredStore {
             // fresh sign-in, would carry the revoked login over.
             if !signs_in
                 && old.record.user_id.is_some()
-                && epoch.is_some_and(|e| e > old.record.user_epoch)
+                && epoch.is_some_and(|e| e > old.record.bound_user_epoch())
             {
                 return Ok(Err(RotateConflict::EpochChanged));
             }
@@ -99,6 +102,13 @@ impl TieredStore {
         now: UnixMillis,
     ) -> Result<Result<(SessionToken, Session), RotateConflict>, Error> {
         let cache = &self.inner.cache;
+        // A bound session carries the fleet's global epoch (read at most
+        // once per lease): one bound while everyone is logged out is
+        // outlawed once this node learns the raise.
+        let global = match user {
+            Some(_) => self.global_epoch(now).await?,
+            None => 0,
+        };
         let _revoking = self.inner.revoking.mark(old.key);
         let Some(tomb) =
             self.write_provisional_revocation(&old.key, old.record.absolute_expiry.max(now), now)?
@@ -113,14 +123,14 @@ impl TieredStore {
             old,
             user,
             role,
-            epoch,
+            (global, epoch),
             keep_data,
             &self.inner.settings.policy,
             now,
         );
         let guard = user.map(|uid| EpochGuard {
             sid: StorageKey::user_epoch(uid).0,
-            epoch: record.user_epoch,
+            epoch: record.bound_user_epoch(),
         });
         let body = self.encode(&record);
         let item = item_of(&key, &record, body.clone());
@@ -242,7 +252,7 @@ fn new_record(
     old: &Session,
     user: Option<&str>,
     role: Option<&str>,
-    epoch: Option<u64>,
+    (global, epoch): (u64, Option<u64>),
     keep_data: bool,
     policy: &crate::record::Policy,
     now: UnixMillis,
@@ -255,6 +265,6 @@ fn new_record(
     if keep_data {
         record.data.clone_from(&old.record.data);
     }
-    record.user_epoch = epoch.unwrap_or(0);
+    record.set_epochs(global, epoch.unwrap_or(0));
     (token, key, record)
 }

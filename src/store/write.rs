@@ -41,12 +41,14 @@ impl TieredStore {
             record.idle_timeout_ms = idle;
         }
         for _ in 0..8 {
-            let guard = match &record.user_id {
+            let guard = match record.user_id.clone() {
                 Some(uid) => {
-                    record.user_epoch = self.user_epoch(uid, now, true).await?;
+                    let user_epoch = self.user_epoch(&uid, now, true).await?;
+                    let global = self.global_epoch(now).await?;
+                    record.set_epochs(global, user_epoch);
                     Some(EpochGuard {
-                        sid: StorageKey::user_epoch(uid).0,
-                        epoch: record.user_epoch,
+                        sid: StorageKey::user_epoch(&uid).0,
+                        epoch: user_epoch,
                     })
                 }
                 None => None,

@@ -544,3 +544,84 @@ async fn a_session_the_index_has_not_seen_is_ended_with_its_user() {
     proxy.set(Fault::Pass);
     terminate_all([a, b]).await;
 }
+
+/// An operator ends every session of every user (a leaked signing secret,
+/// a breach) with one call: every signed-in session is refused on the node
+/// that took the call at once, and on the other node (on a ten-minute
+/// lease) through the stream; anonymous sessions and sign-ins after the
+/// call are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ending_every_session_of_every_user_takes_one_call() {
+    let table = Cluster::new().await.tier.table().to_owned();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let extra = format!("{STREAM_FAST}{LONG_LEASE}");
+    let (a, b) = (
+        start(da.path(), &table, &extra),
+        start(db.path(), &table, &extra),
+    );
+    let c = client();
+    for node in [&a, &b] {
+        eventually("the node's follower healthy", || async {
+            metric((&c, &node.url), "edge_session_lease_seconds").await == Some(600.0)
+        })
+        .await;
+    }
+    let mut tokens = Vec::new();
+    for i in 0..6 {
+        let writer = if i % 2 == 0 { &a } else { &b };
+        let token = service_login((&c, &writer.url), &format!("everyone-{i}")).await;
+        for node in [&a, &b] {
+            assert_eq!(status(&c, node, &token).await, StatusCode::OK, "cached");
+        }
+        tokens.push(token);
+    }
+    let anonymous = v1((&c, &a.url), Method::POST, "/v1/sessions")
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let res = v1((&c, &a.url), Method::DELETE, "/v1/sessions")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let epoch = res.json::<serde_json::Value>().await.unwrap()["global_epoch"].clone();
+    assert_eq!(epoch, 1, "one raise");
+    for token in &tokens {
+        assert_eq!(
+            status(&c, &a, token).await,
+            StatusCode::NOT_FOUND,
+            "at once here"
+        );
+    }
+    let started = Instant::now();
+    for token in &tokens {
+        until_refused(&c, &b, token, Duration::from_secs(10)).await;
+    }
+    eprintln!(
+        "every session ended on the other node {:?} after the call",
+        started.elapsed()
+    );
+    for node in [&a, &b] {
+        assert_eq!(
+            status(&c, node, &anonymous).await,
+            StatusCode::OK,
+            "anonymous kept"
+        );
+    }
+    let after = service_login((&c, &b.url), "everyone-after").await;
+    for node in [&a, &b] {
+        assert_eq!(
+            status(&c, node, &after).await,
+            StatusCode::OK,
+            "a later sign-in works"
+        );
+    }
+    terminate_all([a, b]).await;
+}

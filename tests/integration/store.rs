@@ -962,3 +962,33 @@ async fn logout_during_a_failing_regenerate_is_not_lost() {
     assert_eq!(a.cache().outbox_len(), 0, "and it was confirmed");
     assert!(cluster.scan().await.is_empty(), "no new session either");
 }
+
+/// A sign-in on a node that read the fleet's global epoch before another
+/// node ended every session is bound under the old epoch. It is refused as
+/// soon as its node learns the raise (the stream delivers the epoch item's
+/// new version, applied here as the follower applies it), and was never
+/// served by the node that took the call; a sign-in after that lives.
+#[tokio::test]
+async fn a_sign_in_racing_the_end_of_every_session_is_outlawed() {
+    let settings = StoreSettings {
+        revalidate_after_ms: 600_000,
+        ..StoreSettings::default()
+    };
+    let cluster = Cluster::new().await;
+    let a = cluster.node(settings);
+    let b = cluster.node(settings);
+    let t = now();
+    // B signs someone in: it reads the global epoch (0), kept for its lease.
+    b.create(bound("vi"), t).await.unwrap();
+    assert_eq!(a.revoke_everyone(t).await.unwrap(), 1);
+    let (racing, s) = b.create(bound("wu"), t).await.unwrap();
+    assert_eq!(s.record.bound_global_epoch(), 0, "B has not heard yet");
+    assert!(a.load(&racing, t).await.unwrap().is_none(), "A refuses it");
+    b.apply_version_raised(edge_session::StorageKey::global_epoch(), Some(1), t)
+        .unwrap();
+    assert!(b.load(&racing, t).await.unwrap().is_none(), "B refuses it");
+    let (later, s) = b.create(bound("wu"), t).await.unwrap();
+    assert_eq!(s.record.bound_global_epoch(), 1);
+    assert!(a.load(&later, t).await.unwrap().is_some());
+    assert!(b.load(&later, t).await.unwrap().is_some());
+}
