@@ -59,6 +59,17 @@ pub(crate) async fn status(c: &reqwest::Client, node: &Node, token: &str) -> Sta
         .status()
 }
 
+/// Wait until each of `nodes` has its follower healthy: the ten-minute lease
+/// of [`LONG_LEASE`].
+async fn on_the_long_lease(c: &reqwest::Client, nodes: &[&Node]) {
+    for node in nodes {
+        eventually("the node's follower healthy: the long lease", || async {
+            metric((c, &node.url), "edge_session_lease_seconds").await == Some(600.0)
+        })
+        .await;
+    }
+}
+
 /// Poll `node` until `token` is refused; the time it took.
 pub(crate) async fn until_refused(
     c: &reqwest::Client,
@@ -380,10 +391,7 @@ async fn a_revocation_committed_late_is_not_missed() {
     let c = client();
     let token = service_login((&c, &a.url), "late-commit").await;
     assert_eq!(status(&c, &b, &token).await, StatusCode::OK, "B caches it");
-    eventually("B's follower healthy", || async {
-        metric((&c, &b.url), "edge_session_lease_seconds").await == Some(600.0)
-    })
-    .await;
+    on_the_long_lease(&c, &[&b]).await;
 
     // A's writes now reach the table three seconds after A sends them.
     let late = Duration::from_secs(3);
@@ -468,10 +476,7 @@ async fn index_or_stream_delay_loses_no_revocation() {
     let a = start(da.path(), &table, &extra);
     let b = start_proxied(db.path(), &table, &proxy, &extra);
     let c = client();
-    eventually("B's follower healthy", || async {
-        metric((&c, &b.url), "edge_session_lease_seconds").await == Some(600.0)
-    })
-    .await;
+    on_the_long_lease(&c, &[&b]).await;
     let delay = Duration::from_millis(2500);
     proxy.set(Fault::FeedDelay(delay));
     for i in 0..3 {
@@ -507,12 +512,7 @@ async fn a_session_the_index_has_not_seen_is_ended_with_its_user() {
     let a = start_proxied(da.path(), &table, &proxy, &extra);
     let b = start_proxied(db.path(), &table, &proxy, &extra);
     let c = client();
-    for node in [&a, &b] {
-        eventually("the node's follower healthy", || async {
-            metric((&c, &node.url), "edge_session_lease_seconds").await == Some(600.0)
-        })
-        .await;
-    }
+    on_the_long_lease(&c, &[&a, &b]).await;
     proxy.set(Fault::IndexDelay(IndexLag::Seeded(0x5eed)));
     let user = "late-index";
     let mut tokens = Vec::new();
@@ -560,12 +560,7 @@ async fn ending_every_session_of_every_user_takes_one_call() {
         start(db.path(), &table, &extra),
     );
     let c = client();
-    for node in [&a, &b] {
-        eventually("the node's follower healthy", || async {
-            metric((&c, &node.url), "edge_session_lease_seconds").await == Some(600.0)
-        })
-        .await;
-    }
+    on_the_long_lease(&c, &[&a, &b]).await;
     let mut tokens = Vec::new();
     for i in 0..6 {
         let writer = if i % 2 == 0 { &a } else { &b };

@@ -35,6 +35,19 @@ async fn read_until(stream: &mut TcpStream, needle: &[u8]) -> bool {
 /// `give_up`; what the server did: `Some(first bytes it answered)` once it
 /// closed the connection, `None` if it still held it open.
 async fn trickle(stream: TcpStream, give_up: Duration) -> Option<Vec<u8>> {
+    let head = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    drip(stream, head, Duration::from_millis(200), give_up).await
+}
+
+/// Send `head` on `stream` at once, then a byte every `every` for at most
+/// `give_up`: `Some(what the server answered)` once it closed the
+/// connection, `None` if it still held it open.
+async fn drip(
+    stream: TcpStream,
+    head: &str,
+    every: Duration,
+    give_up: Duration,
+) -> Option<Vec<u8>> {
     let (mut rd, mut wr) = stream.into_split();
     let reader = tokio::spawn(async move {
         let mut answered = Vec::new();
@@ -46,18 +59,13 @@ async fn trickle(stream: TcpStream, give_up: Duration) -> Option<Vec<u8>> {
             }
         }
     });
-    wr.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .ok()?;
+    wr.write_all(head.as_bytes()).await.ok()?;
     let started = Instant::now();
-    for byte in b"X-Slow: ".iter().chain(std::iter::repeat(&b'a')) {
-        if reader.is_finished() || started.elapsed() > give_up {
+    while !reader.is_finished() && started.elapsed() < give_up {
+        if wr.write_all(b"a").await.is_err() {
             break;
         }
-        if wr.write_all(&[*byte]).await.is_err() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(every).await;
     }
     // Closed by the server: the reader ends at once.
     tokio::time::timeout(Duration::from_secs(5), reader)
@@ -105,29 +113,7 @@ async fn trickled_request_head_is_cut_off() {
 /// it closed the connection, `None` if it still held it open.
 pub(crate) async fn trickle_body(addr: &str, head: &str, give_up: Duration) -> Option<Vec<u8>> {
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut rd, mut wr) = stream.into_split();
-    let reader = tokio::spawn(async move {
-        let mut answered = Vec::new();
-        let mut buf = [0u8; 1024];
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => return answered,
-                Ok(n) => answered.extend_from_slice(&buf[..n]),
-            }
-        }
-    });
-    wr.write_all(head.as_bytes()).await.ok()?;
-    let started = Instant::now();
-    while !reader.is_finished() && started.elapsed() < give_up {
-        if wr.write_all(b"a").await.is_err() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::timeout(Duration::from_secs(5), reader)
-        .await
-        .ok()
-        .map(|r| r.unwrap())
+    drip(stream, head, Duration::from_millis(100), give_up).await
 }
 
 /// A client announces a body and trickles it, to hold the node's request

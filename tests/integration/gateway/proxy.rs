@@ -40,6 +40,8 @@ const FORGED: &[&str] = &[
     "x-Edge_Role: admin",
     "X-Edge-Session: forged-handle",
     "X_EDGE_SESSION: forged-handle",
+    "X-Edge-Auth-Time: 1",
+    "x_edge_auth_time: 1",
     "X-Edge-Nonce: forged-nonce",
     "x_edge_nonce: forged-nonce",
     "X-Edge-Assertion: forged.assertion.jwt",
@@ -85,6 +87,7 @@ async fn forged_identity_headers_never_reach_the_upstream() {
         names,
         [
             "x-edge-assertion",
+            "x-edge-auth-time",
             "x-edge-nonce",
             "x-edge-role",
             "x-edge-session",
@@ -93,6 +96,10 @@ async fn forged_identity_headers_never_reach_the_upstream() {
     );
     assert_eq!(saw["x-edge-user"], "alice");
     assert_eq!(saw["x-edge-role"], "");
+    assert_ne!(
+        saw["x-edge-auth-time"], "1",
+        "the node's auth time, not the client's"
+    );
     assert!(!saw.to_string().contains("forged") && !saw.to_string().contains("mallory"));
     assert_eq!(
         saw["x-edge-assertion"].as_str().unwrap().split('.').count(),
