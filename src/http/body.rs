@@ -13,19 +13,18 @@
 //! WebSocket upgrades are not bodies (their payload is the socket's frames)
 //! and are left alone.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::BoxBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::ConnectionType;
-use actix_web::middleware::Next;
 use actix_web::web::Bytes;
 use actix_web::HttpMessage as _;
 use futures_core::Stream;
@@ -62,17 +61,14 @@ fn has_body(req: &ServiceRequest) -> bool {
     !upgrade && (length || headers.contains_key(header::TRANSFER_ENCODING))
 }
 
-/// The middleware: put the body behind its deadline; answer 408 if it
-/// passed.
-pub async fn deadline(
-    mut req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-    limits: BodyLimits,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    if !has_body(&req) {
-        return Ok(next.call(req).await?.map_into_left_body());
+/// Put `req`'s body, if it has one, behind its deadline. The answer is
+/// whether the body was cut: once it is, the answer to the request is
+/// [`timed_out`], whatever the handler made of the failed read.
+pub fn guard(req: &mut ServiceRequest, limits: BodyLimits) -> Option<Cut> {
+    if !has_body(req) {
+        return None;
     }
-    let cut = Arc::new(AtomicBool::new(false));
+    let cut = Cut::default();
     let started = Instant::now();
     let body = Deadline {
         inner: req.take_payload(),
@@ -80,29 +76,39 @@ pub async fn deadline(
         started,
         received: 0,
         sleep: Box::pin(tokio::time::sleep_until(limits.deadline(started, 0))),
-        cut: Arc::clone(&cut),
+        cut: cut.clone(),
     };
     req.set_payload(Payload::from(
         Box::pin(body) as Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>
     ));
-    let res = next.call(req).await;
-    if !cut.load(Ordering::Relaxed) {
-        return Ok(res?.map_into_left_body());
+    Some(cut)
+}
+
+/// Whether a guarded body was cut (shared by the body and the pipeline, on
+/// the request's worker).
+#[derive(Clone, Default)]
+pub struct Cut(Rc<Cell<bool>>);
+
+impl Cut {
+    /// The body was too slow.
+    pub fn is_cut(&self) -> bool {
+        self.0.get()
     }
+}
+
+/// The answer to a request whose body was cut, in place of `res`: 408
+/// `body_timeout`, not stored, and the connection closed (the rest of the
+/// body may still be on its way).
+pub fn timed_out<B>(res: ServiceResponse<B>) -> ServiceResponse<BoxBody> {
     metrics::counter!("edge_session_body_timeouts_total").increment(1);
-    match res {
-        Ok(res) => {
-            let mut timeout = ApiError::body_timeout().into_response();
-            timeout
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            timeout
-                .head_mut()
-                .set_connection_type(ConnectionType::Close);
-            Ok(res.into_response(timeout).map_into_right_body())
-        }
-        Err(_) => Err(ApiError::body_timeout().into()),
-    }
+    let mut timeout = ApiError::body_timeout().into_response();
+    timeout
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    timeout
+        .head_mut()
+        .set_connection_type(ConnectionType::Close);
+    res.into_response(timeout)
 }
 
 /// A request body that fails once it is later than its deadline.
@@ -112,12 +118,12 @@ struct Deadline {
     started: Instant,
     received: u64,
     sleep: Pin<Box<Sleep>>,
-    cut: Arc<AtomicBool>,
+    cut: Cut,
 }
 
 impl Deadline {
     fn too_slow(&mut self) -> Poll<Option<Result<Bytes, PayloadError>>> {
-        self.cut.store(true, Ordering::Relaxed);
+        self.cut.0.set(true);
         Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             "request body too slow",
@@ -130,7 +136,7 @@ impl Stream for Deadline {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.cut.load(Ordering::Relaxed) {
+        if this.cut.is_cut() {
             return Poll::Ready(None);
         }
         match Pin::new(&mut this.inner).poll_next(cx) {

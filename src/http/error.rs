@@ -3,11 +3,9 @@
 //! client and logged with their cause. The codes are the closed set
 //! [`ErrorCode`]; `docs/openapi.json` documents them.
 
-use actix_web::body::MessageBody;
 use actix_web::dev::ServiceResponse;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpResponse, ResponseError};
 
 use crate::store;
@@ -325,20 +323,21 @@ impl From<store::Error> for ApiError {
     }
 }
 
-/// `ErrorHandlers` default: give every error response that is not already
-/// JSON (or an HTML page) the JSON error shape. The original body is dropped:
-/// actix's plain-text messages can echo parts of the request.
-pub fn render_json_error<B: MessageBody + 'static>(
-    res: ServiceResponse<B>,
-) -> actix_web::Result<ErrorHandlerResponse<B>> {
+/// Give an error answer (4xx, 5xx) that is not already JSON (or an HTML
+/// page) the JSON error shape; any other answer is left as it is. The
+/// original body is dropped: actix's plain-text messages can echo parts of
+/// the request.
+pub fn json_error(res: ServiceResponse) -> ServiceResponse {
     let status = res.status();
-    let is_typed = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/json") || ct.starts_with("text/html"));
+    if !status.is_client_error() && !status.is_server_error() {
+        return res;
+    }
+    let is_typed = res.headers().get(header::CONTENT_TYPE).is_some_and(|ct| {
+        let ct = ct.as_bytes();
+        ct.starts_with(b"application/json") || ct.starts_with(b"text/html")
+    });
     if is_typed {
-        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+        return res;
     }
     let message = match status {
         StatusCode::PAYLOAD_TOO_LARGE => "request body too large".to_owned(),
@@ -354,9 +353,7 @@ pub fn render_json_error<B: MessageBody + 'static>(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Ok(ErrorHandlerResponse::Response(
-        ServiceResponse::new(req, res.map_into_boxed_body()).map_into_right_body(),
-    ))
+    ServiceResponse::new(req, res.map_into_boxed_body())
 }
 
 #[cfg(test)]

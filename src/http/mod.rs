@@ -13,10 +13,11 @@
 //! - [`state`] is what handlers share; [`request`] reads requests;
 //!   [`paging`] reads a listing's `limit`/`after` and writes its `Link`;
 //!   [`error`] is the JSON error shape and its codes.
-//! - [`no_store`] sets `Cache-Control: no-store` per the table;
-//!   [`observe`] records per-route metrics; [`framing`] forbids framing
-//!   HTML; [`conn`] cuts connections that trickle a request head;
-//!   [`throttle`] holds the login budgets.
+//! - [`pipeline`] is the one middleware around every request, which
+//!   [`no_store`] (`Cache-Control: no-store` per the table), [`observe`]
+//!   (per-route metrics), [`framing`] (HTML may not be framed), [`conn`]
+//!   (cuts connections that trickle a request head) and [`body`] (body
+//!   deadlines) serve; [`throttle`] holds the login budgets.
 
 mod auth;
 mod body;
@@ -31,6 +32,7 @@ mod openapi;
 mod ops;
 mod page;
 mod paging;
+mod pipeline;
 mod request;
 mod service;
 mod state;
@@ -39,10 +41,10 @@ mod throttle;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
-use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::web;
 
 use no_store::Caching;
+use pipeline::{Pipeline, Route};
 
 pub use auth::hash_password;
 pub use conn::on_connect as watch_connection;
@@ -203,6 +205,11 @@ fn served_path(e: &Endpoint, proxy: bool) -> String {
     }
 }
 
+/// The method of `e`.
+fn method(e: &Endpoint) -> Method {
+    Method::from_bytes(e.method.as_bytes()).expect("route tables hold valid method names")
+}
+
 /// One actix resource per distinct path in `table` (a path may carry several
 /// methods), in order of first appearance; `strip` is removed from each path
 /// (the prefix of the scope the resources go into).
@@ -220,10 +227,10 @@ fn resources(table: &[Endpoint], strip: &str, proxy: bool) -> Vec<actix_web::Res
             let first = mine.clone().next().expect("the path came from the table");
             let served = served_path(first, proxy);
             let local = served.strip_prefix(strip).unwrap_or(&served).to_owned();
-            mine.fold(web::resource(local), |resource, e| {
-                let method = Method::from_bytes(e.method.as_bytes())
-                    .expect("route tables hold valid method names");
-                let resource = resource.route((e.handler)(web::route().method(method)));
+            let caching = mine.clone().map(|e| (method(e), e.caching)).collect();
+            let route = Route::new(&served, caching);
+            mine.fold(web::resource(local).app_data(route), |resource, e| {
+                let resource = resource.route((e.handler)(web::route().method(method(e))));
                 if e.any_method {
                     resource.default_service((e.handler)(web::route()))
                 } else {
@@ -241,12 +248,14 @@ fn routes(cfg: &mut web::ServiceConfig, proxy: bool) {
     }
     // Envoy's ext_authz asks `<path_prefix><original path>`.
     let base = if proxy { EDGE_PREFIX } else { "" };
+    let check = format!("{base}/auth/check/{{tail:.*}}");
     cfg.service(
-        web::resource(format!("{base}/auth/check/{{tail:.*}}"))
+        web::resource(check.as_str())
+            .app_data(Route::new(&check, vec![(Method::GET, Caching::NoStore)]))
             .default_service(web::route().to(gateway::check::check)),
     );
     let v1 = resources(V1_ROUTES, V1_PREFIX, proxy).into_iter().fold(
-        web::scope(V1_PREFIX).wrap(from_fn(service::require_api_key)),
+        web::scope(V1_PREFIX).wrap_fn(service::require_api_key),
         |scope, resource| scope.service(resource),
     );
     cfg.service(v1);
@@ -265,27 +274,16 @@ pub fn app(
     >,
 > {
     let limit = state.max_body_bytes;
-    let body_limits = state.body_limits;
     let proxy = state.gateway.upstream.is_some();
     // The App factory runs once per worker: each gets its own client.
     let upstream = gateway::upstream::Upstream::new(&state.gateway, state.trusted_proxies.clone());
+    let pipeline = Pipeline::new(state.body_limits, upstream, state.ops_addr.clone(), caching);
     actix_web::App::new()
         .app_data(web::Data::new(state))
         .app_data(web::PayloadConfig::new(limit))
         .app_data(request::json_config(limit))
         .app_data(web::FormConfig::default().limit(limit))
-        .wrap(from_fn(ops::split_listeners))
-        .wrap(ErrorHandlers::new().default_handler(error::render_json_error))
-        .wrap(from_fn(observe::observe))
-        .wrap(from_fn(|req, next| no_store::no_store(req, next, caching)))
-        .wrap(from_fn(framing::deny_framing))
-        .wrap(from_fn(move |req, next| {
-            gateway::proxy::dispatch(req, next, upstream.clone())
-        }))
-        .wrap(from_fn(move |req, next| {
-            body::deadline(req, next, body_limits)
-        }))
-        .wrap(from_fn(conn::track))
+        .wrap(pipeline)
         .configure(move |cfg| routes(cfg, proxy))
 }
 

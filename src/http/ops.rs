@@ -5,12 +5,11 @@
 //! probes arrive (the answer is cached), and says only ready or not: the
 //! cause goes to the log, not to whoever can reach the probe.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::ServiceRequest;
 use actix_web::http::{header, StatusCode};
-use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 
 use super::error::{ApiError, ErrorCode};
@@ -22,32 +21,30 @@ pub const READY_FOR: Duration = Duration::from_secs(1);
 /// The routes served on `server.ops_listen` when it is set.
 pub const OPS_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
-/// Middleware: with an ops listener, the ops routes are 404 on the main
-/// listener and every other route is 404 on the ops listener. The path
-/// compared is the one the router matches (percent-decoded), so
-/// `/%6Detrics` is `/metrics` here too.
-pub async fn split_listeners(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
-    let ops = req
-        .app_data::<web::Data<AppState>>()
-        .and_then(|s| s.ops_addr.get());
-    if let Some(ops) = ops {
+/// With an ops listener (`ops`), whether `req` came to the wrong listener:
+/// the ops routes are 404 on the main listener and every other route is 404
+/// on the ops listener. The path compared is the one the router matches
+/// (percent-decoded), so `/%6Detrics` is `/metrics` here too.
+pub fn misrouted(req: &ServiceRequest, ops: Option<SocketAddr>) -> bool {
+    ops.is_some_and(|ops| {
         let on_ops = req.app_config().local_addr() == ops;
-        let routed = req.match_info().as_str();
-        if on_ops != OPS_PATHS.contains(&routed) {
-            return Err(
-                ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route").into(),
-            );
-        }
-    }
-    next.call(req).await
+        on_ops != OPS_PATHS.contains(&req.match_info().as_str())
+    })
 }
+
+/// The answer to a misrouted request.
+pub fn no_such_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
+}
+
+/// The body of `/healthz`.
+const HEALTHY: &str = r#"{"status":"ok"}"#;
 
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+    HttpResponse::Ok()
+        .content_type(header::ContentType::json())
+        .body(HEALTHY)
 }
 
 /// `GET /readyz`: DynamoDB answers a read and the cache is open.

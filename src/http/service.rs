@@ -3,11 +3,12 @@
 //! `X-Session-Token` header, never in the URL. JSON in and out.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
-use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
@@ -25,25 +26,53 @@ use crate::token::SessionToken;
 /// The most keys a session's data may hold.
 const MAX_DATA_KEYS: usize = 256;
 
-/// Refuse any `/v1` call without a valid bearer key.
-pub async fn require_api_key(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
-    let state = req.app_data::<web::Data<AppState>>().cloned();
-    let ok = match (state, bearer_key(req.request())) {
+/// Refuse any `/v1` call without a valid bearer key (the `/v1` scope's
+/// `wrap_fn`).
+pub fn require_api_key<S>(req: ServiceRequest, service: &S) -> KeyChecked<S::Future>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse, Error = actix_web::Error>,
+{
+    let ok = match (
+        req.app_data::<web::Data<AppState>>(),
+        bearer_key(req.request()),
+    ) {
         (Some(state), Some(key)) => state.api_keys.accepts(key),
         _ => false,
     };
-    if !ok {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::Unauthorized,
-            "missing or invalid API key",
-        )
-        .into());
+    if ok {
+        return KeyChecked::Passed(service.call(req));
     }
-    next.call(req).await
+    let refusal = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthorized,
+        "missing or invalid API key",
+    );
+    let (req, _) = req.into_parts();
+    KeyChecked::Refused(Some(ServiceResponse::from_err(refusal, req)))
+}
+
+/// The answer to a `/v1` call: the route's, or the key check's refusal.
+pub enum KeyChecked<F> {
+    /// The key was accepted.
+    Passed(F),
+    /// It was not (taken once ready).
+    Refused(Option<ServiceResponse>),
+}
+
+impl<F> Future for KeyChecked<F>
+where
+    F: Future<Output = Result<ServiceResponse, actix_web::Error>> + Unpin,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.get_mut() {
+            KeyChecked::Passed(fut) => Pin::new(fut).poll(cx),
+            KeyChecked::Refused(res) => {
+                Poll::Ready(Ok(res.take().expect("an answer is taken once")))
+            }
+        }
+    }
 }
 
 /// The live session named by the header: 404 if unknown, expired or revoked.

@@ -3,7 +3,7 @@
 //! perform on it.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use actix_web::cookie::{Cookie, SameSite};
@@ -196,15 +196,16 @@ pub struct ReadyCache(pub(super) Arc<tokio::sync::Mutex<Option<(Instant, bool)>>
 /// Where the ops routes are served, when not on the main listener: the
 /// bound address (known once bound, so set after the state is built).
 #[derive(Clone, Default)]
-pub struct OpsAddr(Arc<Mutex<Option<SocketAddr>>>);
+pub struct OpsAddr(Arc<OnceLock<SocketAddr>>);
 
 impl OpsAddr {
-    /// Serve the ops routes on `addr` only.
+    /// Serve the ops routes on `addr` only. Set once; a later call is
+    /// ignored.
     pub fn set(&self, addr: SocketAddr) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
+        let _ = self.0.set(addr);
     }
 
     pub(super) fn get(&self) -> Option<SocketAddr> {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.get().copied()
     }
 }

@@ -1,9 +1,10 @@
 //! The reverse proxy: with `gateway.upstream` set, every request that is not
 //! the node's own goes to the upstream, and its answer back to the client.
 //!
-//! [`dispatch`] is a middleware just inside the connection watchdog and
-//! outside every other one: the node's error pages, metrics, `no-store` and
-//! framing headers never touch a proxied response. The node's own paths
+//! [`proxied`] is a step of the request pipeline, after the connection
+//! watchdog and the body deadline, before the router: the node's error
+//! pages, metrics, `no-store` and framing headers never touch a proxied
+//! response. The node's own paths
 //! ([`is_own`]): `/.edge` and below, `/v1` and below,
 //! `/.well-known/jwks.json`, `/healthz`, `/readyz`, `/metrics`,
 //! `/openapi.json` (and everything on a separate ops listener).
@@ -41,11 +42,10 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use actix_web::body::{BodyStream, EitherBody, MessageBody, SizedStream};
+use actix_web::body::{BodyStream, SizedStream};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::{Method, StatusCode};
-use actix_web::middleware::Next;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
 use awc::error::SendRequestError;
@@ -75,34 +75,21 @@ pub fn is_own(path: &str) -> bool {
 }
 
 /// Whether `req` goes upstream: not the node's own path, not on the ops
-/// listener.
-fn is_proxied(req: &ServiceRequest) -> bool {
-    let on_ops = req
-        .app_data::<web::Data<AppState>>()
-        .and_then(|s| s.ops_addr.get())
-        .is_some_and(|ops| ops == req.app_config().local_addr());
+/// listener (`ops`).
+pub fn is_proxied(req: &ServiceRequest, ops: Option<std::net::SocketAddr>) -> bool {
+    let on_ops = ops.is_some_and(|ops| ops == req.app_config().local_addr());
     !on_ops && !is_own(req.match_info().as_str())
 }
 
-/// Middleware: proxy `req` when `upstream` is set and the path is not the
-/// node's own; otherwise the node serves it.
-pub async fn dispatch<B: MessageBody + 'static>(
-    req: ServiceRequest,
-    next: Next<B>,
-    upstream: Option<Rc<Upstream>>,
-) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
-    match upstream {
-        Some(upstream) if is_proxied(&req) => {
-            let (req, payload) = req.into_parts();
-            let res = match serve(&upstream, &req, payload).await {
-                Ok(res) => res,
-                Err(e) => error_response(e),
-            };
-            count(res.status());
-            Ok(ServiceResponse::new(req, res).map_into_right_body())
-        }
-        _ => Ok(next.call(req).await?.map_into_left_body()),
-    }
+/// Proxy `req` to `upstream`; every failure is answered here.
+pub async fn proxied(req: ServiceRequest, upstream: Rc<Upstream>) -> ServiceResponse {
+    let (req, payload) = req.into_parts();
+    let res = match serve(&upstream, &req, payload).await {
+        Ok(res) => res,
+        Err(e) => error_response(e),
+    };
+    count(res.status());
+    ServiceResponse::new(req, res)
 }
 
 /// Count a proxied request by the class of its answer.
