@@ -70,7 +70,7 @@ fn tokens(n: usize) -> Vec<SessionToken> {
 
 fn record(i: usize) -> SessionRecord {
     let mut r = SessionRecord::new(&Policy::default(), NOW);
-    r.user_id = Some(format!("user-{i}@example.com"));
+    r.user_id = Some(format!("user-{i}@example.com").into());
     r.role = Some("member".into());
     r.data = BTreeMap::from([
         ("theme".into(), "dark".into()),
@@ -511,8 +511,8 @@ fn bench_dynamo(c: &mut Criterion) {
     let epoch_sid = StorageKey::user_epoch(&bound().user_id);
     let anonymous = SessionRecord::new(&Policy::default(), NOW);
     let mut signed_in = SessionRecord::new(&Policy::default(), NOW);
-    signed_in.user_id = Some(bound().user_id);
-    signed_in.role = bound().role;
+    signed_in.user_id = Some(bound().user_id.into());
+    signed_in.role = bound().role.map(Into::into);
     let mut group = c.benchmark_group("raw");
     group
         .sample_size(20)

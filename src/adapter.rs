@@ -204,7 +204,7 @@ fn state_of(record: crate::SessionRecord) -> HashMap<String, String> {
         // A JSON string, as `Session::insert` would have stored it.
         state.insert(
             USER_ID_KEY.to_owned(),
-            serde_json::Value::from(user).to_string(),
+            serde_json::Value::from(user.as_str()).to_string(),
         );
     }
     state

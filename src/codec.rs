@@ -67,8 +67,8 @@ pub fn encode(record: &SessionRecord) -> Vec<u8> {
 
 /// Encode a record in `format`.
 pub fn encode_as(record: &SessionRecord, format: Format) -> Vec<u8> {
-    let strings = record.user_id.as_ref().map_or(0, String::len)
-        + record.role.as_ref().map_or(0, String::len);
+    let strings =
+        record.user_id.as_deref().map_or(0, str::len) + record.role.as_deref().map_or(0, str::len);
     let mut out = Vec::with_capacity(64 + strings + record.data.len() * 32);
     out.extend_from_slice(MAGIC);
     out.push(format as u8);

@@ -9,9 +9,11 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 mod data;
+mod text;
 pub(crate) mod wire;
 
 pub use data::SessionData;
+pub use text::Text;
 
 /// Milliseconds since the Unix epoch.
 pub type UnixMillis = u64;
@@ -34,9 +36,9 @@ pub struct SessionRecord {
     /// Incremented on every write; every DynamoDB write is conditional on it.
     pub version: u64,
     /// The bound user; `None` while anonymous.
-    pub user_id: Option<String>,
+    pub user_id: Option<Text>,
     /// The bound user's role.
-    pub role: Option<String>,
+    pub role: Option<Text>,
     /// The revocation epochs when the user was bound, in one word: the
     /// user's in the low 32 bits ([`bound_user_epoch`](Self::bound_user_epoch)),
     /// the fleet's global one in the high 32

@@ -13,8 +13,9 @@
 mod keys;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use actix_web::http::header::HeaderValue;
 use jsonwebtoken::{Algorithm, Header};
 use serde::Serialize;
 
@@ -44,6 +45,10 @@ pub struct Identity {
     pub auth_time: u64,
     /// The signed JWT (`X-Edge-Assertion`).
     pub assertion: Arc<str>,
+    /// The gateway's header values for all of the above, made on first use
+    /// (`None` if one cannot be a header value). An identity is cached, so
+    /// a hot session's are made once.
+    pub header_values: OnceLock<Option<[HeaderValue; 5]>>,
 }
 
 /// The JWT claims.
@@ -147,6 +152,7 @@ impl Assertions {
             handle,
             auth_time: secs(session.record.created_at),
             assertion: jwt.into(),
+            header_values: OnceLock::new(),
         });
         let cached = Cached {
             identity: Arc::clone(&identity),
@@ -185,7 +191,7 @@ mod tests {
 
     fn session(user: Option<&str>, now: UnixMillis) -> Session {
         let mut record = SessionRecord::new(&Policy::default(), now);
-        record.user_id = user.map(str::to_owned);
+        record.user_id = user.map(Into::into);
         record.role = Some("admin".into());
         Session {
             key: crate::token::SessionToken::generate().storage_key(),

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::record::SessionData;
+use crate::record::{SessionData, Text};
 use proptest::prelude::*;
 
 /// Format-1 records committed before format 2 existed (the fuzz seeds).
@@ -55,8 +55,8 @@ fn arb_record() -> impl Strategy<Value = SessionRecord> {
         .prop_map(
             |(version, user_id, role, user_epoch, data, (c, l, i, a))| SessionRecord {
                 version,
-                user_id,
-                role,
+                user_id: user_id.map(Text::from),
+                role: role.map(Text::from),
                 user_epoch,
                 data: data.into(),
                 created_at: c,

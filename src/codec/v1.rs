@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{SessionData, SessionRecord};
+use crate::record::{SessionData, SessionRecord, Text};
 
 /// Format 1's fields, in their packed order (the index is the field's place
 /// here: never reorder).
@@ -30,8 +30,8 @@ struct RecordV1<D> {
 pub(super) fn encode(record: &SessionRecord, out: &mut Vec<u8>) {
     let v1 = RecordV1 {
         version: record.version,
-        user_id: record.user_id.clone(),
-        role: record.role.clone(),
+        user_id: record.user_id.as_deref().map(str::to_owned),
+        role: record.role.as_deref().map(str::to_owned),
         user_epoch: record.user_epoch,
         data: &record.data,
         created_at: record.created_at,
@@ -52,8 +52,8 @@ pub(super) fn decode(payload: &[u8]) -> Result<SessionRecord, String> {
         serde_cbor::from_slice(payload).map_err(|e| e.to_string())?;
     Ok(SessionRecord {
         version: v1.version,
-        user_id: v1.user_id,
-        role: v1.role,
+        user_id: v1.user_id.map(Text::from),
+        role: v1.role.map(Text::from),
         user_epoch: v1.user_epoch,
         data: SessionData::from(v1.data),
         created_at: v1.created_at,

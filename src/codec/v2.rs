@@ -16,7 +16,7 @@
 //! Varints are unsigned LEB128 in their shortest form (`record/wire.rs`).
 
 use crate::record::wire::{self, Reader, WireError};
-use crate::record::{SessionData, SessionRecord};
+use crate::record::{SessionData, SessionRecord, Text};
 
 /// The fixed-width part: six u64 fields.
 const FIXED: usize = 48;
@@ -52,8 +52,9 @@ pub(super) fn decode(payload: &[u8]) -> Result<SessionRecord, WireError> {
         .split_first_chunk::<FIXED>()
         .ok_or(WireError("shorter than the fixed fields"))?;
     let mut reader = Reader::new(rest);
-    let user_id = reader.opt_str()?.map(str::to_owned);
-    let role = reader.opt_str()?.map(str::to_owned);
+    // Read in place: no allocation for the short texts most are.
+    let user_id = reader.opt_str()?.map(Text::new);
+    let role = reader.opt_str()?.map(Text::new);
     Ok(SessionRecord {
         version: field(fixed, 0),
         user_id,

@@ -60,7 +60,12 @@ fn html(status: StatusCode, body: String) -> HttpResponse {
 pub async fn index(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     match state.cookie_session(&req).await? {
         Some((_, session)) if session.record.user_id.is_some() => {
-            let user = session.record.user_id.clone().unwrap_or_default();
+            let user = session
+                .record
+                .user_id
+                .as_deref()
+                .unwrap_or_default()
+                .to_owned();
             // One page, not the user's whole listing; the rest is a link away.
             let first = PageQuery {
                 limit: PAGE_VIEW_LIMIT,
@@ -217,7 +222,7 @@ async fn signed_in_session(
     req: &HttpRequest,
 ) -> Result<(String, Session), ApiError> {
     match state.cookie_session(req).await? {
-        Some((_, session)) => match session.record.user_id.clone() {
+        Some((_, session)) => match session.record.user_id.as_deref().map(str::to_owned) {
             Some(user) => Ok((user, session)),
             None => Err(ApiError::unauthenticated()),
         },
@@ -237,12 +242,22 @@ pub async fn whoami(
         role: Option<&'a str>,
         user_id: &'a str,
     }
-    let (user, session) = signed_in_session(&state, &req).await?;
+    // The hot path: the user is read in place, not copied.
+    let session = state
+        .cookie_session(&req)
+        .await?
+        .map(|(_, session)| session);
+    let Some((session, user)) = session
+        .as_ref()
+        .and_then(|s| s.record.user_id.as_deref().map(|user| (s, user)))
+    else {
+        return Err(ApiError::unauthenticated());
+    };
     Ok(HttpResponse::Ok().json(WhoAmI {
         created_at: secs(session.record.created_at),
         expires_at: secs(session.record.expires_at()),
         role: session.record.role.as_deref(),
-        user_id: &user,
+        user_id: user,
     }))
 }
 

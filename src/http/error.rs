@@ -3,6 +3,8 @@
 //! client and logged with their cause. The codes are the closed set
 //! [`ErrorCode`]; `docs/openapi.json` documents them.
 
+use std::borrow::Cow;
+
 use actix_web::dev::ServiceResponse;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
@@ -134,15 +136,15 @@ pub struct ApiError {
     pub status: StatusCode,
     /// Stable machine-readable code.
     pub code: ErrorCode,
-    /// Human-readable explanation.
-    pub message: String,
+    /// Human-readable explanation (most are fixed texts: no allocation).
+    pub message: Cow<'static, str>,
     /// `Retry-After`, in seconds, if any.
     pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
     /// An error with `status`, `code` and `message`.
-    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
         ApiError {
             status,
             code,
@@ -160,7 +162,7 @@ impl ApiError {
     }
 
     /// 400 for input that does not parse.
-    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
@@ -287,7 +289,9 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after_secs {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
-        response.json(serde_json::json!({ "error": self.code.as_str(), "message": self.message }))
+        response
+            .content_type(header::ContentType::json())
+            .body(error_body(self.code, &self.message))
     }
 }
 
@@ -323,6 +327,19 @@ impl From<store::Error> for ApiError {
     }
 }
 
+/// `{"error": code, "message": message}`, written in one allocation.
+fn error_body(code: ErrorCode, message: &str) -> Vec<u8> {
+    let code = code.as_str();
+    let mut body = Vec::with_capacity(32 + code.len() + message.len());
+    body.extend_from_slice(b"{\"error\":\"");
+    // Codes are snake_case ASCII words: nothing to escape.
+    body.extend_from_slice(code.as_bytes());
+    body.extend_from_slice(b"\",\"message\":");
+    serde_json::to_writer(&mut body, message).expect("a string always serializes");
+    body.push(b'}');
+    body
+}
+
 /// Give an error answer (4xx, 5xx) that is not already JSON (or an HTML
 /// page) the JSON error shape; any other answer is left as it is. The
 /// original body is dropped: actix's plain-text messages can echo parts of
@@ -345,8 +362,7 @@ pub fn json_error(res: ServiceResponse) -> ServiceResponse {
         StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this route".to_owned(),
         s => s.canonical_reason().unwrap_or("error").to_ascii_lowercase(),
     };
-    let code = ErrorCode::for_status(status).as_str();
-    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+    let body = error_body(ErrorCode::for_status(status), &message);
     let (req, res) = res.into_parts();
     let mut res = res.set_body(body);
     res.headers_mut().insert(

@@ -38,6 +38,14 @@ impl TieredStore {
         Ok(epoch)
     }
 
+    /// Until when (epoch seconds, its TTL) a user's epoch item written now
+    /// must live: past every session bound or outlawed under it.
+    pub(super) fn epoch_item_exp(&self, now: UnixMillis) -> u64 {
+        now.saturating_add(self.inner.settings.policy.absolute_timeout_ms)
+            .div_ceil(1000)
+            + 86_400
+    }
+
     /// `user_id`'s epoch as this node knows it (read within the lease).
     pub(super) fn known_epoch(&self, user_id: &str, now: UnixMillis) -> Option<u64> {
         self.inner.epochs.known(user_id, now, self.lease_ms())

@@ -329,6 +329,12 @@ impl TieredStore {
         now: UnixMillis,
     ) -> Result<(), Error> {
         let max = self.inner.settings.max_per_user.max(1);
+        let epoch_item = StorageKey::user_epoch(user_id);
+        let counted = self
+            .inner
+            .dynamo
+            .session_count(epoch_item.as_bytes())
+            .await?;
         let mut others = Vec::new();
         for item in self.inner.dynamo.list_by_user(user_id).await? {
             // `kept` counts whether or not the index shows it yet.
@@ -336,11 +342,19 @@ impl TieredStore {
                 others.extend(self.live_session(user_id, item, now)?);
             }
         }
-        if others.len() < max {
+        let excess = (others.len() + 1).saturating_sub(max);
+        // The count, an upper bound, becomes the number left live (unless a
+        // login counted itself meanwhile: then the next one at the limit
+        // sets it).
+        let left = (others.len() + 1 - excess) as u64;
+        self.inner
+            .dynamo
+            .reset_session_count(epoch_item.as_bytes(), counted, left)
+            .await?;
+        if excess == 0 {
             return Ok(());
         }
         others.sort_by_key(|s| (s.record.created_at, s.key));
-        let excess = others.len() + 1 - max;
         for session in others.into_iter().take(excess) {
             let result = match self.destroy_key(session.key, now).await {
                 Ok(Destroyed::Confirmed) => "confirmed",
@@ -383,11 +397,7 @@ impl TieredStore {
     /// under the new epoch. Then every session the GSI lists is destroyed.
     pub async fn revoke_user(&self, user_id: &str, now: UnixMillis) -> Result<usize, Error> {
         let key = StorageKey::user_epoch(user_id);
-        // The epoch item must outlive every session it outlaws.
-        let exp = now
-            .saturating_add(self.inner.settings.policy.absolute_timeout_ms)
-            .div_ceil(1000)
-            + 86_400;
+        let exp = self.epoch_item_exp(now);
         let epoch = self
             .inner
             .dynamo

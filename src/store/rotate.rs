@@ -9,7 +9,7 @@ use edge_session_sync::{EpochGuard, RotateConflict};
 use tokio::sync::oneshot;
 
 use super::{item_of, Error, Session, TieredStore, UserBinding};
-use crate::record::{SessionRecord, UnixMillis};
+use crate::record::{SessionRecord, Text, UnixMillis};
 use crate::token::{SessionToken, StorageKey};
 
 impl TieredStore {
@@ -31,7 +31,7 @@ impl TieredStore {
         }
         let signs_in = binding.is_some();
         let (user, role) = match binding {
-            Some(b) => (Some(b.user_id), b.role),
+            Some(b) => (Some(b.user_id.into()), b.role.map(Into::into)),
             None => (old.record.user_id.clone(), old.record.role.clone()),
         };
         let rebinds = old.record.user_id.is_some() && old.record.user_id == user;
@@ -49,6 +49,10 @@ impl TieredStore {
             })
         });
         let mut epoch_read = false;
+        // The user's session count is checked against the limit in the
+        // transaction; only a login that finds it reached lists (and evicts
+        // from) the user's sessions.
+        let mut limit = Some(self.inner.settings.max_per_user.max(1) as u64);
         loop {
             // Rotating a session that was logged out everywhere, without a
             // fresh sign-in, would carry the revoked login over.
@@ -58,8 +62,9 @@ impl TieredStore {
             {
                 return Ok(Err(RotateConflict::EpochChanged));
             }
+            let guard = (epoch, limit);
             match self
-                .rotate_once(old, user.as_deref(), role.as_deref(), epoch, keep_data, now)
+                .rotate_once(old, user.as_deref(), role.as_deref(), guard, keep_data, now)
                 .await?
             {
                 Err(RotateConflict::EpochChanged) if !epoch_read => {
@@ -68,8 +73,13 @@ impl TieredStore {
                     }
                     epoch_read = true;
                 }
+                Err(RotateConflict::UserAtLimit) if limit.is_some() => {
+                    // At the limit: sign in all the same, then evict the
+                    // user's oldest sessions (without holding this login up).
+                    limit = None;
+                }
                 outcome => {
-                    if let (true, Ok((_, session))) = (signs_in, &outcome) {
+                    if let (true, None, Ok((_, session))) = (signs_in, limit, &outcome) {
                         self.evict_after_login(session, now);
                     }
                     return Ok(outcome);
@@ -92,15 +102,20 @@ impl TieredStore {
     /// gone from DynamoDB, the restarted node learns that from its stream
     /// (it resumes from its durable checkpoint) or its lease, as every other
     /// node does, and the new token was never issued.
+    ///
+    /// `guard`: the user's epoch, and the limit on the user's session count
+    /// if this rotation adds a session to the user (`None`: count it, with
+    /// no limit).
     async fn rotate_once(
         &self,
         old: &Session,
         user: Option<&str>,
         role: Option<&str>,
-        epoch: Option<u64>,
+        guard: (Option<u64>, Option<u64>),
         keep_data: bool,
         now: UnixMillis,
     ) -> Result<Result<(SessionToken, Session), RotateConflict>, Error> {
+        let (epoch, limit) = guard;
         let cache = &self.inner.cache;
         // A bound session carries the fleet's global epoch (read at most
         // once per lease): one bound while everyone is logged out is
@@ -128,9 +143,14 @@ impl TieredStore {
             &self.inner.settings.policy,
             now,
         );
+        // Rebinding the old session's own user replaces one of its sessions.
+        let adds = u64::from(old.record.user_id.as_deref() != user);
         let guard = user.map(|uid| EpochGuard {
             sid: StorageKey::user_epoch(uid).0,
             epoch: record.bound_user_epoch(),
+            adds,
+            limit: limit.filter(|_| adds > 0),
+            exp: self.epoch_item_exp(now),
         });
         let body = self.encode(&record);
         let item = item_of(&key, &record, body.clone());
@@ -260,8 +280,8 @@ fn new_record(
     let token = SessionToken::generate();
     let key = token.storage_key();
     let mut record = SessionRecord::new(policy, now);
-    record.user_id = user.map(str::to_owned);
-    record.role = role.map(str::to_owned);
+    record.user_id = user.map(Text::new);
+    record.role = role.map(Text::new);
     if keep_data {
         record.data.clone_from(&old.record.data);
     }

@@ -1,7 +1,7 @@
 //! Writes of a session's content: `create` and `update` (their rows in the
 //! table of the [store](super) module doc).
 
-use edge_session_sync::{Conflict, DynamoError, EpochGuard};
+use edge_session_sync::{Conflict, DynamoError, EpochGuard, RotateConflict};
 
 use super::{item_of, Error, NewSession, Session, SessionChange, TieredStore};
 use crate::cache::FillOutcome;
@@ -33,13 +33,16 @@ impl TieredStore {
     ) -> Result<(SessionToken, Session), Error> {
         let mut record = SessionRecord::new(&self.inner.settings.policy, now);
         if let Some(b) = spec.binding {
-            record.user_id = Some(b.user_id);
-            record.role = b.role;
+            record.user_id = Some(b.user_id.into());
+            record.role = b.role.map(Into::into);
         }
         record.data = spec.data.into();
         if let Some(idle) = spec.idle_timeout_ms {
             record.idle_timeout_ms = idle;
         }
+        // As at login: the user's session count is checked against the
+        // limit in the write; only one that finds it reached evicts.
+        let mut limit = Some(self.inner.settings.max_per_user.max(1) as u64);
         for _ in 0..8 {
             let guard = match record.user_id.clone() {
                 Some(uid) => {
@@ -49,6 +52,9 @@ impl TieredStore {
                     Some(EpochGuard {
                         sid: StorageKey::user_epoch(&uid).0,
                         epoch: user_epoch,
+                        adds: 1,
+                        limit,
+                        exp: self.epoch_item_exp(now),
                     })
                 }
                 None => None,
@@ -58,18 +64,13 @@ impl TieredStore {
             let key = token.storage_key();
             let item = item_of(&key, &record, body.clone());
             let written = match guard {
-                Some(guard) => self
-                    .inner
-                    .dynamo
-                    .create_guarded(&item, guard)
-                    .await
-                    .map(|r| r.map_err(|_| ())),
+                Some(guard) => self.inner.dynamo.create_guarded(&item, guard).await,
                 None => self
                     .inner
                     .dynamo
                     .create(&item)
                     .await
-                    .map(|r| r.map_err(|_| ())),
+                    .map(|r| r.map_err(|_| RotateConflict::NewExists)),
             };
             let written = match written {
                 Ok(written) => written,
@@ -83,13 +84,20 @@ impl TieredStore {
                 }
             };
             // A conflict is a 256-bit collision or an epoch that moved
-            // meanwhile: draw again, with the epoch read afresh.
-            if written.is_ok() {
-                self.inner.unknown.forget(&key);
-                self.inner.cache.fill(&key, now, record.version, &body)?;
-                let session = Session { key, record };
-                self.evict_after_login(&session, now);
-                return Ok((token, session));
+            // meanwhile: draw again, with the epoch read afresh. At the
+            // limit: write all the same, then evict the oldest.
+            match written {
+                Ok(()) => {
+                    self.inner.unknown.forget(&key);
+                    self.inner.cache.fill(&key, now, record.version, &body)?;
+                    let session = Session { key, record };
+                    if limit.is_none() {
+                        self.evict_after_login(&session, now);
+                    }
+                    return Ok((token, session));
+                }
+                Err(RotateConflict::UserAtLimit) => limit = None,
+                Err(_) => {}
             }
         }
         Err(Error::Dynamo(DynamoError::new_unavailable(

@@ -107,6 +107,9 @@ pub enum RotateConflict {
     /// The user's revocation epoch moved ("log out everywhere" ran): a
     /// session bound under the old epoch must not be written.
     EpochChanged,
+    /// The user holds as many sessions as the guard's limit allows (by the
+    /// count in the epoch item, an upper bound): nothing was written.
+    UserAtLimit,
 }
 
 /// The error codes with which DynamoDB and DynamoDB Streams refuse a call

@@ -8,8 +8,8 @@
 
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, ConsumedCapacity, Delete, Put, ReturnConsumedCapacity,
-    TransactWriteItem, Update,
+    AttributeValue, ConsumedCapacity, Delete, Put, ReturnConsumedCapacity,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -83,14 +83,33 @@ pub struct DynamoTier {
 }
 
 /// Guards a write on a user's revocation epoch: the epoch item `sid` must
-/// still be at `epoch` (0: never revoked, the item may be absent).
+/// still be at `epoch` (0: never revoked, the item may be absent, or hold
+/// no epoch yet).
+///
+/// The same item counts the user's sessions (`live`): the write adds
+/// `adds` to it, and with a `limit`, is refused
+/// ([`RotateConflict::UserAtLimit`]) when the count has reached it. The
+/// count only ever grows here (an ended session is not subtracted): it is an
+/// upper bound on the user's live sessions, set to the true number by
+/// [`DynamoTier::reset_session_count`] when a login finds it at the limit.
+/// So a login lists its user's sessions only then, not every time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EpochGuard {
     /// The user's epoch item key.
     pub sid: [u8; SID_LEN],
     /// The epoch the caller read.
     pub epoch: u64,
+    /// Sessions the write adds to the user's (0 or 1).
+    pub adds: u64,
+    /// Refuse the write when the count has reached this.
+    pub limit: Option<u64>,
+    /// Epoch seconds the item lives until, at least (TTL), when the write
+    /// creates it: past every session bound under it.
+    pub exp: u64,
 }
+
+/// The user's session count in the epoch item.
+pub(crate) const LIVE: &str = "live";
 
 /// What `provision` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,23 +288,34 @@ impl DynamoTier {
 
     /// Strongly consistent read of `ver` alone: the cheap lease check.
     pub async fn get_version(&self, sid: &[u8; SID_LEN]) -> Result<Option<u64>, DynamoError> {
+        match self.read_attribute("get_version", sid, item::VER).await? {
+            None => Ok(None),
+            Some(map) => item::number(&map, item::VER)
+                .map(Some)
+                .map_err(|e| malformed("get_version", e)),
+        }
+    }
+
+    /// The item under `sid` with only `attribute` (an empty map if the
+    /// item lacks it), strongly consistent; `None`: no item.
+    async fn read_attribute(
+        &self,
+        op: &'static str,
+        sid: &[u8; SID_LEN],
+        attribute: &str,
+    ) -> Result<Option<std::collections::HashMap<String, AttributeValue>>, DynamoError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
             .set_key(Some(item::key(sid)))
             .consistent_read(true)
-            .projection_expression("ver")
+            .projection_expression(attribute)
             .send()
-            .timed("get_version", &self.breaker)
+            .timed(op, &self.breaker)
             .await?
-            .map_err(|err| classify("get_version", &err))?;
-        match out.item {
-            None => Ok(None),
-            Some(map) => item::number(&map, item::VER)
-                .map(Some)
-                .map_err(|e| malformed("get_version", e)),
-        }
+            .map_err(|err| classify(op, &err))?;
+        Ok(out.item)
     }
 
     /// Replace the item, conditional on its stored `ver` being `expected_ver`
@@ -315,7 +345,7 @@ impl DynamoTier {
             self.journal_entry(&item.sid, Change::Raised(item.ver), "update")?,
         ];
         match self
-            .transact("update", items, &[RotateConflict::OldChanged])
+            .transact("update", items, &[RotateConflict::OldChanged], None)
             .await?
         {
             Ok(()) => Ok(Ok(())),
@@ -366,14 +396,14 @@ impl DynamoTier {
         ];
         let mut roles = vec![RotateConflict::OldChanged, RotateConflict::NewExists];
         if let Some(guard) = guard {
-            items.push(self.epoch_check(&guard, "rotate")?);
+            items.push(self.epoch_guard(&guard, "rotate")?);
             roles.push(RotateConflict::EpochChanged);
         }
         // Last, and with no condition: it never decides the outcome.
         if self.journal.write {
             items.push(self.journal_entry(old_sid, Change::Removed, "rotate")?);
         }
-        self.transact("rotate", items, &roles).await
+        self.transact("rotate", items, &roles, guard.as_ref()).await
     }
 
     /// Put a new item bound to a user, in one transaction with a check that
@@ -385,12 +415,13 @@ impl DynamoTier {
     ) -> Result<Result<(), RotateConflict>, DynamoError> {
         let items = vec![
             self.put_new(new, "create")?,
-            self.epoch_check(&guard, "create")?,
+            self.epoch_guard(&guard, "create")?,
         ];
         self.transact(
             "create",
             items,
             &[RotateConflict::NewExists, RotateConflict::EpochChanged],
+            Some(&guard),
         )
         .await
     }
@@ -405,34 +436,89 @@ impl DynamoTier {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    fn epoch_check(
+    /// The epoch item's part of a guarded write: the epoch condition (and
+    /// the limit's), and the count raised by `guard.adds`. On a failed
+    /// condition the item's old image comes back, to tell which failed.
+    fn epoch_guard(
         &self,
         guard: &EpochGuard,
         op: &'static str,
     ) -> Result<TransactWriteItem, DynamoError> {
-        // Epoch 0 is "never revoked": the item may not exist yet.
-        let condition = if guard.epoch == 0 {
-            "attribute_not_exists(sid) OR ver = :epoch"
+        // Epoch 0 is "never revoked": the item may not exist yet, or hold
+        // only a session count.
+        let epoch = if guard.epoch == 0 {
+            "(attribute_not_exists(ver) OR ver = :epoch)"
         } else {
             "ver = :epoch"
         };
-        let check = ConditionCheck::builder()
+        let mut update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(item::key(&guard.sid)))
-            .condition_expression(condition)
+            .update_expression("ADD live :adds SET exp = if_not_exists(exp, :exp)")
             .expression_attribute_values(":epoch", AttributeValue::N(guard.epoch.to_string()))
+            .expression_attribute_values(":adds", AttributeValue::N(guard.adds.to_string()))
+            .expression_attribute_values(":exp", AttributeValue::N(guard.exp.to_string()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        update = match guard.limit {
+            Some(limit) => update
+                .condition_expression(format!(
+                    "{epoch} AND (attribute_not_exists(live) OR live < :limit)"
+                ))
+                .expression_attribute_values(":limit", AttributeValue::N(limit.to_string())),
+            None => update.condition_expression(epoch),
+        };
+        let update = update
             .build()
             .map_err(|e| DynamoError::new(op, ErrorKind::Rejected, e.to_string()))?;
-        Ok(TransactWriteItem::builder().condition_check(check).build())
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// Set a user's session count (see [`EpochGuard`]) to `live`, if it is
+    /// still `seen` (no login counted since it was read). `false`: it moved,
+    /// and is left for the next login that finds it at the limit.
+    pub async fn reset_session_count(
+        &self,
+        epoch_sid: &[u8; SID_LEN],
+        seen: u64,
+        live: u64,
+    ) -> Result<bool, DynamoError> {
+        let op = "reset_session_count";
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(item::key(epoch_sid)))
+            .update_expression("SET live = :live")
+            .condition_expression("live = :seen")
+            .expression_attribute_values(":seen", AttributeValue::N(seen.to_string()))
+            .expression_attribute_values(":live", AttributeValue::N(live.to_string()))
+            .build()
+            .map_err(|e| DynamoError::new(op, ErrorKind::Rejected, e.to_string()))?;
+        self.update_if(op, update).await
+    }
+
+    /// A user's session count (see [`EpochGuard`]), strongly consistent: 0
+    /// when none is kept yet.
+    pub async fn session_count(&self, epoch_sid: &[u8; SID_LEN]) -> Result<u64, DynamoError> {
+        match self
+            .read_attribute("session_count", epoch_sid, LIVE)
+            .await?
+        {
+            Some(map) if map.contains_key(LIVE) => {
+                item::number(&map, LIVE).map_err(|e| malformed("session_count", e))
+            }
+            _ => Ok(0),
+        }
     }
 
     /// Run one `TransactWriteItems`; a cancellation maps to the role of the
-    /// first item whose condition failed.
+    /// first item whose condition failed. With `guard`, the item of role
+    /// [`RotateConflict::EpochChanged`] is the guard's: its old image says
+    /// whether the epoch moved or the user is at the limit.
     async fn transact(
         &self,
         op: &'static str,
         items: Vec<TransactWriteItem>,
         roles: &[RotateConflict],
+        guard: Option<&EpochGuard>,
     ) -> Result<Result<(), RotateConflict>, DynamoError> {
         let result = self
             .client
@@ -455,6 +541,14 @@ impl DynamoTier {
                         .map(|r| r.code().unwrap_or("None"))
                         .collect();
                     match cancellation_outcome(&codes, roles) {
+                        Some(RotateConflict::EpochChanged) => {
+                            let at = roles
+                                .iter()
+                                .position(|r| *r == RotateConflict::EpochChanged);
+                            let old = at.and_then(|i| cancel.cancellation_reasons().get(i));
+                            let old = old.and_then(|r| r.item());
+                            Ok(Err(guard_outcome(guard, old)))
+                        }
                         Some(conflict) => Ok(Err(conflict)),
                         None => Err(DynamoError::new(
                             op,
@@ -474,7 +568,17 @@ impl DynamoTier {
     /// A user's revocation epoch (0 when the user was never revoked):
     /// strongly consistent.
     pub async fn user_epoch(&self, epoch_sid: &[u8; SID_LEN]) -> Result<u64, DynamoError> {
-        Ok(self.get_version(epoch_sid).await?.unwrap_or(0))
+        // No item, or one holding only the user's session count: never
+        // revoked.
+        match self
+            .read_attribute("user_epoch", epoch_sid, item::VER)
+            .await?
+        {
+            Some(map) if map.contains_key(item::VER) => {
+                item::number(&map, item::VER).map_err(|e| malformed("user_epoch", e))
+            }
+            _ => Ok(0),
+        }
     }
 
     /// Advance a user's revocation epoch by one; returns the new epoch. The
@@ -490,9 +594,10 @@ impl DynamoTier {
         for _ in 0..8 {
             let current = self.user_epoch(epoch_sid).await?;
             let next = current + 1;
-            // Epoch 0 is "never revoked": the item may not exist yet.
+            // Epoch 0 is "never revoked": the item may not exist yet, or
+            // hold only the user's session count.
             let condition = if current == 0 {
-                "attribute_not_exists(sid) OR ver = :current"
+                "attribute_not_exists(ver) OR ver = :current"
             } else {
                 "ver = :current"
             };
@@ -517,7 +622,7 @@ impl DynamoTier {
                 self.journal_entry(epoch_sid, Change::Raised(next), op)?,
             ];
             if self
-                .transact(op, items, &[RotateConflict::OldChanged])
+                .transact(op, items, &[RotateConflict::OldChanged], None)
                 .await?
                 .is_ok()
             {
@@ -600,7 +705,7 @@ impl DynamoTier {
             self.journal_entry(sid, Change::Removed, op)?,
         ];
         match self
-            .transact(op, items, &[RotateConflict::OldChanged])
+            .transact(op, items, &[RotateConflict::OldChanged], None)
             .await?
         {
             Ok(()) => Ok(true),
@@ -649,6 +754,26 @@ impl DynamoTier {
 /// the role of the first item whose condition failed. `None` when the
 /// cancellation is not a conflict (throttling, capacity): the caller treats
 /// it as unavailable.
+/// Why a guard's condition failed, from the epoch item's old image: the
+/// epoch moved, or it did not and the user is at the limit.
+fn guard_outcome(
+    guard: Option<&EpochGuard>,
+    old: Option<&std::collections::HashMap<String, AttributeValue>>,
+) -> RotateConflict {
+    let (Some(guard), Some(old)) = (guard, old) else {
+        return RotateConflict::EpochChanged;
+    };
+    let epoch = match old.get(item::VER) {
+        None => Some(0),
+        Some(_) => item::number(old, item::VER).ok(),
+    };
+    if guard.limit.is_some() && epoch == Some(guard.epoch) {
+        RotateConflict::UserAtLimit
+    } else {
+        RotateConflict::EpochChanged
+    }
+}
+
 fn cancellation_outcome(codes: &[&str], roles: &[RotateConflict]) -> Option<RotateConflict> {
     if let Some(i) = codes.iter().position(|c| *c == "ConditionalCheckFailed") {
         return roles.get(i).copied();

@@ -70,6 +70,9 @@ async fn write_everything(tier: &DynamoTier) {
     let guard = EpochGuard {
         sid: [5; SID_LEN],
         epoch: 1,
+        adds: 1,
+        limit: None,
+        exp: 4_000_000_000,
     };
     assert!(tier
         .create_guarded(&item(6, 1), guard)

@@ -115,6 +115,8 @@ struct Counts {
     written: std::sync::Mutex<index::Written>,
     /// Items `IndexDelay` left out of index queries.
     index_hidden: AtomicU64,
+    /// Index queries answered under `IndexDelay`.
+    index_queries: AtomicU64,
 }
 
 impl Drop for FaultProxy {
@@ -221,6 +223,11 @@ impl FaultProxy {
     /// Items left out of index queries so far ([`Fault::IndexDelay`]).
     pub fn index_hidden(&self) -> u64 {
         self.counts.index_hidden.load(Ordering::SeqCst)
+    }
+
+    /// Index queries answered so far under [`Fault::IndexDelay`].
+    pub fn index_queries(&self) -> u64 {
+        self.counts.index_queries.load(Ordering::SeqCst)
     }
 
     /// `GetRecords` answered empty so far ([`Fault::StallFeed`]).

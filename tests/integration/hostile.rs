@@ -521,6 +521,10 @@ async fn cookieless_visitors_write_nothing() {
         .unwrap()
         .sessions;
     assert_eq!(sessions.len(), 1, "exactly one session for the user");
-    assert_eq!(table_items(&node).await, 1, "one item: that session");
+    assert_eq!(
+        table_items(&node).await,
+        2,
+        "two items: that session, and its user's epoch item counting it"
+    );
     node.stop().await;
 }

@@ -106,7 +106,12 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(got.is_some(), m.alive, "step {}: load liveness", step);
                 if let Some(got) = got {
                     prop_assert_eq!(got.record.version, m.version, "step {}: version", step);
-                    prop_assert_eq!(&got.record.user_id, &m.user, "step {}: user", step);
+                    prop_assert_eq!(
+                        got.record.user_id.as_deref(),
+                        m.user.as_deref(),
+                        "step {}: user",
+                        step
+                    );
                     prop_assert_eq!(&got.record.data, &m.data, "step {}: data", step);
                     s.current = got;
                 }
@@ -170,7 +175,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     } else {
                         BTreeMap::new()
                     };
-                    prop_assert_eq!(&new.record.user_id, &user);
+                    prop_assert_eq!(new.record.user_id.as_deref(), user.as_deref());
                     prop_assert_eq!(&new.record.data, &data);
                     model.push(Model {
                         alive: true,

@@ -8,9 +8,10 @@ use reqwest::header::{COOKIE, LINK};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+use crate::faultproxy::{Fault, FaultProxy, IndexLag};
 use crate::harness::{
-    browser_login, cookie, eventually, metric, service_login, table_name, whoami, TestNode,
-    ALICE_PASSWORD, BOB_PASSWORD,
+    browser_login, cookie, eventually, metric, proxied_node_toml, service_login, table_name,
+    whoami, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
 };
 
 /// `GET /v1/session` with `token`: its status.
@@ -296,4 +297,43 @@ async fn signed_in_page_shows_one_page_and_links_to_the_rest() {
     let (rest, link) = page(res).await;
     assert_eq!((rest.len(), link), (1, None));
     node.stop().await;
+}
+
+/// The per-user cap costs a login no listing of its user's sessions until
+/// the user reaches it: the count kept in the user's epoch item decides,
+/// in the login's own transaction. Past it, the oldest is evicted. (The
+/// node reaches DynamoDB through the fault proxy, which counts index
+/// queries.)
+#[tokio::test]
+async fn a_login_under_the_cap_lists_no_sessions() {
+    let Some(proxy) = FaultProxy::to_harness().await else {
+        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+        return;
+    };
+    proxy.set(Fault::IndexDelay(IndexLag::None));
+    let table = table_name();
+    let extra = "[session]\nmax_per_user = 3\n";
+    // A node straight to DynamoDB makes the table.
+    TestNode::spawn_on(&table, extra).await.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = proxied_node_toml(dir.path(), &table, &proxy.url(), "", extra);
+    let node = TestNode::spawn_toml(dir, &toml).await;
+    let mut logins = Vec::new();
+    for _ in 0..3 {
+        logins.push(browser_login(&node, "alice", ALICE_PASSWORD).await);
+    }
+    assert_eq!(
+        proxy.index_queries(),
+        0,
+        "three logins under a cap of three"
+    );
+    logins.push(browser_login(&node, "alice", ALICE_PASSWORD).await);
+    eventually("the oldest of four logins signed out", || async {
+        whoami(&node, &logins[0]).await.unwrap() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(proxy.index_queries() >= 1, "the login past the cap listed");
+    for token in &logins[1..] {
+        assert_eq!(whoami(&node, token).await.unwrap(), StatusCode::OK);
+    }
 }

@@ -477,7 +477,7 @@ async fn tombstones_survive_restart() {
         record.user_id = Some("alice".into());
         let item = edge_session::sync::Item {
             sid: key.0,
-            uid: record.user_id.clone(),
+            uid: record.user_id.as_deref().map(str::to_owned),
             ver: record.version,
             exp: record.ttl_epoch_secs(),
             body: codec::encode(&record),
@@ -642,6 +642,9 @@ async fn logout_everywhere_outlaws_sessions_bound_concurrently() {
     let guard = edge_session::sync::EpochGuard {
         sid: edge_session::StorageKey::user_epoch("uma").0,
         epoch: 0,
+        adds: 1,
+        limit: None,
+        exp: 4_000_000_000,
     };
     assert_eq!(
         cluster.tier.create_guarded(&item, guard).await.unwrap(),

@@ -1,6 +1,7 @@
 //! Login throughput: [`TieredStore::regenerate`] beside the raw DynamoDB
 //! `TransactWriteItems` it wraps (the same three items: conditional delete
-//! of the old key, conditional put of the new one, the user's epoch check),
+//! of the old key, conditional put of the new one, the user's epoch check
+//! with its session count),
 //! both against one embedded DynamoDB (SQLite file) and an on-disk sled
 //! cache, as a node runs them. The parts of `regenerate` that are not the
 //! transaction are timed alone too: the consistent read of the user's
@@ -150,8 +151,8 @@ impl LoginBench {
                 let user_id = user();
                 let epoch_sid = StorageKey::user_epoch(&user_id);
                 let mut bound = SessionRecord::new(&policy, t);
-                bound.user_id = Some(user_id);
-                bound.role = Some("member".to_owned());
+                bound.user_id = Some(user_id.into());
+                bound.role = Some("member".into());
                 let new_key = SessionToken::generate().storage_key();
                 pairs.push((old_key, item(&new_key, &bound), epoch_sid));
             }

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::error::BuildError;
 use aws_sdk_dynamodb::operation::transact_write_items::builders::TransactWriteItemsFluentBuilder;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use edge_session::store::item_of;
 use edge_session::sync::{journal_entry, DynamoTier, Item, JournalChange};
 use edge_session::{codec, SessionRecord, StorageKey};
@@ -26,8 +28,8 @@ pub fn item(key: &StorageKey, record: &SessionRecord) -> Item {
 }
 
 /// The login transaction on `tier`: delete `old` (version 1), put `new`,
-/// check the epoch item `epoch_sid` (absent or 0), journal the removal when
-/// the tier writes the journal.
+/// check the epoch item `epoch_sid` (absent or 0) and count the session in
+/// it, journal the removal when the tier writes the journal.
 /// Ready to `send()`.
 pub fn login_transaction(
     tier: &DynamoTier,
@@ -47,18 +49,26 @@ pub fn login_transaction(
         .set_item(Some(new.to_attributes()))
         .condition_expression("attribute_not_exists(sid)")
         .build()?;
-    let check = ConditionCheck::builder()
+    // The user's epoch check, and its session count raised (under the limit).
+    let count = Update::builder()
         .table_name(table)
         .set_key(Some(key_map(epoch_sid.as_bytes())))
-        .condition_expression("attribute_not_exists(sid) OR ver = :epoch")
+        .update_expression("ADD live :adds SET exp = if_not_exists(exp, :exp)")
+        .condition_expression(
+            "(attribute_not_exists(ver) OR ver = :epoch) AND (attribute_not_exists(live) OR live < :limit)",
+        )
         .expression_attribute_values(":epoch", AttributeValue::N("0".into()))
+        .expression_attribute_values(":adds", AttributeValue::N("1".into()))
+        .expression_attribute_values(":exp", AttributeValue::N("4000000000".into()))
+        .expression_attribute_values(":limit", AttributeValue::N("32".into()))
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
         .build()?;
     let transaction = tier
         .client()
         .transact_write_items()
         .transact_items(TransactWriteItem::builder().delete(delete).build())
         .transact_items(TransactWriteItem::builder().put(put).build())
-        .transact_items(TransactWriteItem::builder().condition_check(check).build());
+        .transact_items(TransactWriteItem::builder().update(count).build());
     if !tier.journal().write {
         return Ok(transaction);
     }

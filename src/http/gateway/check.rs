@@ -52,6 +52,9 @@ pub async fn check(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
 /// alone (Envoy passes on the original request's query). An empty role, or
 /// one given twice, leaves the check ambiguous: 400 `malformed_input`.
 fn required_role(query: &str) -> Result<Option<String>, ApiError> {
+    if query.is_empty() {
+        return Ok(None);
+    }
     let malformed = || {
         ApiError::bad_request(
             ErrorCode::MalformedInput,

@@ -23,17 +23,25 @@ pub const ASSERTION: HeaderName = HeaderName::from_static("x-edge-assertion");
 /// header value (a control character) is refused rather than altered: the
 /// app must see exactly the user the session names.
 pub fn headers(identity: &Identity) -> Result<[(HeaderName, HeaderValue); 5], ApiError> {
-    let value = |text: &str| {
-        HeaderValue::from_bytes(text.as_bytes()).map_err(|_| {
-            tracing::error!("a user id or role holds a character a header cannot carry");
-            ApiError::internal()
-        })
+    let values = identity.header_values.get_or_init(|| {
+        let value = |text: &str| HeaderValue::from_bytes(text.as_bytes()).ok();
+        Some([
+            value(&identity.user)?,
+            value(&identity.role)?,
+            value(&identity.handle)?,
+            HeaderValue::from(identity.auth_time),
+            value(&identity.assertion)?,
+        ])
+    });
+    let Some([user, role, session, auth_time, assertion]) = values.clone() else {
+        tracing::error!("a user id or role holds a character a header cannot carry");
+        return Err(ApiError::internal());
     };
     Ok([
-        (USER, value(&identity.user)?),
-        (ROLE, value(&identity.role)?),
-        (SESSION, value(&identity.handle)?),
-        (AUTH_TIME, HeaderValue::from(identity.auth_time)),
-        (ASSERTION, value(&identity.assertion)?),
+        (USER, user),
+        (ROLE, role),
+        (SESSION, session),
+        (AUTH_TIME, auth_time),
+        (ASSERTION, assertion),
     ])
 }

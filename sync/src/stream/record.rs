@@ -123,6 +123,12 @@ fn map_record(record: &Record) -> Mapped {
             }
             match (old, new) {
                 (Some(old), Some(new)) if new <= old => return Mapped::Ignored,
+                // A user's epoch item whose session count moved, with no
+                // epoch yet (a login): both images, neither with a
+                // version. (A KEYS_ONLY stream has no images: invalidate.)
+                (None, None) if stream.new_image().is_some() && stream.old_image().is_some() => {
+                    return Mapped::Ignored
+                }
                 (_, new) => InvalidationKind::VersionRaised { new_ver: new },
             }
         }
@@ -305,6 +311,23 @@ mod tests {
             kind_of(&rewrite),
             Some(InvalidationKind::VersionRaised { new_ver: Some(7) })
         );
+    }
+
+    #[test]
+    fn a_count_only_modify_of_an_epoch_item_is_ignored() {
+        // A login counted a session in its user's epoch item, which holds
+        // no epoch yet: no version in either image.
+        let mut new = image(Some(4), None);
+        new.insert("live".to_owned(), AttributeValue::N("2".into()));
+        let mut old = image(Some(4), None);
+        old.insert("live".to_owned(), AttributeValue::N("1".into()));
+        let r = record(
+            OperationType::Modify,
+            Some(image(Some(4), None)),
+            Some(new),
+            Some(old),
+        );
+        assert_eq!(map_record(&r), Mapped::Ignored);
     }
 
     #[test]
