@@ -750,10 +750,6 @@ impl DynamoTier {
     }
 }
 
-/// Map a cancelled transaction's reasons (in item order) to an outcome:
-/// the role of the first item whose condition failed. `None` when the
-/// cancellation is not a conflict (throttling, capacity): the caller treats
-/// it as unavailable.
 /// Why a guard's condition failed, from the epoch item's old image: the
 /// epoch moved, or it did not and the user is at the limit.
 fn guard_outcome(
@@ -774,6 +770,10 @@ fn guard_outcome(
     }
 }
 
+/// Map a cancelled transaction's reasons (in item order) to an outcome:
+/// the role of the first item whose condition failed. `None` when the
+/// cancellation is not a conflict (throttling, capacity): the caller treats
+/// it as unavailable.
 fn cancellation_outcome(codes: &[&str], roles: &[RotateConflict]) -> Option<RotateConflict> {
     if let Some(i) = codes.iter().position(|c| *c == "ConditionalCheckFailed") {
         return roles.get(i).copied();
@@ -802,6 +802,52 @@ mod tests {
     fn rotate_outcome(codes: &[&str]) -> Option<RotateConflict> {
         use RotateConflict::*;
         cancellation_outcome(codes, &[OldChanged, NewExists, EpochChanged])
+    }
+
+    #[test]
+    fn a_refused_guard_is_the_limit_only_if_the_epoch_stood_still() {
+        let guard = |epoch| EpochGuard {
+            sid: [1; SID_LEN],
+            epoch,
+            adds: 1,
+            limit: Some(3),
+            exp: 0,
+        };
+        let old = |ver: Option<&str>| {
+            let mut item = std::collections::HashMap::new();
+            item.insert(LIVE.to_owned(), AttributeValue::N("3".into()));
+            if let Some(ver) = ver {
+                item.insert(item::VER.to_owned(), AttributeValue::N(ver.into()));
+            }
+            item
+        };
+        use RotateConflict::*;
+        assert_eq!(
+            guard_outcome(Some(&guard(0)), Some(&old(None))),
+            UserAtLimit
+        );
+        assert_eq!(
+            guard_outcome(Some(&guard(2)), Some(&old(Some("2")))),
+            UserAtLimit
+        );
+        assert_eq!(
+            guard_outcome(Some(&guard(0)), Some(&old(Some("1")))),
+            EpochChanged
+        );
+        assert_eq!(
+            guard_outcome(Some(&guard(2)), Some(&old(None))),
+            EpochChanged
+        );
+        // No old image (the item was absent, or the store sent none).
+        assert_eq!(guard_outcome(Some(&guard(0)), None), EpochChanged);
+        let unlimited = EpochGuard {
+            limit: None,
+            ..guard(0)
+        };
+        assert_eq!(
+            guard_outcome(Some(&unlimited), Some(&old(None))),
+            EpochChanged
+        );
     }
 
     #[test]
