@@ -24,7 +24,7 @@ use super::page::{self, SessionRow};
 use super::paging::{self, PageQuery};
 use super::request::{self, check_same_origin, same_origin_path, wants_json, within_id_limit};
 use super::state::AppState;
-use crate::record::{now, secs};
+use crate::record::{now, secs, Text};
 use crate::store::{Session, UserBinding};
 use crate::token::StorageKey;
 
@@ -216,13 +216,14 @@ pub async fn logout(
     Ok(res)
 }
 
-/// The signed-in user's session, or 401.
+/// The signed-in user (an in-place copy: no allocation) and session, or
+/// 401.
 async fn signed_in_session(
     state: &AppState,
     req: &HttpRequest,
-) -> Result<(String, Session), ApiError> {
+) -> Result<(Text, Session), ApiError> {
     match state.cookie_session(req).await? {
-        Some((_, session)) => match session.record.user_id.as_deref().map(str::to_owned) {
+        Some((_, session)) => match session.record.user_id.clone() {
             Some(user) => Ok((user, session)),
             None => Err(ApiError::unauthenticated()),
         },
@@ -242,22 +243,12 @@ pub async fn whoami(
         role: Option<&'a str>,
         user_id: &'a str,
     }
-    // The hot path: the user is read in place, not copied.
-    let session = state
-        .cookie_session(&req)
-        .await?
-        .map(|(_, session)| session);
-    let Some((session, user)) = session
-        .as_ref()
-        .and_then(|s| s.record.user_id.as_deref().map(|user| (s, user)))
-    else {
-        return Err(ApiError::unauthenticated());
-    };
+    let (user, session) = signed_in_session(&state, &req).await?;
     Ok(HttpResponse::Ok().json(WhoAmI {
         created_at: secs(session.record.created_at),
         expires_at: secs(session.record.expires_at()),
         role: session.record.role.as_deref(),
-        user_id: user,
+        user_id: &user,
     }))
 }
 
@@ -360,8 +351,8 @@ async fn end_mine(
         let Some(password) = reauth_password(req, body)? else {
             return Err(ApiError::reauth_required());
         };
-        match state.login.sign_in(req, user.clone(), password).await? {
-            Some(signed) if signed.user_id == user => {}
+        match state.login.sign_in(req, user.to_string(), password).await? {
+            Some(signed) if user == signed.user_id => {}
             _ => {
                 return Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,

@@ -137,12 +137,13 @@ where
     actix_web::dev::forward_ready!(service);
 
     fn call(&self, mut req: ServiceRequest) -> Self::Future {
+        let started = Instant::now();
         let in_flight = conn::enter(&req);
         let cut = body::guard(&mut req, self.settings.body_limits);
         let ops = self.settings.ops.get();
         let handling = if ops::misrouted(&req, ops) {
             let (req, _) = req.into_parts();
-            Handling::Answered(Some(ServiceResponse::from_err(ops::no_such_route(), req)))
+            Handling::Answered(ready(ServiceResponse::from_err(ops::no_such_route(), req)))
         } else {
             match &self.settings.upstream {
                 Some(upstream) if proxy::is_proxied(&req, ops) => {
@@ -156,7 +157,7 @@ where
             settings: Rc::clone(&self.settings),
             in_flight,
             cut,
-            started: Instant::now(),
+            started,
         }
     }
 }
@@ -167,8 +168,8 @@ enum Handling<F> {
     Routed(F),
     /// By the upstream.
     Proxied(Pin<Box<dyn Future<Output = ServiceResponse>>>),
-    /// Already (taken once ready).
-    Answered(Option<ServiceResponse>),
+    /// Already.
+    Answered(Ready<ServiceResponse>),
 }
 
 /// The pipeline's future: the answer to one request.
@@ -198,7 +199,7 @@ where
             },
             Handling::Proxied(fut) => ready!(fut.as_mut().poll(cx)),
             Handling::Answered(res) => {
-                let res = res.take().expect("an answer is taken once");
+                let res = ready!(Pin::new(res).poll(cx));
                 this.node_answer(res)
             }
         };

@@ -3,7 +3,7 @@
 //! `X-Session-Token` header, never in the URL. JSON in and out.
 
 use std::collections::BTreeMap;
-use std::future::Future;
+use std::future::{ready, Future, Ready};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -48,15 +48,15 @@ where
         "missing or invalid API key",
     );
     let (req, _) = req.into_parts();
-    KeyChecked::Refused(Some(ServiceResponse::from_err(refusal, req)))
+    KeyChecked::Refused(ready(Ok(ServiceResponse::from_err(refusal, req))))
 }
 
 /// The answer to a `/v1` call: the route's, or the key check's refusal.
 pub enum KeyChecked<F> {
     /// The key was accepted.
     Passed(F),
-    /// It was not (taken once ready).
-    Refused(Option<ServiceResponse>),
+    /// It was not.
+    Refused(Ready<Result<ServiceResponse, actix_web::Error>>),
 }
 
 impl<F> Future for KeyChecked<F>
@@ -68,9 +68,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         match self.get_mut() {
             KeyChecked::Passed(fut) => Pin::new(fut).poll(cx),
-            KeyChecked::Refused(res) => {
-                Poll::Ready(Ok(res.take().expect("an answer is taken once")))
-            }
+            KeyChecked::Refused(res) => Pin::new(res).poll(cx),
         }
     }
 }

@@ -46,6 +46,14 @@ impl TieredStore {
             + 86_400
     }
 
+    /// `session.max_per_user`: the count a login may not take a user's
+    /// sessions past (kept in the epoch item, see [`EpochGuard`]).
+    ///
+    /// [`EpochGuard`]: edge_session_sync::EpochGuard
+    pub(super) fn session_cap(&self) -> u64 {
+        self.inner.settings.max_per_user.max(1) as u64
+    }
+
     /// `user_id`'s epoch as this node knows it (read within the lease).
     pub(super) fn known_epoch(&self, user_id: &str, now: UnixMillis) -> Option<u64> {
         self.inner.epochs.known(user_id, now, self.lease_ms())

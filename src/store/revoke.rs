@@ -328,7 +328,7 @@ impl TieredStore {
         kept: StorageKey,
         now: UnixMillis,
     ) -> Result<(), Error> {
-        let max = self.inner.settings.max_per_user.max(1);
+        let max = self.session_cap() as usize;
         let epoch_item = StorageKey::user_epoch(user_id);
         let counted = self
             .inner
@@ -343,17 +343,7 @@ impl TieredStore {
             }
         }
         let excess = (others.len() + 1).saturating_sub(max);
-        // The count, an upper bound, becomes the number left live (unless a
-        // login counted itself meanwhile: then the next one at the limit
-        // sets it).
         let left = (others.len() + 1 - excess) as u64;
-        self.inner
-            .dynamo
-            .reset_session_count(epoch_item.as_bytes(), counted, left)
-            .await?;
-        if excess == 0 {
-            return Ok(());
-        }
         others.sort_by_key(|s| (s.record.created_at, s.key));
         for session in others.into_iter().take(excess) {
             let result = match self.destroy_key(session.key, now).await {
@@ -367,6 +357,13 @@ impl TieredStore {
             };
             metrics::counter!("edge_session_evictions_total", "result" => result).increment(1);
         }
+        // The count, an upper bound, becomes the number left live (unless a
+        // login counted itself meanwhile: then the next one at the limit
+        // sets it). After the evictions, so that a failure here costs none.
+        self.inner
+            .dynamo
+            .reset_session_count(epoch_item.as_bytes(), counted, left)
+            .await?;
         Ok(())
     }
 

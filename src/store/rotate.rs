@@ -52,7 +52,7 @@ impl TieredStore {
         // The user's session count is checked against the limit in the
         // transaction; only a login that finds it reached lists (and evicts
         // from) the user's sessions.
-        let mut limit = Some(self.inner.settings.max_per_user.max(1) as u64);
+        let mut limit = Some(self.session_cap());
         loop {
             // Rotating a session that was logged out everywhere, without a
             // fresh sign-in, would carry the revoked login over.

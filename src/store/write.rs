@@ -42,7 +42,7 @@ impl TieredStore {
         }
         // As at login: the user's session count is checked against the
         // limit in the write; only one that finds it reached evicts.
-        let mut limit = Some(self.inner.settings.max_per_user.max(1) as u64);
+        let mut limit = Some(self.session_cap());
         for _ in 0..8 {
             let guard = match record.user_id.clone() {
                 Some(uid) => {
