@@ -432,6 +432,7 @@ fn bound() -> UserBinding {
     UserBinding {
         user_id: "user-1@example.com".into(),
         role: Some("member".into()),
+        client: None,
     }
 }
 

@@ -239,6 +239,7 @@ impl SessionStore for TieredStore {
                 binding: state.user_id.map(|user_id| UserBinding {
                     user_id,
                     role: None,
+                    client: None,
                 }),
                 data: state.data,
                 idle_timeout_ms: Some(idle_timeout_ms(self, ttl)),

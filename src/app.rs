@@ -34,6 +34,7 @@ pub struct Application {
     stop_upkeep: oneshot::Sender<()>,
     upkeep: tokio::task::JoinHandle<()>,
     follower: Option<tokio::task::JoinHandle<()>>,
+    emitter: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The relay settings of `config`, binding `relay.listen` now (so a taken
@@ -78,23 +79,47 @@ fn relay_settings(config: &Config, node: SocketAddr) -> anyhow::Result<Option<Re
     }))
 }
 
-/// One shutdown signal, awaited by two tasks.
+/// One shutdown signal, awaited by several tasks: the first future passes
+/// it on to every waiter made from the receiver ([`stopped`]).
 fn split_shutdown(
     stop: oneshot::Receiver<()>,
 ) -> (
     impl std::future::Future<Output = ()> + Send + 'static,
-    impl std::future::Future<Output = ()> + Send + 'static,
+    tokio::sync::watch::Receiver<bool>,
 ) {
     let (tx, rx) = tokio::sync::watch::channel(false);
     let first = async move {
         let _ = stop.await;
         let _ = tx.send(true);
     };
-    let second = async move {
-        let mut rx = rx;
-        let _ = rx.wait_for(|stopped| *stopped).await;
-    };
-    (first, second)
+    (first, rx)
+}
+
+/// Resolves once the shutdown `split_shutdown` passes on has come.
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stopped| *stopped).await;
+}
+
+/// The emitter's settings, when `events.enabled`.
+fn emitter_settings(config: &Config) -> anyhow::Result<Option<crate::events::EmitterSettings>> {
+    let e = &config.events;
+    if !e.enabled {
+        return Ok(None);
+    }
+    let ms = Duration::from_millis;
+    Ok(Some(crate::events::EmitterSettings {
+        region: config.relay.region.clone(),
+        beat: ms(e.beat_ms),
+        lease: ms(e.lease_ms),
+        poll_interval: ms(e.poll_interval_ms),
+        retention: Duration::from_secs(e.retention_secs),
+        hooks: e
+            .webhooks
+            .iter()
+            .map(crate::events::Hook::new)
+            .collect::<anyhow::Result<_>>()?,
+        max_pending: e.max_pending,
+    }))
 }
 
 /// The DynamoDB tier for `config` (starting the embedded server if asked),
@@ -215,6 +240,8 @@ impl Application {
             negative_max_entries: config.cache.negative_max_entries,
             // Checked by `Config::validate`.
             record_format: Format::from_byte(s.record_format).unwrap_or_default(),
+            record_client: s.record_client,
+            end_reasons: config.events.enabled,
         };
         let store = TieredStore::new(cache, tier, settings);
         let state = AppState::new(store.clone(), &config, telemetry::metrics_handle())?;
@@ -258,9 +285,18 @@ impl Application {
         }
         .run();
 
-        let (stop_upkeep, stopped) = oneshot::channel();
-        let (stopped, stopped_follower) = split_shutdown(stopped);
-        let upkeep = tokio::spawn(store.clone().maintain(now, stopped));
+        let (stop_upkeep, stop) = oneshot::channel();
+        let (stopped_upkeep, shutdown) = split_shutdown(stop);
+        let stopped_follower = stopped(shutdown.clone());
+        let upkeep = tokio::spawn(store.clone().maintain(now, stopped_upkeep));
+        let emitter = emitter_settings(&config)?.map(|settings| {
+            tokio::spawn(crate::events::run(
+                store.clone(),
+                client_settings.clone(),
+                settings,
+                stopped(shutdown.clone()),
+            ))
+        });
         let relays = relay_settings(&config, addr)?;
         let follower = config.stream.enabled.then(|| {
             if let Some(relays) = relays {
@@ -297,6 +333,7 @@ impl Application {
             stop_upkeep,
             upkeep,
             follower,
+            emitter,
         })
     }
 
@@ -333,6 +370,9 @@ impl Application {
         let _ = self.upkeep.await;
         if let Some(follower) = self.follower {
             let _ = follower.await;
+        }
+        if let Some(emitter) = self.emitter {
+            let _ = emitter.await;
         }
         self.store
             .cache()

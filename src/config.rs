@@ -12,12 +12,14 @@ use secrecy::SecretString;
 use serde::{de, Deserialize, Deserializer};
 
 mod auth;
+mod events;
 mod gateway;
 mod ipnet;
 mod parse;
 mod validate;
 
 pub use auth::{AuthConfig, UserConfig};
+pub use events::{EventsConfig, WebhookConfig, EVENT_TYPES};
 pub use gateway::{GatewayConfig, MIN_ACTION_SECRET_BYTES};
 
 pub use ipnet::IpNet;
@@ -51,6 +53,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Forward auth and the reverse proxy.
     pub gateway: GatewayConfig,
+    /// Session events.
+    pub events: EventsConfig,
 }
 
 impl Default for Config {
@@ -68,6 +72,7 @@ impl Default for Config {
             relay: RelayConfig::default(),
             log: LogConfig::default(),
             gateway: GatewayConfig::default(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -282,8 +287,12 @@ pub struct SessionConfig {
     pub reauth_window_secs: u64,
     /// The largest encoded session record (larger writes: 413).
     pub max_record_bytes: usize,
-    /// The record format this node writes (1 or 2; it reads both).
+    /// The record format this node writes (1, 2 or 3; it reads all three).
     pub record_format: u8,
+    /// What a sign-in records about its client.
+    pub record_client: crate::client::ClientMode,
+    /// A MaxMind-format database placing the sign-in's address.
+    pub geoip_database: Option<std::path::PathBuf>,
 }
 
 impl Default for SessionConfig {
@@ -296,6 +305,8 @@ impl Default for SessionConfig {
             reauth_window_secs: 300,
             max_record_bytes: crate::store::DEFAULT_MAX_RECORD_BYTES,
             record_format: crate::codec::FORMAT_VERSION,
+            record_client: crate::client::ClientMode::default(),
+            geoip_database: None,
         }
     }
 }
@@ -623,7 +634,7 @@ mod tests {
             err("[session]\nidle_timeout_secs = 30\ntouch_interval_secs = 60")
                 .contains("session.touch_interval_secs")
         );
-        assert!(err("[session]\nrecord_format = 3").contains("session.record_format"));
+        assert!(err("[session]\nrecord_format = 4").contains("session.record_format"));
         let relays = "[stream]\nsource = \"relays\"\n";
         assert!(err(relays).contains("relay.secret"), "no secret");
         assert!(err(&format!("{relays}[relay]\nsecret = \"short\"")).contains("relay.secret"));

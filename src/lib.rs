@@ -11,9 +11,11 @@
 //!   blake3 derivation, the only key either tier stores).
 //! - `record`: [`SessionRecord`], the pure expiry rules, and [`now`], the
 //!   wall clock; [`SessionData`], the application data, decoded on first use.
-//! - [`codec`]: the versioned record envelope: format 2 (fixed header, read
-//!   without serde) and format 1 (CBOR; `codec/v1.rs` is the one file
-//!   naming serde_cbor).
+//! - [`client`]: what a sign-in records about its client (address, parsed
+//!   `User-Agent`, place) under `session.record_client`.
+//! - [`codec`]: the versioned record envelope: formats 3 and 2 (fixed
+//!   header, read without serde; 3 adds the client section) and format 1
+//!   (CBOR; `codec/v1.rs` is the one file naming serde_cbor).
 //! - [`cache`]: [`SledCache`], records, tombstones and the revocation outbox
 //!   (the one file naming sled).
 //! - [`store`]: [`TieredStore`], the coordinator that orders writes across
@@ -22,6 +24,8 @@
 //!   the default `dynamodb.endpoint = "embedded"`.
 //! - `coherence`: the node side of the stream follower, and the lease
 //!   watchdog (how another node's revocation reaches this one).
+//! - [`events`]: session events from the table's change feed: the region's
+//!   emitter, its log in the table, and signed webhook deliveries.
 //! - [`relay`]: relays, for a region of any size: a few nodes read the
 //!   stream and push what it carries to every node over a signed feed.
 //! - [`config`]: layered configuration (file, then `EDGE_SESSION__*` env).
@@ -42,10 +46,12 @@ mod adapter;
 pub mod app;
 mod assertion;
 pub mod cache;
+pub mod client;
 pub mod codec;
 pub mod coherence;
 pub mod config;
 pub mod embedded;
+pub mod events;
 mod http;
 mod record;
 pub mod relay;

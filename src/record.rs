@@ -8,6 +8,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::client::ClientInfo;
+
 mod data;
 mod text;
 pub(crate) mod wire;
@@ -28,6 +30,29 @@ pub fn now() -> UnixMillis {
 /// Milliseconds to whole epoch seconds, the unit of times in JSON.
 pub fn secs(ms: UnixMillis) -> u64 {
     ms / 1000
+}
+
+/// UTC calendar date and time of `epoch_secs`: year, month, day, hour,
+/// minute, second (Howard Hinnant's civil-from-days).
+pub fn civil(epoch_secs: u64) -> (i64, u64, u64, u64, u64, u64) {
+    let days = (epoch_secs / 86_400) as i64;
+    let secs = epoch_secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u64;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u64;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, secs / 3600, (secs % 3600) / 60, secs % 60)
+}
+
+/// `epoch_secs` in RFC 3339, UTC (`2026-12-07T14:00:00Z`).
+pub fn rfc3339(epoch_secs: u64) -> String {
+    let (y, m, d, hh, mm, ss) = civil(epoch_secs);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
 /// One session, as both tiers store it (encoded by [`crate::codec`]).
@@ -58,6 +83,9 @@ pub struct SessionRecord {
     pub idle_timeout_ms: u64,
     /// Absolute expiry: the session ends then, however active.
     pub absolute_expiry: UnixMillis,
+    /// What the sign-in recorded about its client (`session.record_client`);
+    /// kept only by record format 3.
+    pub client: Option<ClientInfo>,
 }
 
 /// The expiry policy applied to new sessions.
@@ -110,6 +138,7 @@ impl SessionRecord {
             last_seen_at: now,
             idle_timeout_ms: policy.idle_timeout_ms,
             absolute_expiry: now.saturating_add(policy.absolute_timeout_ms),
+            client: None,
         }
     }
 

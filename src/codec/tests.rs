@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::client::{ClientFields, ClientInfo};
 use crate::record::{SessionData, Text};
 use proptest::prelude::*;
 
@@ -22,6 +23,7 @@ fn anonymous() -> SessionRecord {
         last_seen_at: 1_795_000_000_000,
         idle_timeout_ms: 1_800_000,
         absolute_expiry: 1_795_043_200_000,
+        client: None,
     }
 }
 
@@ -40,6 +42,7 @@ fn bound() -> SessionRecord {
         last_seen_at: 1_795_000_060_000,
         idle_timeout_ms: 1_800_000,
         absolute_expiry: 1_795_043_200_000,
+        client: None,
     }
 }
 
@@ -51,9 +54,10 @@ fn arb_record() -> impl Strategy<Value = SessionRecord> {
         any::<u64>(),
         proptest::collection::btree_map("\\PC{0,16}", "\\PC{0,64}", 0..8),
         (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
+        proptest::option::of(("[0-9.]{1,15}", "\\PC{0,80}", "\\PC{0,20}")),
     )
         .prop_map(
-            |(version, user_id, role, user_epoch, data, (c, l, i, a))| SessionRecord {
+            |(version, user_id, role, user_epoch, data, (c, l, i, a), client)| SessionRecord {
                 version,
                 user_id: user_id.map(Text::from),
                 role: role.map(Text::from),
@@ -63,20 +67,35 @@ fn arb_record() -> impl Strategy<Value = SessionRecord> {
                 last_seen_at: l,
                 idle_timeout_ms: i,
                 absolute_expiry: a,
+                client: client.and_then(|(addr, browser, city): (String, String, String)| {
+                    ClientInfo::new(&ClientFields {
+                        address: Some(&addr),
+                        browser: Some(&browser),
+                        city: Some(&city),
+                        ..ClientFields::default()
+                    })
+                }),
             },
         )
 }
 
 fn arb_format() -> impl Strategy<Value = Format> {
-    prop_oneof![Just(Format::V1), Just(Format::V2)]
+    prop_oneof![Just(Format::V1), Just(Format::V2), Just(Format::V3)]
 }
 
 proptest! {
     #[test]
     fn record_round_trips(record in arb_record(), format in arb_format()) {
         let bytes = encode_as(&record, format);
-        prop_assert_eq!(bytes[2], format as u8);
-        prop_assert_eq!(decode(&bytes).unwrap(), record);
+        // Formats 1 and 2 keep no client section; format 3 writes one only
+        // when there is one (else it is format 2, byte for byte).
+        let (written, kept) = match format {
+            Format::V3 if record.client.is_some() => (Format::V3, record.clone()),
+            Format::V3 => (Format::V2, record.clone()),
+            f => (f, SessionRecord { client: None, ..record.clone() }),
+        };
+        prop_assert_eq!(bytes[2], written as u8);
+        prop_assert_eq!(decode(&bytes).unwrap(), kept);
     }
 
     #[test]
@@ -162,15 +181,24 @@ fn bad_envelopes_are_typed_errors() {
     assert_eq!(decode(b"ES"), Err(DecodeError::NotAnEnvelope));
     assert_eq!(decode(b"XY\x01\xa0"), Err(DecodeError::NotAnEnvelope));
     assert_eq!(decode(b"ES\x09\xa0"), Err(DecodeError::UnknownFormat(9)));
-    assert_eq!(decode(b"ES\x03"), Err(DecodeError::UnknownFormat(3)));
+    assert_eq!(decode(b"ES\x04"), Err(DecodeError::UnknownFormat(4)));
     assert_eq!(decode(b"ES\x00"), Err(DecodeError::UnknownFormat(0)));
     assert!(matches!(
         decode(b"ES\x01\xff\xff"),
         Err(DecodeError::Malformed(_))
     ));
     assert!(matches!(decode(b"ES\x02"), Err(DecodeError::Malformed(_))));
-    for format in [Format::V1, Format::V2] {
-        let good = encode_as(&SessionRecord::new(&Default::default(), 5), format);
+    let mut with_client = SessionRecord::new(&Default::default(), 5);
+    with_client.client = ClientInfo::new(&ClientFields {
+        browser: Some("Firefox"),
+        ..ClientFields::default()
+    });
+    for (format, record) in [
+        (Format::V1, SessionRecord::new(&Default::default(), 5)),
+        (Format::V2, SessionRecord::new(&Default::default(), 5)),
+        (Format::V3, with_client),
+    ] {
+        let good = encode_as(&record, format);
         assert!(matches!(
             decode(&good[..good.len() - 1]),
             Err(DecodeError::Malformed(_))

@@ -60,5 +60,6 @@ pub(super) fn decode(payload: &[u8]) -> Result<SessionRecord, String> {
         last_seen_at: v1.last_seen_at,
         idle_timeout_ms: v1.idle_timeout_ms,
         absolute_expiry: v1.absolute_expiry,
+        client: None,
     })
 }

@@ -15,6 +15,7 @@ impl Config {
         self.check_server_and_dynamodb()?;
         self.check_credentials()?;
         self.check_sessions_and_limits()?;
+        self.events.validate()?;
         self.gateway.validate()
     }
 
@@ -209,7 +210,7 @@ impl Config {
         if crate::codec::Format::from_byte(s.record_format).is_none() {
             return bad(
                 "session.record_format",
-                "must be 1 or 2 (1 only while nodes of a build that reads only format 1 share the table)".into(),
+                "must be 1, 2 or 3 (below 3 only while nodes of a build that reads no later format share the table)".into(),
             );
         }
         if self.stream.poll_interval_ms == 0 || self.stream.poll_interval_ms > 60_000 {

@@ -25,7 +25,7 @@ use super::paging::{self, PageQuery};
 use super::request::{self, check_same_origin, same_origin_path, wants_json, within_id_limit};
 use super::state::AppState;
 use crate::record::{now, secs, Text};
-use crate::store::{Session, UserBinding};
+use crate::store::{End, Session, UserBinding};
 use crate::token::StorageKey;
 
 /// The longest password accepted, in characters.
@@ -173,6 +173,7 @@ pub async fn login(
     let binding = UserBinding {
         user_id: user_id.clone(),
         role: Some(role),
+        client: None,
     };
     let token = state.sign_in(&req, binding).await?;
     let mut res = if json {
@@ -278,6 +279,7 @@ async fn list_rows(
             created_at: secs(s.record.created_at),
             last_seen_at: secs(s.record.last_seen_at),
             current: current.key == s.key,
+            client: s.record.client,
         })
         .collect();
     Ok((rows, listed.next))
@@ -295,9 +297,12 @@ pub async fn my_sessions(
     let body: Vec<_> = rows
         .iter()
         .map(|r| {
-            serde_json::json!({
-                "handle": r.handle, "created_at": r.created_at, "last_seen_at": r.last_seen_at, "current": r.current,
-            })
+            super::service::with_client(
+                serde_json::json!({
+                    "handle": r.handle, "created_at": r.created_at, "last_seen_at": r.last_seen_at, "current": r.current,
+                }),
+                r.client.as_ref(),
+            )
         })
         .collect();
     let mut res = HttpResponse::Ok();
@@ -362,7 +367,7 @@ async fn end_mine(
             }
         }
     }
-    state.revoke_handle(&user, handle).await?;
+    state.revoke_handle(&user, handle, End::ByUser).await?;
     Ok(())
 }
 

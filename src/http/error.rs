@@ -68,6 +68,10 @@ error_codes! {
     UnknownSession = "unknown_session",
     /// 404: no such route.
     NotFound = "not_found",
+    /// 404: session events are off on this node (`events.enabled`).
+    EventsDisabled = "events_disabled",
+    /// 410: the event log no longer holds what follows this cursor.
+    CursorExpired = "cursor_expired",
     /// 405: the route does not take this method.
     MethodNotAllowed = "method_not_allowed",
     /// 409: the session changed since it was read.

@@ -24,6 +24,7 @@ mod body;
 mod browser;
 mod conn;
 mod error;
+mod events;
 mod framing;
 mod gateway;
 mod no_store;
@@ -161,6 +162,7 @@ const V1_ROUTES: &[Endpoint] = &[
     Endpoint::no_store("POST", "/v1/session/regenerate", |r| {
         r.to(service::regenerate)
     }),
+    Endpoint::no_store("GET", "/v1/events", |r| r.to(events::feed)),
     Endpoint::no_store("GET", "/v1/users/{user_id}/sessions", |r| {
         r.to(service::list_user)
     }),

@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+use crate::client::ClientInfo;
+
 /// Escape text for HTML element content and quoted attribute values.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -52,6 +54,7 @@ form.inline { margin:0; }
   padding:.65rem .8rem; border-radius:8px; margin:0 0 .5rem; font-weight:500; }
 .who { display:flex; align-items:center; gap:.5rem; flex-wrap:wrap; }
 table { width:100%; border-collapse:collapse; margin:.75rem 0 1.5rem; font-size:.92rem; }
+.muted { color:var(--muted); }
 caption { text-align:left; color:var(--muted); padding-bottom:.5rem; font-size:.9rem; }
 th, td { text-align:left; padding:.6rem .5rem; border-bottom:1px solid var(--line); vertical-align:middle; white-space:nowrap; }
 th:first-child, td:first-child { padding-left:0; } th:last-child, td:last-child { padding-right:0; text-align:right; }
@@ -134,26 +137,13 @@ pub struct SessionRow {
     pub last_seen_at: u64,
     /// This browser's session.
     pub current: bool,
+    /// What its sign-in recorded about its client.
+    pub client: Option<ClientInfo>,
 }
 
 fn utc(epoch_secs: u64) -> String {
-    // Civil-from-days (Howard Hinnant's algorithm), UTC.
-    let days = (epoch_secs / 86_400) as i64;
-    let secs = epoch_secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        secs / 3600,
-        (secs % 3600) / 60
-    )
+    let (y, m, d, hh, mm, _) = crate::record::civil(epoch_secs);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02} UTC")
 }
 
 /// `<time>` for an instant, shown as UTC.
@@ -192,9 +182,13 @@ pub fn signed_in(
                 c = utc(s.created_at)
             )
         };
+        let device = match &s.client {
+            Some(c) => escape(&c.fields().summary()),
+            None => "<span class=\"muted\">Unknown device</span>".to_owned(),
+        };
         let _ = write!(
             rows,
-            "<tr><td>{}</td><td>{}</td><td>{action}</td></tr>",
+            "<tr><td class=\"device\">{device}</td><td>{}</td><td>{}</td><td>{action}</td></tr>",
             time(s.created_at),
             time(s.last_seen_at)
         );
@@ -219,7 +213,7 @@ pub fn signed_in(
             "<h1>Signed in</h1><p class=\"lead who\">as <strong id=\"user\">{u}</strong>{role}</p>\
              <h2 id=\"sessions\">Your sessions</h2>\
              <table aria-labelledby=\"sessions\"><caption>{count}. Sign out any you do not recognise.</caption>\
-             <thead><tr><th scope=\"col\">Started</th><th scope=\"col\">Last active</th>\
+             <thead><tr><th scope=\"col\">Device</th><th scope=\"col\">Started</th><th scope=\"col\">Last active</th>\
              <th scope=\"col\"><span class=\"visually-hidden\">Action</span></th></tr></thead><tbody>{rows}</tbody></table>\
              <form method=\"post\" action=\"{base}/logout\"><button type=\"submit\">Sign out</button></form>",
             u = escape(user_id),
@@ -271,6 +265,7 @@ mod tests {
             handle: "h".into(),
             created_at: 0,
             last_seen_at: 0,
+            client: None,
             current: false,
         };
         let page = signed_in("u", "", std::slice::from_ref(&row), None, "/.edge", false);

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::future::{ready, Future, Ready};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -18,8 +19,10 @@ use super::request::{
     self, bearer_key, from_object, header_token, is_valid_id, within_id_limit, JsonObject,
 };
 use super::state::AppState;
+use super::throttle::client_addr;
+use crate::client::ClientInfo;
 use crate::record::{now, secs};
-use crate::store::{Destroyed, NewSession, Session, SessionChange, UserBinding};
+use crate::store::{Destroyed, End, NewSession, Session, SessionChange, UserBinding};
 use crate::sync::RotateConflict;
 use crate::token::SessionToken;
 
@@ -95,6 +98,20 @@ fn session_json(s: &Session) -> serde_json::Value {
         "expires_at": secs(s.record.expires_at()),
         "version": s.record.version,
     })
+}
+
+/// A listed session's JSON with its `client` object, when the sign-in
+/// recorded one (each of its fields is left out when unknown).
+pub(super) fn with_client(
+    mut listed: serde_json::Value,
+    client: Option<&ClientInfo>,
+) -> serde_json::Value {
+    if let (Some(obj), Some(client)) = (listed.as_object_mut(), client) {
+        if let Ok(fields) = serde_json::to_value(client.fields()) {
+            obj.insert("client".to_owned(), fields);
+        }
+    }
+    listed
 }
 
 fn validate_data(data: &BTreeMap<String, String>) -> Result<(), ApiError> {
@@ -230,6 +247,18 @@ pub struct RegenerateBody {
     role: Option<String>,
     #[serde(default)]
     keep_data: bool,
+    /// The end user's client, as the app saw it; without it, the request's
+    /// own address (through `server.trusted_proxies`) and `User-Agent`.
+    #[serde(default)]
+    client: Option<ClientBody>,
+}
+
+/// `client` of a regenerate: what the app saw of its user's client.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientBody {
+    address: Option<String>,
+    user_agent: Option<String>,
 }
 
 /// `POST /v1/session/regenerate`: a new token bound to `user_id`; the old
@@ -246,10 +275,27 @@ pub async fn regenerate(
             "user_id must be 1-256 characters, role at most 256",
         ));
     }
+    let client = match &body.client {
+        None => state.client_of(&req),
+        Some(c) => {
+            let address = match c.address.as_deref().map(str::parse::<IpAddr>) {
+                None => client_addr(&req, &state.trusted_proxies),
+                Some(Ok(ip)) => ip,
+                Some(Err(_)) => {
+                    return Err(ApiError::bad_request(
+                        ErrorCode::MalformedInput,
+                        "client.address must be an IPv4 or IPv6 address",
+                    ))
+                }
+            };
+            state.client.record(address, c.user_agent.as_deref())
+        }
+    };
     let (_, session) = header_session(&state, &req).await?;
     let binding = UserBinding {
         user_id: body.user_id,
         role: body.role,
+        client,
     };
     match state.store.regenerate(&session, Some(binding), body.keep_data, now()).await? {
         Ok((token, new)) => Ok(HttpResponse::Ok()
@@ -304,11 +350,14 @@ pub async fn list_user(
         .sessions
         .iter()
         .map(|s| {
-            serde_json::json!({
-                "handle": s.key.handle(),
-                "created_at": secs(s.record.created_at),
-                "last_seen_at": secs(s.record.last_seen_at),
-            })
+            with_client(
+                serde_json::json!({
+                    "handle": s.key.handle(),
+                    "created_at": secs(s.record.created_at),
+                    "last_seen_at": secs(s.record.last_seen_at),
+                }),
+                s.record.client.as_ref(),
+            )
         })
         .collect();
     let mut res = HttpResponse::Ok();
@@ -344,7 +393,7 @@ pub async fn revoke_one(
 ) -> Result<HttpResponse, ApiError> {
     let (user_id, handle) = path.into_inner();
     valid_user(&user_id)?;
-    state.revoke_handle(&user_id, &handle).await?;
+    state.revoke_handle(&user_id, &handle, End::ByAdmin).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -13,11 +13,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use super::auth;
 use super::error::ApiError;
 use super::request;
+use super::throttle::client_addr;
 use super::EDGE_PREFIX;
 use crate::assertion::Assertions;
+use crate::client::{ClientInfo, Recorder};
 use crate::config::{Config, GatewayConfig, IpNet};
 use crate::record::now;
-use crate::store::{NewSession, Session, TieredStore, UserBinding};
+use crate::store::{End, NewSession, Session, TieredStore, UserBinding};
 use crate::token::{SessionToken, StorageKey};
 
 /// Everything a handler needs. Shared by all workers.
@@ -53,6 +55,10 @@ pub struct AppState {
     pub body_limits: super::body::BodyLimits,
     /// `session.reauth_window_secs`, in milliseconds.
     pub reauth_window_ms: u64,
+    /// What a sign-in records about its client (`session.record_client`).
+    pub client: Recorder,
+    /// The region's event log, when `events.enabled` (`GET /v1/events`).
+    pub events: Option<crate::sync::EventLog>,
 }
 
 impl AppState {
@@ -84,6 +90,17 @@ impl AppState {
                 min_rate: config.server.client_body_min_rate,
             },
             reauth_window_ms: config.session.reauth_window_secs.saturating_mul(1000),
+            client: {
+                let s = &config.session;
+                let recorder = Recorder::new(s.record_client, s.geoip_database.as_deref())
+                    .map_err(|e| anyhow::anyhow!("session.geoip_database: {e}"))?;
+                recorder.warm();
+                recorder
+            },
+            events: config
+                .events
+                .enabled
+                .then(|| crate::sync::EventLog::new(&config.relay.region)),
         })
     }
 
@@ -111,7 +128,23 @@ impl AppState {
         let Some(token) = self.cookie_token(req) else {
             return Ok(None);
         };
-        Ok(self.store.load(&token, now()).await?.map(|s| (token, s)))
+        let from = client_addr(req, &self.trusted_proxies);
+        Ok(self
+            .store
+            .load_from(&token, from, now())
+            .await?
+            .map(|s| (token, s)))
+    }
+
+    /// What a sign-in from `req` records about its client: the address as
+    /// the throttle reads it (`server.trusted_proxies`) and the `User-Agent`.
+    pub fn client_of(&self, req: &HttpRequest) -> Option<ClientInfo> {
+        let agent = req
+            .headers()
+            .get(actix_web::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok());
+        self.client
+            .record(client_addr(req, &self.trusted_proxies), agent)
     }
 
     /// The `Set-Cookie` for `token`: `__Host-` rules (Secure, Path=/, no
@@ -147,8 +180,11 @@ impl AppState {
     pub async fn sign_in(
         &self,
         req: &HttpRequest,
-        binding: UserBinding,
+        mut binding: UserBinding,
     ) -> Result<SessionToken, ApiError> {
+        if binding.client.is_none() {
+            binding.client = self.client_of(req);
+        }
         for _ in 0..3 {
             let t = now();
             let Some((_, current)) = self.cookie_session(req).await? else {
@@ -178,9 +214,13 @@ impl AppState {
 
     /// Revoke `handle` if it is one of `user`'s sessions; 404 otherwise (an
     /// unknown handle and another user's handle are indistinguishable).
-    pub async fn revoke_handle(&self, user: &str, handle: &str) -> Result<(), ApiError> {
+    pub async fn revoke_handle(&self, user: &str, handle: &str, end: End) -> Result<(), ApiError> {
         let key = StorageKey::from_handle(handle).ok_or_else(ApiError::unknown_session)?;
-        if self.store.revoke_user_session(user, key, now()).await? {
+        if self
+            .store
+            .revoke_user_session(user, key, end, now())
+            .await?
+        {
             Ok(())
         } else {
             Err(ApiError::unknown_session())

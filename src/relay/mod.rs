@@ -58,6 +58,11 @@ use subscribe::{lock, Link, LinkState, Seen};
 /// most 4.4 `GetRecords` a second per shard, within Streams' five.
 const RELAY_POLL_FLOOR: Duration = Duration::from_millis(450);
 
+/// A random id naming this process as a slot's holder.
+pub(crate) fn owner_id() -> String {
+    frame::nonce()
+}
+
 /// What `relay::run` needs.
 #[derive(Clone)]
 pub struct RelaySettings {

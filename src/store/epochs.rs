@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Error, TieredStore};
+use super::{End, Error, TieredStore};
 use crate::record::{SessionRecord, UnixMillis};
 use crate::token::StorageKey;
 
@@ -113,7 +113,7 @@ impl TieredStore {
         let epoch = self
             .inner
             .dynamo
-            .bump_user_epoch(key.as_bytes(), exp)
+            .bump_user_epoch(key.as_bytes(), None, exp)
             .await?;
         self.inner.global.note(epoch, now);
         metrics::counter!("edge_session_global_revocations_total").increment(1);
@@ -147,7 +147,7 @@ impl TieredStore {
         }
         // Logged out everywhere, but missed by the listing (bound
         // concurrently, or the GSI lagged): finish the job.
-        self.destroy_key(key, now).await?;
+        self.destroy_key(key, End::Everywhere, now).await?;
         Ok(false)
     }
 }

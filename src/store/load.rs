@@ -5,9 +5,11 @@
 //! here is re-read before it is refused, since another node may have
 //! touched it.
 
+use std::net::IpAddr;
+
 use edge_session_sync::{Conflict, Item};
 
-use super::{item_of, CacheLookup, Error, Fetch, OnUnreachable, Session, TieredStore};
+use super::{item_of, CacheLookup, End, Error, Fetch, OnUnreachable, Session, TieredStore};
 use crate::cache::FillOutcome;
 use crate::codec;
 use crate::record::{SessionRecord, UnixMillis};
@@ -16,9 +18,10 @@ use crate::token::{SessionToken, StorageKey};
 /// What a load is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Use {
-    /// Serving the user: a served session is touched (at most once per
-    /// `touch_interval_ms`).
-    Serve,
+    /// Serving the user (from this address, when the caller knows it): a
+    /// served session is touched (at most once per `touch_interval_ms`),
+    /// and the touch keeps the address as the session's last one.
+    Serve(Option<IpAddr>),
     /// Checking that it is still live: never touched.
     Check,
 }
@@ -40,7 +43,20 @@ impl TieredStore {
         key: StorageKey,
         now: UnixMillis,
     ) -> Result<Option<Session>, Error> {
-        self.load_as(key, now, Use::Serve).await
+        self.load_as(key, now, Use::Serve(None)).await
+    }
+
+    /// [`load`](Self::load) for a request from `from`: a touch records it
+    /// as the session's last address (`session.record_client`), in the same
+    /// write.
+    pub async fn load_from(
+        &self,
+        token: &SessionToken,
+        from: IpAddr,
+        now: UnixMillis,
+    ) -> Result<Option<Session>, Error> {
+        self.load_as(token.storage_key(), now, Use::Serve(Some(from)))
+            .await
     }
 
     /// Whether `token`'s session is still live, as [`load`](Self::load)
@@ -85,8 +101,8 @@ impl TieredStore {
                     // another node may have served it since. Ask.
                     return Box::pin(self.revalidate(key, record, now, now, used)).await;
                 }
-                let touch =
-                    used == Use::Serve && record.needs_touch(&self.inner.settings.policy, now);
+                let touch = matches!(used, Use::Serve(_))
+                    && record.needs_touch(&self.inner.settings.policy, now);
                 if !touch && !self.outlawed(&record) {
                     return Ok(Some(Session { key, record }));
                 }
@@ -213,6 +229,7 @@ impl TieredStore {
         let record = codec::decode(&item.body)?;
         if !record.is_live(now) {
             self.inner.cache.evict(&key)?;
+            self.end_expired(key);
             return Ok(None);
         }
         if !self.epoch_allows(key, &record, now).await? {
@@ -246,6 +263,13 @@ impl TieredStore {
         }
         let mut next = record.next_version();
         next.last_seen_at = now;
+        if let (Use::Serve(Some(ip)), Some(client)) = (used, &record.client) {
+            if let Some(address) = self.inner.settings.record_client.address(ip) {
+                if client.fields().last_address != Some(address.as_str()) {
+                    next.client = Some(client.seen_from(&address));
+                }
+            }
+        }
         let body = self.encode(&next);
         match self
             .inner
@@ -282,6 +306,30 @@ impl TieredStore {
             }
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// With session events on: delete a session DynamoDB still holds past
+    /// its expiry, marked expired, in the background (its TTL deletion may
+    /// come days later). At most once per session: the item is then gone.
+    fn end_expired(&self, key: StorageKey) {
+        if !self.inner.settings.end_reasons {
+            return;
+        }
+        let dynamo = self.inner.dynamo.clone();
+        tokio::spawn(async move {
+            let ended = async {
+                if dynamo
+                    .stamp_end(key.as_bytes(), End::Expired.as_str())
+                    .await?
+                {
+                    dynamo.delete(key.as_bytes()).await?;
+                }
+                Ok::<_, edge_session_sync::DynamoError>(())
+            };
+            if let Err(err) = ended.await {
+                tracing::debug!(%err, "an expired session's delete failed; its TTL will do it");
+            }
+        });
     }
 
     /// One consistent DynamoDB read per key at a time: concurrent misses on

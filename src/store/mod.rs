@@ -63,6 +63,7 @@ use std::sync::Arc;
 use edge_session_sync::{DynamoError, DynamoTier, Item};
 
 use crate::cache::{CacheError, SledCache};
+use crate::client::{ClientInfo, ClientMode};
 use crate::codec::{self, DecodeError, Format};
 use crate::record::{Policy, SessionRecord, UnixMillis};
 use crate::token::StorageKey;
@@ -106,6 +107,8 @@ pub struct UserBinding {
     pub user_id: String,
     /// The user's role.
     pub role: Option<String>,
+    /// What the sign-in recorded about its client (`None`: nothing).
+    pub client: Option<ClientInfo>,
 }
 
 /// What a new session starts with.
@@ -145,6 +148,60 @@ impl SessionChange {
             data: Some(data.into()),
             ..SessionChange::default()
         }
+    }
+}
+
+/// Why a session ends. With session events on
+/// ([`StoreSettings::end_reasons`]) it is written on the item just before
+/// the delete (one more write unit), so that the delete's stream record
+/// says why; a rotation's delete carries none (its new session names it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Its holder signed out (logout, `DELETE /v1/session`, the gateway's
+    /// `logout` action).
+    SignedOut,
+    /// The user ended it from another of their sessions.
+    ByUser,
+    /// An administrator ended it (`/v1`).
+    ByAdmin,
+    /// Its user was signed out everywhere.
+    Everywhere,
+    /// Its user's sessions passed `session.max_per_user`.
+    Evicted,
+    /// A node found it expired.
+    Expired,
+    /// Its delete was replayed after DynamoDB was unreachable; the reason
+    /// it was first given, if any, was written then (the first one stays).
+    Deferred,
+}
+
+impl End {
+    /// The value written on the item (`why`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::SignedOut => "signed_out",
+            End::ByUser => "user",
+            End::ByAdmin => "admin",
+            End::Everywhere => "everywhere",
+            End::Evicted => "evicted",
+            End::Expired => "expired",
+            End::Deferred => "deferred",
+        }
+    }
+
+    /// The end written as `why`.
+    pub fn parse(why: &str) -> Option<End> {
+        [
+            End::SignedOut,
+            End::ByUser,
+            End::ByAdmin,
+            End::Everywhere,
+            End::Evicted,
+            End::Expired,
+            End::Deferred,
+        ]
+        .into_iter()
+        .find(|e| e.as_str() == why)
     }
 }
 
@@ -265,6 +322,12 @@ pub struct StoreSettings {
     /// only while nodes of a build that reads nothing else share the table
     /// (docs/design.md, "Record").
     pub record_format: Format,
+    /// What a touch keeps of the address a session was last used from
+    /// (`session.record_client`).
+    pub record_client: ClientMode,
+    /// Write why a session ends on its item before the delete ([`End`]):
+    /// on when the node emits session events (`events.enabled`).
+    pub end_reasons: bool,
 }
 
 /// [`StoreSettings::max_per_user`] unless configured (`session.max_per_user`).
@@ -300,6 +363,8 @@ impl Default for StoreSettings {
             negative_ttl_ms: 1_000,
             negative_max_entries: 10_000,
             record_format: Format::default(),
+            record_client: ClientMode::default(),
+            end_reasons: false,
         }
     }
 }

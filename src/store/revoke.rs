@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use edge_session_sync::Item;
 
-use super::{nonce, Destroyed, DrainReport, Error, Session, SessionPage, TieredStore};
+use edge_session_sync::DynamoError;
+
+use super::{nonce, Destroyed, DrainReport, End, Error, Session, SessionPage, TieredStore};
 use crate::cache::{CacheError, QueuedUnverified, Tombstone, TombstoneKind};
 use crate::codec;
 use crate::record::UnixMillis;
@@ -24,7 +26,21 @@ fn unverified_dropped(reason: &'static str) {
 impl TieredStore {
     /// Revoke the session under `token` in both tiers.
     pub async fn destroy(&self, token: &SessionToken, now: UnixMillis) -> Result<Destroyed, Error> {
-        self.destroy_key(token.storage_key(), now).await
+        self.destroy_key(token.storage_key(), End::SignedOut, now)
+            .await
+    }
+
+    /// The DynamoDB delete of an ending session, with its reason written
+    /// first when session events are on (the first reason written stays).
+    /// Whether an item was deleted.
+    async fn delete_ending(&self, key: &StorageKey, end: End) -> Result<bool, DynamoError> {
+        if self.inner.settings.end_reasons {
+            self.inner
+                .dynamo
+                .stamp_end(key.as_bytes(), end.as_str())
+                .await?;
+        }
+        self.inner.dynamo.delete(key.as_bytes()).await
     }
 
     /// [`destroy`](Self::destroy) by storage key (admin revoke, "my sessions").
@@ -35,7 +51,12 @@ impl TieredStore {
     /// which lifts it if its transaction is refused) tells that the key is
     /// live, and this destroy writes its own final tombstone, outbox entry
     /// and DynamoDB delete over it.
-    pub async fn destroy_key(&self, key: StorageKey, now: UnixMillis) -> Result<Destroyed, Error> {
+    pub async fn destroy_key(
+        &self,
+        key: StorageKey,
+        end: End,
+        now: UnixMillis,
+    ) -> Result<Destroyed, Error> {
         let cache = &self.inner.cache;
         let existing = cache.revocation_of(&key)?;
         let policy_bound = now.saturating_add(self.inner.settings.policy.absolute_timeout_ms);
@@ -80,7 +101,7 @@ impl TieredStore {
         };
         let _revoking = self.inner.revoking.mark(key);
         let tomb = self.write_revocation(&key, keep_until, now).await?;
-        match self.inner.dynamo.delete(key.as_bytes()).await {
+        match self.delete_ending(&key, end).await {
             Ok(_) => {
                 cache.ack(&key, tomb.nonce)?;
                 Ok(Destroyed::Confirmed)
@@ -163,7 +184,7 @@ impl TieredStore {
         let mut report = DrainReport::default();
         let result = async {
             for key in cache.unverified(limit)? {
-                match self.inner.dynamo.delete(key.as_bytes()).await? {
+                match self.delete_ending(&key, End::Deferred).await? {
                     true => {
                         let keep_until = cache.tombstone_of(&key)?.map_or(0, |t| t.keep_until);
                         let tomb = Tombstone {
@@ -346,7 +367,7 @@ impl TieredStore {
         let left = (others.len() + 1 - excess) as u64;
         others.sort_by_key(|s| (s.record.created_at, s.key));
         for session in others.into_iter().take(excess) {
-            let result = match self.destroy_key(session.key, now).await {
+            let result = match self.destroy_key(session.key, End::Evicted, now).await {
                 Ok(Destroyed::Confirmed) => "confirmed",
                 Ok(Destroyed::Pending | Destroyed::Unverified) => "pending",
                 Ok(Destroyed::NotFound | Destroyed::AlreadyRevoked) => continue,
@@ -368,16 +389,18 @@ impl TieredStore {
     }
 
     /// Revoke the session under `key` if it is bound to `user_id` (checked
-    /// with a consistent read). `false`: no such session of that user.
+    /// with a consistent read), for `end` (the user, or an administrator).
+    /// `false`: no such session of that user.
     pub async fn revoke_user_session(
         &self,
         user_id: &str,
         key: StorageKey,
+        end: End,
         now: UnixMillis,
     ) -> Result<bool, Error> {
         match self.inner.dynamo.get(key.as_bytes()).await? {
             Some(item) if item.uid.as_deref() == Some(user_id) => Ok(matches!(
-                self.destroy_key(key, now).await?,
+                self.destroy_key(key, end, now).await?,
                 Destroyed::Confirmed | Destroyed::Pending
             )),
             _ => Ok(false),
@@ -398,14 +421,15 @@ impl TieredStore {
         let epoch = self
             .inner
             .dynamo
-            .bump_user_epoch(key.as_bytes(), exp)
+            .bump_user_epoch(key.as_bytes(), Some(user_id), exp)
             .await?;
         self.note_epoch(user_id, epoch, now);
         let mut revoked = 0;
         for item in self.inner.dynamo.list_by_user(user_id).await? {
             if item.uid.as_deref() == Some(user_id)
                 && matches!(
-                    self.destroy_key(StorageKey(item.sid), now).await?,
+                    self.destroy_key(StorageKey(item.sid), End::Everywhere, now)
+                        .await?,
                     Destroyed::Confirmed | Destroyed::Pending
                 )
             {
@@ -424,7 +448,7 @@ impl TieredStore {
             if self.inner.revoking.contains(&key) {
                 continue;
             }
-            self.inner.dynamo.delete(key.as_bytes()).await?;
+            self.delete_ending(&key, End::Deferred).await?;
             cache.ack(&key, entry.nonce)?;
             report.confirmed += 1;
         }

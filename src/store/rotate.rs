@@ -9,6 +9,7 @@ use edge_session_sync::{EpochGuard, RotateConflict};
 use tokio::sync::oneshot;
 
 use super::{item_of, Error, Session, TieredStore, UserBinding};
+use crate::client::ClientInfo;
 use crate::record::{SessionRecord, Text, UnixMillis};
 use crate::token::{SessionToken, StorageKey};
 
@@ -30,9 +31,15 @@ impl TieredStore {
             return Ok(Err(RotateConflict::OldChanged));
         }
         let signs_in = binding.is_some();
-        let (user, role) = match binding {
-            Some(b) => (Some(b.user_id.into()), b.role.map(Into::into)),
-            None => (old.record.user_id.clone(), old.record.role.clone()),
+        // A sign-in records its own client; a rotation without one keeps
+        // the old session's.
+        let (user, role, client): (Option<Text>, Option<Text>, _) = match binding {
+            Some(b) => (Some(b.user_id.into()), b.role.map(Into::into), b.client),
+            None => (
+                old.record.user_id.clone(),
+                old.record.role.clone(),
+                old.record.client.clone(),
+            ),
         };
         let rebinds = old.record.user_id.is_some() && old.record.user_id == user;
         // The user's epoch, optimistically: the one this node read within the
@@ -63,10 +70,12 @@ impl TieredStore {
                 return Ok(Err(RotateConflict::EpochChanged));
             }
             let guard = (epoch, limit);
-            match self
-                .rotate_once(old, user.as_deref(), role.as_deref(), guard, keep_data, now)
-                .await?
-            {
+            let bound = Bound {
+                user: user.as_deref(),
+                role: role.as_deref(),
+                client: client.as_ref(),
+            };
+            match self.rotate_once(old, &bound, guard, keep_data, now).await? {
                 Err(RotateConflict::EpochChanged) if !epoch_read => {
                     if let Some(uid) = &user {
                         epoch = Some(self.user_epoch(uid, now, true).await?);
@@ -109,13 +118,13 @@ impl TieredStore {
     async fn rotate_once(
         &self,
         old: &Session,
-        user: Option<&str>,
-        role: Option<&str>,
+        bound: &Bound<'_>,
         guard: (Option<u64>, Option<u64>),
         keep_data: bool,
         now: UnixMillis,
     ) -> Result<Result<(SessionToken, Session), RotateConflict>, Error> {
         let (epoch, limit) = guard;
+        let user = bound.user;
         let cache = &self.inner.cache;
         // A bound session carries the fleet's global epoch (read at most
         // once per lease): one bound while everyone is logged out is
@@ -136,8 +145,7 @@ impl TieredStore {
         }
         let (token, key, record) = new_record(
             old,
-            user,
-            role,
+            bound,
             (global, epoch),
             keep_data,
             &self.inner.settings.policy,
@@ -267,11 +275,18 @@ impl TieredStore {
     }
 }
 
+/// Who the session replacing another is bound to, with what the sign-in
+/// recorded about its client.
+struct Bound<'a> {
+    user: Option<&'a str>,
+    role: Option<&'a str>,
+    client: Option<&'a ClientInfo>,
+}
+
 /// The session replacing `old`: a new token, its key, its record.
 fn new_record(
     old: &Session,
-    user: Option<&str>,
-    role: Option<&str>,
+    bound: &Bound<'_>,
     (global, epoch): (u64, Option<u64>),
     keep_data: bool,
     policy: &crate::record::Policy,
@@ -280,8 +295,9 @@ fn new_record(
     let token = SessionToken::generate();
     let key = token.storage_key();
     let mut record = SessionRecord::new(policy, now);
-    record.user_id = user.map(Text::new);
-    record.role = role.map(Text::new);
+    record.user_id = bound.user.map(Text::new);
+    record.role = bound.role.map(Text::new);
+    record.client = bound.client.cloned();
     if keep_data {
         record.data.clone_from(&old.record.data);
     }

@@ -35,6 +35,7 @@ impl TieredStore {
         if let Some(b) = spec.binding {
             record.user_id = Some(b.user_id.into());
             record.role = b.role.map(Into::into);
+            record.client = b.client;
         }
         record.data = spec.data.into();
         if let Some(idle) = spec.idle_timeout_ms {

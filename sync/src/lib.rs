@@ -18,6 +18,10 @@
 //! - [`relay`]: the relay slots (a lease item per slot, with a fencing
 //!   epoch) and [`TableCheckpoints`], the stream positions a relay keeps in
 //!   the table so that its successor resumes them.
+//! - `change`: [`Change`], a stream record about a session or a user's
+//!   epoch item, as the session events read it.
+//! - `events`: the session-event log in the table ([`EventLog`]), its head
+//!   and webhook cursors, and [`DynamoTier::stamp_end`].
 //! - [`journal`]: the change journal's entries, written (with
 //!   [`JournalSettings::write`]) in each invalidating write's own
 //!   transaction while nodes of an older build still read them.
@@ -28,8 +32,10 @@
 #![warn(missing_docs)]
 
 mod breaker;
+mod change;
 mod client;
 mod error;
+mod events;
 mod invalidation;
 mod item;
 mod journal;
@@ -39,8 +45,10 @@ mod table;
 mod tier;
 
 pub use breaker::BreakerSettings;
+pub use change::{Change, ChangeKind, Image};
 pub use client::{ClientSettings, Endpoint};
 pub use error::{Conflict, DynamoError, ErrorKind, RotateConflict};
+pub use events::{Appended, EventLog, LoggedEvent};
 pub use invalidation::{Invalidation, InvalidationKind};
 pub use item::{Item, ItemError, SID_LEN};
 pub use journal::{

@@ -390,9 +390,22 @@ impl DynamoTier {
             .expression_attribute_values(":expected", AttributeValue::N(old_ver.to_string()))
             .build()
             .map_err(|e| DynamoError::new("rotate", ErrorKind::Rejected, e.to_string()))?;
+        // The new item names the one it replaces (`prv`): a session event
+        // tells a sign-in's previous session from a new visitor's.
+        let mut put = new.to_attributes();
+        put.insert(
+            crate::change::PREVIOUS.to_owned(),
+            AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(old_sid.to_vec())),
+        );
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(put))
+            .condition_expression("attribute_not_exists(sid)")
+            .build()
+            .map_err(|e| DynamoError::new("rotate", ErrorKind::Rejected, e.to_string()))?;
         let mut items = vec![
             TransactWriteItem::builder().delete(delete).build(),
-            self.put_new(new, "rotate")?,
+            TransactWriteItem::builder().put(put).build(),
         ];
         let mut roles = vec![RotateConflict::OldChanged, RotateConflict::NewExists];
         if let Some(guard) = guard {
@@ -588,6 +601,7 @@ impl DynamoTier {
     pub async fn bump_user_epoch(
         &self,
         epoch_sid: &[u8; SID_LEN],
+        user: Option<&str>,
         exp: u64,
     ) -> Result<u64, DynamoError> {
         let op = "bump_user_epoch";
@@ -601,10 +615,22 @@ impl DynamoTier {
             } else {
                 "ver = :current"
             };
+            // The user is named on the item (`eu`), so that the raise's
+            // stream record says whose sessions ended.
+            let (set, named) = match user {
+                Some(user) => (
+                    "SET ver = :next, exp = :exp, eu = :user",
+                    Some(AttributeValue::S(user.to_owned())),
+                ),
+                None => ("SET ver = :next, exp = :exp", None),
+            };
             let update = Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(item::key(epoch_sid)))
-                .update_expression("SET ver = :next, exp = :exp")
+                .update_expression(set)
+                .set_expression_attribute_values(
+                    named.map(|u| std::collections::HashMap::from([(":user".to_owned(), u)])),
+                )
                 .condition_expression(condition)
                 .expression_attribute_values(":current", AttributeValue::N(current.to_string()))
                 .expression_attribute_values(":next", AttributeValue::N(next.to_string()))

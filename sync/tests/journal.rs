@@ -61,7 +61,7 @@ async fn write_everything(tier: &DynamoTier) {
         .unwrap();
     for expected in 1..=2 {
         let epoch = tier
-            .bump_user_epoch(&[5; SID_LEN], u64::MAX / 2)
+            .bump_user_epoch(&[5; SID_LEN], None, u64::MAX / 2)
             .await
             .unwrap();
         assert_eq!(epoch, expected);

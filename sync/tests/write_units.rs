@@ -31,7 +31,7 @@ async fn units(tier: &DynamoTier) -> Vec<(&'static str, f64)> {
         .unwrap()
         .unwrap();
     note("rotate (login)", tier);
-    tier.bump_user_epoch(&[9; SID_LEN], u64::MAX / 2)
+    tier.bump_user_epoch(&[9; SID_LEN], None, u64::MAX / 2)
         .await
         .unwrap();
     note("epoch raise", tier);

@@ -7,6 +7,7 @@ mod adapter;
 mod coherence;
 mod crash;
 mod embedded;
+mod events;
 mod faultproxy;
 mod faults;
 mod formats;
@@ -18,6 +19,7 @@ mod hostile;
 mod http;
 mod limits;
 mod login_throttle;
+mod mmdb;
 mod model;
 // The child-process helper the bench harness uses too; the tests use part
 // of it.
@@ -26,6 +28,7 @@ mod model;
 mod node;
 mod openapi;
 mod process;
+mod recognise;
 mod relays;
 mod sessions;
 mod store;

@@ -161,6 +161,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let binding = user.map(|u| UserBinding {
                     user_id: format!("user-{u}"),
                     role: None,
+                    client: None,
                 });
                 let got = a
                     .regenerate(&handle, binding.clone(), keep_data, t)

@@ -26,6 +26,7 @@ fn alice() -> Option<UserBinding> {
     Some(UserBinding {
         user_id: "alice".into(),
         role: Some("admin".into()),
+        client: None,
     })
 }
 
@@ -579,6 +580,7 @@ fn bound(user: &str) -> NewSession {
         binding: Some(UserBinding {
             user_id: user.into(),
             role: None,
+            client: None,
         }),
         ..NewSession::default()
     }
@@ -718,6 +720,7 @@ async fn login_on_a_node_that_missed_logout_everywhere_binds_under_the_new_epoch
     let binding = UserBinding {
         user_id: "vic".into(),
         role: None,
+        client: None,
     };
     let (token, session) = c
         .regenerate(&anon, Some(binding), false, t)
@@ -795,6 +798,7 @@ async fn outbox_replay_never_cancels_a_regenerate_in_flight() {
                 let binding = Some(UserBinding {
                     user_id: format!("u-{w}-{i}"),
                     role: None,
+                    client: None,
                 });
                 if let Err(conflict) = node.regenerate(&s, binding, false, t).await.unwrap() {
                     conflicts.push(conflict);

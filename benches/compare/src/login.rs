@@ -67,6 +67,7 @@ fn binding(user_id: String) -> UserBinding {
     UserBinding {
         user_id,
         role: Some("member".to_owned()),
+        client: None,
     }
 }
 

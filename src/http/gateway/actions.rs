@@ -96,6 +96,7 @@ pub fn parse(text: &str) -> Option<Action> {
     Some(Action::Login(UserBinding {
         user_id: id(user)?.to_owned(),
         role,
+        client: None,
     }))
 }
 
@@ -288,6 +289,7 @@ mod tests {
         Some(Action::Login(UserBinding {
             user_id: user.into(),
             role: role.map(Into::into),
+            client: None,
         }))
     }
 

@@ -25,6 +25,7 @@ use super::recovery::recover;
 use super::settings::FollowerSettings;
 use super::shards::{Listed, Position, ShardState, Shards, Start};
 use super::status::FollowerStatus;
+use crate::change::Change;
 use crate::error::DynamoError;
 use crate::invalidation::Invalidation;
 
@@ -161,7 +162,7 @@ impl FollowLoop {
         mut shutdown: Pin<&mut S>,
     ) -> Option<JoinSet<(String, Fetched)>>
     where
-        F: FnMut(Vec<Invalidation>) -> Fut,
+        F: FnMut(Vec<Invalidation>, Vec<Change>) -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
         S: Future,
@@ -200,7 +201,7 @@ impl FollowLoop {
         mut shutdown: Pin<&mut S>,
     ) -> Option<()>
     where
-        F: FnMut(Vec<Invalidation>) -> Fut,
+        F: FnMut(Vec<Invalidation>, Vec<Change>) -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
         S: Future,
@@ -335,7 +336,7 @@ impl Follower {
         sink: &mut F,
     ) -> Step
     where
-        F: FnMut(Vec<Invalidation>) -> Fut,
+        F: FnMut(Vec<Invalidation>, Vec<Change>) -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {
@@ -366,7 +367,11 @@ impl Follower {
                     return Step::Polled;
                 }
                 shard.full = records.len() >= self.settings.records_per_call.max(1) as usize;
-                shard.pending = Some(Pending::from_records(&records, closed));
+                shard.pending = Some(Pending::from_records(
+                    &records,
+                    closed,
+                    self.settings.changes,
+                ));
                 if self.deliver(id, shard, sink).await {
                     return self.after_delivery(id, shard);
                 }
@@ -413,15 +418,16 @@ impl Follower {
     /// Returns whether it was accepted.
     async fn deliver<F, Fut, E>(&self, id: &str, shard: &mut ShardState, sink: &mut F) -> bool
     where
-        F: FnMut(Vec<Invalidation>) -> Fut,
+        F: FnMut(Vec<Invalidation>, Vec<Change>) -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {
         let Some(pending) = &shard.pending else {
             return true;
         };
-        if !pending.invalidations.is_empty() {
-            if let Err(err) = sink(pending.invalidations.clone()).await {
+        if !pending.invalidations.is_empty() || !pending.changes.is_empty() {
+            let handed = sink(pending.invalidations.clone(), pending.changes.clone());
+            if let Err(err) = handed.await {
                 tracing::warn!(shard = %id, %err, "stream follower: the consumer failed a batch; it will be handed over again");
                 count_error("sink");
                 shard.failures += 1;

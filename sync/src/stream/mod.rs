@@ -126,6 +126,7 @@ mod settings;
 mod shards;
 mod status;
 
+use crate::change::Change;
 use crate::invalidation::Invalidation;
 pub use checkpoints::{CheckpointError, Checkpoints, MemoryCheckpoints};
 pub use settings::{ColdStart, FollowerSettings};
@@ -185,6 +186,23 @@ impl StreamFollower {
     pub async fn run<F, Fut, E>(self, mut sink: F, shutdown: impl Future) -> Result<(), DynamoError>
     where
         F: FnMut(Vec<Invalidation>) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        self.run_changes(move |invalidations, _| sink(invalidations), shutdown)
+            .await
+    }
+
+    /// [`run`](Self::run), handing each batch's [`Change`]s too (with
+    /// [`FollowerSettings::changes`]; otherwise the second vector is always
+    /// empty). A batch is checkpointed only after `sink` returned `Ok`.
+    pub async fn run_changes<F, Fut, E>(
+        self,
+        mut sink: F,
+        shutdown: impl Future,
+    ) -> Result<(), DynamoError>
+    where
+        F: FnMut(Vec<Invalidation>, Vec<Change>) -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, Record, StreamRecord};
 
+use crate::change::Change;
 use crate::invalidation::{Invalidation, InvalidationKind};
 use crate::item::{HEARTBEAT, SID, SID_LEN, TOUCHED, VER};
 
@@ -20,6 +21,8 @@ use crate::item::{HEARTBEAT, SID, SID_LEN, TOUCHED, VER};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Pending {
     pub(super) invalidations: Vec<Invalidation>,
+    /// The batch's changes, when the follower hands them over.
+    pub(super) changes: Vec<Change>,
     /// The batch's last sequence number: the checkpoint once accepted.
     pub(super) last_sequence: Option<String>,
     /// Records in the batch, invalidations or not.
@@ -33,9 +36,10 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    pub(super) fn from_records(records: &[Record], closed: bool) -> Self {
+    pub(super) fn from_records(records: &[Record], closed: bool, with_changes: bool) -> Self {
         let mut pending = Pending {
             invalidations: Vec::new(),
+            changes: Vec::new(),
             last_sequence: None,
             records: records.len(),
             newest: None,
@@ -49,6 +53,9 @@ impl Pending {
             }
             if let Some(created) = stream.and_then(creation_time) {
                 pending.newest = Some(pending.newest.map_or(created, |n| n.max(created)));
+            }
+            if with_changes {
+                pending.changes.extend(crate::change::change_of(record));
             }
             match map_record(record) {
                 Mapped::Invalidation(invalidation) => pending.invalidations.push(invalidation),
@@ -106,9 +113,10 @@ fn map_record(record: &Record) -> Mapped {
     if [stream.new_image(), stream.old_image()]
         .into_iter()
         .flatten()
-        .any(crate::relay::is_relay_item)
+        .any(|image| crate::relay::is_relay_item(image) || crate::events::is_event_item(image))
     {
-        // A relay slot's renewal or checkpoint: nobody caches it.
+        // A relay slot's renewal or checkpoint, or the event log's: nobody
+        // caches it.
         return Mapped::Ignored;
     }
     let kind = match record.event_name() {
@@ -392,7 +400,7 @@ mod tests {
             None,
             Some(image(Some(1), Some("1"))),
         );
-        let pending = Pending::from_records(&[insert.clone(), insert], false);
+        let pending = Pending::from_records(&[insert.clone(), insert], false, false);
         assert!(pending.invalidations.is_empty());
         assert_eq!(pending.records, 2);
         assert_eq!(

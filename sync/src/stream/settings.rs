@@ -38,6 +38,9 @@ pub struct FollowerSettings {
     /// liveness measured end to end, not inferred from successful polls.
     /// `None`: no heartbeat (one write unit per interval when on).
     pub heartbeat_every: Option<Duration>,
+    /// Also hand over every [`Change`](crate::Change) to a session or a
+    /// user's epoch item, inserts included ([`StreamFollower::run_changes`](crate::StreamFollower::run_changes)).
+    pub changes: bool,
 }
 
 impl Default for FollowerSettings {
@@ -50,6 +53,7 @@ impl Default for FollowerSettings {
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             heartbeat_every: None,
+            changes: false,
         }
     }
 }

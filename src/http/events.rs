@@ -1,0 +1,228 @@
+//! `GET /v1/events`: the region's session events, from the log in the table
+//! (`crate::events`), resumable from a cursor for `events.retention_secs`.
+//!
+//! - JSON (the default): `?after=<cursor>&limit=<1-100>&wait=<0-30>`
+//!   answers `{"events": [...], "cursor": "<n>"}` at once when events
+//!   follow the cursor, else after at most `wait` seconds (a long poll:
+//!   one consistent batch read every 250 ms meanwhile). Without `after`,
+//!   the feed starts at the log's head (events from now on).
+//! - `Accept: text/event-stream`: the same events as Server-Sent Events,
+//!   each with `id: <cursor>` (so `Last-Event-ID` resumes), `event: <type>`
+//!   and `data: <json>`, a comment every 15 s to keep the stream open.
+//!
+//! A cursor whose next event the log no longer holds answers 410
+//! `cursor_expired` (start again without `after`). Behind the API key: each
+//! waiting client costs four consistent reads a second.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use actix_web::http::header;
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::error::{ApiError, ErrorCode};
+use super::state::AppState;
+use crate::sync::{DynamoTier, EventLog, LoggedEvent};
+
+/// How often a waiting feed reads the log.
+const POLL: Duration = Duration::from_millis(250);
+/// The longest long poll.
+const MAX_WAIT_SECS: u64 = 30;
+/// An idle event stream gets a comment this often.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedQuery {
+    after: Option<String>,
+    limit: Option<String>,
+    wait: Option<String>,
+}
+
+fn dynamo(err: crate::sync::DynamoError) -> ApiError {
+    crate::store::Error::Dynamo(err).into()
+}
+
+fn malformed(message: &'static str) -> ApiError {
+    ApiError::bad_request(ErrorCode::MalformedInput, message)
+}
+
+fn number(text: Option<&str>, max: u64, what: &'static str) -> Result<Option<u64>, ApiError> {
+    text.map(|t| {
+        t.parse::<u64>()
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| malformed(what))
+    })
+    .transpose()
+}
+
+/// The entries right after `after`, in order and without a gap.
+fn following(after: u64, found: Vec<LoggedEvent>) -> Vec<LoggedEvent> {
+    let mut next = after + 1;
+    found
+        .into_iter()
+        .take_while(|e| {
+            let ok = e.number == next;
+            next += 1;
+            ok
+        })
+        .collect()
+}
+
+/// Whether entry `after + 1` was written but is gone (past retention): the
+/// flushed head is past it, and every entry below the head was written.
+async fn expired(tier: &DynamoTier, log: EventLog, after: u64) -> Result<bool, ApiError> {
+    Ok(tier.event_head(log).await.map_err(dynamo)? > after + 1)
+}
+
+/// `GET /v1/events`.
+pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let Some(log) = state.events else {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::NOT_FOUND,
+            ErrorCode::EventsDisabled,
+            "session events are off on this node (events.enabled)",
+        ));
+    };
+    let query: FeedQuery = serde_urlencoded::from_str(req.query_string())
+        .map_err(|_| malformed("query string: expected after, limit and wait"))?;
+    let last_id = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok());
+    let after = number(
+        query.after.as_deref().or(last_id),
+        u64::MAX - 1,
+        "after: expected a cursor from this feed",
+    )?;
+    let limit = number(query.limit.as_deref(), 100, "limit: expected 1-100")?.unwrap_or(100);
+    if limit == 0 {
+        return Err(malformed("limit: expected 1-100"));
+    }
+    let wait = number(
+        query.wait.as_deref(),
+        MAX_WAIT_SECS,
+        "wait: expected 0-30 seconds",
+    )?
+    .unwrap_or(0);
+    let tier = state.store.dynamo().clone();
+    let after = match after {
+        Some(after) => after,
+        None => tier
+            .event_head(log)
+            .await
+            .map_err(dynamo)?
+            .saturating_sub(1),
+    };
+    let streaming = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    if streaming {
+        return Ok(stream(tier, log, after));
+    }
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    loop {
+        let found = following(
+            after,
+            tier.read_events(log, after + 1, limit)
+                .await
+                .map_err(dynamo)?,
+        );
+        if let Some(last) = found.last().map(|e| e.number) {
+            let events: Vec<&serde_json::value::RawValue> = found
+                .iter()
+                .filter_map(|e| serde_json::from_str(&e.json).ok())
+                .collect();
+            return Ok(HttpResponse::Ok()
+                .json(serde_json::json!({ "events": events, "cursor": last.to_string() })));
+        }
+        if expired(&tier, log, after).await? {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::GONE,
+                ErrorCode::CursorExpired,
+                "the log no longer holds the events after this cursor; start again without `after`",
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Ok(HttpResponse::Ok()
+                .json(serde_json::json!({ "events": [], "cursor": after.to_string() })));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The event stream from `after`: a task reads the log and writes lines
+/// into a channel the response drains; it ends when the client goes.
+fn stream(tier: DynamoTier, log: EventLog, mut after: u64) -> HttpResponse {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    actix_web::rt::spawn(async move {
+        let mut quiet_since = Instant::now();
+        loop {
+            let found = match tier.read_events(log, after + 1, 100).await {
+                Ok(found) => following(after, found),
+                Err(err) => {
+                    tracing::debug!(%err, "event stream: the log was not read");
+                    Vec::new()
+                }
+            };
+            if found.is_empty() {
+                if matches!(expired(&tier, log, after).await, Ok(true)) {
+                    let line = "event: error\ndata: {\"error\":\"cursor_expired\"}\n\n";
+                    let _ = tx.send(Bytes::from_static(line.as_bytes())).await;
+                    return;
+                }
+                if quiet_since.elapsed() >= KEEPALIVE {
+                    if tx
+                        .send(Bytes::from_static(b": keepalive\n\n"))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    quiet_since = Instant::now();
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            for event in found {
+                let kind = serde_json::from_str::<serde_json::Value>(&event.json)
+                    .ok()
+                    .and_then(|v| v.get("type")?.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let frame = format!(
+                    "id: {}\nevent: {kind}\ndata: {}\n\n",
+                    event.number, event.json
+                );
+                if tx.send(Bytes::from(frame)).await.is_err() {
+                    return;
+                }
+                after = event.number;
+            }
+            quiet_since = Instant::now();
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .streaming(Lines(rx))
+}
+
+/// The event stream's body: what the task sends.
+struct Lines(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl futures_core::Stream for Lines {
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|line| line.map(Ok))
+    }
+}
