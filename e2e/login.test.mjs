@@ -154,6 +154,12 @@ test('login, session listing, revocation and logout in a real browser', { timeou
     assert.equal(await sessionRows(page).count(), 2, 'my sessions lists both browsers');
     assert.equal(await page.locator('tbody .tag', { hasText: 'This browser' }).count(), 1);
   }
+  // Each row says which device it is: this browser's own row names the
+  // browser and OS Chromium's User-Agent says it is.
+  const agent = await a.page.evaluate(() => navigator.userAgent);
+  const major = agent.match(/Chrome\/(\d+)/)[1];
+  const here = sessionRows(a.page).filter({ has: a.page.locator('.tag', { hasText: 'This browser' }) });
+  assert.match(await here.locator('td.device').innerText(), new RegExp(`Chrome ${major} on Linux · 127\\.0\\.0\\.1`));
   const listed = async (page) => page.evaluate(async () => (await fetch('/me/sessions')).json());
   const [fromA, fromB] = [await listed(a.page), await listed(b.page)];
   assert.deepEqual(fromA.map((s) => s.handle).sort(), fromB.map((s) => s.handle).sort());

@@ -58,6 +58,9 @@ workers = 2
 shutdown_timeout_secs = 5
 [log]
 level = "warn"
+# GET /v1/events is served (with events off it only answers 404).
+[events]
+enabled = true
 # schemathesis signs in again whenever its cookie stops working (a fuzzed
 # logout ends it), far past the default login budgets; those budgets have
 # their own tests (tests/integration/login_throttle.rs).

@@ -90,15 +90,21 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     };
     let query: FeedQuery = serde_urlencoded::from_str(req.query_string())
         .map_err(|_| malformed("query string: expected after, limit and wait"))?;
-    let last_id = req
-        .headers()
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok());
+    let last_id = match req.headers().get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| malformed("Last-Event-ID: expected a cursor"))?,
+        ),
+    };
+    // A `Last-Event-ID` is checked even beside `after`, which wins.
+    let resumed = number(last_id, u64::MAX - 1, "Last-Event-ID: expected a cursor")?;
     let after = number(
-        query.after.as_deref().or(last_id),
+        query.after.as_deref(),
         u64::MAX - 1,
         "after: expected a cursor from this feed",
-    )?;
+    )?
+    .or(resumed);
     let limit = number(query.limit.as_deref(), 100, "limit: expected 1-100")?.unwrap_or(100);
     if limit == 0 {
         return Err(malformed("limit: expected 1-100"));

@@ -33,7 +33,7 @@ body { margin:0; min-height:100vh; display:flex; flex-direction:column; align-it
 .brand svg { display:block; }
 main { width:100%; max-width:26rem; padding:2rem 2.25rem 2.25rem; background:var(--card); border:1px solid var(--line);
   border-radius:14px; box-shadow:0 1px 2px rgba(16,24,40,.05), 0 8px 24px rgba(16,24,40,.07); }
-main.wide { max-width:40rem; }
+main.wide { max-width:50rem; }
 h1 { font-size:1.6rem; line-height:1.25; margin:0 0 .35rem; letter-spacing:-.01em; }
 h2 { font-size:1.05rem; margin:1.75rem 0 .25rem; }
 p.lead { margin:0 0 1.5rem; color:var(--muted); }
@@ -55,6 +55,7 @@ form.inline { margin:0; }
 .who { display:flex; align-items:center; gap:.5rem; flex-wrap:wrap; }
 table { width:100%; border-collapse:collapse; margin:.75rem 0 1.5rem; font-size:.92rem; }
 .muted { color:var(--muted); }
+td.device { white-space:normal; min-width:12rem; }
 caption { text-align:left; color:var(--muted); padding-bottom:.5rem; font-size:.9rem; }
 th, td { text-align:left; padding:.6rem .5rem; border-bottom:1px solid var(--line); vertical-align:middle; white-space:nowrap; }
 th:first-child, td:first-child { padding-left:0; } th:last-child, td:last-child { padding-right:0; text-align:right; }
