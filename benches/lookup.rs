@@ -1,7 +1,10 @@
 //! Micro-benchmarks of the session hot path and of login.
 //!
 //! - `token/*`: generation (OS CSPRNG), parsing, the storage-key hash.
-//! - `codec/*`: encode and decode of a small record.
+//! - `codec/*`: encode and decode of a small record, and the decode of one
+//!   with a recorded client (format 3).
+//! - `client/parse_agent`: a sign-in's `User-Agent` through the uap-core
+//!   regexes.
 //! - `lookup/cache_hit/N` is the whole sled-side hot path of a load:
 //!   storage-key hash, sled get, the record's header decode (format 2: the
 //!   data stays as bytes), lease and expiry checks. It is
@@ -40,6 +43,7 @@ use aws_sdk_dynamodb::types::StreamSpecification;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use edge_session::client::{parse_agent, ClientMode, Recorder};
 use edge_session::embedded::EmbeddedDynamo;
 use edge_session::store::{CacheLookup, NewSession, StoreSettings, UserBinding};
 use edge_session::sync::{ClientSettings, DynamoTier, Endpoint};
@@ -50,6 +54,8 @@ use edge_session_bench::raw::{item, login_transaction};
 use hdrhistogram::Histogram;
 
 const NOW: u64 = 1_800_000_000_000;
+
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
 
 /// A deterministic token stream (fixed seed), so runs compare.
 fn tokens(n: usize) -> Vec<SessionToken> {
@@ -378,6 +384,27 @@ fn bench_codec_and_token(c: &mut Criterion) {
     });
     let r = record(1);
     group.bench_function("encode_small", |b| b.iter(|| codec::encode(black_box(&r))));
+    // The same record as a sign-in now writes it: with what it recorded of
+    // its client (format 3), which a decode keeps as one shared section.
+    let signed_in = Recorder::new(ClientMode::Full, None)
+        .expect("no database")
+        .record("203.0.113.7".parse().expect("an address"), Some(FIREFOX));
+    let with_client = codec::encode(&SessionRecord {
+        client: signed_in,
+        ..record(1)
+    });
+    group.bench_function("decode_with_client", |b| {
+        b.iter(|| codec::decode(black_box(&with_client)).unwrap())
+    });
+    group.finish();
+
+    // What a sign-in pays to record its client: the User-Agent through the
+    // uap-core regexes (built once per process, before this runs).
+    let mut group = c.benchmark_group("client");
+    parse_agent(FIREFOX);
+    group.bench_function("parse_agent", |b| {
+        b.iter(|| parse_agent(black_box(FIREFOX)))
+    });
     group.finish();
 
     let mut group = c.benchmark_group("token");

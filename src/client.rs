@@ -227,6 +227,7 @@ static AGENTS: OnceLock<Option<ua_parser::Extractor<'static>>> = OnceLock::new()
 fn agents() -> Option<&'static ua_parser::Extractor<'static>> {
     AGENTS
         .get_or_init(|| {
+            let started = std::time::Instant::now();
             let regexes: ua_parser::Regexes<'static> =
                 match serde_json::from_str(include_str!("client/regexes.json")) {
                     Ok(r) => r,
@@ -235,9 +236,14 @@ fn agents() -> Option<&'static ua_parser::Extractor<'static>> {
                         return None;
                     }
                 };
-            ua_parser::Extractor::try_from(regexes)
+            let built = ua_parser::Extractor::try_from(regexes)
                 .inspect_err(|err| tracing::error!(%err, "the user-agent regexes do not build"))
-                .ok()
+                .ok();
+            tracing::info!(
+                ms = started.elapsed().as_millis() as u64,
+                "user-agent parser built"
+            );
+            built
         })
         .as_ref()
 }

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnConsumedCapacity};
 
 use crate::error::{classify, conditional, DynamoError, CONDITION_FAILED};
 use crate::item::{self, EXP, SID, SID_LEN};
@@ -89,8 +89,10 @@ fn n(value: u64) -> AttributeValue {
 impl DynamoTier {
     /// Write on the session under `sid` why it ends (`why`), just before
     /// its delete: the delete's stream record carries it in the old image.
-    /// `false` when there is no such item. `ver` is not moved, so no cached
-    /// copy is invalidated by it.
+    /// The first reason written stays (a replayed delete does not overwrite
+    /// the one its revocation gave). `false` when there is no such item, or
+    /// it has a reason already. `ver` is not moved, so no cached copy is
+    /// invalidated by it.
     pub async fn stamp_end(&self, sid: &[u8; SID_LEN], why: &str) -> Result<bool, DynamoError> {
         let op = "stamp_end";
         let out = self
@@ -99,13 +101,18 @@ impl DynamoTier {
             .table_name(self.table())
             .set_key(Some(item::key(sid)))
             .update_expression("SET #why = :why")
-            .condition_expression("attribute_exists(body)")
+            .condition_expression("attribute_exists(body) AND attribute_not_exists(#why)")
             .expression_attribute_names("#why", crate::change::WHY)
             .expression_attribute_values(":why", AttributeValue::S(why.to_owned()))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .timed(op, self.breaker())
             .await?;
-        Ok(conditional(op, out, &[CONDITION_FAILED])?.is_some())
+        let written = conditional(op, out, &[CONDITION_FAILED])?;
+        if let Some(out) = &written {
+            self.charge(op, out.consumed_capacity());
+        }
+        Ok(written.is_some())
     }
 
     /// Put entry `number` of `log`: the event `id` with its JSON, kept until
@@ -130,10 +137,12 @@ impl DynamoTier {
             .item(EVENT, AttributeValue::S(json.to_owned()))
             .item(EXP, n(exp))
             .condition_expression("attribute_not_exists(sid)")
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .timed(op, self.breaker())
             .await?;
-        if conditional(op, out, &[CONDITION_FAILED])?.is_some() {
+        if let Some(out) = conditional(op, out, &[CONDITION_FAILED])? {
+            self.charge(op, out.consumed_capacity());
             return Ok(Appended::Written);
         }
         let taken = self.read_events(log, number, 1).await?;
@@ -247,10 +256,13 @@ impl DynamoTier {
             )
             .item(EVENT_ITEM, AttributeValue::S(char::from(kind).to_string()))
             .item(NUMBER, n(value))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .timed(op, self.breaker())
             .await?;
-        out.map(|_| ()).map_err(|err| classify(op, &err))
+        let out = out.map_err(|err| classify(op, &err))?;
+        self.charge(op, out.consumed_capacity());
+        Ok(())
     }
 
     /// The log's head as last flushed: every entry below it was written.

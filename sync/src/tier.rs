@@ -167,7 +167,7 @@ impl DynamoTier {
             / 1000.0
     }
 
-    fn charge<'a>(
+    pub(crate) fn charge<'a>(
         &self,
         op: &'static str,
         consumed: impl IntoIterator<Item = &'a ConsumedCapacity>,

@@ -77,3 +77,51 @@ async fn without_the_journal_each_operation_costs_only_its_own_items() {
         assert!(on(op) > off(op), "{op}: the journal adds to it");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_events_cost_one_unit_for_the_reason_and_one_per_log_write() {
+    let server = Dynoxide::start();
+    let tier = table(&server.url).await;
+    let log = edge_session_sync::EventLog::new("eu");
+    let mut last = tier.consumed_write_units();
+    let mut note = |tier: &DynamoTier| {
+        let now = tier.consumed_write_units();
+        let spent = now - last;
+        last = now;
+        spent
+    };
+    tier.create(&item(4, 1)).await.unwrap().unwrap();
+    note(&tier);
+    assert!(tier.stamp_end(&[4; SID_LEN], "signed_out").await.unwrap());
+    let stamp = note(&tier);
+    assert!(tier.delete(&[4; SID_LEN]).await.unwrap());
+    let delete = note(&tier);
+    let json = format!(
+        "{{\"id\":\"evt_{}\",\"type\":\"session.signed_out\"}}",
+        "0".repeat(32)
+    );
+    let appended = tier
+        .append_event(log, 1, "evt_x", &json, u64::MAX / 2)
+        .await;
+    assert_eq!(appended.unwrap(), edge_session_sync::Appended::Written);
+    let append = note(&tier);
+    tier.set_event_head(log, 2).await.unwrap();
+    let head = note(&tier);
+    tier.set_webhook_cursor(log, "hook", 1).await.unwrap();
+    let cursor = note(&tier);
+    eprintln!("| write | write units |");
+    for (op, units) in [
+        ("why, before the delete", stamp),
+        ("delete (logout)", delete),
+        ("event log entry", append),
+        ("log head (per beat)", head),
+        ("webhook cursor (per batch)", cursor),
+    ] {
+        eprintln!("| {op} | {units} |");
+        assert_eq!(units, 1.0, "{op}: one write of an item under 1 KB");
+    }
+    // A reason is written once: the first one stays.
+    tier.create(&item(5, 1)).await.unwrap().unwrap();
+    assert!(tier.stamp_end(&[5; SID_LEN], "admin").await.unwrap());
+    assert!(!tier.stamp_end(&[5; SID_LEN], "deferred").await.unwrap());
+}

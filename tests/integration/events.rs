@@ -550,3 +550,52 @@ async fn the_feed_streams_server_sent_events_and_refuses_bad_cursors() {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"], "events_disabled");
 }
+
+/// Figures for docs/design.md (`-- --nocapture`): how long after a logout
+/// was answered its `session.signed_out` reached the receiver, with the
+/// emitter's default polling (500 ms per shard). Asserts delivery, not time.
+#[tokio::test]
+async fn delivery_latency_from_a_logout_to_the_webhook() {
+    let receiver = Receiver::start(SECRET);
+    let hooks = events_toml(&[(receiver.endpoint(), SECRET)]);
+    let defaults = hooks.replace(
+        "beat_ms = 200\nlease_ms = 1000\npoll_interval_ms = 100\n",
+        "",
+    );
+    let node = events_node(&table_name(), tempfile::tempdir().unwrap(), &defaults).await;
+    emitting(&node).await;
+    let mut took = Vec::new();
+    for _ in 0..30 {
+        let c = browser_login(&node, "alice", ALICE_PASSWORD).await;
+        let handle = edge_session::SessionToken::parse(&c)
+            .unwrap()
+            .storage_key()
+            .handle();
+        assert_eq!(logout(&node, &c).await.unwrap(), StatusCode::SEE_OTHER);
+        let answered = std::time::Instant::now();
+        loop {
+            let (events, _, _) = receiver.received().await;
+            if events
+                .iter()
+                .any(|e| e["type"] == "session.signed_out" && e["handle"] == handle.as_str())
+            {
+                break;
+            }
+            assert!(
+                answered.elapsed() < Duration::from_secs(30),
+                "not delivered"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        took.push(answered.elapsed());
+    }
+    took.sort();
+    let at = |q: f64| took[((took.len() - 1) as f64 * q).round() as usize];
+    eprintln!(
+        "logout answered -> session.signed_out at the webhook, {} logouts: p50 {:?}, p90 {:?}, max {:?}",
+        took.len(),
+        at(0.5),
+        at(0.9),
+        took[took.len() - 1]
+    );
+}
