@@ -324,6 +324,8 @@ impl Recorder {
     /// What a sign-in from `ip` with `user_agent` records; `None` in `off`
     /// mode.
     pub fn record(&self, ip: IpAddr, user_agent: Option<&str>) -> Option<ClientInfo> {
+        // An IPv4 address mapped into IPv6 is the IPv4 address.
+        let ip = ip.to_canonical();
         let address = self.mode.address(ip)?;
         let agent = user_agent.map(parse_agent).unwrap_or_default();
         if self.mode == ClientMode::Truncated {

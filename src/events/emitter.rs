@@ -150,6 +150,7 @@ async fn hold(
         next: AtomicU64::new(head),
         state: Mutex::new(recent),
         retention: settings.retention,
+        lease: Lease::new(settings.lease.saturating_sub(settings.beat)),
     });
     let follower = StreamFollower::new(
         client.build().await,
@@ -193,36 +194,40 @@ async fn hold(
         })
         .collect();
     metrics::gauge!("edge_session_events_emitter").set(1.0);
-    let mut last_renewed = Instant::now();
     let mut flushed_head = head;
     let mut tick = tokio::time::interval(settings.beat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A renewal that has not answered when the lease (less a beat) is up
+    // is a lost slot: nothing is appended or delivered past it.
+    let patience = settings.lease.saturating_sub(settings.beat);
     let stopping = loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break true,
             _ = tick.tick() => {}
         }
-        match tier.renew_relay_slot(slot, epoch, owner).await {
-            Ok(true) => last_renewed = Instant::now(),
-            Ok(false) => {
+        let asked = Instant::now();
+        let renewed = tokio::time::timeout(patience, tier.renew_relay_slot(slot, epoch, owner));
+        match renewed.await {
+            Ok(Ok(true)) => appender.lease.renewed_at(asked),
+            Ok(Ok(false)) => {
                 tracing::warn!("events slot taken over: emitting stops");
                 break false;
             }
-            Err(err) => {
-                tracing::warn!(%err, "events slot not renewed");
-                // Stop before anyone may take the slot over.
-                if last_renewed.elapsed() + settings.beat >= settings.lease {
-                    break false;
-                }
-                continue;
-            }
+            Ok(Err(err)) => tracing::warn!(%err, "events slot not renewed"),
+            Err(_) => tracing::warn!("events slot renewal timed out"),
         }
-        if let Err(err) = checkpoints.flush().await {
-            tracing::warn!(%err, "events: positions not flushed; the next beat retries");
+        if !appender.lease.holds() {
+            tracing::warn!("events slot lease ran out: emitting stops");
+            break false;
         }
+        // The head before the positions: a successor never resumes positions
+        // past events it does not know were logged.
         let next = appender.next.load(Ordering::SeqCst);
         if next != flushed_head && tier.set_event_head(log, next).await.is_ok() {
             flushed_head = next;
+        }
+        if let Err(err) = checkpoints.flush().await {
+            tracing::warn!(%err, "events: positions not flushed; the next beat retries");
         }
     };
     let _ = halt_tx.send(true);
@@ -231,12 +236,45 @@ async fn hold(
         let _ = delivery.await;
     }
     metrics::gauge!("edge_session_events_emitter").set(0.0);
-    let _ = checkpoints.flush().await;
-    let _ = tier
-        .set_event_head(log, appender.next.load(Ordering::SeqCst))
-        .await;
+    // Only a holder that stops of its own accord still holds the slot: one
+    // that lost it writes nothing more.
     if stopping {
+        let _ = tier
+            .set_event_head(log, appender.next.load(Ordering::SeqCst))
+            .await;
+        let _ = checkpoints.flush().await;
         let _ = tier.release_relay_slot(slot, epoch, owner).await;
+    }
+}
+
+/// Until when the slot is this holder's, as its own monotonic clock says:
+/// a renewal asked at `t` and granted holds until `t + lease - beat`, so
+/// nothing is appended or delivered once a candidate may have taken over.
+pub(super) struct Lease {
+    origin: Instant,
+    length: Duration,
+    /// Milliseconds after `origin`.
+    until_ms: AtomicU64,
+}
+
+impl Lease {
+    fn new(length: Duration) -> Lease {
+        Lease {
+            origin: Instant::now(),
+            length,
+            until_ms: AtomicU64::new(length.as_millis() as u64),
+        }
+    }
+
+    fn renewed_at(&self, asked: Instant) {
+        let until = asked.duration_since(self.origin) + self.length;
+        self.until_ms
+            .fetch_max(until.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Whether the slot is still this holder's.
+    pub(super) fn holds(&self) -> bool {
+        (self.origin.elapsed().as_millis() as u64) < self.until_ms.load(Ordering::SeqCst)
     }
 }
 
@@ -273,11 +311,16 @@ struct Appender {
     /// record read again is not logged twice.
     state: Mutex<HashSet<String>>,
     retention: Duration,
+    lease: Lease,
 }
 
 impl webhooks::Head for Appender {
     fn head(&self) -> u64 {
         self.next.load(Ordering::SeqCst)
+    }
+
+    fn holding(&self) -> bool {
+        self.lease.holds()
     }
 }
 
@@ -293,6 +336,13 @@ impl Appender {
             let Some(event) = Event::of(change) else {
                 continue;
             };
+            if !self.lease.holds() {
+                // The batch is handed over again, to whoever holds the slot.
+                return Err(DynamoError::new_unavailable(
+                    "event_append",
+                    "the events slot's lease ran out",
+                ));
+            }
             if !recent.insert(event.id.clone()) {
                 continue;
             }

@@ -116,6 +116,17 @@ impl Event {
                 event.user = Some(user);
                 return Some(event);
             }
+            // A user's first epoch raise may create the item.
+            ChangeKind::Inserted
+                if change
+                    .new
+                    .as_ref()
+                    .is_some_and(|n| n.epoch_user.is_some() && n.ver.unwrap_or(0) >= 1) =>
+            {
+                event.kind = "user.signed_out_everywhere";
+                event.user = change.new.as_ref().and_then(|n| n.epoch_user.clone());
+                return Some(event);
+            }
             ChangeKind::Inserted => {
                 let new = change.new.as_ref()?;
                 let record = codec::decode(new.body.as_deref()?).ok()?;

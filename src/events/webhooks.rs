@@ -45,6 +45,8 @@ type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 /// The log's head as the emitter knows it: the next free number.
 pub(super) trait Head: Send + Sync {
     fn head(&self) -> u64;
+    /// Whether this node still holds the slot (no delivery once it may not).
+    fn holding(&self) -> bool;
 }
 
 /// One configured webhook, ready to deliver to.
@@ -166,7 +168,7 @@ pub(super) async fn deliver(
     let failed = metrics::counter!("edge_session_webhook_failed_total", "webhook" => label.clone());
     let dropped =
         metrics::counter!("edge_session_webhook_dropped_total", "webhook" => label.clone());
-    let halted = |halt: &watch::Receiver<bool>| *halt.borrow();
+    let halted = |halt: &watch::Receiver<bool>| *halt.borrow() || !head.holding();
     // The cursor: the last number delivered (or skipped).
     let mut cursor = loop {
         match tier.webhook_cursor(log, &label).await {
@@ -217,9 +219,15 @@ pub(super) async fn deliver(
         };
         if batch.first().is_none_or(|e| e.number != cursor + 1) {
             // Below the head, so written: gone from the log (past its
-            // retention).
-            dropped.increment(1);
-            cursor += 1;
+            // retention). Skip to the first entry still there (or past the
+            // whole window).
+            let to = batch
+                .first()
+                .map_or(cursor + (last - cursor).min(100), |e| e.number - 1);
+            dropped.increment(to - cursor);
+            tracing::warn!(webhook = %label, dropped = to - cursor, "webhook events gone from the log before delivery");
+            cursor = to;
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
         let mut backoff = Duration::from_secs(1);

@@ -11,8 +11,12 @@
 //!   and `data: <json>`, a comment every 15 s to keep the stream open.
 //!
 //! A cursor whose next event the log no longer holds answers 410
-//! `cursor_expired` (start again without `after`). Behind the API key: each
-//! waiting client costs four consistent reads a second.
+//! `cursor_expired` (start again without `after`). Behind the API key, and
+//! bounded: a waiting client costs one consistent read of one key every
+//! 250 ms (the entry after its cursor); at most [`MAX_FOLLOWERS`] wait or
+//! stream at once per node (more get 429 `too_many_requests`); a stream
+//! ends after [`STREAM_LIFETIME`] (the client resumes with `Last-Event-ID`),
+//! so none outlives a node's graceful shutdown by long.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -33,6 +37,37 @@ const POLL: Duration = Duration::from_millis(250);
 const MAX_WAIT_SECS: u64 = 30;
 /// An idle event stream gets a comment this often.
 const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Long polls and streams at once, per node.
+pub const MAX_FOLLOWERS: usize = 256;
+/// A stream ends after this long; the client resumes from its last id.
+pub const STREAM_LIFETIME: Duration = Duration::from_secs(300);
+
+static FOLLOWERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One of the [`MAX_FOLLOWERS`] places, given back when dropped.
+struct Following;
+
+impl Following {
+    fn take() -> Result<Following, ApiError> {
+        use std::sync::atomic::Ordering;
+        if FOLLOWERS.fetch_add(1, Ordering::SeqCst) >= MAX_FOLLOWERS {
+            FOLLOWERS.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyRequests,
+                "too many event feeds open on this node; retry shortly",
+            )
+            .retry_after(1));
+        }
+        Ok(Following)
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        FOLLOWERS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,18 +164,30 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/event-stream"));
+    let place = Following::take()?;
     if streaming {
-        return Ok(stream(tier, log, after));
+        // A cursor past the log's retention is a 410, not a stream.
+        let next = tier.read_events(log, after + 1, 1).await.map_err(dynamo)?;
+        if next.is_empty() && expired(&tier, log, after).await? {
+            return Err(gone());
+        }
+        return Ok(stream(tier, log, after, place));
     }
     let deadline = Instant::now() + Duration::from_secs(wait);
+    let mut window = limit;
     loop {
         let found = following(
             after,
-            tier.read_events(log, after + 1, limit)
+            tier.read_events(log, after + 1, window)
                 .await
                 .map_err(dynamo)?,
         );
         if let Some(last) = found.last().map(|e| e.number) {
+            if window < limit {
+                // The next entry is there: read the whole page.
+                window = limit;
+                continue;
+            }
             let events: Vec<&serde_json::value::RawValue> = found
                 .iter()
                 .filter_map(|e| serde_json::from_str(&e.json).ok())
@@ -148,29 +195,39 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
             return Ok(HttpResponse::Ok()
                 .json(serde_json::json!({ "events": events, "cursor": last.to_string() })));
         }
-        if expired(&tier, log, after).await? {
-            return Err(ApiError::new(
-                actix_web::http::StatusCode::GONE,
-                ErrorCode::CursorExpired,
-                "the log no longer holds the events after this cursor; start again without `after`",
-            ));
+        if window == limit && expired(&tier, log, after).await? {
+            return Err(gone());
         }
         if Instant::now() >= deadline {
             return Ok(HttpResponse::Ok()
                 .json(serde_json::json!({ "events": [], "cursor": after.to_string() })));
         }
+        // While nothing follows the cursor, only the next entry is read.
+        window = 1;
         tokio::time::sleep(POLL).await;
     }
 }
 
+fn gone() -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::GONE,
+        ErrorCode::CursorExpired,
+        "the log no longer holds the events after this cursor; start again without `after`",
+    )
+}
+
 /// The event stream from `after`: a task reads the log and writes lines
-/// into a channel the response drains; it ends when the client goes.
-fn stream(tier: DynamoTier, log: EventLog, mut after: u64) -> HttpResponse {
+/// into a channel the response drains; it ends when the client goes, or
+/// after [`STREAM_LIFETIME`].
+fn stream(tier: DynamoTier, log: EventLog, mut after: u64, place: Following) -> HttpResponse {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     actix_web::rt::spawn(async move {
+        let _place = place;
+        let opened = Instant::now();
         let mut quiet_since = Instant::now();
-        loop {
-            let found = match tier.read_events(log, after + 1, 100).await {
+        let mut window = 100;
+        while opened.elapsed() < STREAM_LIFETIME {
+            let found = match tier.read_events(log, after + 1, window).await {
                 Ok(found) => following(after, found),
                 Err(err) => {
                     tracing::debug!(%err, "event stream: the log was not read");
@@ -178,7 +235,7 @@ fn stream(tier: DynamoTier, log: EventLog, mut after: u64) -> HttpResponse {
                 }
             };
             if found.is_empty() {
-                if matches!(expired(&tier, log, after).await, Ok(true)) {
+                if window > 1 && matches!(expired(&tier, log, after).await, Ok(true)) {
                     let line = "event: error\ndata: {\"error\":\"cursor_expired\"}\n\n";
                     let _ = tx.send(Bytes::from_static(line.as_bytes())).await;
                     return;
@@ -196,7 +253,12 @@ fn stream(tier: DynamoTier, log: EventLog, mut after: u64) -> HttpResponse {
                 if tx.is_closed() {
                     return;
                 }
+                window = 1;
                 tokio::time::sleep(POLL).await;
+                continue;
+            }
+            if window == 1 {
+                window = 100;
                 continue;
             }
             for event in found {

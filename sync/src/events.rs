@@ -166,10 +166,15 @@ impl DynamoTier {
             .map(|i| item::key(&log.key(b'l', i)))
             .collect();
         let mut found = Vec::new();
-        // Unprocessed keys (throttling) are asked for again, a few times.
-        for _ in 0..5 {
+        // Unprocessed keys (throttling) are asked for again, a few times,
+        // backing off; still unread, the read fails: a caller must never
+        // take an entry it could not read for one that is not there.
+        for attempt in 0..5u32 {
             if keys.is_empty() {
                 break;
+            }
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
             }
             let request = KeysAndAttributes::builder()
                 .set_keys(Some(std::mem::take(&mut keys)))
@@ -212,6 +217,13 @@ impl DynamoTier {
                 .map(|k| k.keys)
                 .unwrap_or_default();
         }
+        if !keys.is_empty() {
+            return Err(DynamoError::new(
+                op,
+                crate::ErrorKind::Throttled,
+                format!("{} log entries left unread", keys.len()),
+            ));
+        }
         found.sort_by_key(|e| e.number);
         Ok(found)
     }
@@ -238,13 +250,16 @@ impl DynamoTier {
         Ok(out.item.and_then(|map| item::number(&map, NUMBER).ok()))
     }
 
+    /// Write a number kept under `kind` and `id`; with `forward`, only if it
+    /// is above the one kept (`false` when it is not).
     async fn write_number(
         &self,
         log: EventLog,
         kind: u8,
         id: u64,
         value: u64,
-    ) -> Result<(), DynamoError> {
+        forward: bool,
+    ) -> Result<bool, DynamoError> {
         let op = "event_number";
         let out = self
             .client()
@@ -256,13 +271,23 @@ impl DynamoTier {
             )
             .item(EVENT_ITEM, AttributeValue::S(char::from(kind).to_string()))
             .item(NUMBER, n(value))
+            .set_condition_expression(
+                forward.then(|| "attribute_not_exists(n) OR n < :n".to_owned()),
+            )
+            .set_expression_attribute_values(
+                forward.then(|| HashMap::from([(":n".to_owned(), n(value))])),
+            )
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .timed(op, self.breaker())
             .await?;
-        let out = out.map_err(|err| classify(op, &err))?;
-        self.charge(op, out.consumed_capacity());
-        Ok(())
+        match conditional(op, out, &[CONDITION_FAILED])? {
+            Some(out) => {
+                self.charge(op, out.consumed_capacity());
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// The log's head as last flushed: every entry below it was written.
@@ -270,9 +295,10 @@ impl DynamoTier {
         Ok(self.read_number(log, b'h', 0).await?.unwrap_or(0))
     }
 
-    /// Flush the log's head.
-    pub async fn set_event_head(&self, log: EventLog, head: u64) -> Result<(), DynamoError> {
-        self.write_number(log, b'h', 0, head).await
+    /// Flush the log's head: only forward (a holder that lost its slot
+    /// cannot move it back). `false` when the kept head is not below.
+    pub async fn set_event_head(&self, log: EventLog, head: u64) -> Result<bool, DynamoError> {
+        self.write_number(log, b'h', 0, head, true).await
     }
 
     /// The last entry delivered to the webhook named `name` (0: none yet);
@@ -292,7 +318,9 @@ impl DynamoTier {
         name: &str,
         delivered: u64,
     ) -> Result<(), DynamoError> {
-        self.write_number(log, b'w', fnv(name), delivered).await
+        self.write_number(log, b'w', fnv(name), delivered, false)
+            .await
+            .map(|_| ())
     }
 }
 

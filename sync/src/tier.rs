@@ -200,7 +200,7 @@ impl DynamoTier {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(attributes))
-            .condition_expression("ver = :expected")
+            .condition_expression("ver = :expected AND attribute_not_exists(why)")
             .expression_attribute_values(":expected", AttributeValue::N(expected_ver.to_string()))
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
@@ -336,7 +336,7 @@ impl DynamoTier {
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item.to_attributes()))
-            .condition_expression("ver = :expected")
+            .condition_expression("ver = :expected AND attribute_not_exists(why)")
             .expression_attribute_values(":expected", AttributeValue::N(expected_ver.to_string()))
             .build()
             .map_err(|e| DynamoError::new("update", ErrorKind::Rejected, e.to_string()))?;
@@ -386,7 +386,7 @@ impl DynamoTier {
         let delete = Delete::builder()
             .table_name(&self.table)
             .set_key(Some(item::key(old_sid)))
-            .condition_expression("ver = :expected")
+            .condition_expression("ver = :expected AND attribute_not_exists(why)")
             .expression_attribute_values(":expected", AttributeValue::N(old_ver.to_string()))
             .build()
             .map_err(|e| DynamoError::new("rotate", ErrorKind::Rejected, e.to_string()))?;

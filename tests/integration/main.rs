@@ -29,6 +29,7 @@ mod node;
 mod openapi;
 mod process;
 mod recognise;
+mod regions;
 mod relays;
 mod sessions;
 mod store;

@@ -1,0 +1,470 @@
+//! Two regions of one global table, on the rig: two tables on the harness's
+//! DynamoDB-wire server stand for two replicas, and a [`Replicator`] copies
+//! every write of each to the other from its stream, as global tables do:
+//!
+//! - **asynchronously**, each write applied `lag` after the replicator saw it
+//!   (plus up to `jitter`, drawn per record from a seed, so the items of one
+//!   transaction can land apart and out of order);
+//! - **last writer wins** per item: a write carries the time the replicator
+//!   first saw it in its own replica, and a replica keeps whichever write
+//!   to an item is later (a replicated write older than the replica's own
+//!   last write to that item is dropped);
+//! - with a **partition switch** (writes queue, then flow once healed) and a
+//!   switch that **drops** one direction.
+//!
+//! It is test support, a seam like the fault proxy: the product knows nothing
+//! of it. Each region's nodes follow their own replica's stream, which
+//! carries local and replicated writes alike, as on a global table.
+//!
+//! The tests below pin what docs/multi-region.md says holds today, with the
+//! figures it quotes.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue as Av;
+use aws_sdk_dynamodbstreams::types::{AttributeValue as Sv, OperationType, ShardIteratorType};
+use reqwest::StatusCode;
+
+use crate::harness::{
+    browser_login, client_settings, endpoint, node_toml, whoami, TestNode, ALICE_PASSWORD,
+};
+
+type Image = HashMap<String, Av>;
+
+/// A stream attribute value as the table's own type.
+fn to_table(v: &Sv) -> Av {
+    match v {
+        Sv::S(s) => Av::S(s.clone()),
+        Sv::N(n) => Av::N(n.clone()),
+        Sv::B(b) => Av::B(Blob::new(b.as_ref().to_vec())),
+        Sv::Bool(b) => Av::Bool(*b),
+        Sv::Null(n) => Av::Null(*n),
+        Sv::Ss(v) => Av::Ss(v.clone()),
+        Sv::Ns(v) => Av::Ns(v.clone()),
+        Sv::Bs(v) => Av::Bs(v.iter().map(|b| Blob::new(b.as_ref().to_vec())).collect()),
+        Sv::L(v) => Av::L(v.iter().map(to_table).collect()),
+        Sv::M(m) => Av::M(m.iter().map(|(k, v)| (k.clone(), to_table(v))).collect()),
+        _ => Av::Null(true),
+    }
+}
+
+/// One write read from a replica's stream, on its way to the other.
+struct Pending {
+    key: Vec<u8>,
+    /// The item after the write; `None` for a delete.
+    image: Option<Image>,
+    /// When the replicator first saw it: its last-writer-wins time.
+    written: Instant,
+    /// When it may be applied to the other replica.
+    due: Instant,
+}
+
+/// What the replicator knows of each replica, by item key.
+#[derive(Default)]
+struct Replica {
+    /// The time of the last write that replica holds for the item.
+    last_write: HashMap<Vec<u8>, Instant>,
+    /// What the replicator itself last wrote there (to tell its own
+    /// writes, coming back through that replica's stream, from others').
+    echoes: HashMap<Vec<u8>, Option<Image>>,
+}
+
+/// The switches and figures of a running replicator.
+#[derive(Default)]
+struct Control {
+    lag_ms: AtomicU64,
+    jitter_ms: AtomicU64,
+    partitioned: AtomicBool,
+    /// Per direction (0: a→b, 1: b→a): drop instead of apply.
+    dropping: [AtomicBool; 2],
+    /// Per direction: writes applied, and writes that lost to a later one.
+    applied: [AtomicU64; 2],
+    lost: [AtomicU64; 2],
+    replicas: Mutex<[Replica; 2]>,
+}
+
+/// Replicates two tables to each other (see the module doc).
+pub struct Replicator {
+    control: Arc<Control>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Replicator {
+    /// Start replicating `tables[0]` and `tables[1]` to each other with
+    /// `lag`.
+    pub async fn start(tables: [&str; 2], lag: Duration) -> Replicator {
+        let settings = client_settings(endpoint());
+        let control = Arc::new(Control::default());
+        control
+            .lag_ms
+            .store(lag.as_millis() as u64, Ordering::SeqCst);
+        let mut tasks = Vec::new();
+        for from in 0..2 {
+            let dynamodb = settings.build().await;
+            let streams = settings.build_streams().await;
+            tasks.push(tokio::spawn(direction(
+                dynamodb,
+                streams,
+                [tables[from].to_owned(), tables[1 - from].to_owned()],
+                from,
+                Arc::clone(&control),
+            )));
+        }
+        Replicator { control, tasks }
+    }
+
+    pub fn set_lag(&self, lag: Duration) {
+        self.control
+            .lag_ms
+            .store(lag.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    pub fn set_jitter(&self, jitter: Duration) {
+        self.control
+            .jitter_ms
+            .store(jitter.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Cut (or heal) the link between the regions: writes queue meanwhile.
+    pub fn partition(&self, cut: bool) {
+        self.control.partitioned.store(cut, Ordering::SeqCst);
+    }
+
+    /// Drop (or stop dropping) what region `from` writes, on its way out.
+    pub fn drop_from(&self, from: usize, dropping: bool) {
+        self.control.dropping[from].store(dropping, Ordering::SeqCst);
+    }
+
+    /// Writes replicated out of region `from`, and writes that lost there
+    /// to a later one.
+    pub fn counts(&self, from: usize) -> (u64, u64) {
+        (
+            self.control.applied[from].load(Ordering::SeqCst),
+            self.control.lost[from].load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// A seeded jitter in `0..=max` ms for the `n`th record.
+fn jitter(n: u64, max: u64) -> Duration {
+    if max == 0 {
+        return Duration::ZERO;
+    }
+    let mut x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5851_f42d_4c95_7f2d;
+    x ^= x >> 31;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 29;
+    Duration::from_millis(x % (max + 1))
+}
+
+/// Read `tables[0]`'s stream and apply each write to `tables[1]`.
+async fn direction(
+    dynamodb: aws_sdk_dynamodb::Client,
+    streams: aws_sdk_dynamodbstreams::Client,
+    tables: [String; 2],
+    from: usize,
+    control: Arc<Control>,
+) {
+    let [source, target] = tables;
+    let to = 1 - from;
+    let arn = loop {
+        let described = dynamodb.describe_table().table_name(&source).send().await;
+        if let Some(arn) = described
+            .ok()
+            .and_then(|d| d.table?.latest_stream_arn().map(str::to_owned))
+        {
+            break arn;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let shards = streams
+        .describe_stream()
+        .stream_arn(&arn)
+        .send()
+        .await
+        .expect("the source stream is described");
+    let shard = shards
+        .stream_description()
+        .and_then(|d| {
+            d.shards()
+                .first()
+                .and_then(|s| s.shard_id().map(str::to_owned))
+        })
+        .expect("the embedded stream has a shard");
+    let mut iterator = streams
+        .get_shard_iterator()
+        .stream_arn(&arn)
+        .shard_id(&shard)
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .expect("an iterator")
+        .shard_iterator
+        .expect("an iterator");
+    let mut queue: VecDeque<Pending> = VecDeque::new();
+    let mut seen: u64 = 0;
+    loop {
+        // Read what the source replica wrote since.
+        if let Ok(out) = streams.get_records().shard_iterator(&iterator).send().await {
+            for record in out.records() {
+                let Some(stream) = record.dynamodb() else {
+                    continue;
+                };
+                let Some(Sv::B(key)) = stream.keys().and_then(|k| k.get("sid")) else {
+                    continue;
+                };
+                let key = key.as_ref().to_vec();
+                let image: Option<Image> = match record.event_name() {
+                    Some(OperationType::Remove) => None,
+                    _ => stream
+                        .new_image()
+                        .map(|m| m.iter().map(|(k, v)| (k.clone(), to_table(v))).collect()),
+                };
+                let now = Instant::now();
+                {
+                    let mut replicas = control.replicas.lock().unwrap();
+                    let here = &mut replicas[from];
+                    // The replicator's own write, coming back: not a write
+                    // of this region's.
+                    if here.echoes.get(&key) == Some(&image) {
+                        here.echoes.remove(&key);
+                        continue;
+                    }
+                    here.echoes.remove(&key);
+                    here.last_write.insert(key.clone(), now);
+                }
+                seen += 1;
+                let lag = Duration::from_millis(control.lag_ms.load(Ordering::SeqCst));
+                let spread = jitter(seen, control.jitter_ms.load(Ordering::SeqCst));
+                queue.push_back(Pending {
+                    key,
+                    image,
+                    written: now,
+                    due: now + lag + spread,
+                });
+            }
+            if let Some(next) = out.next_shard_iterator() {
+                iterator = next.to_owned();
+            }
+        }
+        // Apply what is due, unless the regions are cut apart.
+        if !control.partitioned.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            let mut waiting = VecDeque::new();
+            while let Some(write) = queue.pop_front() {
+                if write.due > now {
+                    waiting.push_back(write);
+                    continue;
+                }
+                if control.dropping[from].load(Ordering::SeqCst) {
+                    continue;
+                }
+                apply(&dynamodb, &target, write, from, to, &control).await;
+            }
+            queue = waiting;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Apply one replicated write to the target replica, last writer winning.
+async fn apply(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    target: &str,
+    write: Pending,
+    from: usize,
+    to: usize,
+    control: &Control,
+) {
+    {
+        let mut replicas = control.replicas.lock().unwrap();
+        let there = &mut replicas[to];
+        if there
+            .last_write
+            .get(&write.key)
+            .is_some_and(|last| *last > write.written)
+        {
+            control.lost[from].fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        there.last_write.insert(write.key.clone(), write.written);
+        there.echoes.insert(write.key.clone(), write.image.clone());
+    }
+    let done = match &write.image {
+        Some(image) => dynamodb
+            .put_item()
+            .table_name(target)
+            .set_item(Some(image.clone()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}")),
+        None => dynamodb
+            .delete_item()
+            .table_name(target)
+            .key("sid", Av::B(Blob::new(write.key.clone())))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}")),
+    };
+    match done {
+        Ok(()) => {
+            control.applied[from].fetch_add(1, Ordering::SeqCst);
+        }
+        Err(err) => panic!("the replicator could not write to {target}: {err}"),
+    }
+}
+
+/// A node of region `region` over `table`.
+async fn region_node(table: &str, region: &str) -> TestNode {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("[relay]\nregion = \"{region}\"\n");
+    let toml = node_toml(dir.path(), table, &extra);
+    TestNode::spawn_toml(dir, &toml).await
+}
+
+/// Two regions over fresh tables, replicated with `lag`.
+async fn two_regions(lag: Duration) -> (TestNode, TestNode, Replicator) {
+    let tables = [crate::harness::table_name(), crate::harness::table_name()];
+    let a = region_node(&tables[0], "a").await;
+    let b = region_node(&tables[1], "b").await;
+    let replicator = Replicator::start([&tables[0], &tables[1]], lag).await;
+    (a, b, replicator)
+}
+
+/// Percentiles of `took`, for the figures.
+fn figures(mut took: Vec<Duration>) -> String {
+    took.sort();
+    let at = |q: f64| took[((took.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "n {} p50 {:?} p99 {:?} max {:?}",
+        took.len(),
+        at(0.5),
+        at(0.99),
+        took[took.len() - 1]
+    )
+}
+
+/// How many sign-ins and sign-outs the figures take
+/// (`EDGE_SESSION_REGION_TRIES`, default 10).
+fn tries() -> usize {
+    std::env::var("EDGE_SESSION_REGION_TRIES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10)
+}
+
+/// Replication lag of the figures (`EDGE_SESSION_REGION_LAG_MS`, default 300).
+fn lag() -> Duration {
+    Duration::from_millis(
+        std::env::var("EDGE_SESSION_REGION_LAG_MS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(300),
+    )
+}
+
+#[tokio::test]
+async fn a_login_reaches_the_other_region_after_replication() {
+    let (a, b, replicator) = two_regions(Duration::from_millis(500)).await;
+    replicator.set_lag(lag());
+    // The items of one transaction (the old session's delete, the new one,
+    // the user's count) land apart, in any order.
+    replicator.set_jitter(Duration::from_millis(100));
+    let mut took = Vec::new();
+    for _ in 0..tries() {
+        let cookie = browser_login(&a, "alice", ALICE_PASSWORD).await;
+        let signed_in = Instant::now();
+        loop {
+            if whoami(&b, &cookie).await.unwrap() == StatusCode::OK {
+                break;
+            }
+            assert!(
+                signed_in.elapsed() < Duration::from_secs(20),
+                "never replicated"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        took.push(signed_in.elapsed());
+    }
+    eprintln!(
+        "login in A -> valid in B, replication lag {:?}: {}",
+        lag(),
+        figures(took)
+    );
+    assert!(replicator.counts(0).0 > 0);
+}
+
+#[tokio::test]
+async fn logout_in_one_region_is_refused_in_the_other_within_replication_and_the_follower() {
+    let (a, b, _replicator) = two_regions(lag()).await;
+    let mut took = Vec::new();
+    for _ in 0..tries() {
+        let cookie = browser_login(&a, "alice", ALICE_PASSWORD).await;
+        crate::harness::eventually("the login replicated", || async {
+            whoami(&b, &cookie).await.unwrap() == StatusCode::OK
+        })
+        .await;
+        // B has it cached now (a hit, on the long lease).
+        assert_eq!(whoami(&b, &cookie).await.unwrap(), StatusCode::OK);
+        assert_eq!(
+            crate::harness::logout(&a, &cookie).await.unwrap(),
+            StatusCode::SEE_OTHER
+        );
+        let out = Instant::now();
+        loop {
+            if whoami(&b, &cookie).await.unwrap() == StatusCode::UNAUTHORIZED {
+                break;
+            }
+            assert!(out.elapsed() < Duration::from_secs(20), "B still serves it");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        took.push(out.elapsed());
+    }
+    eprintln!(
+        "logout in A -> refused in B, replication lag {:?}: {}",
+        lag(),
+        figures(took)
+    );
+}
+
+#[tokio::test]
+async fn a_partition_between_regions_holds_writes_until_it_heals() {
+    let (a, b, replicator) = two_regions(Duration::from_millis(100)).await;
+    replicator.partition(true);
+    let cookie = browser_login(&a, "alice", ALICE_PASSWORD).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Region B has not heard of it: to B it is an unknown token.
+    assert_eq!(whoami(&b, &cookie).await.unwrap(), StatusCode::UNAUTHORIZED);
+    assert_eq!(whoami(&a, &cookie).await.unwrap(), StatusCode::OK);
+    replicator.partition(false);
+    crate::harness::eventually("the login crosses once healed", || async {
+        whoami(&b, &cookie).await.unwrap() == StatusCode::OK
+    })
+    .await;
+    // A direction that drops (a region's writes lost on the way) never
+    // delivers them, even once it carries writes again.
+    replicator.drop_from(1, true);
+    let in_b = browser_login(&b, "alice", ALICE_PASSWORD).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    replicator.drop_from(1, false);
+    let later = browser_login(&b, "alice", ALICE_PASSWORD).await;
+    crate::harness::eventually("later writes cross", || async {
+        whoami(&a, &later).await.unwrap() == StatusCode::OK
+    })
+    .await;
+    assert_eq!(whoami(&a, &in_b).await.unwrap(), StatusCode::UNAUTHORIZED);
+}
