@@ -66,6 +66,6 @@ pub use app::Application;
 pub use cache::SledCache;
 pub use config::Config;
 pub use http::{hash_password, route_table, ErrorCode, SPEC as OPENAPI_SPEC};
-pub use record::{now, Policy, SessionData, SessionRecord, Text, UnixMillis};
+pub use record::{now, rfc3339, Policy, SessionData, SessionRecord, Text, UnixMillis};
 pub use store::{Session, TieredStore};
 pub use token::{SessionToken, StorageKey, TokenError};

@@ -14,8 +14,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::harness::{
-    browser_login, client, cookie, eventually, logout, metric, node_toml, service_login,
-    table_name, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
+    anonymous_token, browser_login, client, cookie, eventually, logout, metric, node_toml,
+    service_login, table_name, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
 };
 
 /// The secret node and receiver share.
@@ -195,15 +195,7 @@ async fn every_kind_of_session_end_emits_one_event() {
     let cursor = emitting(&node).await;
 
     // created, then signed in (its previous session named), signed out.
-    let anon: Value = node
-        .v1(Method::POST, "/v1/sessions")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let anon = anon["token"].as_str().unwrap().to_owned();
+    let anon = anonymous_token(&node).await;
     let res = node
         .v1(Method::POST, "/v1/session/regenerate")
         .header("x-session-token", &anon)

@@ -442,17 +442,22 @@ pub async fn browser_login(node: impl HttpNode, user: &str, password: &str) -> S
     session_cookie(&res)
 }
 
-/// A session bound to `user` through the service API (create, then
-/// regenerate); its token.
-pub async fn service_login(node: impl HttpNode, user: &str) -> String {
+/// An anonymous session made through the service API; its token.
+pub async fn anonymous_token(node: impl HttpNode) -> String {
     let res = v1(&node, Method::POST, "/v1/sessions")
         .send()
         .await
         .unwrap();
-    let anon = res.json::<Value>().await.unwrap()["token"]
+    res.json::<Value>().await.unwrap()["token"]
         .as_str()
         .unwrap()
-        .to_owned();
+        .to_owned()
+}
+
+/// A session bound to `user` through the service API (create, then
+/// regenerate); its token.
+pub async fn service_login(node: impl HttpNode, user: &str) -> String {
+    let anon = anonymous_token(&node).await;
     let res = v1(&node, Method::POST, "/v1/session/regenerate")
         .header("x-session-token", &anon)
         .json(&json!({"user_id": user}))

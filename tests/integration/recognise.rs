@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::harness::{
-    cookie, node_toml, session_cookie, table_name, token, TestNode, ALICE_PASSWORD,
+    anonymous_token, cookie, node_toml, session_cookie, table_name, token, TestNode, ALICE_PASSWORD,
 };
 use crate::mmdb::write_city_db;
 
@@ -62,6 +62,26 @@ async fn node_recording(mode: &str, dir: &std::path::Path) -> TestNode {
         "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n",
     );
     TestNode::spawn_toml(data, &toml).await
+}
+
+/// `GET /me/sessions` as the laptop: the listing.
+async fn my_sessions(node: &TestNode, value: &str) -> Vec<Value> {
+    browse(node, "/me/sessions", value, "203.0.113.7")
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
+/// `GET /v1/users/{user}/sessions`: the listing.
+async fn user_sessions(node: &TestNode, user: &str) -> Vec<Value> {
+    node.v1(Method::GET, &format!("/v1/users/{user}/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -116,14 +136,7 @@ async fn your_sessions_shows_device_address_and_last_activity() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let res = browse(&node, "/whoami", &phone, "192.0.2.55").await;
     assert_eq!(res.status(), StatusCode::OK);
-    let listed: Vec<Value> = node
-        .v1(Method::GET, "/v1/users/alice/sessions")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = user_sessions(&node, "alice").await;
     let moved = listed
         .iter()
         .find(|s| s["client"]["device"] == "iPhone")
@@ -139,11 +152,7 @@ async fn truncated_keeps_the_network_and_the_browser_family_only() {
     let dir = tempfile::tempdir().unwrap();
     let node = node_recording("truncated", dir.path()).await;
     let laptop = login_from(&node, FIREFOX_LINUX, "203.0.113.7").await;
-    let listed: Vec<Value> = browse(&node, "/me/sessions", &laptop, "203.0.113.7")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed = my_sessions(&node, &laptop).await;
     assert_eq!(
         listed[0]["client"],
         json!({ "address": "203.0.113.0/24", "last_address": "203.0.113.0/24", "browser": "Firefox" })
@@ -155,11 +164,7 @@ async fn client_metadata_off_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let node = node_recording("off", dir.path()).await;
     let laptop = login_from(&node, FIREFOX_LINUX, "203.0.113.7").await;
-    let listed: Vec<Value> = browse(&node, "/me/sessions", &laptop, "203.0.113.7")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed = my_sessions(&node, &laptop).await;
     assert_eq!(listed.len(), 1);
     assert!(listed[0].get("client").is_none(), "{listed:?}");
     // Nothing of the client in the stored record, in either tier: the
@@ -201,36 +206,22 @@ async fn client_metadata_off_stores_nothing() {
 async fn a_v1_sign_in_records_the_client_the_app_names() {
     let dir = tempfile::tempdir().unwrap();
     let node = node_recording("full", dir.path()).await;
-    let anon: Value = node
-        .v1(Method::POST, "/v1/sessions")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let anon = anonymous_token(&node).await;
     let res = node
         .v1(Method::POST, "/v1/session/regenerate")
-        .header("x-session-token", anon["token"].as_str().unwrap())
+        .header("x-session-token", &anon)
         .json(&json!({"user_id": "carol", "client": {"address": "203.0.113.9", "user_agent": SAFARI_IPHONE}}))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let listed: Vec<Value> = node
-        .v1(Method::GET, "/v1/users/carol/sessions")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = user_sessions(&node, "carol").await;
     assert_eq!(listed[0]["client"]["city"], "Berlin");
     assert_eq!(listed[0]["client"]["device"], "iPhone");
     // An address that is not one is refused, not recorded.
     let res = node
         .v1(Method::POST, "/v1/session/regenerate")
-        .header("x-session-token", anon["token"].as_str().unwrap())
+        .header("x-session-token", &anon)
         .json(&json!({"user_id": "carol", "client": {"address": "<script>"}}))
         .send()
         .await
