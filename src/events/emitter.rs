@@ -325,17 +325,30 @@ impl webhooks::Head for Appender {
 }
 
 impl Appender {
-    /// Log the events of `changes`, in order. An error fails the batch (the
-    /// follower hands it over again; what was logged is not logged again).
+    /// Log the events of `changes`, in order: up to 100 at a time in one
+    /// transaction (all or none: no number is left empty), one by one when
+    /// a number was taken (by this holder's predecessor). An error fails
+    /// the batch (the follower hands it over again; what was logged is not
+    /// logged again).
     async fn append(&self, changes: Vec<Change>) -> Result<(), DynamoError> {
         let mut recent = self.state.lock().await;
         let exp = (SystemTime::now() + self.retention)
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        let mut pending: Vec<(Event, String)> = Vec::new();
         for change in &changes {
             let Some(event) = Event::of(change) else {
                 continue;
             };
+            if recent.contains(&event.id) {
+                continue;
+            }
+            match serde_json::to_string(&event) {
+                Ok(json) => pending.push((event, json)),
+                Err(err) => tracing::warn!(%err, "events: an event did not serialize"),
+            }
+        }
+        for chunk in pending.chunks(100) {
             if !self.lease.holds() {
                 // The batch is handed over again, to whoever holds the slot.
                 return Err(DynamoError::new_unavailable(
@@ -343,40 +356,29 @@ impl Appender {
                     "the events slot's lease ran out",
                 ));
             }
-            if !recent.insert(event.id.clone()) {
+            let first = self.next.load(Ordering::SeqCst);
+            let together = chunk.len() > 1 && {
+                let entries: Vec<(String, String)> = chunk
+                    .iter()
+                    .map(|(e, json)| (e.id.clone(), json.clone()))
+                    .collect();
+                self.tier
+                    .append_events(self.log, first, &entries, exp)
+                    .await?
+            };
+            if together {
+                self.next
+                    .store(first + chunk.len() as u64, Ordering::SeqCst);
+                for (event, _) in chunk {
+                    recent.insert(event.id.clone());
+                    metrics::counter!("edge_session_events_total", "type" => event.kind)
+                        .increment(1);
+                }
                 continue;
             }
-            let json = match serde_json::to_string(&event) {
-                Ok(json) => json,
-                Err(err) => {
-                    tracing::warn!(%err, "events: an event did not serialize");
-                    continue;
-                }
-            };
-            loop {
-                let number = self.next.load(Ordering::SeqCst);
-                let appended = self
-                    .tier
-                    .append_event(self.log, number, &event.id, &json, exp)
-                    .await;
-                let appended = match appended {
-                    Ok(a) => a,
-                    Err(err) => {
-                        recent.remove(&event.id);
-                        return Err(err);
-                    }
-                };
-                self.next.store(number + 1, Ordering::SeqCst);
-                match appended {
-                    Appended::Written => {
-                        metrics::counter!("edge_session_events_total", "type" => event.kind)
-                            .increment(1);
-                        break;
-                    }
-                    // Logged already (by this holder's predecessor).
-                    Appended::Taken(id) if id == event.id => break,
-                    Appended::Taken(_) => {}
-                }
+            for (event, json) in chunk {
+                self.append_one(event, json, exp).await?;
+                recent.insert(event.id.clone());
             }
         }
         // Only the ids since the flushed head matter; keep the set small.
@@ -384,5 +386,27 @@ impl Appender {
             recent.clear();
         }
         Ok(())
+    }
+
+    /// Log one event at the next free number.
+    async fn append_one(&self, event: &Event, json: &str, exp: u64) -> Result<(), DynamoError> {
+        loop {
+            let number = self.next.load(Ordering::SeqCst);
+            let appended = self
+                .tier
+                .append_event(self.log, number, &event.id, json, exp)
+                .await?;
+            self.next.store(number + 1, Ordering::SeqCst);
+            match appended {
+                Appended::Written => {
+                    metrics::counter!("edge_session_events_total", "type" => event.kind)
+                        .increment(1);
+                    return Ok(());
+                }
+                // Logged already (by this holder's predecessor).
+                Appended::Taken(id) if id == event.id => return Ok(()),
+                Appended::Taken(_) => {}
+            }
+        }
     }
 }

@@ -19,8 +19,11 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnConsumedCapacity};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, Put, ReturnConsumedCapacity, TransactWriteItem,
+};
 
 use crate::error::{classify, conditional, DynamoError, CONDITION_FAILED};
 use crate::item::{self, EXP, SID, SID_LEN};
@@ -149,6 +152,60 @@ impl DynamoTier {
         Ok(Appended::Taken(
             taken.into_iter().next().map(|e| e.id).unwrap_or_default(),
         ))
+    }
+
+    /// Put `entries` (id, JSON) as entries `first`, `first + 1`, ... of
+    /// `log` in one transaction (at most 100), each conditional on its number
+    /// being free: all are written, or none. `false` when a number was taken
+    /// (the caller appends one by one, to learn which).
+    pub async fn append_events(
+        &self,
+        log: EventLog,
+        first: u64,
+        entries: &[(String, String)],
+        exp: u64,
+    ) -> Result<bool, DynamoError> {
+        let op = "event_append";
+        let mut items = Vec::with_capacity(entries.len());
+        for (i, (id, json)) in entries.iter().enumerate() {
+            let key = log.key(b'l', first + i as u64);
+            let put = Put::builder()
+                .table_name(self.table())
+                .item(SID, AttributeValue::B(Blob::new(key.to_vec())))
+                .item(EVENT_ITEM, AttributeValue::S("l".into()))
+                .item(EVENT_ID, AttributeValue::S(id.clone()))
+                .item(EVENT, AttributeValue::S(json.clone()))
+                .item(EXP, n(exp))
+                .condition_expression("attribute_not_exists(sid)")
+                .build()
+                .map_err(|e| DynamoError::new(op, crate::ErrorKind::Rejected, e.to_string()))?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        let out = self
+            .client()
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .timed(op, self.breaker())
+            .await?;
+        match out {
+            Ok(out) => {
+                self.charge(op, out.consumed_capacity());
+                Ok(true)
+            }
+            Err(err) => match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancel))
+                    if cancel
+                        .cancellation_reasons()
+                        .iter()
+                        .any(|r| r.code() == Some("ConditionalCheckFailed")) =>
+                {
+                    Ok(false)
+                }
+                _ => Err(classify(op, &err)),
+            },
+        }
     }
 
     /// Entries `from`, `from + 1`, ... of `log`, at most `count` (≤ 100)

@@ -125,3 +125,29 @@ async fn session_events_cost_one_unit_for_the_reason_and_one_per_log_write() {
     assert!(tier.stamp_end(&[5; SID_LEN], "admin").await.unwrap());
     assert!(!tier.stamp_end(&[5; SID_LEN], "deferred").await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_events_is_one_transaction_at_two_units_each() {
+    let server = Dynoxide::start();
+    let tier = table(&server.url).await;
+    let log = edge_session_sync::EventLog::new("eu");
+    let entries: Vec<(String, String)> = (0..3)
+        .map(|i| (format!("evt_{i}"), format!("{{\"n\":{i}}}")))
+        .collect();
+    let before = tier.consumed_write_units();
+    assert!(tier
+        .append_events(log, 1, &entries, u64::MAX / 2)
+        .await
+        .unwrap());
+    let units = tier.consumed_write_units() - before;
+    eprintln!("| a batch of 3 log entries (one transaction) | {units} |");
+    assert_eq!(units, 6.0);
+    // A number taken: nothing of the batch is written.
+    let read = tier.read_events(log, 1, 10).await.unwrap();
+    assert_eq!(read.len(), 3);
+    assert!(!tier
+        .append_events(log, 3, &entries, u64::MAX / 2)
+        .await
+        .unwrap());
+    assert_eq!(tier.read_events(log, 1, 10).await.unwrap().len(), 3);
+}

@@ -591,3 +591,40 @@ async fn delivery_latency_from_a_logout_to_the_webhook() {
         took[took.len() - 1]
     );
 }
+
+/// A burst of new sessions: every one is logged once, in batches (figures
+/// with `-- --nocapture`: how long the log took to hold them all).
+#[tokio::test]
+async fn a_burst_of_sessions_is_logged_once_each() {
+    let node = events_node(
+        &table_name(),
+        tempfile::tempdir().unwrap(),
+        &events_toml(&[]),
+    )
+    .await;
+    let cursor = emitting(&node).await;
+    let started = std::time::Instant::now();
+    let burst = 400;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (client, url) = (node.client.clone(), node.url.clone());
+        workers.spawn(async move {
+            for _ in 0..burst / 8 {
+                anonymous_token((&client, url.as_str())).await;
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    let written = started.elapsed();
+    let (events, _) = collect_until(&node, cursor, |e| {
+        e.iter().filter(|e| e["type"] == "session.created").count() >= burst
+    })
+    .await;
+    let ids: std::collections::BTreeSet<_> = events.iter().map(|e| e["id"].to_string()).collect();
+    assert_eq!(ids.len(), events.len(), "an event logged twice");
+    eprintln!(
+        "{burst} sessions created in {written:?}; all {} events logged {:?} after the first",
+        events.len(),
+        started.elapsed()
+    );
+}
