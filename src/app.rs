@@ -100,6 +100,50 @@ async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|stopped| *stopped).await;
 }
 
+/// The other regions' replicas, when `[regions]` names several: each a
+/// tier of its own (its own client and circuit breaker), with this node's
+/// timeouts and, for a URL endpoint, its static credentials.
+async fn homes(config: &Config, local: &ClientSettings) -> Option<crate::store::Homes> {
+    let regions = &config.regions;
+    let own = regions.place(&config.relay.region)?;
+    let d = &config.dynamodb;
+    let breaker = BreakerSettings {
+        failures_to_open: d.breaker_failures,
+        cooldown: Duration::from_millis(d.breaker_cooldown_ms),
+    };
+    let mut replicas = Vec::new();
+    for replica in &regions.replica {
+        let Some(place) = regions.place(&replica.name) else {
+            continue;
+        };
+        let endpoint = match (
+            replica.endpoint.as_str(),
+            &d.access_key_id,
+            &d.secret_access_key,
+        ) {
+            ("aws", _, _) => Endpoint::Aws,
+            (url, Some(id), Some(secret)) => Endpoint::Static {
+                url: url.to_owned(),
+                access_key_id: id.clone(),
+                secret_access_key: secret.expose_secret().to_owned(),
+            },
+            (url, _, _) => Endpoint::Url(url.to_owned()),
+        };
+        let settings = ClientSettings {
+            endpoint,
+            region: replica.region.clone(),
+            ..local.clone()
+        };
+        let tier = DynamoTier::with_breaker(settings.build().await, replica.table.clone(), breaker);
+        replicas.push((place, tier));
+    }
+    Some(crate::store::Homes::new(
+        own,
+        replicas,
+        Duration::from_millis(regions.home_timeout_ms),
+    ))
+}
+
 /// The emitter's settings, when `events.enabled`.
 fn emitter_settings(config: &Config) -> anyhow::Result<Option<crate::events::EmitterSettings>> {
     let e = &config.events;
@@ -244,6 +288,9 @@ impl Application {
             end_reasons: config.events.enabled,
         };
         let store = TieredStore::new(cache, tier, settings);
+        if let Some(homes) = homes(&config, &client_settings).await {
+            store.set_homes(homes);
+        }
         let state = AppState::new(store.clone(), &config, telemetry::metrics_handle())?;
 
         let listen = config.server.listen;

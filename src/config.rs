@@ -16,6 +16,7 @@ mod events;
 mod gateway;
 mod ipnet;
 mod parse;
+mod regions;
 mod validate;
 
 pub use auth::{AuthConfig, UserConfig};
@@ -24,6 +25,7 @@ pub use gateway::{GatewayConfig, MIN_ACTION_SECRET_BYTES};
 
 pub use ipnet::IpNet;
 use parse::{list_or_csv, opt_socket_addr, socket_addr};
+pub use regions::{RegionsConfig, ReplicaConfig};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -55,6 +57,8 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// Session events.
     pub events: EventsConfig,
+    /// The regions of a global table.
+    pub regions: RegionsConfig,
 }
 
 impl Default for Config {
@@ -73,6 +77,7 @@ impl Default for Config {
             log: LogConfig::default(),
             gateway: GatewayConfig::default(),
             events: EventsConfig::default(),
+            regions: RegionsConfig::default(),
         }
     }
 }

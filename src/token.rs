@@ -4,6 +4,14 @@
 //! of base64url without padding. It lives only in a cookie or a request header.
 //! Neither tier stores it: both key a session by its [`StorageKey`], the blake3
 //! key derivation of the token under a fixed domain-separation context.
+//!
+//! A node of a multi-region fleet (`[regions]`) issues version 2: one byte
+//! naming the session's home region (`0x80 | place`, its place in
+//! `regions.names`), then the 32 random bytes, carried as 44 characters. A
+//! node reads the hint without a lookup, to find a session its own replica
+//! does not have yet. The hint is part of what the key is derived from, so a
+//! token whose hint was altered names no session. 43-character tokens
+//! (version 1, no home) are always read.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -16,17 +24,23 @@ pub const TOKEN_CHARS: usize = 43;
 
 const STORAGE_KEY_CONTEXT: &str = "edge-session 2026-11 session token -> storage key v1";
 
+/// Encoded length of a version-2 token (a home byte, then 32 random bytes).
+pub const HOMED_TOKEN_CHARS: usize = 44;
+
+/// The most regions a version-2 token can name.
+pub const MAX_REGIONS: usize = 128;
+
 /// A session token: the bearer secret. `Debug` redacts it and it has no
 /// `Display`, so it cannot slip into a log line by accident.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SessionToken([u8; TOKEN_BYTES]);
+pub struct SessionToken([u8; TOKEN_BYTES], Option<u8>);
 
 /// Why a string is not a session token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
-    /// Not exactly 43 characters.
-    #[error("a session token is exactly 43 characters")]
+    /// Not 43 (or 44) characters.
+    #[error("a session token is 43 or 44 characters")]
     Length,
     /// A character outside base64url, or non-canonical trailing bits.
     #[error("a session token is base64url without padding")]
@@ -43,12 +57,35 @@ impl SessionToken {
         let mut bytes = [0u8; TOKEN_BYTES];
         getrandom::fill(&mut bytes)
             .expect("the OS CSPRNG is unavailable; refusing to issue sessions");
-        SessionToken(bytes)
+        SessionToken(bytes, None)
+    }
+
+    /// A fresh token naming `home` (a place in `regions.names`, below
+    /// [`MAX_REGIONS`]) as its home region; `None`: a version-1 token.
+    pub fn generate_in(home: Option<u8>) -> Self {
+        let SessionToken(bytes, _) = Self::generate();
+        SessionToken(bytes, home.filter(|h| usize::from(*h) < MAX_REGIONS))
+    }
+
+    /// The home region this token names (its place in `regions.names`).
+    pub fn home(&self) -> Option<u8> {
+        self.1
     }
 
     /// Parse the wire form. Anything but 43 canonical base64url characters is
     /// rejected.
     pub fn parse(text: &str) -> Result<Self, TokenError> {
+        if text.len() == HOMED_TOKEN_CHARS {
+            let mut bytes = [0u8; TOKEN_BYTES + 1];
+            return match URL_SAFE_NO_PAD.decode_slice(text.as_bytes(), &mut bytes) {
+                Ok(n) if n == TOKEN_BYTES + 1 && bytes[0] & 0x80 != 0 => {
+                    let mut random = [0u8; TOKEN_BYTES];
+                    random.copy_from_slice(&bytes[1..]);
+                    Ok(SessionToken(random, Some(bytes[0] & 0x7f)))
+                }
+                _ => Err(TokenError::Encoding),
+            };
+        }
         if text.len() != TOKEN_CHARS {
             return Err(TokenError::Length);
         }
@@ -57,7 +94,7 @@ impl SessionToken {
         // with `decode_allow_trailing_bits = false`), so each token has
         // exactly one text form.
         match URL_SAFE_NO_PAD.decode_slice(text.as_bytes(), &mut bytes) {
-            Ok(TOKEN_BYTES) => Ok(SessionToken(bytes)),
+            Ok(TOKEN_BYTES) => Ok(SessionToken(bytes, None)),
             _ => Err(TokenError::Encoding),
         }
     }
@@ -65,7 +102,15 @@ impl SessionToken {
     /// The wire form, for a `Set-Cookie` or a JSON response to the session's
     /// owner. Never log it.
     pub fn expose(&self) -> String {
-        URL_SAFE_NO_PAD.encode(self.0)
+        match self.1 {
+            None => URL_SAFE_NO_PAD.encode(self.0),
+            Some(home) => {
+                let mut bytes = [0u8; TOKEN_BYTES + 1];
+                bytes[0] = 0x80 | home;
+                bytes[1..].copy_from_slice(&self.0);
+                URL_SAFE_NO_PAD.encode(bytes)
+            }
+        }
     }
 
     /// The raw bytes (tests scan the tiers for them).
@@ -80,6 +125,9 @@ impl SessionToken {
         static DERIVER: LazyLock<blake3::Hasher> =
             LazyLock::new(|| blake3::Hasher::new_derive_key(STORAGE_KEY_CONTEXT));
         let mut hasher = DERIVER.clone();
+        if let Some(home) = self.1 {
+            hasher.update(&[0x80 | home]);
+        }
         hasher.update(&self.0);
         StorageKey(*hasher.finalize().as_bytes())
     }
@@ -162,6 +210,23 @@ mod tests {
     }
 
     #[test]
+    fn a_homed_token_names_its_region_and_its_own_key() {
+        let t = SessionToken::generate_in(Some(3));
+        let text = t.expose();
+        assert_eq!(text.len(), HOMED_TOKEN_CHARS);
+        let back = SessionToken::parse(&text).unwrap();
+        assert_eq!(
+            (back.home(), back.storage_key()),
+            (Some(3), t.storage_key())
+        );
+        // The same random bytes under another home: another session.
+        let moved = SessionToken(t.0, Some(4));
+        assert_ne!(moved.storage_key(), t.storage_key());
+        assert_ne!(SessionToken(t.0, None).storage_key(), t.storage_key());
+        assert_eq!(SessionToken::generate_in(Some(200)).home(), None);
+    }
+
+    #[test]
     fn debug_redacts_the_token() {
         let t = SessionToken::generate();
         let shown = format!("{t:?}");
@@ -175,8 +240,13 @@ mod tests {
         assert_eq!(SessionToken::parse(""), Err(TokenError::Length));
         assert_eq!(SessionToken::parse(&good[..42]), Err(TokenError::Length));
         assert_eq!(
-            SessionToken::parse(&format!("{good}A")),
+            SessionToken::parse(&format!("{good}AA")),
             Err(TokenError::Length)
+        );
+        // 44 characters are a version-2 token: a home byte with its high bit.
+        assert_eq!(
+            SessionToken::parse(&format!("A{good}")),
+            Err(TokenError::Encoding)
         );
         let mut plus = good.clone().into_bytes();
         plus[0] = b'+';

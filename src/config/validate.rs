@@ -16,6 +16,7 @@ impl Config {
         self.check_credentials()?;
         self.check_sessions_and_limits()?;
         self.events.validate()?;
+        self.regions.validate(&self.relay.region)?;
         self.gateway.validate()
     }
 

@@ -20,8 +20,11 @@ use crate::token::{SessionToken, StorageKey};
 enum Use {
     /// Serving the user (from this address, when the caller knows it): a
     /// served session is touched (at most once per `touch_interval_ms`),
-    /// and the touch keeps the address as the session's last one.
-    Serve(Option<IpAddr>),
+    /// and the touch keeps the address as the session's last one. The
+    /// touch is written in the session's home region (the second field),
+    /// where a logout is: a touch here could outlive it there, last writer
+    /// winning.
+    Serve(Option<IpAddr>, Option<u8>),
     /// Checking that it is still live: never touched.
     Check,
 }
@@ -34,7 +37,13 @@ impl TieredStore {
         token: &SessionToken,
         now: UnixMillis,
     ) -> Result<Option<Session>, Error> {
-        self.load_key(token.storage_key(), now).await
+        self.load_as(
+            token.storage_key(),
+            now,
+            Use::Serve(None, token.home()),
+            token.home(),
+        )
+        .await
     }
 
     /// [`load`](Self::load) by storage key.
@@ -43,7 +52,7 @@ impl TieredStore {
         key: StorageKey,
         now: UnixMillis,
     ) -> Result<Option<Session>, Error> {
-        self.load_as(key, now, Use::Serve(None)).await
+        self.load_as(key, now, Use::Serve(None, None), None).await
     }
 
     /// [`load`](Self::load) for a request from `from`: a touch records it
@@ -55,8 +64,13 @@ impl TieredStore {
         from: IpAddr,
         now: UnixMillis,
     ) -> Result<Option<Session>, Error> {
-        self.load_as(token.storage_key(), now, Use::Serve(Some(from)))
-            .await
+        self.load_as(
+            token.storage_key(),
+            now,
+            Use::Serve(Some(from), token.home()),
+            token.home(),
+        )
+        .await
     }
 
     /// Whether `token`'s session is still live, as [`load`](Self::load)
@@ -68,14 +82,18 @@ impl TieredStore {
         token: &SessionToken,
         now: UnixMillis,
     ) -> Result<Option<Session>, Error> {
-        self.load_as(token.storage_key(), now, Use::Check).await
+        self.load_as(token.storage_key(), now, Use::Check, token.home())
+            .await
     }
 
+    /// A load of `key`, whose token names `home` as its home region (if
+    /// any): a miss here reads there before it answers none.
     async fn load_as(
         &self,
         key: StorageKey,
         now: UnixMillis,
         used: Use,
+        home: Option<u8>,
     ) -> Result<Option<Session>, Error> {
         let lookup = self.lookup_cached(&key, now)?;
         let result = match &lookup {
@@ -99,9 +117,9 @@ impl TieredStore {
                     }
                     // Idle by this copy, but touches are not broadcast:
                     // another node may have served it since. Ask.
-                    return Box::pin(self.revalidate(key, record, now, now, used)).await;
+                    return Box::pin(self.revalidate(key, (record, now), now, used, home)).await;
                 }
-                let touch = matches!(used, Use::Serve(_))
+                let touch = matches!(used, Use::Serve(..))
                     && record.needs_touch(&self.inner.settings.policy, now);
                 if !touch && !self.outlawed(&record) {
                     return Ok(Some(Session { key, record }));
@@ -110,7 +128,7 @@ impl TieredStore {
             }
             CacheLookup::Revoked => Ok(None),
             CacheLookup::Stale { record, fetched_at } => {
-                Box::pin(self.revalidate(key, record, fetched_at, now, used)).await
+                Box::pin(self.revalidate(key, (record, fetched_at), now, used, home)).await
             }
             CacheLookup::Miss => {
                 // Known to be unknown (the negative cache): no I/O.
@@ -119,7 +137,12 @@ impl TieredStore {
                     return Ok(None);
                 }
                 Box::pin(async move {
-                    match self.fetch(key).await? {
+                    let found = match self.fetch(key).await? {
+                        Some(item) => Some(item),
+                        // Not replicated here yet? Its home has it.
+                        None => self.fetch_home(key, home).await?,
+                    };
+                    match found {
                         None => {
                             self.inner.unknown.insert(key, now);
                             Ok(None)
@@ -167,10 +190,10 @@ impl TieredStore {
     async fn revalidate(
         &self,
         key: StorageKey,
-        record: SessionRecord,
-        fetched_at: UnixMillis,
+        (record, fetched_at): (SessionRecord, UnixMillis),
         now: UnixMillis,
         used: Use,
+        home: Option<u8>,
     ) -> Result<Option<Session>, Error> {
         let cache = &self.inner.cache;
         metrics::counter!("edge_session_lease_revalidations_total").increment(1);
@@ -213,7 +236,11 @@ impl TieredStore {
             },
             None => {
                 cache.evict(&key)?;
-                Ok(None)
+                // Filled from its home and not replicated here yet?
+                match self.fetch_home(key, home).await? {
+                    Some(item) => self.accept(key, item, now, used).await,
+                    None => Ok(None),
+                }
             }
         }
     }
@@ -263,7 +290,7 @@ impl TieredStore {
         }
         let mut next = record.next_version();
         next.last_seen_at = now;
-        if let (Use::Serve(Some(ip)), Some(client)) = (used, &record.client) {
+        if let (Use::Serve(Some(ip), _), Some(client)) = (used, &record.client) {
             if let Some(address) = self.inner.settings.record_client.address(ip) {
                 if client.fields().last_address != Some(address.as_str()) {
                     next.client = Some(client.seen_from(&address));
@@ -271,9 +298,12 @@ impl TieredStore {
             }
         }
         let body = self.encode(&next);
-        match self
-            .inner
-            .dynamo
+        let home = match used {
+            Use::Serve(_, home) => home,
+            Use::Check => None,
+        };
+        let tier = self.write_tier(home);
+        match tier
             .touch(&item_of(&key, &next, body.clone()), record.version)
             .await
         {
@@ -286,7 +316,7 @@ impl TieredStore {
             Ok(Err(Conflict)) => {
                 // Changed or deleted elsewhere: the cached copy is stale.
                 self.inner.cache.evict(&key)?;
-                match self.inner.dynamo.get(key.as_bytes()).await? {
+                match tier.get(key.as_bytes()).await? {
                     None => Ok(None),
                     Some(item) => {
                         let record = codec::decode(&item.body)?;

@@ -68,6 +68,7 @@ use crate::codec::{self, DecodeError, Format};
 use crate::record::{Policy, SessionRecord, UnixMillis};
 use crate::token::StorageKey;
 use epoch_map::Epochs;
+pub use homes::Homes;
 use revoking::RevokingSet;
 use single_flight::SingleFlight;
 use unknown::UnknownKeys;
@@ -87,6 +88,7 @@ mod epochs;
 
 // The parts of the shared state that take a lock.
 mod epoch_map;
+mod homes;
 mod revoking;
 mod single_flight;
 mod unknown;
@@ -397,6 +399,8 @@ struct Inner {
     revoking: RevokingSet,
     /// Keys DynamoDB recently had no item for (the negative cache).
     unknown: UnknownKeys,
+    /// The other regions' replicas, when this is one region of several.
+    homes: std::sync::OnceLock<homes::Homes>,
 }
 
 impl std::fmt::Debug for TieredStore {
@@ -439,6 +443,7 @@ impl TieredStore {
                 coverage: remote::Coverage::default(),
                 revoking: RevokingSet::default(),
                 unknown: UnknownKeys::new(settings.negative_ttl_ms, settings.negative_max_entries),
+                homes: std::sync::OnceLock::new(),
             }),
         }
     }

@@ -26,8 +26,25 @@ fn unverified_dropped(reason: &'static str) {
 impl TieredStore {
     /// Revoke the session under `token` in both tiers.
     pub async fn destroy(&self, token: &SessionToken, now: UnixMillis) -> Result<Destroyed, Error> {
-        self.destroy_key(token.storage_key(), End::SignedOut, now)
-            .await
+        let destroyed = self
+            .destroy_key(token.storage_key(), End::SignedOut, now)
+            .await?;
+        // Homed elsewhere (and maybe not here yet): ended there too.
+        let key = token.storage_key();
+        let at_home = self.end_at_home(key, End::SignedOut, token.home()).await;
+        if at_home && destroyed == Destroyed::NotFound {
+            // Not replicated here yet: refused here from now on all the
+            // same, whatever replication brings in before the delete.
+            let keep_until = now.saturating_add(self.inner.settings.policy.absolute_timeout_ms);
+            let tomb = Tombstone {
+                keep_until,
+                nonce: nonce(),
+            };
+            self.inner.cache.revoke_locally(&key, tomb)?;
+            self.inner.cache.flush().await?;
+            return Ok(Destroyed::Confirmed);
+        }
+        Ok(destroyed)
     }
 
     /// The DynamoDB delete of an ending session, with its reason written
@@ -424,7 +441,7 @@ impl TieredStore {
             .bump_user_epoch(key.as_bytes(), Some(user_id), exp)
             .await?;
         self.note_epoch(user_id, epoch, now);
-        let mut revoked = 0;
+        let mut revoked = std::collections::HashSet::new();
         for item in self.inner.dynamo.list_by_user(user_id).await? {
             if item.uid.as_deref() == Some(user_id)
                 && matches!(
@@ -433,10 +450,27 @@ impl TieredStore {
                     Destroyed::Confirmed | Destroyed::Pending
                 )
             {
-                revoked += 1;
+                revoked.insert(item.sid);
             }
         }
-        Ok(revoked)
+        // Every other region's replica too: its epoch raised there, and the
+        // sessions it lists ended there, whether or not they reached here.
+        for tier in self.other_replicas() {
+            tier.raise_user_epoch_to(key.as_bytes(), user_id, epoch, exp)
+                .await?;
+            for item in tier.list_by_user(user_id).await? {
+                if item.uid.as_deref() != Some(user_id) {
+                    continue;
+                }
+                if self.inner.settings.end_reasons {
+                    tier.stamp_end(&item.sid, End::Everywhere.as_str()).await?;
+                }
+                if tier.delete(&item.sid).await? {
+                    revoked.insert(item.sid);
+                }
+            }
+        }
+        Ok(revoked.len())
     }
 
     /// One pass over the outbox: replay up to `limit` pending deletes. Stops

@@ -74,6 +74,7 @@ impl TieredStore {
                 user: user.as_deref(),
                 role: role.as_deref(),
                 client: client.as_ref(),
+                home: self.own_home(),
             };
             match self.rotate_once(old, &bound, guard, keep_data, now).await? {
                 Err(RotateConflict::EpochChanged) if !epoch_read => {
@@ -281,6 +282,8 @@ struct Bound<'a> {
     user: Option<&'a str>,
     role: Option<&'a str>,
     client: Option<&'a ClientInfo>,
+    /// The home region the new token names.
+    home: Option<u8>,
 }
 
 /// The session replacing `old`: a new token, its key, its record.
@@ -292,7 +295,7 @@ fn new_record(
     policy: &crate::record::Policy,
     now: UnixMillis,
 ) -> (SessionToken, StorageKey, SessionRecord) {
-    let token = SessionToken::generate();
+    let token = SessionToken::generate_in(bound.home);
     let key = token.storage_key();
     let mut record = SessionRecord::new(policy, now);
     record.user_id = bound.user.map(Text::new);

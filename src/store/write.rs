@@ -61,7 +61,7 @@ impl TieredStore {
                 None => None,
             };
             let body = self.within_size(self.encode(&record))?;
-            let token = SessionToken::generate();
+            let token = SessionToken::generate_in(self.own_home());
             let key = token.storage_key();
             let item = item_of(&key, &record, body.clone());
             let written = match guard {

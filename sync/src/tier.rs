@@ -594,6 +594,32 @@ impl DynamoTier {
         }
     }
 
+    /// Raise a user's revocation epoch to at least `epoch` (never lower
+    /// it): how another region's replica learns a raise made here without
+    /// waiting for replication, which could otherwise replace a higher
+    /// epoch with a lower one (last writer wins).
+    pub async fn raise_user_epoch_to(
+        &self,
+        epoch_sid: &[u8; SID_LEN],
+        user: &str,
+        epoch: u64,
+        exp: u64,
+    ) -> Result<(), DynamoError> {
+        let op = "raise_user_epoch";
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(item::key(epoch_sid)))
+            .update_expression("SET ver = :epoch, exp = :exp, eu = :user")
+            .condition_expression("attribute_not_exists(ver) OR ver < :epoch")
+            .expression_attribute_values(":epoch", AttributeValue::N(epoch.to_string()))
+            .expression_attribute_values(":exp", AttributeValue::N(exp.to_string()))
+            .expression_attribute_values(":user", AttributeValue::S(user.to_owned()))
+            .build()
+            .map_err(|e| DynamoError::new(op, ErrorKind::Rejected, e.to_string()))?;
+        // Refused: it is there already, or higher.
+        self.update_if(op, update).await.map(|_| ())
+    }
+
     /// Advance a user's revocation epoch by one; returns the new epoch. The
     /// item lives until `exp` (epoch seconds), past any session it outlaws.
     /// The epoch is read, then raised conditionally on it, with its journal

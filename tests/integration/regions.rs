@@ -328,19 +328,51 @@ async fn apply(
     }
 }
 
-/// A node of region `region` over `table`.
-async fn region_node(table: &str, region: &str) -> TestNode {
+/// The harness's DynamoDB URL (the replicas are tables there).
+fn harness_url() -> Option<String> {
+    match endpoint() {
+        edge_session::sync::Endpoint::Embedded(url) | edge_session::sync::Endpoint::Url(url) => {
+            Some(url)
+        }
+        _ => None,
+    }
+}
+
+/// A node of region `names[own]` over `tables[own]`, reading the other
+/// region's replica at `other_url` (`None`: no home regions at all).
+async fn region_node(tables: &[String; 2], own: usize, other_url: Option<&str>) -> TestNode {
+    region_node_with(tables, own, other_url, "").await
+}
+
+/// [`region_node`] with `more` TOML sections.
+async fn region_node_with(
+    tables: &[String; 2],
+    own: usize,
+    other_url: Option<&str>,
+    more: &str,
+) -> TestNode {
+    let names = ["a", "b"];
     let dir = tempfile::tempdir().unwrap();
-    let extra = format!("[relay]\nregion = \"{region}\"\n");
-    let toml = node_toml(dir.path(), table, &extra);
+    let mut extra = format!("{more}[relay]\nregion = \"{}\"\n", names[own]);
+    if let Some(url) = other_url {
+        extra += &format!(
+            "[regions]\nnames = [\"a\", \"b\"]\n[[regions.replica]]\nname = \"{}\"\n\
+             endpoint = \"{url}\"\ntable = \"{}\"\nregion = \"us-east-1\"\n",
+            names[1 - own],
+            tables[1 - own]
+        );
+    }
+    let toml = node_toml(dir.path(), &tables[own], &extra);
     TestNode::spawn_toml(dir, &toml).await
 }
 
-/// Two regions over fresh tables, replicated with `lag`.
-async fn two_regions(lag: Duration) -> (TestNode, TestNode, Replicator) {
+/// Two regions over fresh tables, replicated with `lag`, each node reading
+/// the other's replica for sessions homed there (`homed`).
+async fn two_regions(lag: Duration, homed: bool) -> (TestNode, TestNode, Replicator) {
     let tables = [crate::harness::table_name(), crate::harness::table_name()];
-    let a = region_node(&tables[0], "a").await;
-    let b = region_node(&tables[1], "b").await;
+    let url = harness_url().filter(|_| homed);
+    let a = region_node(&tables, 0, url.as_deref()).await;
+    let b = region_node(&tables, 1, url.as_deref()).await;
     let replicator = Replicator::start([&tables[0], &tables[1]], lag).await;
     (a, b, replicator)
 }
@@ -378,8 +410,8 @@ fn lag() -> Duration {
 }
 
 #[tokio::test]
-async fn a_login_reaches_the_other_region_after_replication() {
-    let (a, b, replicator) = two_regions(Duration::from_millis(500)).await;
+async fn without_home_regions_a_login_reaches_the_other_region_only_after_replication() {
+    let (a, b, replicator) = two_regions(Duration::from_millis(500), false).await;
     replicator.set_lag(lag());
     // The items of one transaction (the old session's delete, the new one,
     // the user's count) land apart, in any order.
@@ -409,8 +441,8 @@ async fn a_login_reaches_the_other_region_after_replication() {
 }
 
 #[tokio::test]
-async fn logout_in_one_region_is_refused_in_the_other_within_replication_and_the_follower() {
-    let (a, b, _replicator) = two_regions(lag()).await;
+async fn logout_in_one_region_is_refused_in_the_other_within_the_bound() {
+    let (a, b, _replicator) = two_regions(lag(), true).await;
     let mut took = Vec::new();
     for _ in 0..tries() {
         let cookie = browser_login(&a, "alice", ALICE_PASSWORD).await;
@@ -443,7 +475,7 @@ async fn logout_in_one_region_is_refused_in_the_other_within_replication_and_the
 
 #[tokio::test]
 async fn a_partition_between_regions_holds_writes_until_it_heals() {
-    let (a, b, replicator) = two_regions(Duration::from_millis(100)).await;
+    let (a, b, replicator) = two_regions(Duration::from_millis(100), false).await;
     replicator.partition(true);
     let cookie = browser_login(&a, "alice", ALICE_PASSWORD).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -467,4 +499,169 @@ async fn a_partition_between_regions_holds_writes_until_it_heals() {
     })
     .await;
     assert_eq!(whoami(&a, &in_b).await.unwrap(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn login_in_one_region_is_valid_in_the_other_before_replication() {
+    let (a, b, replicator) = two_regions(lag(), true).await;
+    let mut took = Vec::new();
+    for _ in 0..tries() {
+        let cookie = browser_login(&a, "alice", ALICE_PASSWORD).await;
+        assert_eq!(cookie.len(), 44, "a token naming its home region");
+        let asked = Instant::now();
+        // At once: the replicator has not carried it to B yet.
+        assert_eq!(whoami(&b, &cookie).await.unwrap(), StatusCode::OK);
+        took.push(asked.elapsed());
+    }
+    eprintln!(
+        "login in A -> valid in B at once (replication lag {:?}), {} of {}: {}",
+        lag(),
+        took.len(),
+        tries(),
+        figures(took)
+    );
+    // Sessions homed in B are B's own.
+    let in_b = browser_login(&b, "alice", ALICE_PASSWORD).await;
+    assert_eq!(whoami(&a, &in_b).await.unwrap(), StatusCode::OK);
+    drop(replicator);
+}
+
+#[tokio::test]
+async fn a_token_whose_home_was_altered_only_misses() {
+    let (a, b, _replicator) = two_regions(Duration::from_millis(100), true).await;
+    let cookie = browser_login(&a, "alice", ALICE_PASSWORD).await;
+    let token = edge_session::SessionToken::parse(&cookie).unwrap();
+    assert_eq!(token.home(), Some(0));
+    // The same random part, homed in B: another key, no session anywhere.
+    let moved = {
+        use base64::Engine as _;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut bytes = engine.decode(&cookie).unwrap();
+        bytes[0] = 0x80 | 1;
+        engine.encode(bytes)
+    };
+    for node in [&a, &b] {
+        assert_eq!(
+            whoami(node, &moved).await.unwrap(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(whoami(&b, &cookie).await.unwrap(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn partition_between_regions_follows_the_outage_semantics() {
+    let Some(url) = harness_url() else {
+        return;
+    };
+    let tables = [crate::harness::table_name(), crate::harness::table_name()];
+    // B reaches A's replica through a proxy the test can cut.
+    let proxy = crate::faultproxy::FaultProxy::to_harness()
+        .await
+        .expect("a plain HTTP endpoint");
+    let a = region_node(&tables, 0, Some(&url)).await;
+    let b = region_node(&tables, 1, Some(&proxy.url())).await;
+    let replicator = Replicator::start([&tables[0], &tables[1]], Duration::from_millis(100)).await;
+    let mine = browser_login(&b, "alice", ALICE_PASSWORD).await;
+    replicator.partition(true);
+    proxy.set(crate::faultproxy::Fault::Refuse);
+    let theirs = browser_login(&a, "alice", ALICE_PASSWORD).await;
+    // A session homed in A that B cannot confirm is an outage there (503),
+    // not a sign-out; B's own sessions are served as ever.
+    assert_eq!(
+        whoami(&b, &theirs).await.unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(whoami(&b, &mine).await.unwrap(), StatusCode::OK);
+    assert_eq!(whoami(&a, &theirs).await.unwrap(), StatusCode::OK);
+    proxy.set(crate::faultproxy::Fault::Pass);
+    replicator.partition(false);
+    crate::harness::eventually("healed, B reads A's session", || async {
+        whoami(&b, &theirs).await.unwrap() == StatusCode::OK
+    })
+    .await;
+}
+
+/// The item of the session `cookie` names, in `node`'s own replica.
+async fn item_in(node: &TestNode, cookie: &str) -> bool {
+    let key = edge_session::SessionToken::parse(cookie)
+        .unwrap()
+        .storage_key();
+    node.store
+        .dynamo()
+        .get(key.as_bytes())
+        .await
+        .unwrap()
+        .is_some()
+}
+
+#[tokio::test]
+async fn concurrent_write_in_the_other_region_cannot_resurrect_a_logged_out_session() {
+    let Some(url) = harness_url() else {
+        return;
+    };
+    let tables = [crate::harness::table_name(), crate::harness::table_name()];
+    let touch_often = "[session]\ntouch_interval_secs = 1\n";
+    let a = region_node_with(&tables, 0, Some(&url), touch_often).await;
+    let b = region_node_with(&tables, 1, Some(&url), touch_often).await;
+    let lag = Duration::from_millis(1500);
+    let _replicator = Replicator::start([&tables[0], &tables[1]], lag).await;
+    let cookie = browser_login(&a, "alice", ALICE_PASSWORD).await;
+    // B serves it (from its home at first), and its replica gets it.
+    assert_eq!(whoami(&b, &cookie).await.unwrap(), StatusCode::OK);
+    crate::harness::eventually("replicated to B", || item_in(&b, &cookie)).await;
+    // B's copy is due a touch; A signs the session out; B serves a request
+    // before the delete has replicated there. A touch written in B's
+    // replica would be later than the delete and win over it everywhere.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        crate::harness::logout(&a, &cookie).await.unwrap(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(whoami(&b, &cookie).await.unwrap(), StatusCode::UNAUTHORIZED);
+    // Once everything has replicated, it is gone from both replicas and
+    // neither region serves it.
+    tokio::time::sleep(lag * 3).await;
+    assert!(!item_in(&a, &cookie).await, "back in A's replica");
+    assert!(!item_in(&b, &cookie).await, "back in B's replica");
+    for node in [&a, &b] {
+        assert_eq!(
+            whoami(node, &cookie).await.unwrap(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
+
+#[tokio::test]
+async fn logout_everywhere_reaches_sessions_homed_in_every_region() {
+    let (a, b, replicator) = two_regions(Duration::from_millis(200), true).await;
+    // Nothing replicates meanwhile: each region holds only its own.
+    replicator.partition(true);
+    let in_a = browser_login(&a, "alice", ALICE_PASSWORD).await;
+    let in_b = browser_login(&b, "alice", ALICE_PASSWORD).await;
+    assert_eq!(whoami(&b, &in_b).await.unwrap(), StatusCode::OK);
+    let res = a
+        .v1(reqwest::Method::DELETE, "/v1/users/alice/sessions")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["revoked"], 2, "{body}");
+    assert_eq!(whoami(&a, &in_a).await.unwrap(), StatusCode::UNAUTHORIZED);
+    // B's own session, cached there, is refused once B's stream carries
+    // the delete A made in B's replica: no replication involved.
+    crate::harness::eventually("B refuses its own session", || async {
+        whoami(&b, &in_b).await.unwrap() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(!item_in(&b, &in_b).await);
+    replicator.partition(false);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (node, cookie) in [(&a, &in_a), (&b, &in_b), (&a, &in_b), (&b, &in_a)] {
+        assert_eq!(
+            whoami(node, cookie).await.unwrap(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
 }
