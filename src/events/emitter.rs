@@ -123,7 +123,7 @@ async fn hold(
     slot: SlotId,
     epoch: u64,
     owner: &str,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let log = EventLog::new(&settings.region);
     let started = async {
@@ -194,42 +194,16 @@ async fn hold(
         })
         .collect();
     metrics::gauge!("edge_session_events_emitter").set(1.0);
-    let mut flushed_head = head;
-    let mut tick = tokio::time::interval(settings.beat);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // A renewal that has not answered when the lease (less a beat) is up
-    // is a lost slot: nothing is appended or delivered past it.
-    let patience = settings.lease.saturating_sub(settings.beat);
-    let stopping = loop {
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => break true,
-            _ = tick.tick() => {}
-        }
-        let asked = Instant::now();
-        let renewed = tokio::time::timeout(patience, tier.renew_relay_slot(slot, epoch, owner));
-        match renewed.await {
-            Ok(Ok(true)) => appender.lease.renewed_at(asked),
-            Ok(Ok(false)) => {
-                tracing::warn!("events slot taken over: emitting stops");
-                break false;
-            }
-            Ok(Err(err)) => tracing::warn!(%err, "events slot not renewed"),
-            Err(_) => tracing::warn!("events slot renewal timed out"),
-        }
-        if !appender.lease.holds() {
-            tracing::warn!("events slot lease ran out: emitting stops");
-            break false;
-        }
-        // The head before the positions: a successor never resumes positions
-        // past events it does not know were logged.
-        let next = appender.next.load(Ordering::SeqCst);
-        if next != flushed_head && tier.set_event_head(log, next).await.is_ok() {
-            flushed_head = next;
-        }
-        if let Err(err) = checkpoints.flush().await {
-            tracing::warn!(%err, "events: positions not flushed; the next beat retries");
-        }
+    let beats = Beats {
+        tier,
+        slot,
+        epoch,
+        owner,
+        log,
+        checkpoints: &checkpoints,
+        appender: &appender,
     };
+    let stopping = beats.run(settings, head, stop).await;
     let _ = halt_tx.send(true);
     let _ = following.await;
     for delivery in deliveries {
@@ -275,6 +249,69 @@ impl Lease {
     /// Whether the slot is still this holder's.
     pub(super) fn holds(&self) -> bool {
         (self.origin.elapsed().as_millis() as u64) < self.until_ms.load(Ordering::SeqCst)
+    }
+}
+
+/// What the holder does every beat.
+struct Beats<'a> {
+    tier: &'a DynamoTier,
+    slot: SlotId,
+    epoch: u64,
+    owner: &'a str,
+    log: EventLog,
+    checkpoints: &'a TableCheckpoints,
+    appender: &'a Appender,
+}
+
+impl Beats<'_> {
+    /// Every beat: renew the slot, flush the head, then the positions,
+    /// until `stop` (`true`: stopped of its own accord) or the slot is lost
+    /// (`false`).
+    async fn run(
+        &self,
+        settings: &EmitterSettings,
+        head: u64,
+        mut stop: watch::Receiver<bool>,
+    ) -> bool {
+        let (tier, slot, epoch, owner, log) =
+            (self.tier, self.slot, self.epoch, self.owner, self.log);
+        let (checkpoints, appender) = (self.checkpoints, self.appender);
+        let mut flushed_head = head;
+        let mut tick = tokio::time::interval(settings.beat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A renewal that has not answered when the lease (less a beat) is up
+        // is a lost slot: nothing is appended or delivered past it.
+        let patience = settings.lease.saturating_sub(settings.beat);
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break true,
+                _ = tick.tick() => {}
+            }
+            let asked = Instant::now();
+            let renewed = tokio::time::timeout(patience, tier.renew_relay_slot(slot, epoch, owner));
+            match renewed.await {
+                Ok(Ok(true)) => appender.lease.renewed_at(asked),
+                Ok(Ok(false)) => {
+                    tracing::warn!("events slot taken over: emitting stops");
+                    break false;
+                }
+                Ok(Err(err)) => tracing::warn!(%err, "events slot not renewed"),
+                Err(_) => tracing::warn!("events slot renewal timed out"),
+            }
+            if !appender.lease.holds() {
+                tracing::warn!("events slot lease ran out: emitting stops");
+                break false;
+            }
+            // The head before the positions: a successor never resumes positions
+            // past events it does not know were logged.
+            let next = appender.next.load(Ordering::SeqCst);
+            if next != flushed_head && tier.set_event_head(log, next).await.is_ok() {
+                flushed_head = next;
+            }
+            if let Err(err) = checkpoints.flush().await {
+                tracing::warn!(%err, "events: positions not flushed; the next beat retries");
+            }
+        }
     }
 }
 

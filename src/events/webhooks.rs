@@ -152,6 +152,33 @@ fn kind_of(json: &str) -> Option<String> {
     serde_json::from_str::<Kind>(json).ok().map(|k| k.kind)
 }
 
+/// The webhook's cursor as the table keeps it; a webhook never started
+/// starts at the log's head. `None` when halted first.
+async fn start_cursor(
+    tier: &DynamoTier,
+    log: EventLog,
+    label: &str,
+    head: &dyn Head,
+    halt: &mut watch::Receiver<bool>,
+) -> Option<u64> {
+    loop {
+        match tier.webhook_cursor(log, label).await {
+            Ok(None) => {
+                let start = head.head().saturating_sub(1);
+                if tier.set_webhook_cursor(log, label, start).await.is_ok() {
+                    return Some(start);
+                }
+            }
+            Ok(Some(cursor)) => return Some(cursor),
+            Err(err) => tracing::debug!(%err, webhook = %label, "webhook cursor not read"),
+        }
+        tokio::select! {
+            _ = halt.wait_for(|h| *h) => return None,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
 /// Deliver `log` to `hook` from its cursor until `halt`.
 pub(super) async fn deliver(
     tier: DynamoTier,
@@ -170,21 +197,8 @@ pub(super) async fn deliver(
         metrics::counter!("edge_session_webhook_dropped_total", "webhook" => label.clone());
     let halted = |halt: &watch::Receiver<bool>| *halt.borrow() || !head.holding();
     // The cursor: the last number delivered (or skipped).
-    let mut cursor = loop {
-        match tier.webhook_cursor(log, &label).await {
-            Ok(None) => {
-                let start = head.head().saturating_sub(1);
-                if tier.set_webhook_cursor(log, &label, start).await.is_ok() {
-                    break start;
-                }
-            }
-            Ok(Some(cursor)) => break cursor,
-            Err(err) => tracing::debug!(%err, webhook = %label, "webhook cursor not read"),
-        }
-        tokio::select! {
-            _ = halt.wait_for(|h| *h) => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
+    let Some(mut cursor) = start_cursor(&tier, log, &label, head.as_ref(), &mut halt).await else {
+        return;
     };
     let mut saved = cursor;
     while !halted(&halt) {

@@ -9,8 +9,8 @@
 //!   first saw it in its own replica, and a replica keeps whichever write
 //!   to an item is later (a replicated write older than the replica's own
 //!   last write to that item is dropped);
-//! - with a **partition switch** (writes queue, then flow once healed) and a
-//!   switch that **drops** one direction.
+//! - with a **partition switch** (writes queue, then flow once healed), and
+//!   per direction a further **delay** and a switch that **drops** its writes.
 //!
 //! It is test support, a seam like the fault proxy: the product knows nothing
 //! of it. Each region's nodes follow their own replica's stream, which
@@ -81,6 +81,8 @@ struct Control {
     partitioned: AtomicBool,
     /// Per direction (0: a→b, 1: b→a): drop instead of apply.
     dropping: [AtomicBool; 2],
+    /// Per direction: delay on top of the lag.
+    extra_ms: [AtomicU64; 2],
     /// Per direction: writes applied, and writes that lost to a later one.
     applied: [AtomicU64; 2],
     lost: [AtomicU64; 2],
@@ -140,6 +142,11 @@ impl Replicator {
     /// Cut (or heal) the link between the regions: writes queue meanwhile.
     pub fn partition(&self, cut: bool) {
         self.control.partitioned.store(cut, Ordering::SeqCst);
+    }
+
+    /// Delay what region `from` writes by `extra` more than the lag.
+    pub fn delay_from(&self, from: usize, extra: Duration) {
+        self.control.extra_ms[from].store(extra.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Drop (or stop dropping) what region `from` writes, on its way out.
@@ -246,7 +253,10 @@ async fn direction(
                     here.last_write.insert(key.clone(), now);
                 }
                 seen += 1;
-                let lag = Duration::from_millis(control.lag_ms.load(Ordering::SeqCst));
+                let lag = Duration::from_millis(
+                    control.lag_ms.load(Ordering::SeqCst)
+                        + control.extra_ms[from].load(Ordering::SeqCst),
+                );
                 let spread = jitter(seen, control.jitter_ms.load(Ordering::SeqCst));
                 queue.push_back(Pending {
                     key,
@@ -485,6 +495,16 @@ async fn a_partition_between_regions_holds_writes_until_it_heals() {
     replicator.partition(false);
     crate::harness::eventually("the login crosses once healed", || async {
         whoami(&b, &cookie).await.unwrap() == StatusCode::OK
+    })
+    .await;
+    // One direction slower than the other.
+    replicator.delay_from(0, Duration::from_millis(1500));
+    let slow = browser_login(&a, "alice", ALICE_PASSWORD).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(whoami(&b, &slow).await.unwrap(), StatusCode::UNAUTHORIZED);
+    replicator.delay_from(0, Duration::ZERO);
+    crate::harness::eventually("the slow direction delivers", || async {
+        whoami(&b, &slow).await.unwrap() == StatusCode::OK
     })
     .await;
     // A direction that drops (a region's writes lost on the way) never
