@@ -12,15 +12,18 @@
 //!   concurrent misses.
 //! - `write.rs`: `create`, `update`.
 //! - `rotate.rs`: `regenerate`.
-//! - `revoke.rs`: `destroy`, `destroy_key`, `revoke_user` (and the
-//!   paginated listing and revocation of one user's sessions),
-//!   `evict_past_limit` (a login's eviction of the user's oldest sessions),
-//!   `drain_outbox`, and `maintain`, the background outbox replay and cache
-//!   sweeps.
+//! - `revocation.rs`: `destroy`, `destroy_key`, `revoke_user`,
+//!   `revoke_user_session`, `evict_past_limit` (a login's eviction of the
+//!   user's oldest sessions), and the durable tombstone + outbox entry each
+//!   writes first.
+//! - `listing.rs`: the paginated listing of one user's sessions.
+//! - `upkeep.rs`: `drain_outbox`, `drain_unverified`, and `maintain`, the
+//!   background replay and cache sweeps.
 //! - `remote.rs`: what other nodes did, as the stream reports it
-//!   (`apply_removed`, `apply_version_raised`), the lease, and which cached
-//!   records the stream follower's position covers (the others get the
-//!   short lease).
+//!   (`apply_removed`, `apply_version_raised`).
+//! - `lease.rs`: the lease, where it is set, shortened and read, and which
+//!   cached records the stream follower's position covers (the others get
+//!   the short lease).
 //! - `epochs.rs`: users' revocation epochs as this node knows them (read by
 //!   `load`, `create` and `regenerate`, raised by `revoke_user` and the
 //!   stream). Its only write is `load`'s step 4: an outlawed session is
@@ -30,21 +33,21 @@
 //!   session's home on a miss, and where its touches and logouts are
 //!   written.
 //!
-//! This file holds the public types and the shared state; `epoch_map.rs`,
-//! `single_flight.rs`, `revoking.rs` and `unknown.rs` (the negative cache)
+//! This file holds the public types and the shared state; `known_epochs.rs`,
+//! `single_flight.rs`, `in_flight.rs` and `unknown.rs` (the negative cache)
 //! hold the parts of that state that take a lock, each behind a narrow API.
 //!
 //! | file | operation | steps, in order | a failure at step N leaves |
 //! |---|---|---|---|
-//! | `load.rs` | `load` | 1. sled get; a hit within the lease (at most the short lease for a record confirmed before the stream follower's position, `remote.rs`) is decoded, expiry-checked (a copy idle by its own `last_seen_at` but within its absolute expiry is re-read first, since another node may have touched it), checked against the user's revocation epoch this node knows (no I/O), served. 2. on a miss: if tombstoned, `None` without asking DynamoDB; if DynamoDB had no item for the key less than `negative_ttl_ms` ago (the in-memory negative cache, `unknown.rs`), `None` without asking again. 3. one consistent DynamoDB get per key at a time (concurrent misses share it); no item, and the token names another region as its home (`homes.rs`) → one read of the home replica, bounded; no item there either → remembered in the negative cache; a hit past the lease reads only `ver`. 4. a bound record is checked against its user's epoch (memory within the lease, else one consistent read); an outlawed one is destroyed. 5. fill sled, unless a tombstone or a newer version is there. 6. if `last_seen_at` is older than the touch interval, one conditional put of the next version marked as a touch (in the session's home replica when that is another region's; refused on an item stamped with its end reason): no journal entry, and no change feed carries it to other nodes (a copy there loses on `ver` at its next write or lease check) | 1: cache error, nothing written. A key DynamoDB does not have (an unknown or never-issued token) costs at most one read per `negative_ttl_ms` and no write in either tier. 3: unreachable → `Err` (503), nothing written; past the lease with `OnUnreachable::ServeCached`, the cached copy is served up to `max_stale_ms`. 5: not served if a tombstone appeared meanwhile. 6: unreachable → served as loaded (touch is best effort); version conflict → the record is re-read |
+//! | `load.rs` | `load` | 1. sled get; a hit within the lease (at most the short lease for a record confirmed before the stream follower's position, `lease.rs`) is decoded, expiry-checked (a copy idle by its own `last_seen_at` but within its absolute expiry is re-read first, since another node may have touched it), checked against the user's revocation epoch this node knows (no I/O), served. 2. on a miss: if tombstoned, `None` without asking DynamoDB; if DynamoDB had no item for the key less than `negative_ttl_ms` ago (the in-memory negative cache, `unknown.rs`), `None` without asking again. 3. one consistent DynamoDB get per key at a time (concurrent misses share it); no item, and the token names another region as its home (`homes.rs`) → one read of the home replica, bounded; no item there either → remembered in the negative cache; a hit past the lease reads only `ver`. 4. a bound record is checked against its user's epoch (memory within the lease, else one consistent read); an outlawed one is destroyed. 5. fill sled, unless a tombstone or a newer version is there. 6. if `last_seen_at` is older than the touch interval, one conditional put of the next version marked as a touch (in the session's home replica when that is another region's; refused on an item stamped with its end reason): no journal entry, and no change feed carries it to other nodes (a copy there loses on `ver` at its next write or lease check) | 1: cache error, nothing written. A key DynamoDB does not have (an unknown or never-issued token) costs at most one read per `negative_ttl_ms` and no write in either tier. 3: unreachable → `Err` (503), nothing written; past the lease with `OnUnreachable::ServeCached`, the cached copy is served up to `max_stale_ms`. 5: not served if a tombstone appeared meanwhile. 6: unreachable → served as loaded (touch is best effort); version conflict → the record is re-read |
 //! | `write.rs` | `create` | 0. refuse a record encoded over `max_record_bytes` (`RecordTooLarge`, nothing written). 1. with a user binding: a consistent read of the user's epoch. 2. DynamoDB put conditional on `attribute_not_exists` (bound: in one transaction with an update of the epoch item, conditional on the epoch unchanged and the user's session count under the cap, that counts the session; at the cap, written again without it). 3. fill sled. 4. bound, at the cap: `evict_past_limit`, in a task of its own (the answer does not wait for it) | 1–2: `Err`, no token issued; refused → nothing written anywhere; no answer → the put may have happened: a bound session's key is tombstoned and queued in the outbox, which deletes it once DynamoDB answers (an unbound one is listed nowhere and expires by TTL); an epoch that moved meanwhile → read it again and retry. 3: the session exists in DynamoDB and is loaded on first use. 4: never fails the call (see `evict_past_limit`) |
 //! | `write.rs` | `update` | 0. as for `create`. 1. refuse if tombstoned here. 2. DynamoDB put conditional on the caller's `version`. 3. fill sled | 2: conflict (changed or deleted elsewhere) → `Conflict` and the stale cached copy is evicted; unreachable → `Err`, nothing written. 3: as for `create` |
 //! | `rotate.rs` | `regenerate` | 1. the bound user's epoch as this node knows it (within the lease; else the old session's if the same user's, else 0), no I/O; refuse to carry a login the epoch outlawed. 2. *provisional* tombstone + outbox entry for the old key (one sled transaction; refused if a final or unverified tombstone is there: `OldChanged`); the key is marked in flight so the outbox replay leaves it alone. 3. ONE `TransactWriteItems`: delete old (conditional on its version), put new (`attribute_not_exists`), check the user's epoch; step 2's flush runs meanwhile, and nothing is issued before both are done. 4. ack the outbox (the tombstone becomes final), fill sled with the new record. 5. a sign-in (a binding given): `evict_past_limit`, in a task of its own | 1–2: `Err`, nothing changed. 3: the epoch check failed on a guessed epoch → nothing was written: read the epoch (consistent), go back to 1 once; another conflict → the transaction wrote nothing; the provisional tombstone and outbox entry this call wrote are lifted (a destroy that landed meanwhile wrote its own final ones, which stay), `Conflict` returned; unreachable or unknown outcome → fail closed: the old token stays dead here and the outbox deletes it from DynamoDB once reachable (its ack makes the tombstone final), and the new key too (the transaction may have happened unanswered); no new token is issued. the flush fails after a commit → no token issued, the new key's delete queued, `Err`; a crash after the commit and before the flush → the old item is gone from DynamoDB, and the restarted node refuses its token once its stream or lease says so (docs/design.md, tier rule 2). 5: never fails the call (see `evict_past_limit`) |
-//! | `revoke.rs` | `destroy` | 0. a final tombstone → `AlreadyRevoked`, nothing written; a provisional one (a regenerate in flight) → known, go to 2. 1. if not cached, confirm existence in DynamoDB (so unknown tokens write nothing), unless DynamoDB had no item for the key less than `negative_ttl_ms` ago (the negative cache, as for `load`; a miss is remembered there). 2. durable final tombstone + outbox entry (one transaction, flushed, replacing a provisional or unverified tombstone), marked in flight. 3. with session events on, the end reason written on the item (`why`; the first stays); then the DynamoDB delete, unconditional but for existence. 4. ack the outbox. 5. a token homed in another region: the same reason and delete in its home replica (bounded), and a final tombstone here if this replica did not have it yet | 1: not there → `NotFound`, nothing written; unreachable → the bounded unverified queue (unverified tombstone + queue entry, flushed; no outbox entry), `Unverified`; the queue at `cache.max_unverified_revocations` → `Err` (503), nothing written. 2: `Err`, nothing changed. 3: the token is already dead here; the outbox retries the delete until DynamoDB confirms (`Destroyed::Pending`) |
-//! | `revoke.rs` | `evict_past_limit` (after a login's DynamoDB write succeeded, when its transaction found the user's session count at the cap) | 0. one consistent read of the count. 1. one GSI listing of the user's sessions (bounded: the limit plus logins racing this one). 2. the live ones other than the new session, oldest `created_at` first: `destroy` each past `max_per_user - 1`. 3. set the count to the sessions left, conditional on the count read in 0 | nothing here fails the login: 1: logged, counted (`edge_session_evictions_total{result="failed"}`), nothing evicted: the user keeps one session over the limit until the next login. 2: each as `destroy` (its delete waits in the outbox, `result="pending"`); another login racing this one, or the GSI lagging, can leave the user briefly over the limit or one under it |
-//! | `revoke.rs` | `revoke_user` | 1. advance the user's epoch in DynamoDB (from then on every session bound under an older epoch is refused at load, and concurrent binds fail their epoch check). 2. `destroy` each session the GSI lists. 3. in each other region's replica (`homes.rs`): raise the epoch to at least the new one, and delete (reason first) each session its GSI lists | 1: `Err`, nothing changed. 2: sessions not yet destroyed are still outlawed by the epoch. 3: `Err` (the call is safe to repeat); what replicated is outlawed there by the epoch's replication |
-//! | `revoke.rs` | `drain_outbox` | for each pending revocation not in flight: the end reason `deferred` (unless one is there), DynamoDB delete, then ack | the entry stays and is retried with backoff |
-//! | `revoke.rs` | `drain_unverified` | for each queued unverified revocation: DynamoDB delete; it removed an item → the tombstone becomes final; it found nothing → the entry and its tombstone are dropped (counted) | the entry stays and is retried with backoff |
+//! | `revocation.rs` | `destroy` | 0. a final tombstone → `AlreadyRevoked`, nothing written; a provisional one (a regenerate in flight) → known, go to 2. 1. if not cached, confirm existence in DynamoDB (so unknown tokens write nothing), unless DynamoDB had no item for the key less than `negative_ttl_ms` ago (the negative cache, as for `load`; a miss is remembered there). 2. durable final tombstone + outbox entry (one transaction, flushed, replacing a provisional or unverified tombstone), marked in flight. 3. with session events on, the end reason written on the item (`why`; the first stays); then the DynamoDB delete, unconditional but for existence. 4. ack the outbox. 5. a token homed in another region: the same reason and delete in its home replica (bounded), and a final tombstone here if this replica did not have it yet | 1: not there → `NotFound`, nothing written; unreachable → the bounded unverified queue (unverified tombstone + queue entry, flushed; no outbox entry), `Unverified`; the queue at `cache.max_unverified_revocations` → `Err` (503), nothing written. 2: `Err`, nothing changed. 3: the token is already dead here; the outbox retries the delete until DynamoDB confirms (`Destroyed::Pending`) |
+//! | `revocation.rs` | `evict_past_limit` (after a login's DynamoDB write succeeded, when its transaction found the user's session count at the cap) | 0. one consistent read of the count. 1. one GSI listing of the user's sessions (bounded: the limit plus logins racing this one). 2. the live ones other than the new session, oldest `created_at` first: `destroy` each past `max_per_user - 1`. 3. set the count to the sessions left, conditional on the count read in 0 | nothing here fails the login: 1: logged, counted (`edge_session_evictions_total{result="failed"}`), nothing evicted: the user keeps one session over the limit until the next login. 2: each as `destroy` (its delete waits in the outbox, `result="pending"`); another login racing this one, or the GSI lagging, can leave the user briefly over the limit or one under it |
+//! | `revocation.rs` | `revoke_user` | 1. advance the user's epoch in DynamoDB (from then on every session bound under an older epoch is refused at load, and concurrent binds fail their epoch check). 2. `destroy` each session the GSI lists. 3. in each other region's replica (`homes.rs`): raise the epoch to at least the new one, and delete (reason first) each session its GSI lists | 1: `Err`, nothing changed. 2: sessions not yet destroyed are still outlawed by the epoch. 3: `Err` (the call is safe to repeat); what replicated is outlawed there by the epoch's replication |
+//! | `upkeep.rs` | `drain_outbox` | for each pending revocation not in flight: the end reason `deferred` (unless one is there), DynamoDB delete, then ack | the entry stays and is retried with backoff |
+//! | `upkeep.rs` | `drain_unverified` | for each queued unverified revocation: DynamoDB delete; it removed an item → the tombstone becomes final; it found nothing → the entry and its tombstone are dropped (counted) | the entry stays and is retried with backoff |
 //! | `remote.rs` | `apply_removed` / `apply_version_raised` (stream) | tombstone (no outbox: DynamoDB already deleted it) / evict a stale copy or note a user's new epoch | the follower redelivers the batch; applying twice is harmless |
 //!
 //! A crash between any two steps is covered by the same column: sled writes
@@ -54,7 +57,7 @@
 //!
 //! The durable tombstone + outbox entry that `destroy` and a `create`
 //! without an answer write before DynamoDB is touched is one method,
-//! `write_revocation` (`revoke.rs`); `regenerate`'s provisional one is
+//! `write_revocation` (`revocation.rs`); `regenerate`'s provisional one is
 //! `write_provisional_revocation`. A tombstone's kind (final, provisional,
 //! unverified: [`TombstoneKind`](crate::cache::TombstoneKind)) says who may
 //! remove it: only the regenerate that wrote a provisional one lifts it, so
@@ -71,9 +74,9 @@ use crate::client::{ClientInfo, ClientMode};
 use crate::codec::{self, DecodeError, Format};
 use crate::record::{Policy, SessionRecord, UnixMillis};
 use crate::token::StorageKey;
-use epoch_map::Epochs;
 pub use homes::Homes;
-use revoking::RevokingSet;
+use in_flight::RevokingSet;
+use known_epochs::Epochs;
 use single_flight::SingleFlight;
 use unknown::UnknownKeys;
 
@@ -84,16 +87,19 @@ mod write;
 
 mod rotate;
 
-mod revoke;
+mod listing;
+mod revocation;
+mod upkeep;
 
+mod lease;
 mod remote;
 
 mod epochs;
 
 // The parts of the shared state that take a lock.
-mod epoch_map;
 mod homes;
-mod revoking;
+mod in_flight;
+mod known_epochs;
 mod single_flight;
 mod unknown;
 
@@ -397,8 +403,8 @@ struct Inner {
     /// while the stream follower lags (see [`TieredStore::set_lease`]).
     lease_ms: AtomicU64,
     /// Which cached records the follower's position covers (records
-    /// confirmed before it get the short lease; see `remote.rs`).
-    coverage: remote::Coverage,
+    /// confirmed before it get the short lease; see `lease.rs`).
+    coverage: lease::Coverage,
     /// Keys a live request is revoking: the outbox replay skips them.
     revoking: RevokingSet,
     /// Keys DynamoDB recently had no item for (the negative cache).
@@ -444,7 +450,7 @@ impl TieredStore {
                 epochs: Epochs::default(),
                 global: epochs::GlobalEpoch::default(),
                 lease_ms: AtomicU64::new(settings.revalidate_after_ms),
-                coverage: remote::Coverage::default(),
+                coverage: lease::Coverage::default(),
                 revoking: RevokingSet::default(),
                 unknown: UnknownKeys::new(settings.negative_ttl_ms, settings.negative_max_entries),
                 homes: std::sync::OnceLock::new(),

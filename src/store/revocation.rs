@@ -1,16 +1,13 @@
-//! Revocations: `destroy`, `revoke_user`, the eviction of a user's oldest
-//! sessions past `max_per_user` at login, and the outbox that carries their
-//! DynamoDB deletes through outages (their rows in the table of the
-//! [store](super) module doc), with the background upkeep that drives it;
-//! and the paginated listing of a user's sessions.
-
-use std::time::Duration;
-
-use edge_session_sync::Item;
+//! Revocations: `destroy` (and `destroy_key`), `revoke_user`, and the
+//! eviction of a user's oldest sessions past `max_per_user` at login (their
+//! rows in the table of the [store](super) module doc): each a durable
+//! tombstone here and an outbox entry before DynamoDB is touched; the
+//! bounded queue of logouts this node could not verify; and, with session
+//! events on, the end reason written before each delete.
 
 use edge_session_sync::DynamoError;
 
-use super::{nonce, Destroyed, DrainReport, End, Error, Session, SessionPage, TieredStore};
+use super::{nonce, Destroyed, End, Error, Session, TieredStore};
 use crate::cache::{CacheError, QueuedUnverified, Tombstone, TombstoneKind};
 use crate::codec;
 use crate::record::UnixMillis;
@@ -18,7 +15,7 @@ use crate::token::{SessionToken, StorageKey};
 
 /// Count an unverified revocation dropped: `full` (refused at the cap) or
 /// `unknown` (DynamoDB never had the key).
-fn unverified_dropped(reason: &'static str) {
+pub(super) fn unverified_dropped(reason: &'static str) {
     metrics::counter!("edge_session_unverified_revocations_dropped_total", "reason" => reason)
         .increment(1);
 }
@@ -50,7 +47,11 @@ impl TieredStore {
     /// The DynamoDB delete of an ending session, with its reason written
     /// first when session events are on (the first reason written stays).
     /// Whether an item was deleted.
-    async fn delete_ending(&self, key: &StorageKey, end: End) -> Result<bool, DynamoError> {
+    pub(super) async fn delete_ending(
+        &self,
+        key: &StorageKey,
+        end: End,
+    ) -> Result<bool, DynamoError> {
         if self.inner.settings.end_reasons {
             self.inner
                 .dynamo
@@ -186,44 +187,9 @@ impl TieredStore {
     }
 
     /// Set the gauge of queued unverified revocations.
-    fn report_unverified(&self) {
+    pub(super) fn report_unverified(&self) {
         metrics::gauge!("edge_session_unverified_revocations")
             .set(self.inner.cache.unverified_len() as f64);
-    }
-
-    /// One pass over the unverified queue: a DynamoDB delete for each of up
-    /// to `limit` keys. A delete that removed an item confirms a real
-    /// session's logout (its tombstone becomes final); one that found
-    /// nothing drops a key that never existed (or was already gone). Stops
-    /// at the first delete DynamoDB does not answer.
-    pub async fn drain_unverified(&self, limit: usize) -> Result<DrainReport, Error> {
-        let cache = &self.inner.cache;
-        let mut report = DrainReport::default();
-        let result = async {
-            for key in cache.unverified(limit)? {
-                match self.delete_ending(&key, End::Deferred).await? {
-                    true => {
-                        let keep_until = cache.tombstone_of(&key)?.map_or(0, |t| t.keep_until);
-                        let tomb = Tombstone {
-                            keep_until,
-                            nonce: nonce(),
-                        };
-                        cache.revoke_locally(&key, tomb)?;
-                        report.confirmed += 1;
-                    }
-                    false => {
-                        if cache.drop_unverified(&key)? {
-                            unverified_dropped("unknown");
-                        }
-                    }
-                }
-            }
-            Ok::<_, Error>(())
-        }
-        .await;
-        report.remaining = cache.unverified_len();
-        self.report_unverified();
-        result.map(|()| report)
     }
 
     /// Revoke `key` here, durably, before DynamoDB is touched: a final
@@ -265,60 +231,6 @@ impl TieredStore {
             return Ok(None);
         }
         Ok(Some(tomb))
-    }
-
-    /// One page of the live sessions bound to `user_id`: up to `limit`
-    /// (1 or more) of the user's items after `after` in the GSI's order (one
-    /// query, eventually consistent), minus expired records, sessions
-    /// revoked on this node and sessions an epoch this node knows outlaws.
-    /// Those are left out after the query, so a page can be shorter than
-    /// `limit` (even empty) while `next` is set.
-    pub async fn list_user_sessions(
-        &self,
-        user_id: &str,
-        after: Option<StorageKey>,
-        limit: u32,
-        now: UnixMillis,
-    ) -> Result<SessionPage, Error> {
-        let page = self
-            .inner
-            .dynamo
-            .list_by_user_page(user_id, after.as_ref().map(StorageKey::as_bytes), limit)
-            .await?;
-        let mut sessions = Vec::with_capacity(page.items.len());
-        for item in page.items {
-            sessions.extend(self.live_session(user_id, item, now)?);
-        }
-        Ok(SessionPage {
-            sessions,
-            next: page.next.map(StorageKey),
-        })
-    }
-
-    /// `item` as a live session of `user_id`; `None` if it is revoked on
-    /// this node, outlawed by an epoch this node knows, expired, not
-    /// `user_id`'s, or undecodable.
-    fn live_session(
-        &self,
-        user_id: &str,
-        item: Item,
-        now: UnixMillis,
-    ) -> Result<Option<Session>, Error> {
-        let key = StorageKey(item.sid);
-        if self.inner.cache.is_tombstoned(&key)? {
-            return Ok(None);
-        }
-        let record = match codec::decode(&item.body) {
-            Ok(record) => record,
-            Err(err) => {
-                tracing::warn!(%err, "skipping an undecodable item in a user listing");
-                return Ok(None);
-            }
-        };
-        let live = record.user_id.as_deref() == Some(user_id)
-            && record.is_live(now)
-            && !self.outlawed(&record);
-        Ok(live.then_some(Session { key, record }))
     }
 
     /// After a login bound `kept` to its user: revoke that user's oldest
@@ -471,85 +383,5 @@ impl TieredStore {
             }
         }
         Ok(revoked.len())
-    }
-
-    /// One pass over the outbox: replay up to `limit` pending deletes. Stops
-    /// at the first one DynamoDB does not confirm.
-    pub async fn drain_outbox(&self, limit: usize) -> Result<DrainReport, Error> {
-        let cache = &self.inner.cache;
-        let mut report = DrainReport::default();
-        for (key, entry) in cache.pending(limit)? {
-            if self.inner.revoking.contains(&key) {
-                continue;
-            }
-            self.delete_ending(&key, End::Deferred).await?;
-            cache.ack(&key, entry.nonce)?;
-            report.confirmed += 1;
-        }
-        report.remaining = cache.outbox_len();
-        Ok(report)
-    }
-
-    /// Background upkeep until `shutdown` resolves: replay the outbox and
-    /// the unverified queue (with exponential backoff while DynamoDB is
-    /// unreachable), and once a minute sweep expired tombstones (through
-    /// their expiry index) and expired cached records (and report how many
-    /// records are cached).
-    pub async fn maintain(
-        self,
-        clock: fn() -> UnixMillis,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) {
-        const BASE: Duration = Duration::from_millis(250);
-        const MAX: Duration = Duration::from_secs(30);
-        let mut backoff = BASE;
-        let mut last_sweep = 0;
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            if self.inner.cache.outbox_len() > 0 || self.inner.cache.unverified_len() > 0 {
-                let drained = match self.drain_outbox(256).await {
-                    Ok(_) => self.drain_unverified(256).await,
-                    Err(err) => Err(err),
-                };
-                match drained {
-                    Ok(_) => backoff = BASE,
-                    Err(err) => {
-                        backoff = (backoff * 2).min(MAX);
-                        tracing::warn!(%err, retry_in_ms = backoff.as_millis() as u64, "revocation replay failed");
-                    }
-                }
-            }
-            let now = clock();
-            if now.saturating_sub(last_sweep) >= 60_000 {
-                last_sweep = now;
-                // The session sweep reads the whole tree: off the async threads.
-                let cache = self.inner.cache.clone();
-                let swept = tokio::task::spawn_blocking(move || {
-                    let tombstones = cache.sweep_tombstones(now)?;
-                    let sessions = cache.sweep_expired_sessions(|bytes| {
-                        codec::decode(bytes).map_or(true, |r| !r.is_live(now))
-                    })?;
-                    Ok::<_, CacheError>((tombstones, sessions))
-                })
-                .await;
-                match swept {
-                    Ok(Ok((tombstones, (expired, cached)))) => {
-                        metrics::gauge!("edge_session_cached_sessions").set(cached as f64);
-                        tracing::debug!(
-                            tombstones = tombstones.tombstones,
-                            expired,
-                            cached,
-                            "cache swept"
-                        );
-                    }
-                    Ok(Err(err)) => tracing::warn!(%err, "cache sweep failed"),
-                    Err(err) => tracing::warn!(%err, "cache sweep task failed"),
-                }
-            }
-        }
     }
 }
