@@ -61,7 +61,7 @@ impl SessionToken {
     }
 
     /// A fresh token naming `home` (a place in `regions.names`, below
-    /// [`MAX_REGIONS`]) as its home region; `None`: a version-1 token.
+    /// `MAX_REGIONS`) as its home region; `None`: a version-1 token.
     pub fn generate_in(home: Option<u8>) -> Self {
         let SessionToken(bytes, _) = Self::generate();
         SessionToken(bytes, home.filter(|h| usize::from(*h) < MAX_REGIONS))

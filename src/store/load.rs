@@ -1,6 +1,6 @@
 //! Loads: the sled lookup, the lease revalidation, the single DynamoDB read
 //! shared by concurrent misses, and the coarse touch of a record served
-//! (`load` in the table of the [store](super) module doc). A touch is one
+//! (`load`'s doc comment has its steps and failures). A touch is one
 //! conditional put that no other node is told of; a copy that looks idle
 //! here is re-read before it is refused, since another node may have
 //! touched it.
@@ -32,6 +32,39 @@ enum Use {
 impl TieredStore {
     /// The live session for `token`, or `None` (unknown, expired, revoked).
     /// Never writes anything for a token the server did not issue.
+    ///
+    /// # Steps
+    ///
+    /// 1. sled get; a hit within the lease (at most the short lease for a record confirmed before
+    ///    the stream follower's position, `lease.rs`) is decoded, expiry-checked (a copy idle by
+    ///    its own `last_seen_at` but within its absolute expiry is re-read first, since another
+    ///    node may have touched it), checked against the user's revocation epoch this node knows
+    ///    (no I/O), served.
+    /// 2. on a miss: if tombstoned, `None` without asking DynamoDB; if DynamoDB had no item for the
+    ///    key less than `negative_ttl_ms` ago (the in-memory negative cache, `unknown.rs`), `None`
+    ///    without asking again.
+    /// 3. one consistent DynamoDB get per key at a time (concurrent misses share it); no item, and
+    ///    the token names another region as its home (`homes.rs`) → one read of the home replica,
+    ///    bounded; no item there either → remembered in the negative cache; a hit past the lease
+    ///    reads only `ver`.
+    /// 4. a bound record is checked against its user's epoch (memory within the lease, else one
+    ///    consistent read); an outlawed one is destroyed.
+    /// 5. fill sled, unless a tombstone or a newer version is there.
+    /// 6. if `last_seen_at` is older than the touch interval, one conditional put of the next
+    ///    version marked as a touch (in the session's home replica when that is another region's;
+    ///    refused on an item stamped with its end reason): no journal entry, and no change feed
+    ///    carries it to other nodes (a copy there loses on `ver` at its next write or lease check)
+    ///
+    /// # What a failure leaves
+    ///
+    /// - At 1: cache error, nothing written. A key DynamoDB does not have (an unknown or
+    ///   never-issued token) costs at most one read per `negative_ttl_ms` and no write in either
+    ///   tier.
+    /// - At 3: unreachable → `Err` (503), nothing written; past the lease with
+    ///   `OnUnreachable::ServeCached`, the cached copy is served up to `max_stale_ms`.
+    /// - At 5: not served if a tombstone appeared meanwhile.
+    /// - At 6: unreachable → served as loaded (touch is best effort); version conflict → the record
+    ///   is re-read
     pub async fn load(
         &self,
         token: &SessionToken,

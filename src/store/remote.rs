@@ -1,6 +1,6 @@
 //! What other nodes did, as the stream follower reports it (`apply_removed`,
-//! `apply_version_raised`, the last row of the table in the [store](super)
-//! module doc). How long this node may miss it is the lease's (`lease.rs`).
+//! `apply_version_raised`; `apply_removed`'s doc comment has what a failure
+//! leaves). How long this node may miss it is the lease's (`lease.rs`).
 
 use super::{nonce, Error, TieredStore};
 use crate::cache::Tombstone;
@@ -14,7 +14,16 @@ impl TieredStore {
     /// session this node caches is tombstoned until its absolute expiry; any
     /// other key for two leases, which covers a load that read the item just
     /// before the delete and fills after it. Not flushed: call
-    /// [`SledCache::flush`] once per batch.
+    /// [`SledCache::flush`](crate::cache::SledCache::flush) once per batch.
+    ///
+    /// # Steps
+    ///
+    /// tombstone (no outbox: DynamoDB already deleted it) / evict a stale copy or note a user's new
+    /// epoch
+    ///
+    /// # What a failure leaves
+    ///
+    /// - the follower redelivers the batch; applying twice is harmless
     pub fn apply_removed(&self, key: StorageKey, now: UnixMillis) -> Result<(), Error> {
         let cache = &self.inner.cache;
         let keep_until = match cache.get(&key)? {

@@ -1,6 +1,6 @@
 //! Revocations: `destroy` (and `destroy_key`), `revoke_user`, and the
-//! eviction of a user's oldest sessions past `max_per_user` at login (their
-//! rows in the table of the [store](super) module doc): each a durable
+//! eviction of a user's oldest sessions past `max_per_user` at login (each
+//! operation's doc comment has its steps and failures): each a durable
 //! tombstone here and an outbox entry before DynamoDB is touched; the
 //! bounded queue of logouts this node could not verify; and, with session
 //! events on, the end reason written before each delete.
@@ -22,6 +22,30 @@ pub(super) fn unverified_dropped(reason: &'static str) {
 
 impl TieredStore {
     /// Revoke the session under `token` in both tiers.
+    ///
+    /// # Steps
+    ///
+    /// 0. a final tombstone → `AlreadyRevoked`, nothing written; a provisional one (a regenerate in
+    ///    flight) → known, go to 2.
+    /// 1. if not cached, confirm existence in DynamoDB (so unknown tokens write nothing), unless
+    ///    DynamoDB had no item for the key less than `negative_ttl_ms` ago (the negative cache, as
+    ///    for `load`; a miss is remembered there).
+    /// 2. durable final tombstone + outbox entry (one transaction, flushed, replacing a provisional
+    ///    or unverified tombstone), marked in flight.
+    /// 3. with session events on, the end reason written on the item (`why`; the first stays); then
+    ///    the DynamoDB delete, unconditional but for existence.
+    /// 4. ack the outbox.
+    /// 5. a token homed in another region: the same reason and delete in its home replica
+    ///    (bounded), and a final tombstone here if this replica did not have it yet
+    ///
+    /// # What a failure leaves
+    ///
+    /// - At 1: not there → `NotFound`, nothing written; unreachable → the bounded unverified queue
+    ///   (unverified tombstone + queue entry, flushed; no outbox entry), `Unverified`; the queue at
+    ///   `cache.max_unverified_revocations` → `Err` (503), nothing written.
+    /// - At 2: `Err`, nothing changed.
+    /// - At 3: the token is already dead here; the outbox retries the delete until DynamoDB
+    ///   confirms (`Destroyed::Pending`)
     pub async fn destroy(&self, token: &SessionToken, now: UnixMillis) -> Result<Destroyed, Error> {
         let destroyed = self
             .destroy_key(token.storage_key(), End::SignedOut, now)
@@ -246,6 +270,26 @@ impl TieredStore {
     /// newest and outlive its owner's later logins.
     ///
     /// A login does not wait for it ([`evict_after_login`](Self::evict_after_login)).
+    ///
+    /// # Steps
+    /// Runs after a login's DynamoDB write succeeded, when its transaction found the user's session
+    /// count at the cap.
+    ///
+    ///
+    /// 0. one consistent read of the count.
+    /// 1. one GSI listing of the user's sessions (bounded: the limit plus logins racing this one).
+    /// 2. the live ones other than the new session, oldest `created_at` first: `destroy` each past
+    ///    `max_per_user - 1`.
+    /// 3. set the count to the sessions left, conditional on the count read in 0
+    ///
+    /// # What a failure leaves
+    ///
+    /// - nothing here fails the login: 1: logged, counted
+    ///   (`edge_session_evictions_total{result="failed"}`), nothing evicted: the user keeps one
+    ///   session over the limit until the next login.
+    /// - At 2: each as `destroy` (its delete waits in the outbox, `result="pending"`); another
+    ///   login racing this one, or the GSI lagging, can leave the user briefly over the limit or
+    ///   one under it
     pub(super) async fn evict_past_limit(&self, kept: &Session, now: UnixMillis) {
         let Some(user) = kept.record.user_id.as_deref() else {
             return;
@@ -344,6 +388,21 @@ impl TieredStore {
     /// on other nodes on their next DynamoDB read, within the lease), and a
     /// session being bound concurrently fails its epoch check and retries
     /// under the new epoch. Then every session the GSI lists is destroyed.
+    ///
+    /// # Steps
+    ///
+    /// 1. advance the user's epoch in DynamoDB (from then on every session bound under an older
+    ///    epoch is refused at load, and concurrent binds fail their epoch check).
+    /// 2. `destroy` each session the GSI lists.
+    /// 3. in each other region's replica (`homes.rs`): raise the epoch to at least the new one, and
+    ///    delete (reason first) each session its GSI lists
+    ///
+    /// # What a failure leaves
+    ///
+    /// - At 1: `Err`, nothing changed.
+    /// - At 2: sessions not yet destroyed are still outlawed by the epoch.
+    /// - At 3: `Err` (the call is safe to repeat); what replicated is outlawed there by the epoch's
+    ///   replication
     pub async fn revoke_user(&self, user_id: &str, now: UnixMillis) -> Result<usize, Error> {
         let key = StorageKey::user_epoch(user_id);
         let exp = self.epoch_item_exp(now);

@@ -1,5 +1,5 @@
 //! `regenerate`: a new token for a session in one DynamoDB transaction
-//! (its row in the table of the [store](super) module doc).
+//! (its doc comment has its steps and failures).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +19,34 @@ impl TieredStore {
     /// `keep_data` carries the application data over. The old token is dead
     /// in both tiers when this returns `Ok(Ok(_))`. A sign-in (`binding`
     /// given) then evicts the user's oldest sessions past `max_per_user`.
+    ///
+    /// # Steps
+    ///
+    /// 1. the bound user's epoch as this node knows it (within the lease; else the old session's if
+    ///    the same user's, else 0), no I/O; refuse to carry a login the epoch outlawed.
+    /// 2. *provisional* tombstone + outbox entry for the old key (one sled transaction; refused if
+    ///    a final or unverified tombstone is there: `OldChanged`); the key is marked in flight so
+    ///    the outbox replay leaves it alone.
+    /// 3. ONE `TransactWriteItems`: delete old (conditional on its version), put new
+    ///    (`attribute_not_exists`), check the user's epoch; step 2's flush runs meanwhile, and
+    ///    nothing is issued before both are done.
+    /// 4. ack the outbox (the tombstone becomes final), fill sled with the new record.
+    /// 5. a sign-in (a binding given): `evict_past_limit`, in a task of its own
+    ///
+    /// # What a failure leaves
+    ///
+    /// - At 1–2: `Err`, nothing changed.
+    /// - At 3: the epoch check failed on a guessed epoch → nothing was written: read the epoch
+    ///   (consistent), go back to 1 once; another conflict → the transaction wrote nothing; the
+    ///   provisional tombstone and outbox entry this call wrote are lifted (a destroy that landed
+    ///   meanwhile wrote its own final ones, which stay), `Conflict` returned; unreachable or
+    ///   unknown outcome → fail closed: the old token stays dead here and the outbox deletes it
+    ///   from DynamoDB once reachable (its ack makes the tombstone final), and the new key too (the
+    ///   transaction may have happened unanswered); no new token is issued. the flush fails after a
+    ///   commit → no token issued, the new key's delete queued, `Err`; a crash after the commit and
+    ///   before the flush → the old item is gone from DynamoDB, and the restarted node refuses its
+    ///   token once its stream or lease says so (docs/design.md, tier rule 2).
+    /// - At 5: never fails the call (see `evict_past_limit`)
     pub async fn regenerate(
         &self,
         old: &Session,

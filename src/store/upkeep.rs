@@ -1,5 +1,5 @@
 //! Background upkeep: the replay of the outbox and of the unverified queue
-//! (their rows in the table of the [store](super) module doc), and the
+//! (their doc comments have their steps and failures), and the
 //! sweeps of expired tombstones and cached records (`maintain`).
 
 use std::time::Duration;
@@ -16,6 +16,15 @@ impl TieredStore {
     /// session's logout (its tombstone becomes final); one that found
     /// nothing drops a key that never existed (or was already gone). Stops
     /// at the first delete DynamoDB does not answer.
+    ///
+    /// # Steps
+    ///
+    /// for each queued unverified revocation: DynamoDB delete; it removed an item → the tombstone
+    /// becomes final; it found nothing → the entry and its tombstone are dropped (counted)
+    ///
+    /// # What a failure leaves
+    ///
+    /// - the entry stays and is retried with backoff
     pub async fn drain_unverified(&self, limit: usize) -> Result<DrainReport, Error> {
         let cache = &self.inner.cache;
         let mut report = DrainReport::default();
@@ -48,6 +57,15 @@ impl TieredStore {
 
     /// One pass over the outbox: replay up to `limit` pending deletes. Stops
     /// at the first one DynamoDB does not confirm.
+    ///
+    /// # Steps
+    ///
+    /// for each pending revocation not in flight: the end reason `deferred` (unless one is there),
+    /// DynamoDB delete, then ack
+    ///
+    /// # What a failure leaves
+    ///
+    /// - the entry stays and is retried with backoff
     pub async fn drain_outbox(&self, limit: usize) -> Result<DrainReport, Error> {
         let cache = &self.inner.cache;
         let mut report = DrainReport::default();

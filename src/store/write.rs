@@ -1,5 +1,5 @@
-//! Writes of a session's content: `create` and `update` (their rows in the
-//! table of the [store](super) module doc).
+//! Writes of a session's content: `create` and `update` (their doc
+//! comments have their steps and failures).
 
 use edge_session_sync::{Conflict, DynamoError, EpochGuard, RotateConflict};
 
@@ -26,6 +26,26 @@ impl TieredStore {
     /// user's revocation epoch, so a concurrent "log out everywhere" either
     /// outlaws it or happened before it. Once written, it evicts the user's
     /// oldest sessions past `max_per_user`.
+    ///
+    /// # Steps
+    ///
+    /// 0. refuse a record encoded over `max_record_bytes` (`RecordTooLarge`, nothing written).
+    /// 1. with a user binding: a consistent read of the user's epoch.
+    /// 2. DynamoDB put conditional on `attribute_not_exists` (bound: in one transaction with an
+    ///    update of the epoch item, conditional on the epoch unchanged and the user's session count
+    ///    under the cap, that counts the session; at the cap, written again without it).
+    /// 3. fill sled.
+    /// 4. bound, at the cap: `evict_past_limit`, in a task of its own (the answer does not wait for
+    ///    it)
+    ///
+    /// # What a failure leaves
+    ///
+    /// - At 1–2: `Err`, no token issued; refused → nothing written anywhere; no answer → the put
+    ///   may have happened: a bound session's key is tombstoned and queued in the outbox, which
+    ///   deletes it once DynamoDB answers (an unbound one is listed nowhere and expires by TTL); an
+    ///   epoch that moved meanwhile → read it again and retry.
+    /// - At 3: the session exists in DynamoDB and is loaded on first use.
+    /// - At 4: never fails the call (see `evict_past_limit`)
     pub async fn create(
         &self,
         spec: NewSession,
@@ -111,6 +131,19 @@ impl TieredStore {
     /// since it was loaded. Refreshes `last_seen_at`. A destroyed session is
     /// never written back. The user binding is not changed here: binding a
     /// user is a privilege change and goes through [`regenerate`](Self::regenerate).
+    ///
+    /// # Steps
+    ///
+    /// 0. as for `create`.
+    /// 1. refuse if tombstoned here.
+    /// 2. DynamoDB put conditional on the caller's `version`.
+    /// 3. fill sled
+    ///
+    /// # What a failure leaves
+    ///
+    /// - At 2: conflict (changed or deleted elsewhere) → `Conflict` and the stale cached copy is
+    ///   evicted; unreachable → `Err`, nothing written.
+    /// - At 3: as for `create`
     pub async fn update(
         &self,
         session: &Session,
