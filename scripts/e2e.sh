@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The tests that run the node the way people use it: the login flow in a real
-# headless Chromium (e2e/), and Schemathesis fuzzing the HTTP API from
+# headless Chromium (tests/e2e/), and Schemathesis fuzzing the HTTP API from
 # docs/openapi.json (scripts/schemathesis.sh). Installs what a fresh Debian
 # machine lacks (scripts/install-test-deps.sh; the npm and PyPI packages are
 # pinned) and builds the debug binary if needed (not when EDGE_SESSION_BIN
@@ -29,7 +29,7 @@ export EDGE_SESSION_BIN
 status=0
 if [ -z "${E2E_SKIP_BROWSER:-}" ]; then
     say "browser test (headless Chromium)"
-    (cd e2e && npm test --silent) || { status=1; say "browser test FAILED"; }
+    (cd tests/e2e && npm test --silent) || { status=1; say "browser test FAILED"; }
 fi
 if [ -z "${E2E_SKIP_SCHEMATHESIS:-}" ]; then
     say "schemathesis"

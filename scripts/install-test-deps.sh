@@ -7,7 +7,7 @@
 #   (the gateway tests run them as unprivileged children with their own
 #   config files), redis-server (the benchmark's Redis-backed peers).
 #   `apt-get update` only when something is missing.
-# - npm packages, from the lockfiles: e2e/, examples/express-gateway/ and
+# - npm packages, from the lockfiles: tests/e2e/, examples/express-gateway/ and
 #   benches/peers/express-session/, `npm ci` only when node_modules does not
 #   hold what the lockfile pins.
 #
@@ -77,6 +77,6 @@ npm_ci() {
         (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
     fi
 }
-npm_ci e2e
+npm_ci tests/e2e
 npm_ci examples/express-gateway
 npm_ci benches/peers/express-session

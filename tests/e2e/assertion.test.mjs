@@ -4,8 +4,8 @@
 // cookie, and the `X-Edge-Assertion` it returns verified the way an app
 // would, with the `jose` package against `/.well-known/jwks.json`.
 //
-//   npm test                       (in e2e/, after `npm ci`)
-//   EDGE_SESSION_BIN=...           node binary (default ../target/debug/edge-session)
+//   npm test                       (in tests/e2e/, after `npm ci`)
+//   EDGE_SESSION_BIN=...           node binary (default ../../target/debug/edge-session)
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';

@@ -4,8 +4,8 @@
 // Then, without a browser, what the node forwards and strips, and which
 // signed actions it carries out.
 //
-//   npm test                       (in e2e/, after `npm ci` here and in ../examples/express-gateway)
-//   EDGE_SESSION_BIN=...           node binary (default ../target/debug/edge-session)
+//   npm test                       (in tests/e2e/, after `npm ci` here and in ../../examples/express-gateway)
+//   EDGE_SESSION_BIN=...           node binary (default ../../target/debug/edge-session)
 //   CHROMIUM=...                   browser (default /usr/bin/chromium)
 
 import { test, before, after } from 'node:test';

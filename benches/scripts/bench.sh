@@ -12,7 +12,7 @@
 #
 # Micro-benchmarks are separate: `cargo bench -p edge-session-bench --bench lookup`.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 if ! command -v redis-server >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

@@ -2,10 +2,10 @@
 // playwright-core, against the edge-session binary (embedded mode, port 0,
 // a temporary data_dir, one user whose argon2id hash the binary makes).
 //
-//   npm test                       (in e2e/, after `npm ci`)
-//   EDGE_SESSION_BIN=...           node binary (default ../target/debug/edge-session)
+//   npm test                       (in tests/e2e/, after `npm ci`)
+//   EDGE_SESSION_BIN=...           node binary (default ../../target/debug/edge-session)
 //   CHROMIUM=...                   browser (default /usr/bin/chromium)
-//   E2E_SCREENSHOT_DIR=...         where the screenshots go (default ../docs/screenshots)
+//   E2E_SCREENSHOT_DIR=...         where the screenshots go (default ../../docs/screenshots)
 //
 // Chromium's flags and the node's start are in lib.mjs, shared with the
 // gateway tests.
@@ -19,7 +19,7 @@ import { randomBytes } from 'node:crypto';
 import * as lib from './lib.mjs';
 import { COOKIE } from './lib.mjs';
 
-const SHOTS = resolve(process.env.E2E_SCREENSHOT_DIR ?? join(lib.here, '../docs/screenshots'));
+const SHOTS = resolve(process.env.E2E_SCREENSHOT_DIR ?? join(lib.here, '../../docs/screenshots'));
 const USER = 'alice';
 const PASSWORD = `e2e-${randomBytes(12).toString('hex')}`;
 const API_KEY = `e2e-${randomBytes(16).toString('hex')}`;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A bounded soak of one release node (not part of CI): the node in its
 # default embedded mode on a fresh data_dir, a client loop of logins, reads
-# and logouts (scripts/soak/client.py, several threads) for SOAK_SECONDS,
+# and logouts (benches/scripts/soak/client.py, several threads) for SOAK_SECONDS,
 # then a summary: requests served, errors, RSS at start and end.
 #
 #   SOAK_SECONDS=600   how long the client loop runs (default 10 minutes)
@@ -10,7 +10,7 @@
 #                      fresh temporary directory, removed at the end unless
 #                      SOAK_KEEP=1)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 seconds=${SOAK_SECONDS:-600}
 workers=${SOAK_WORKERS:-4}
@@ -78,7 +78,7 @@ say "node $url (pid $node_pid), RSS ${rss_start} KiB; client: $workers threads f
 sampler=$!
 
 started=$(date +%s)
-summary=$(python3 scripts/soak/client.py "$url" soaker "$password" "$api_key" "$seconds" "$workers")
+summary=$(python3 benches/scripts/soak/client.py "$url" soaker "$password" "$api_key" "$seconds" "$workers")
 elapsed=$(( $(date +%s) - started ))
 kill "$sampler" 2>/dev/null || true
 

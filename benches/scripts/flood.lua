@@ -1,4 +1,4 @@
--- wrk script for scripts/flood.sh: wrong-password logins, each from a
+-- wrk script for benches/scripts/flood.sh: wrong-password logins, each from a
 -- random client address (X-Forwarded-For, believed from a trusted proxy)
 -- on a random username, so no per-address or per-account budget stops
 -- them: only the hash threads and their queue do. Counts the statuses.

@@ -3,7 +3,7 @@
 # ceiling, interleaved rounds: what an outside load generator sees, next to
 # the project's own harness (docs/performance.md, "GET /whoami under wrk").
 #
-#   scripts/wrk-whoami.sh [ROUNDS] [SECONDS] [CONNECTIONS]     # default 3 8 64
+#   benches/scripts/wrk-whoami.sh [ROUNDS] [SECONDS] [CONNECTIONS]     # default 3 8 64
 #
 # Each round runs, one after the other: the ceiling (`edge-session-bench
 # serve-hello`, 2 workers), the node's /healthz, /whoami without a cookie
@@ -16,7 +16,7 @@
 # the ratio to the same round's ceiling, and the median over rounds of the
 # ratio of the c=1 p50s.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 rounds=${1:-3}
 seconds=${2:-8}
 conns=${3:-64}
@@ -32,7 +32,7 @@ cargo build --release -q -p edge-session --bin edge-session
 cargo build --release -q -p edge-session-bench --bin edge-session-bench
 bin=${CARGO_TARGET_DIR:-target}/release
 
-. scripts/lib/children.sh
+. benches/scripts/lib/children.sh
 
 password=wrk-bench-password
 hash=$(printf '%s' "$password" | "$bin/edge-session" hash-password)

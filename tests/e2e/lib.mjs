@@ -2,7 +2,7 @@
 // it, the Express example, Debian's Chromium with the flags this machine
 // needs, and the session cookie as the browser keeps it.
 //
-//   EDGE_SESSION_BIN=...   node binary (default ../target/debug/edge-session)
+//   EDGE_SESSION_BIN=...   node binary (default ../../target/debug/edge-session)
 //   CHROMIUM=...           browser (default /usr/bin/chromium)
 
 import assert from 'node:assert/strict';
@@ -13,9 +13,9 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 export const here = dirname(fileURLToPath(import.meta.url));
-export const BIN = process.env.EDGE_SESSION_BIN ?? resolve(here, '../target/debug/edge-session');
+export const BIN = process.env.EDGE_SESSION_BIN ?? resolve(here, '../../target/debug/edge-session');
 export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-export const EXPRESS_APP = resolve(here, '../examples/express-gateway');
+export const EXPRESS_APP = resolve(here, '../../examples/express-gateway');
 export const COOKIE = '__Host-sid';
 
 // Exactly the flags this machine needs (no internet: without them Chromium

@@ -3,7 +3,7 @@
 # the node: peak RSS, p99 of GET /whoami and of POST /logout for signed-in
 # sessions during the flood, and the share of 429s.
 #
-#   scripts/flood.sh [SECONDS] [CONCURRENCY]     (default 60 s at 256)
+#   benches/scripts/flood.sh [SECONDS] [CONCURRENCY]     (default 60 s at 256)
 #
 # CONCURRENCY 0 runs no flood: the same reads and logouts on a quiet node,
 # the baseline to quote beside a flood run.
@@ -14,7 +14,7 @@
 # stop it: this measures the hash threads and their bounded queue, the
 # attacker's best case. Nothing is asserted; the figures are printed.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 DURATION=${1:-60}
 CONC=${2:-256}
 BIN=${CARGO_TARGET_DIR:-target}/release/edge-session
@@ -52,7 +52,7 @@ for i in $(seq "$LOGOUTS"); do session "demo-$i"; echo; done >"$WORK/tokens"
 echo "$(wc -l <"$WORK/tokens") sessions to log out during the flood"
 
 if [ "$CONC" -gt 0 ]; then
-  wrk -t2 -c"$CONC" -d"${DURATION}s" --timeout 30s -s scripts/flood.lua "$URL/login" >"$WORK/wrk" 2>&1 &
+  wrk -t2 -c"$CONC" -d"${DURATION}s" --timeout 30s -s benches/scripts/flood.lua "$URL/login" >"$WORK/wrk" 2>&1 &
 else
   { sleep "$DURATION"; echo "no flood (baseline)"; } >"$WORK/wrk" &
 fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Soak client for scripts/soak.sh: a loop of logins, reads and logouts
+"""Soak client for benches/scripts/soak.sh: a loop of logins, reads and logouts
 against one edge-session node, from several threads, until a deadline.
 
 Each round of a worker: browser login (form), a few `/whoami` reads, logout,

@@ -17,7 +17,7 @@
 # with their ratio. A figure, never a pass/fail: nothing here is asserted
 # except that no DynamoDB write happened.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 DURATION=${DURATION:-5}
 ROUNDS=${ROUNDS:-3}
@@ -30,7 +30,7 @@ command -v wrk >/dev/null || { echo "cookieless.sh: needs wrk (apt-get install w
 cargo build --quiet --release -p edge-session --bin edge-session
 cargo build --quiet --release -p edge-session-bench --bin edge-session-bench
 
-. scripts/lib/children.sh
+. benches/scripts/lib/children.sh
 
 cat >"$work/config.toml" <<EOF
 data_dir = "$work/data"
