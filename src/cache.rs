@@ -213,8 +213,9 @@ impl SledCache {
     }
 
     /// The raw bytes under `key` in the sessions tree, nothing decoded: the
-    /// baseline `lookup/cache_hit` is measured against (benches).
-    #[doc(hidden)]
+    /// baseline `lookup/cache_hit` is measured against (the benchmarks;
+    /// `test-support` only).
+    #[cfg(feature = "test-support")]
     pub fn raw_get(&self, key: &[u8]) -> Result<Option<sled::IVec>, CacheError> {
         Ok(self.sessions.get(key)?)
     }

@@ -415,8 +415,8 @@ impl SledCache {
     }
 
     /// Entries in the expiry index (tests: the sweep reads only these).
-    #[doc(hidden)]
-    pub fn expiry_index_len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn expiry_index_len(&self) -> usize {
         self.expiry.len()
     }
 

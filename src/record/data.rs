@@ -179,8 +179,8 @@ impl SessionData {
     }
 
     /// Whether the map was decoded from stored bytes (tests: a cache hit
-    /// must not decode the data).
-    #[doc(hidden)]
+    /// must not decode the data; `test-support` only).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn is_decoded(&self) -> bool {
         match &self.0 {
             Repr::Map(_) => true,

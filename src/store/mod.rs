@@ -75,6 +75,8 @@ use crate::client::{ClientInfo, ClientMode};
 use crate::codec::{self, DecodeError, Format};
 use crate::record::{Policy, SessionRecord, UnixMillis};
 use crate::token::StorageKey;
+#[cfg(feature = "test-support")]
+pub use hold::RegenerateHold;
 pub use homes::Homes;
 use in_flight::RevokingSet;
 use known_epochs::Epochs;
@@ -98,6 +100,8 @@ mod remote;
 mod epochs;
 
 // The parts of the shared state that take a lock.
+#[cfg(feature = "test-support")]
+mod hold;
 mod homes;
 mod in_flight;
 mod known_epochs;
@@ -412,6 +416,9 @@ struct Inner {
     unknown: UnknownKeys,
     /// The other regions' replicas, when this is one region of several.
     homes: std::sync::OnceLock<homes::Homes>,
+    /// Regenerates a test holds (`test-support`).
+    #[cfg(feature = "test-support")]
+    holds: hold::Holds,
 }
 
 impl std::fmt::Debug for TieredStore {
@@ -455,6 +462,8 @@ impl TieredStore {
                 revoking: RevokingSet::default(),
                 unknown: UnknownKeys::new(settings.negative_ttl_ms, settings.negative_max_entries),
                 homes: std::sync::OnceLock::new(),
+                #[cfg(feature = "test-support")]
+                holds: hold::Holds::default(),
             }),
         }
     }

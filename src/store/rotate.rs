@@ -1,12 +1,7 @@
 //! `regenerate`: a new token for a session in one DynamoDB transaction
 //! (its doc comment has its steps and failures).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
-
 use edge_session_sync::{EpochGuard, RotateConflict};
-use tokio::sync::oneshot;
 
 use super::{item_of, Error, Session, TieredStore, UserBinding};
 use crate::client::ClientInfo;
@@ -169,9 +164,8 @@ impl TieredStore {
             // Revoked for good meanwhile (a logout): nothing to rotate.
             return Ok(Err(RotateConflict::OldChanged));
         };
-        if HOLDS_ARMED.load(Ordering::Relaxed) {
-            pause_if_held(&old.key).await;
-        }
+        #[cfg(feature = "test-support")]
+        self.inner.holds.pause_if_held(&old.key).await;
         let (token, key, record) = new_record(
             old,
             bound,
@@ -248,59 +242,6 @@ impl TieredStore {
         if let Err(err) = queued {
             tracing::warn!(%err, "could not queue the delete of an unissued session");
         }
-    }
-}
-
-/// A regenerate held between its provisional tombstone and its transaction
-/// (see [`TieredStore::hold_regenerate`]).
-struct Hold {
-    reached: oneshot::Sender<()>,
-    release: oneshot::Receiver<()>,
-}
-
-/// Whether any hold is armed (the common case costs one atomic load).
-static HOLDS_ARMED: AtomicBool = AtomicBool::new(false);
-static HOLDS: Mutex<Option<HashMap<StorageKey, Hold>>> = Mutex::new(None);
-
-async fn pause_if_held(key: &StorageKey) {
-    let hold = HOLDS
-        .lock()
-        .ok()
-        .and_then(|mut holds| holds.as_mut()?.remove(key));
-    if let Some(hold) = hold {
-        let _ = hold.reached.send(());
-        let _ = hold.release.await;
-    }
-}
-
-/// The two ends of a held regenerate: `reached` resolves once it has written
-/// its provisional tombstone; sending on (or dropping) `release` lets its
-/// transaction go.
-#[doc(hidden)]
-pub struct RegenerateHold {
-    pub reached: oneshot::Receiver<()>,
-    pub release: oneshot::Sender<()>,
-}
-
-impl TieredStore {
-    /// Test seam (the only one in the coordinator): the next regenerate of
-    /// the session under `old` (on any store in this process) stops between
-    /// its provisional tombstone and its DynamoDB transaction until
-    /// released, so a test can land a logout in that window on demand.
-    #[doc(hidden)]
-    pub fn hold_regenerate(old: StorageKey) -> RegenerateHold {
-        let (reached_tx, reached) = oneshot::channel();
-        let (release, release_rx) = oneshot::channel();
-        let mut holds = HOLDS.lock().expect("regenerate holds poisoned by a panic");
-        holds.get_or_insert_with(HashMap::new).insert(
-            old,
-            Hold {
-                reached: reached_tx,
-                release: release_rx,
-            },
-        );
-        HOLDS_ARMED.store(true, Ordering::Relaxed);
-        RegenerateHold { reached, release }
     }
 }
 

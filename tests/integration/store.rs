@@ -929,7 +929,7 @@ async fn logout_during_a_failing_regenerate_is_not_lost() {
         .unwrap()
         .unwrap();
 
-    let hold = TieredStore::hold_regenerate(on_a.key);
+    let hold = a.hold_regenerate(on_a.key);
     let regenerating = tokio::spawn({
         let (a, on_a) = (a.clone(), on_a.clone());
         async move { a.regenerate(&on_a, alice(), false, t).await }
