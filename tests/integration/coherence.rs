@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 
+use crate::child::Node;
 use crate::faultproxy::{Fault, FaultProxy, IndexLag};
 use crate::harness::{
     client, eventually, metric, node_toml, proxied_node_toml, service_login, table_name, v1,
     Cluster,
 };
-use crate::node::Node;
 use crate::process;
 
 /// Start a node process over `table` with `extra` TOML sections.

@@ -1,5 +1,5 @@
 //! Crash safety and restarts: the `edge-session` binary as a child process
-//! (`node::Node`, started by `process::start`), killed with SIGKILL or
+//! (`child::Node`, started by `process::start`), killed with SIGKILL or
 //! stopped with SIGTERM, restarted on the same `data_dir`.
 //!
 //! DynamoDB is the harness's server, reached through a [`FaultProxy`], not
@@ -18,13 +18,13 @@ use edge_session::store::StoreSettings;
 use reqwest::header::COOKIE;
 use reqwest::StatusCode;
 
+use crate::child::Node;
 use crate::faultproxy::{Fault, FaultProxy};
 use crate::faults::proxied_node;
 use crate::harness::{
     client, cookie, eventually, login_form, logout, now, outbox_pending, proxied_node_toml, readyz,
     session_cookie, token, whoami, Cluster, ALICE_PASSWORD, BOB_PASSWORD,
 };
-use crate::node::Node;
 use crate::process;
 
 /// A config file for a node process under `dir`, reaching DynamoDB through

@@ -24,8 +24,8 @@ mod model;
 // The child-process helper the bench harness uses too; the tests use part
 // of it.
 #[allow(dead_code)]
-#[path = "../../benches/compare/src/node.rs"]
-mod node;
+#[path = "../../benches/compare/src/child.rs"]
+mod child;
 mod openapi;
 mod process;
 mod recognise;

@@ -10,10 +10,10 @@ use reqwest::header::COOKIE;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use crate::child::{Node, OnDrop, Options};
 use crate::harness::{
     browser_login, client, cookie, metric, session_cookie, whoami, ALICE_PASSWORD,
 };
-use crate::node::{Node, OnDrop, Options};
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge-session");
 

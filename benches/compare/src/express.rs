@@ -14,11 +14,11 @@ use std::time::Duration;
 use actix_web::web::Bytes;
 use anyhow::Context as _;
 use edge_session::embedded::EmbeddedDynamo;
-use edge_session_bench::node::{Node, OnDrop, Options};
+use edge_session_bench::child::{Node, OnDrop, Options};
 use hyper::StatusCode;
 
 use crate::names::{EXPRESS_DYNAMODB, EXPRESS_REDIS};
-use crate::process::{self, Redis};
+use crate::servers::{self, Redis};
 use crate::targets::{sign_in, Target};
 
 /// The app's directory.
@@ -56,7 +56,7 @@ pub async fn start(
 ) -> anyhow::Result<Express> {
     let mut express = Express::default();
     let (Some(node), true) = (
-        process::which("node"),
+        servers::which("node"),
         app_dir().join("node_modules").is_dir(),
     ) else {
         express.notes.push(
@@ -64,7 +64,7 @@ pub async fn start(
         );
         return Ok(express);
     };
-    match process::which(redis_server) {
+    match servers::which(redis_server) {
         None => express.notes.push(format!(
             "{EXPRESS_REDIS}: skipped: `{redis_server}` is not installed"
         )),

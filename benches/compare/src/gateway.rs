@@ -11,11 +11,11 @@ use std::path::Path;
 
 use actix_web::web::Bytes;
 use anyhow::Context as _;
-use edge_session_bench::node::Node;
+use edge_session_bench::child::Node;
 use hyper::{Method, StatusCode};
 
 use crate::names::{AUTH_CHECK, NGINX, PROXY};
-use crate::process::{self, Nginx};
+use crate::servers::{self, Nginx};
 use crate::targets::{once, Target};
 
 /// The action secret the proxy node and the hello world share.
@@ -75,7 +75,7 @@ pub async fn start(
     targets.push(target(PROXY, proxy.addr, "/", &proxy_cookie));
     println!("edge-session proxy: {} in front of {hello}", proxy.addr);
 
-    let (nginx, note) = match process::which("nginx") {
+    let (nginx, note) = match servers::which("nginx") {
         None => {
             let note = "nginx + auth_request: skipped: `nginx` is not installed (scripts/install-test-deps.sh installs it)".to_owned();
             println!("{note}");

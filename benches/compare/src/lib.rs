@@ -14,7 +14,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod child;
 pub mod fleet;
-pub mod node;
 pub mod raw;
 pub mod streams_limits;

@@ -9,15 +9,15 @@
 //!   [`report`].
 //! - [`load`]: the load generator (keep-alive HTTP/1.1, closed loop, HDR
 //!   histograms) and the batch driver for store operations.
-//! - [`process`]: child processes: the `edge-session` node under test
+//! - [`servers`]: child processes: the `edge-session` node under test
 //!   (release binary, embedded DynamoDB, temporary `data_dir`, port 0), the
 //!   hello-world ceiling (this binary's `serve-hello`) and `redis-server`.
 //! - [`peers`]: servers the harness runs itself: the actix-web hello world
 //!   (the HTTP ceiling) and actix-session 0.11 over Redis.
 //! - [`login`]: `regenerate` beside the raw `TransactWriteItems` it wraps.
 //! - [`report`]: tables, CSV, the SVG latency plot, the targets.
-//! - [`fleet_run`]: the `fleet` subcommand, a table of fleet runs.
-//! - [`target`]: `--target URL --api-key K`, a running deployment measured
+//! - [`sweep`]: the `fleet` subcommand, a table of fleet runs.
+//! - [`deployment`]: `--target URL --api-key K`, a running deployment measured
 //!   through its `/v1` API (closed and open loop), nothing started.
 //!
 //! Every scenario runs once per round, the targets in a rotated order, so
@@ -29,19 +29,19 @@
 
 mod args;
 mod compare;
+mod deployment;
 mod express;
-mod fleet_run;
 mod gateway;
 mod load;
 mod login;
 mod measure;
 mod names;
 mod peers;
-mod process;
 mod report;
 mod results;
+mod servers;
 mod start;
-mod target;
+mod sweep;
 mod targets;
 
 use std::process::ExitCode;
@@ -74,15 +74,15 @@ enum Mode {
     },
     /// Many nodes' followers over one table under DynamoDB Streams' read
     /// limits: revocation propagation, calls per node, leases.
-    Fleet(fleet_run::FleetArgs),
+    Fleet(sweep::FleetArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.mode {
         Some(Mode::ServeHello { workers }) => peers::serve_hello(workers),
-        Some(Mode::Fleet(args)) => fleet_run::main(args),
-        None if cli.args.target.is_some() => target::run(cli.args),
+        Some(Mode::Fleet(args)) => sweep::main(args),
+        None if cli.args.target.is_some() => deployment::run(cli.args),
         None => compare::run(cli.args),
     };
     match result {

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use actix_web::web::Bytes;
 use anyhow::Context as _;
-use edge_session_bench::node::Node;
+use edge_session_bench::child::Node;
 use hyper::StatusCode;
 
 use crate::args::BenchArgs;
@@ -19,7 +19,7 @@ use crate::express::{self, Express};
 use crate::gateway::{self, Gateway};
 use crate::names::{CANDIDATE, EDGE, HELLO, HELLO_IN_PROCESS, REDIS};
 use crate::peers::{self, InProcess};
-use crate::process::{self, Redis};
+use crate::servers::{self, Redis};
 use crate::targets::{sign_in, Target};
 
 /// Everything a run started.
@@ -103,7 +103,7 @@ pub async fn start(
     if wants("edge") || wants("login") {
         let bin = match &args.server_bin {
             Some(bin) => bin.clone(),
-            None => process::default_server_bin()?,
+            None => servers::default_server_bin()?,
         };
         let wrapper: Vec<String> = args
             .server_wrapper
@@ -139,7 +139,7 @@ pub async fn start(
     // behind them (and signs the login action).
     if wants("hello") || wants("gateway") {
         let secret = wants("gateway").then_some(gateway::ACTION_SECRET);
-        let node = process::start_hello(workers, secret)?;
+        let node = servers::start_hello(workers, secret)?;
         let cookie = same_cookie(&started.targets);
         started.targets.push(Target {
             name: HELLO,
@@ -195,7 +195,7 @@ fn start_edge_with(
     let hash = edge_session::hash_password(password)
         .map_err(|e| anyhow::anyhow!("hashing the bench user's password: {e}"))?;
     std::fs::create_dir_all(dir)?;
-    process::start_node(bin, wrapper, dir, (peers::USER_ID, &hash), extra)
+    servers::start_node(bin, wrapper, dir, (peers::USER_ID, &hash), extra)
 }
 
 /// The gateway targets, beside the node under test (which must be signed
@@ -213,7 +213,7 @@ async fn start_gateway(
     };
     let bin = match &args.server_bin {
         Some(bin) => bin.clone(),
-        None => process::default_server_bin()?,
+        None => servers::default_server_bin()?,
     };
     let proxy_dir = dir.join("proxy");
     let proxy_node = |extra: &str| start_edge_with(&bin, &[], &proxy_dir, password, extra);
@@ -241,7 +241,7 @@ async fn start_redis(
     workers: usize,
     started: &mut Started,
 ) -> anyhow::Result<()> {
-    let Some(program) = process::which(&args.redis_server) else {
+    let Some(program) = servers::which(&args.redis_server) else {
         let note = format!(
             "actix-session+redis: skipped: `{}` is not installed (Debian/Ubuntu: `sudo apt-get install redis-server`, or pass --redis-server PATH)",
             args.redis_server
