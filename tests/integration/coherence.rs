@@ -514,29 +514,42 @@ async fn a_session_the_index_has_not_seen_is_ended_with_its_user() {
     let c = client();
     on_the_long_lease(&c, &[&a, &b]).await;
     proxy.set(Fault::IndexDelay(IndexLag::Seeded(0x5eed)));
-    let user = "late-index";
-    let mut tokens = Vec::new();
-    for _ in 0..24 {
-        let token = service_login((&c, &a.url), user).await;
-        assert_eq!(status(&c, &a, &token).await, StatusCode::OK);
-        tokens.push(token);
+    // The delays are drawn per item: on a loaded machine a round can find
+    // every item's delay past before the listing. Up to three rounds (each
+    // a user of its own) until the index hides one; every round's sessions
+    // must end either way.
+    let (mut hidden, mut tokens) = (0, Vec::new());
+    for round in 0..3 {
+        let user = format!("late-index-{round}");
+        tokens.clear();
+        for _ in 0..24 {
+            let token = service_login((&c, &a.url), &user).await;
+            assert_eq!(status(&c, &a, &token).await, StatusCode::OK);
+            tokens.push(token);
+        }
+        let before = proxy.index_hidden();
+        let res = v1(
+            (&c, &b.url),
+            Method::DELETE,
+            &format!("/v1/users/{user}/sessions"),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert!(res.status().is_success(), "{}", res.status());
+        hidden = proxy.index_hidden() - before;
+        for token in &tokens {
+            assert_eq!(status(&c, &b, token).await, StatusCode::NOT_FOUND);
+            until_refused(&c, &a, token, Duration::from_secs(10)).await;
+        }
+        if hidden >= 1 {
+            break;
+        }
     }
-    let before = proxy.index_hidden();
-    let res = v1(
-        (&c, &b.url),
-        Method::DELETE,
-        &format!("/v1/users/{user}/sessions"),
-    )
-    .send()
-    .await
-    .unwrap();
-    assert!(res.status().is_success(), "{}", res.status());
-    let hidden = proxy.index_hidden() - before;
-    assert!(hidden >= 1, "the index hid nothing: the fault did not bite");
-    for token in &tokens {
-        assert_eq!(status(&c, &b, token).await, StatusCode::NOT_FOUND);
-        until_refused(&c, &a, token, Duration::from_secs(10)).await;
-    }
+    assert!(
+        hidden >= 1,
+        "the index hid nothing in three rounds: the fault did not bite"
+    );
     eprintln!(
         "the user index left out {hidden} of {} sessions; every one ended",
         tokens.len()

@@ -285,7 +285,7 @@ async fn direction(
             }
             queue = waiting;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
