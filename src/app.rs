@@ -100,6 +100,27 @@ async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|stopped| *stopped).await;
 }
 
+/// `[dynamodb]`'s circuit breaker, for this region's tier and the others'.
+fn breaker_settings(d: &crate::config::DynamoConfig) -> BreakerSettings {
+    BreakerSettings {
+        failures_to_open: d.breaker_failures,
+        cooldown: Duration::from_millis(d.breaker_cooldown_ms),
+    }
+}
+
+/// A DynamoDB endpoint at `url`, with `[dynamodb]`'s static credentials
+/// when it has them (else the AWS credential chain).
+fn url_endpoint(url: &str, d: &crate::config::DynamoConfig) -> Endpoint {
+    match (&d.access_key_id, &d.secret_access_key) {
+        (Some(id), Some(secret)) => Endpoint::Static {
+            url: url.to_owned(),
+            access_key_id: id.clone(),
+            secret_access_key: secret.expose_secret().to_owned(),
+        },
+        _ => Endpoint::Url(url.to_owned()),
+    }
+}
+
 /// The other regions' replicas, when `[regions]` names several: each a
 /// tier of its own (its own client and circuit breaker), with this node's
 /// timeouts and, for a URL endpoint, its static credentials.
@@ -107,27 +128,15 @@ async fn homes(config: &Config, local: &ClientSettings) -> Option<crate::store::
     let regions = &config.regions;
     let own = regions.place(&config.relay.region)?;
     let d = &config.dynamodb;
-    let breaker = BreakerSettings {
-        failures_to_open: d.breaker_failures,
-        cooldown: Duration::from_millis(d.breaker_cooldown_ms),
-    };
+    let breaker = breaker_settings(d);
     let mut replicas = Vec::new();
     for replica in &regions.replica {
         let Some(place) = regions.place(&replica.name) else {
             continue;
         };
-        let endpoint = match (
-            replica.endpoint.as_str(),
-            &d.access_key_id,
-            &d.secret_access_key,
-        ) {
-            ("aws", _, _) => Endpoint::Aws,
-            (url, Some(id), Some(secret)) => Endpoint::Static {
-                url: url.to_owned(),
-                access_key_id: id.clone(),
-                secret_access_key: secret.expose_secret().to_owned(),
-            },
-            (url, _, _) => Endpoint::Url(url.to_owned()),
+        let endpoint = match replica.endpoint.as_str() {
+            "aws" => Endpoint::Aws,
+            url => url_endpoint(url, d),
         };
         let settings = ClientSettings {
             endpoint,
@@ -184,17 +193,7 @@ pub async fn dynamo_tier(
             (Endpoint::Embedded(server.url()), Some(server))
         }
         DynamoEndpoint::Aws => (Endpoint::Aws, None),
-        DynamoEndpoint::Url(url) => match (&d.access_key_id, &d.secret_access_key) {
-            (Some(id), Some(secret)) => (
-                Endpoint::Static {
-                    url: url.clone(),
-                    access_key_id: id.clone(),
-                    secret_access_key: secret.expose_secret().to_owned(),
-                },
-                None,
-            ),
-            _ => (Endpoint::Url(url.clone()), None),
-        },
+        DynamoEndpoint::Url(url) => (url_endpoint(url, d), None),
     };
     let settings = ClientSettings {
         endpoint,
@@ -204,12 +203,9 @@ pub async fn dynamo_tier(
         operation_timeout: Duration::from_millis(d.operation_timeout_ms),
         max_attempts: d.max_attempts,
     };
-    let breaker = BreakerSettings {
-        failures_to_open: d.breaker_failures,
-        cooldown: Duration::from_millis(d.breaker_cooldown_ms),
-    };
-    let tier = DynamoTier::with_breaker(settings.build().await, d.table.clone(), breaker)
-        .with_journal(journal_settings(&config.stream));
+    let tier =
+        DynamoTier::with_breaker(settings.build().await, d.table.clone(), breaker_settings(d))
+            .with_journal(journal_settings(&config.stream));
     if provision || embedded.is_some() || d.provision_on_start {
         tier.provision()
             .await

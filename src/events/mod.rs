@@ -63,6 +63,16 @@ pub struct Event {
     pub client: Option<serde_json::Value>,
 }
 
+/// The `type` of an event as logged (its JSON).
+pub(crate) fn type_of(json: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Kind {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    serde_json::from_str::<Kind>(json).ok().map(|k| k.kind)
+}
+
 /// The event's id for the stream record `sequence` about `sid`.
 fn event_id(sid: &[u8; 32], sequence: &str) -> String {
     let mut hasher = blake3::Hasher::new_derive_key("edge-session 2026-12 session event id");

@@ -142,16 +142,6 @@ pub(super) fn sign(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> String
     )
 }
 
-/// The type of a logged event (its JSON's `type`).
-fn kind_of(json: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Kind {
-        #[serde(rename = "type")]
-        kind: String,
-    }
-    serde_json::from_str::<Kind>(json).ok().map(|k| k.kind)
-}
-
 /// The webhook's cursor as the table keeps it; a webhook never started
 /// starts at the log's head. `None` when halted first.
 async fn start_cursor(
@@ -249,7 +239,7 @@ pub(super) async fn deliver(
             if event.number != cursor + 1 || halted(&halt) {
                 break;
             }
-            if !kind_of(&event.json).is_some_and(|k| hook.wants(&k)) {
+            if !super::type_of(&event.json).is_some_and(|k| hook.wants(&k)) {
                 cursor = event.number;
                 continue;
             }

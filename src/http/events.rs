@@ -262,10 +262,7 @@ fn stream(tier: DynamoTier, log: EventLog, mut after: u64, place: Following) -> 
                 continue;
             }
             for event in found {
-                let kind = serde_json::from_str::<serde_json::Value>(&event.json)
-                    .ok()
-                    .and_then(|v| v.get("type")?.as_str().map(str::to_owned))
-                    .unwrap_or_default();
+                let kind = crate::events::type_of(&event.json).unwrap_or_default();
                 let frame = format!(
                     "id: {}\nevent: {kind}\ndata: {}\n\n",
                     event.number, event.json

@@ -89,6 +89,27 @@ fn n(value: u64) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
+/// The item of log entry `number`: the event `id` with its JSON, kept until
+/// `exp`.
+fn entry(
+    log: EventLog,
+    number: u64,
+    id: &str,
+    json: &str,
+    exp: u64,
+) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            SID.to_owned(),
+            AttributeValue::B(Blob::new(log.key(b'l', number).to_vec())),
+        ),
+        (EVENT_ITEM.to_owned(), AttributeValue::S("l".into())),
+        (EVENT_ID.to_owned(), AttributeValue::S(id.to_owned())),
+        (EVENT.to_owned(), AttributeValue::S(json.to_owned())),
+        (EXP.to_owned(), n(exp)),
+    ])
+}
+
 impl DynamoTier {
     /// Write on the session under `sid` why it ends (`why`), just before
     /// its delete: the delete's stream record carries it in the old image.
@@ -129,16 +150,11 @@ impl DynamoTier {
         exp: u64,
     ) -> Result<Appended, DynamoError> {
         let op = "event_append";
-        let key = log.key(b'l', number);
         let out = self
             .client()
             .put_item()
             .table_name(self.table())
-            .item(SID, AttributeValue::B(Blob::new(key.to_vec())))
-            .item(EVENT_ITEM, AttributeValue::S("l".into()))
-            .item(EVENT_ID, AttributeValue::S(id.to_owned()))
-            .item(EVENT, AttributeValue::S(json.to_owned()))
-            .item(EXP, n(exp))
+            .set_item(Some(entry(log, number, id, json, exp)))
             .condition_expression("attribute_not_exists(sid)")
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
@@ -168,14 +184,9 @@ impl DynamoTier {
         let op = "event_append";
         let mut items = Vec::with_capacity(entries.len());
         for (i, (id, json)) in entries.iter().enumerate() {
-            let key = log.key(b'l', first + i as u64);
             let put = Put::builder()
                 .table_name(self.table())
-                .item(SID, AttributeValue::B(Blob::new(key.to_vec())))
-                .item(EVENT_ITEM, AttributeValue::S("l".into()))
-                .item(EVENT_ID, AttributeValue::S(id.clone()))
-                .item(EVENT, AttributeValue::S(json.clone()))
-                .item(EXP, n(exp))
+                .set_item(Some(entry(log, first + i as u64, id, json, exp)))
                 .condition_expression("attribute_not_exists(sid)")
                 .build()
                 .map_err(|e| DynamoError::new(op, crate::ErrorKind::Rejected, e.to_string()))?;

@@ -4,9 +4,7 @@
 //! library from npm).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use reqwest::header::COOKIE;
@@ -36,30 +34,11 @@ impl Drop for Receiver {
 
 impl Receiver {
     fn start(secret: &str) -> Receiver {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/express-gateway");
-        assert!(
-            dir.join("node_modules/standardwebhooks").exists(),
-            "examples/express-gateway/node_modules is missing: run scripts/install-test-deps.sh"
+        let (child, url) = crate::gateway::start_example(
+            "webhooks.js",
+            "standardwebhooks",
+            &[("WEBHOOK_SECRET", secret)],
         );
-        let mut child = Command::new("node")
-            .arg("webhooks.js")
-            .current_dir(&dir)
-            .env("PORT", "0")
-            .env("WEBHOOK_SECRET", secret)
-            .env("EXAMPLE_TEST_ROUTES", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node runs (scripts/install-test-deps.sh installs it)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped"))
-            .read_line(&mut line)
-            .expect("the receiver prints its address");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
         Receiver { child, url }
     }
 

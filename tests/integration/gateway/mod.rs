@@ -44,37 +44,50 @@ pub struct Express {
 impl Express {
     /// Start the example with its test routes on a free port.
     pub fn start() -> Express {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/express-gateway");
-        assert!(
-            dir.join("node_modules/express").exists(),
-            "examples/express-gateway/node_modules is missing: run scripts/install-test-deps.sh"
+        let users = format!("alice:admin:{ALICE},bob:member:{BOB}");
+        let (child, url) = start_example(
+            "app.js",
+            "express",
+            &[
+                ("EDGE_ACTION_SECRET", SECRET),
+                ("EXAMPLE_USERS", users.as_str()),
+            ],
         );
-        let mut child = Command::new("node")
-            .arg("app.js")
-            .current_dir(&dir)
-            .env("PORT", "0")
-            .env("EDGE_ACTION_SECRET", SECRET)
-            .env("EXAMPLE_TEST_ROUTES", "1")
-            .env(
-                "EXAMPLE_USERS",
-                format!("alice:admin:{ALICE},bob:member:{BOB}"),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node runs (scripts/install-test-deps.sh installs it)");
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("piped");
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("the example prints its address");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from the example: {line:?}"))
-            .to_owned();
         Express { child, url }
     }
+}
+
+/// `script` of the Express example (`examples/express-gateway`), with its
+/// test routes, on a free port, with `env`: the child and its
+/// `http://127.0.0.1:<port>` (the first line it prints). `needs` is a
+/// package it must find installed.
+pub fn start_example(script: &str, needs: &str, env: &[(&str, &str)]) -> (Child, String) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/express-gateway");
+    assert!(
+        dir.join("node_modules").join(needs).exists(),
+        "examples/express-gateway/node_modules is missing: run scripts/install-test-deps.sh"
+    );
+    let mut child = Command::new("node")
+        .arg(script)
+        .current_dir(&dir)
+        .env("PORT", "0")
+        .env("EXAMPLE_TEST_ROUTES", "1")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node runs (scripts/install-test-deps.sh installs it)");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("piped");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the example prints its address");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from {script}: {line:?}"))
+        .to_owned();
+    (child, url)
 }
 
 impl Drop for Express {
