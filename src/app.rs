@@ -74,8 +74,8 @@ fn relay_settings(config: &Config, node: SocketAddr) -> anyhow::Result<Option<Re
         poll_interval: ms(config.stream.poll_interval_ms),
         heartbeat_every: ms(config.stream.heartbeat_interval_ms),
         lag_threshold_ms: config.stream.lag_threshold_ms,
-        lease_ms: config.cache.revalidate_after_ms,
-        lagging_lease_ms: config.cache.revalidate_after_lagging_ms,
+        revalidate_after_ms: config.cache.revalidate_after_ms,
+        revalidate_after_lagging_ms: config.cache.revalidate_after_lagging_ms,
     }))
 }
 
@@ -356,8 +356,8 @@ impl Application {
                 heartbeat_every: (config.stream.heartbeat_interval_ms > 0)
                     .then(|| Duration::from_millis(config.stream.heartbeat_interval_ms)),
                 lag_threshold_ms: config.stream.lag_threshold_ms,
-                lease_ms: config.cache.revalidate_after_ms,
-                lagging_lease_ms: config.cache.revalidate_after_lagging_ms,
+                revalidate_after_ms: config.cache.revalidate_after_ms,
+                revalidate_after_lagging_ms: config.cache.revalidate_after_lagging_ms,
             };
             tokio::spawn(coherence::run(
                 store.clone(),

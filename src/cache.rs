@@ -49,6 +49,13 @@ pub use revocations::{QueuedUnverified, TombstoneKind};
 #[error("sled cache: {0}")]
 pub struct CacheError(String);
 
+impl CacheError {
+    /// A close refused: `others` more handles still use the database.
+    pub(crate) fn in_use(others: usize) -> Self {
+        CacheError(format!("closing while {others} other handles are open"))
+    }
+}
+
 impl From<sled::Error> for CacheError {
     fn from(e: sled::Error) -> Self {
         CacheError(e.to_string())
@@ -129,6 +136,19 @@ fn pair(a: u64, b: u64) -> [u8; 16] {
     out
 }
 
+/// Return once no database holds the lock of the sled directory `dir`:
+/// take the lock sled takes (an exclusive `flock` on its `db` file),
+/// waiting for it, then let it go.
+fn wait_for_release(dir: &Path) -> Result<(), CacheError> {
+    let path = dir.join("db");
+    let file = std::fs::File::open(&path)
+        .map_err(|e| CacheError(format!("opening {}: {e}", path.display())))?;
+    file.lock()
+        .map_err(|e| CacheError(format!("locking {}: {e}", path.display())))?;
+    file.unlock()
+        .map_err(|e| CacheError(format!("unlocking {}: {e}", path.display())))
+}
+
 fn unpair(bytes: &[u8]) -> Option<(u64, u64)> {
     let a = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
     let b = u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
@@ -151,6 +171,12 @@ pub struct SledCache {
     checkpoints: Tree,
     /// Concurrent flushes share one fsync.
     commits: Arc<GroupCommit>,
+    /// The directory of a cache opened with [`open`](Self::open) (`None`:
+    /// temporary), whose lock [`close`](Self::close) waits for.
+    dir: Option<Arc<Path>>,
+    /// One count per handle: [`close`](Self::close) refuses while another
+    /// handle could still use the database.
+    handles: Arc<()>,
 }
 
 impl std::fmt::Debug for SledCache {
@@ -169,7 +195,9 @@ impl SledCache {
             .cache_capacity(256 * 1024 * 1024)
             .open()
             .map_err(|e| CacheError(format!("opening {}: {e}", dir.display())))?;
-        Self::from_db(db)
+        let mut cache = Self::from_db(db)?;
+        cache.dir = Some(dir.into());
+        Ok(cache)
     }
 
     /// A cache in a temporary directory, removed on drop (tests, benches).
@@ -191,9 +219,35 @@ impl SledCache {
             checkpoints: db.open_tree("stream_checkpoints")?,
             commits: Arc::default(),
             db,
+            dir: None,
+            handles: Arc::default(),
         };
         cache.index_old_tombstones()?;
         Ok(cache)
+    }
+
+    /// Close the cache: flush it, drop this handle, and return once sled has
+    /// let go of the directory, so it can be opened again at once (a restart
+    /// in place). sled releases its lock when the last reference to the
+    /// database goes, and the I/O threads of a dropped database can hold one
+    /// for a moment after the drop; this waits for it (blocking on the lock
+    /// itself, on the blocking pool) instead of failing the next open.
+    ///
+    /// Every other handle (a clone, a store over it) must be closed or dropped
+    /// first: with one still open this returns an error and closes nothing.
+    pub async fn close(self) -> Result<(), CacheError> {
+        let others = Arc::strong_count(&self.handles) - 1;
+        if others > 0 {
+            return Err(CacheError::in_use(others));
+        }
+        self.flush().await?;
+        let Some(dir) = self.dir.clone() else {
+            return Ok(());
+        };
+        drop(self);
+        tokio::task::spawn_blocking(move || wait_for_release(&dir))
+            .await
+            .map_err(|e| CacheError(format!("close task: {e}")))?
     }
 
     /// The cached record under `key`, if any.

@@ -60,10 +60,10 @@ pub struct CoherenceSettings {
     pub heartbeat_every: Option<Duration>,
     /// The follower lags when its last good poll or newest record is older.
     pub lag_threshold_ms: u64,
-    /// Lease while the follower is healthy.
-    pub lease_ms: u64,
-    /// Lease while it lags.
-    pub lagging_lease_ms: u64,
+    /// The lease while the follower is healthy: `cache.revalidate_after_ms`.
+    pub revalidate_after_ms: u64,
+    /// The lease while it lags: `cache.revalidate_after_lagging_ms`.
+    pub revalidate_after_lagging_ms: u64,
 }
 
 /// The lease the node should use, given the follower's health. Pure.
@@ -75,9 +75,11 @@ pub fn lease_for(
     let healthy = last_poll_ok_age_ms.is_some_and(|age| age <= settings.lag_threshold_ms)
         && last_record_age_ms.is_none_or(|age| age <= settings.lag_threshold_ms);
     if healthy {
-        settings.lease_ms
+        settings.revalidate_after_ms
     } else {
-        settings.lagging_lease_ms.min(settings.lease_ms)
+        settings
+            .revalidate_after_lagging_ms
+            .min(settings.revalidate_after_ms)
     }
 }
 
@@ -101,7 +103,9 @@ pub fn lease_of(status: &FollowerStatus, now: SystemTime, settings: &CoherenceSe
             .heartbeat_age(now)
             .is_none_or(|age| age.as_millis() as u64 > settings.lag_threshold_ms);
     if heartbeat_late {
-        return settings.lagging_lease_ms.min(settings.lease_ms);
+        return settings
+            .revalidate_after_lagging_ms
+            .min(settings.revalidate_after_ms);
     }
     lease_for(
         age_ms(status.last_poll_ok_at(), now),
@@ -120,8 +124,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     // Nothing cached so far is covered by a stream position yet.
-    let short_lease_ms = settings.lagging_lease_ms.min(settings.lease_ms);
-    store.set_coverage(None, short_lease_ms);
+    let revalidate_after_lagging_ms = settings
+        .revalidate_after_lagging_ms
+        .min(settings.revalidate_after_ms);
+    store.set_coverage(None, revalidate_after_lagging_ms);
     let checkpoints = Arc::new(store.cache().clone()) as Arc<dyn Checkpoints>;
     let table = store.dynamo().table().to_owned();
     let sink_store = store.clone();
@@ -152,7 +158,11 @@ pub async fn run(
     let result = follow.await;
     if let Err(err) = result {
         tracing::error!(%err, "the follower stopped; the lease alone bounds staleness now");
-        store.set_lease(settings.lagging_lease_ms.min(settings.lease_ms));
+        store.set_revalidate_after_ms(
+            settings
+                .revalidate_after_lagging_ms
+                .min(settings.revalidate_after_ms),
+        );
     }
     let _ = stop_watchdog.send(());
     let _ = watchdog.await;
@@ -190,7 +200,9 @@ async fn watch(
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut gaps = status.gaps();
-    let short_lease_ms = settings.lagging_lease_ms.min(settings.lease_ms);
+    let revalidate_after_lagging_ms = settings
+        .revalidate_after_lagging_ms
+        .min(settings.revalidate_after_ms);
     let mut covered = None;
     loop {
         tokio::select! {
@@ -211,7 +223,7 @@ async fn watch(
         let since = status.covered_since().map(unix_ms);
         if since != covered {
             covered = since;
-            store.set_coverage(since, short_lease_ms);
+            store.set_coverage(since, revalidate_after_lagging_ms);
             tracing::info!(
                 covered_since_ms = since,
                 "stream coverage moved: cached sessions confirmed before it are re-checked"
@@ -221,18 +233,18 @@ async fn watch(
             metrics::gauge!("edge_session_stream_heartbeat_age_seconds").set(age.as_secs_f64());
         }
         let lease = lease_of(&status, now, &settings);
-        if lease != store.lease_ms() {
-            if lease < settings.lease_ms && status.last_poll_ok_at().is_none() {
+        if lease != store.revalidate_after_ms() {
+            if lease < settings.revalidate_after_ms && status.last_poll_ok_at().is_none() {
                 tracing::info!(
                     lease_ms = lease,
                     "stream follower starting: short lease until its first poll"
                 );
-            } else if lease < settings.lease_ms {
+            } else if lease < settings.revalidate_after_ms {
                 tracing::warn!(lease_ms = lease, "stream follower lagging: lease shortened");
             } else {
                 tracing::info!(lease_ms = lease, "stream follower healthy: lease restored");
             }
-            store.set_lease(lease);
+            store.set_revalidate_after_ms(lease);
         }
     }
 }
@@ -245,8 +257,8 @@ mod tests {
         poll_interval: Duration::from_millis(250),
         heartbeat_every: None,
         lag_threshold_ms: 3000,
-        lease_ms: 30_000,
-        lagging_lease_ms: 1000,
+        revalidate_after_ms: 30_000,
+        revalidate_after_lagging_ms: 1000,
     };
 
     #[test]
@@ -268,7 +280,10 @@ mod tests {
             1000,
             "records applied late"
         );
-        let short = CoherenceSettings { lease_ms: 500, ..S };
+        let short = CoherenceSettings {
+            revalidate_after_ms: 500,
+            ..S
+        };
         assert_eq!(
             lease_for(None, None, &short),
             500,

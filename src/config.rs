@@ -335,13 +335,15 @@ pub struct CacheConfig {
 }
 
 impl Default for CacheConfig {
+    /// The store's own defaults, so each is written once.
     fn default() -> Self {
+        let store = crate::store::StoreSettings::default();
         CacheConfig {
-            revalidate_after_ms: 30_000,
+            revalidate_after_ms: store.revalidate_after_ms,
             revalidate_after_lagging_ms: 1000,
-            max_unverified_revocations: 10_000,
-            negative_ttl_ms: 1000,
-            negative_max_entries: 10_000,
+            max_unverified_revocations: store.max_unverified_revocations,
+            negative_ttl_ms: store.negative_ttl_ms,
+            negative_max_entries: store.negative_max_entries,
         }
     }
 }

@@ -2,24 +2,39 @@
 
 use super::*;
 
-fn key(b: u8) -> StorageKey {
-    StorageKey([b; 32])
+#[tokio::test]
+async fn a_closed_cache_opens_again_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..50u8 {
+        let cache = SledCache::open(dir.path()).unwrap();
+        if round > 0 {
+            assert!(
+                cache.get(&key(round - 1)).unwrap().is_some(),
+                "round {round}"
+            );
+        }
+        cache.fill(&key(round), 1, 1, b"record").unwrap();
+        cache.close().await.unwrap();
+    }
 }
 
-/// Open the cache in `dir` again after dropping it: sled's background
-/// flusher of the dropped database may hold the directory's lock for a
-/// moment, so opening waits up to 10 s (as the integration harness does).
-fn reopen(dir: &std::path::Path) -> SledCache {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match SledCache::open(dir) {
-            Ok(cache) => return cache,
-            Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(err) => panic!("reopen the cache: {err:?}"),
-        }
-    }
+#[tokio::test]
+async fn a_close_with_another_handle_open_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = SledCache::open(dir.path()).unwrap();
+    let other = cache.clone();
+    let err = cache.close().await.unwrap_err();
+    assert!(err.to_string().contains("1 other handles"), "{err}");
+    assert!(
+        SledCache::open(dir.path()).is_err(),
+        "still open through the other handle"
+    );
+    other.close().await.unwrap();
+    SledCache::open(dir.path()).unwrap();
+}
+
+fn key(b: u8) -> StorageKey {
+    StorageKey([b; 32])
 }
 
 /// sled 0.34's `flush_async` can lose the wake-up of concurrent callers
@@ -34,7 +49,7 @@ fn concurrent_flushes_all_complete() {
         .unwrap();
     let cache = SledCache::temporary().unwrap();
     runtime.block_on(async {
-        for round in 0..20u8 {
+        for round in 0..50u8 {
             let mut tasks = tokio::task::JoinSet::new();
             for i in 0..32u8 {
                 let cache = cache.clone();
@@ -284,8 +299,8 @@ fn the_unverified_queue_is_capped() {
     assert!(cache.unverified(10).unwrap().is_empty());
 }
 
-#[test]
-fn the_sweep_reads_the_expiry_index_across_restarts_and_old_data() {
+#[tokio::test]
+async fn the_sweep_reads_the_expiry_index_across_restarts_and_old_data() {
     let dir = tempfile::tempdir().unwrap();
     // A data directory from before the index: 16-byte tombstones, no index.
     {
@@ -299,8 +314,10 @@ fn the_sweep_reads_the_expiry_index_across_restarts_and_old_data() {
             .unwrap();
         db.flush().unwrap();
     }
+    // sled lets go of the directory once its last I/O thread is done.
+    wait_for_release(dir.path()).unwrap();
     {
-        let cache = reopen(dir.path());
+        let cache = SledCache::open(dir.path()).unwrap();
         assert_eq!(cache.expiry_index_len(), 2, "indexed once at open");
         assert_eq!(
             cache.revocation_of(&key(1)).unwrap().unwrap().1,
@@ -313,10 +330,10 @@ fn the_sweep_reads_the_expiry_index_across_restarts_and_old_data() {
         assert_eq!(cache.sweep_tombstones(120).unwrap().tombstones, 1);
         assert!(!cache.is_tombstoned(&key(1)).unwrap());
         assert_eq!(cache.expiry_index_len(), 2);
-        drop(cache);
+        cache.close().await.unwrap();
     }
     // After a restart the index is still there, and not rebuilt.
-    let cache = reopen(dir.path());
+    let cache = SledCache::open(dir.path()).unwrap();
     assert_eq!(cache.expiry_index_len(), 2);
     assert_eq!(
         cache.sweep_tombstones(350).unwrap().tombstones,
@@ -333,8 +350,8 @@ fn the_sweep_reads_the_expiry_index_across_restarts_and_old_data() {
         .all(|(tree, _, _)| tree != "tombstones"));
 }
 
-#[test]
-fn the_outbox_count_follows_the_outbox_without_reading_it() {
+#[tokio::test]
+async fn the_outbox_count_follows_the_outbox_without_reading_it() {
     let dir = tempfile::tempdir().unwrap();
     let tomb = |nonce| Tombstone {
         keep_until: 100,
@@ -362,7 +379,8 @@ fn the_outbox_count_follows_the_outbox_without_reading_it() {
         assert_eq!(cache.outbox_len(), 2);
         assert!(cache.lift(&key(4), 4).unwrap());
         assert_eq!(cache.outbox_len(), 1);
+        cache.close().await.unwrap();
     }
-    let reopened = reopen(dir.path());
+    let reopened = SledCache::open(dir.path()).unwrap();
     assert_eq!(reopened.outbox_len(), 1, "counted from the tree at open");
 }

@@ -89,10 +89,10 @@ pub struct RelaySettings {
     pub heartbeat_every: Duration,
     /// Relays count as live while a heartbeat is this fresh.
     pub lag_threshold_ms: u64,
-    /// The lease while live.
-    pub lease_ms: u64,
-    /// The lease otherwise.
-    pub lagging_lease_ms: u64,
+    /// The lease while live: `cache.revalidate_after_ms`.
+    pub revalidate_after_ms: u64,
+    /// The lease otherwise: `cache.revalidate_after_lagging_ms`.
+    pub revalidate_after_lagging_ms: u64,
 }
 
 impl std::fmt::Debug for RelaySettings {
@@ -122,9 +122,11 @@ pub async fn run(
     clock: fn() -> UnixMillis,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let short = settings.lagging_lease_ms.min(settings.lease_ms);
+    let short = settings
+        .revalidate_after_lagging_ms
+        .min(settings.revalidate_after_ms);
     store.set_coverage(None, short);
-    store.set_lease(short);
+    store.set_revalidate_after_ms(short);
     let slots = settings.slots as usize;
     let initial = vec![
         SlotSeen {
@@ -481,7 +483,9 @@ async fn watch_follower(
 
 /// Keep the lease and the coverage in step with the links.
 async fn watchdog(store: TieredStore, links: &[Link], settings: &RelaySettings) {
-    let short = settings.lagging_lease_ms.min(settings.lease_ms);
+    let short = settings
+        .revalidate_after_lagging_ms
+        .min(settings.revalidate_after_ms);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut covered: Option<Option<SystemTime>> = None;
     loop {
@@ -502,14 +506,18 @@ async fn watchdog(store: TieredStore, links: &[Link], settings: &RelaySettings) 
         }
         metrics::gauge!("edge_session_relay_links")
             .set(states.iter().filter(|s| s.connected).count() as f64);
-        let lease = if live { settings.lease_ms } else { short };
-        if lease != store.lease_ms() {
+        let lease = if live {
+            settings.revalidate_after_ms
+        } else {
+            short
+        };
+        if lease != store.revalidate_after_ms() {
             if live {
                 tracing::info!(lease_ms = lease, "relays live: lease restored");
             } else {
                 tracing::warn!(lease_ms = lease, "no live relay: lease shortened");
             }
-            store.set_lease(lease);
+            store.set_revalidate_after_ms(lease);
         }
     }
 }

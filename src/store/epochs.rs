@@ -56,7 +56,9 @@ impl TieredStore {
 
     /// `user_id`'s epoch as this node knows it (read within the lease).
     pub(super) fn known_epoch(&self, user_id: &str, now: UnixMillis) -> Option<u64> {
-        self.inner.epochs.known(user_id, now, self.lease_ms())
+        self.inner
+            .epochs
+            .known(user_id, now, self.revalidate_after_ms())
     }
 
     /// Remember `user_id`'s epoch (epochs only grow).
@@ -76,7 +78,7 @@ impl TieredStore {
     /// lease, else one consistent read.
     pub(super) async fn global_epoch(&self, now: UnixMillis) -> Result<u64, Error> {
         let global = &self.inner.global;
-        if now.saturating_sub(global.read_at.load(Ordering::Relaxed)) < self.lease_ms() {
+        if now.saturating_sub(global.read_at.load(Ordering::Relaxed)) < self.revalidate_after_ms() {
             return Ok(global.value());
         }
         let epoch = self

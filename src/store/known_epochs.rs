@@ -41,12 +41,17 @@ impl Epochs {
         self.maps.lock().expect("epoch map poisoned by a panic")
     }
 
-    /// `user_id`'s epoch if it was read less than `lease_ms` before `now`.
-    pub(super) fn known(&self, user_id: &str, now: UnixMillis, lease_ms: u64) -> Option<u64> {
+    /// `user_id`'s epoch if it was read less than `revalidate_after_ms` before `now`.
+    pub(super) fn known(
+        &self,
+        user_id: &str,
+        now: UnixMillis,
+        revalidate_after_ms: u64,
+    ) -> Option<u64> {
         self.lock()
             .by_user
             .get(user_id)
-            .filter(|(_, read_at)| now.saturating_sub(*read_at) < lease_ms)
+            .filter(|(_, read_at)| now.saturating_sub(*read_at) < revalidate_after_ms)
             .map(|(epoch, _)| *epoch)
     }
 

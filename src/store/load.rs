@@ -379,7 +379,7 @@ impl TieredStore {
             return;
         }
         let dynamo = self.inner.dynamo.clone();
-        tokio::spawn(async move {
+        self.spawn_background(async move {
             let ended = async {
                 if dynamo
                     .stamp_end(key.as_bytes(), End::Expired.as_str())

@@ -19,6 +19,8 @@
 //! - `listing.rs`: the paginated listing of one user's sessions.
 //! - `upkeep.rs`: `drain_outbox`, `drain_unverified`, and `maintain`, the
 //!   background replay and cache sweeps.
+//! - `background.rs`: the work an operation starts and does not wait for,
+//!   and `close`, which waits for it and then closes the cache.
 //! - `remote.rs`: what other nodes did, as the stream reports it
 //!   (`apply_removed`, `apply_version_raised`).
 //! - `lease.rs`: the lease, where it is set, shortened and read, and which
@@ -93,6 +95,8 @@ mod rotate;
 mod listing;
 mod revocation;
 mod upkeep;
+
+mod background;
 
 mod lease;
 mod remote;
@@ -405,8 +409,8 @@ struct Inner {
     /// The fleet's global revocation epoch as this node last read it.
     global: epochs::GlobalEpoch,
     /// The lease in force (ms): `settings.revalidate_after_ms`, shortened
-    /// while the stream follower lags (see [`TieredStore::set_lease`]).
-    lease_ms: AtomicU64,
+    /// while the stream follower lags (see [`TieredStore::set_revalidate_after_ms`]).
+    revalidate_after_ms: AtomicU64,
     /// Which cached records the follower's position covers (records
     /// confirmed before it get the short lease; see `lease.rs`).
     coverage: lease::Coverage,
@@ -416,6 +420,8 @@ struct Inner {
     unknown: UnknownKeys,
     /// The other regions' replicas, when this is one region of several.
     homes: std::sync::OnceLock<homes::Homes>,
+    /// Work started and not awaited, which `close` waits for.
+    background: background::Background,
     /// Regenerates a test holds (`test-support`).
     #[cfg(feature = "test-support")]
     holds: hold::Holds,
@@ -457,11 +463,12 @@ impl TieredStore {
                 misses: SingleFlight::default(),
                 epochs: Epochs::default(),
                 global: epochs::GlobalEpoch::default(),
-                lease_ms: AtomicU64::new(settings.revalidate_after_ms),
+                revalidate_after_ms: AtomicU64::new(settings.revalidate_after_ms),
                 coverage: lease::Coverage::default(),
                 revoking: RevokingSet::default(),
                 unknown: UnknownKeys::new(settings.negative_ttl_ms, settings.negative_max_entries),
                 homes: std::sync::OnceLock::new(),
+                background: background::Background::default(),
                 #[cfg(feature = "test-support")]
                 holds: hold::Holds::default(),
             }),

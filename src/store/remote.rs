@@ -31,7 +31,7 @@ impl TieredStore {
                 now.saturating_add(self.inner.settings.policy.absolute_timeout_ms),
                 |r| r.absolute_expiry.max(now),
             ),
-            None => now.saturating_add(2 * self.lease_ms()),
+            None => now.saturating_add(2 * self.revalidate_after_ms()),
         };
         cache.revoke_locally(
             &key,

@@ -310,7 +310,7 @@ impl TieredStore {
             return;
         }
         let (store, kept) = (self.clone(), kept.clone());
-        tokio::spawn(async move { store.evict_past_limit(&kept, now).await });
+        self.spawn_background(async move { store.evict_past_limit(&kept, now).await });
     }
 
     /// [`evict_past_limit`](Self::evict_past_limit): one listing of the

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use edge_session::coherence::{lease_of, CoherenceSettings};
-use edge_session::config::StreamSource;
+use edge_session::config::{CacheConfig, StreamSource};
 use edge_session::embedded::EmbeddedDynamo;
 use edge_session::sync::{
     ClientSettings, DynamoTier, Endpoint, FollowerSettings, FollowerStatus, Invalidation,
@@ -62,6 +62,7 @@ impl FleetSpec {
     /// A run with the node's defaults.
     pub fn new(nodes: usize, source: StreamSource) -> Self {
         let poll_interval = FollowerSettings::default().poll_interval;
+        let cache = CacheConfig::default();
         FleetSpec {
             nodes,
             source,
@@ -74,8 +75,8 @@ impl FleetSpec {
                 poll_interval,
                 heartbeat_every: None,
                 lag_threshold_ms: 3000,
-                lease_ms: 30_000,
-                lagging_lease_ms: 1000,
+                revalidate_after_ms: cache.revalidate_after_ms,
+                revalidate_after_lagging_ms: cache.revalidate_after_lagging_ms,
             },
             give_up: Duration::from_secs(10),
         }
@@ -259,7 +260,7 @@ fn sample_leases(statuses: &[FollowerStatus], lease: &CoherenceSettings, into: &
     for (i, status) in statuses.iter().enumerate() {
         let ms = lease_of(status, now, lease);
         into.lowest_ms = into.lowest_ms.min(ms);
-        if ms < lease.lease_ms {
+        if ms < lease.revalidate_after_ms {
             into.short[i] += 1;
         }
     }
