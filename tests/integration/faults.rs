@@ -1,4 +1,4 @@
-//! The outage semantics (README "Operations", `src/store/mod.rs` failure table),
+//! The outage semantics (README "Operations", `src/store.rs` failure table),
 //! through the fault proxy: nodes whose DynamoDB endpoint is a
 //! [`FaultProxy`] in front of the harness's server, checked against the table
 //! itself through the harness's own, unproxied client.
