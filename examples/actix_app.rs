@@ -18,10 +18,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_session::{Session, SessionMiddleware};
 use actix_web::cookie::Key;
 use actix_web::{web, App, HttpResponse, HttpServer};
-use edge_session::embedded::EmbeddedDynamo;
-use edge_session::store::StoreSettings;
-use edge_session::sync::{ClientSettings, DynamoTier, Endpoint};
-use edge_session::{SledCache, TieredStore, UnixMillis};
+use edge_session::{
+    ClientSettings, DynamoTier, EmbeddedDynamo, Endpoint, SledCache, StoreSettings, TieredStore,
+    UnixMillis,
+};
 
 #[derive(serde::Deserialize)]
 struct Login {

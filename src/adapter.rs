@@ -95,10 +95,10 @@ use actix_web::cookie::time::Duration;
 use anyhow::{anyhow, Context as _};
 
 use crate::record::UnixMillis;
+use crate::store::TieredStore;
 use crate::store::{self, NewSession, SessionChange, UserBinding};
-use crate::sync::Conflict;
 use crate::token::SessionToken;
-use crate::TieredStore;
+use edge_session_sync::Conflict;
 
 /// The reserved state key whose value (a JSON string) is the session's
 /// bound user: see the module doc.
@@ -198,7 +198,7 @@ async fn write_through(
     Ok(Written::Contended)
 }
 
-fn state_of(record: crate::SessionRecord) -> HashMap<String, String> {
+fn state_of(record: crate::record::SessionRecord) -> HashMap<String, String> {
     let mut state: HashMap<_, _> = record.data.into_iter().collect();
     if let Some(user) = record.user_id {
         // A JSON string, as `Session::insert` would have stored it.
@@ -358,9 +358,9 @@ mod tests {
             assert!(split(state(bad)).is_err(), "{bad}");
         }
         assert!(split(state(&format!("\"{}\"", "u".repeat(257)))).is_err());
-        let record = crate::SessionRecord {
+        let record = crate::record::SessionRecord {
             user_id: Some("alice".into()),
-            ..crate::SessionRecord::new(&crate::record::Policy::default(), 0)
+            ..crate::record::SessionRecord::new(&crate::record::Policy::default(), 0)
         };
         assert_eq!(state_of(record)[USER_ID_KEY], "\"alice\"");
     }

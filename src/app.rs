@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use secrecy::ExposeSecret;
 use tokio::sync::oneshot;
 
+use crate::cache::SledCache;
 use crate::codec::Format;
 use crate::coherence::{self, CoherenceSettings};
 use crate::config::{Config, DynamoEndpoint, StreamSource};
@@ -19,10 +20,11 @@ use crate::http::{self, AppState};
 use crate::record::{now, Policy};
 use crate::relay::RelaySettings;
 use crate::store::StoreSettings;
-use crate::sync::{
+use crate::store::TieredStore;
+use crate::telemetry;
+use edge_session_sync::{
     BreakerSettings, ClientSettings, DynamoTier, Endpoint, ErrorKind, JournalSettings,
 };
-use crate::{telemetry, SledCache, TieredStore};
 
 /// A node, bound and ready to run.
 pub struct Application {

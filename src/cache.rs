@@ -413,12 +413,12 @@ impl SledCache {
 /// is written after the batch's invalidations were applied (and is flushed
 /// with the next flush); losing the last one in a crash only replays records,
 /// which are idempotent here.
-impl crate::sync::Checkpoints for SledCache {
-    fn get(&self, shard_id: &str) -> Result<Option<String>, crate::sync::CheckpointError> {
+impl edge_session_sync::Checkpoints for SledCache {
+    fn get(&self, shard_id: &str) -> Result<Option<String>, edge_session_sync::CheckpointError> {
         let value = self
             .checkpoints
             .get(shard_id.as_bytes())
-            .map_err(|e| crate::sync::CheckpointError(e.to_string()))?;
+            .map_err(|e| edge_session_sync::CheckpointError(e.to_string()))?;
         Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
@@ -426,29 +426,29 @@ impl crate::sync::Checkpoints for SledCache {
         &self,
         shard_id: &str,
         sequence_number: &str,
-    ) -> Result<(), crate::sync::CheckpointError> {
+    ) -> Result<(), edge_session_sync::CheckpointError> {
         self.checkpoints
             .insert(shard_id.as_bytes(), sequence_number.as_bytes())
             .map(|_| ())
-            .map_err(|e| crate::sync::CheckpointError(e.to_string()))
+            .map_err(|e| edge_session_sync::CheckpointError(e.to_string()))
     }
 
-    fn shard_ids(&self) -> Result<Vec<String>, crate::sync::CheckpointError> {
+    fn shard_ids(&self) -> Result<Vec<String>, edge_session_sync::CheckpointError> {
         self.checkpoints
             .iter()
             .keys()
             .map(|k| {
                 k.map(|k| String::from_utf8_lossy(&k).into_owned())
-                    .map_err(|e| crate::sync::CheckpointError(e.to_string()))
+                    .map_err(|e| edge_session_sync::CheckpointError(e.to_string()))
             })
             .collect()
     }
 
-    fn remove(&self, shard_id: &str) -> Result<(), crate::sync::CheckpointError> {
+    fn remove(&self, shard_id: &str) -> Result<(), edge_session_sync::CheckpointError> {
         self.checkpoints
             .remove(shard_id.as_bytes())
             .map(|_| ())
-            .map_err(|e| crate::sync::CheckpointError(e.to_string()))
+            .map_err(|e| edge_session_sync::CheckpointError(e.to_string()))
     }
 }
 

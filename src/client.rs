@@ -160,8 +160,8 @@ fn field(s: Option<&str>) -> Option<&str> {
 }
 
 impl ClientInfo {
-    /// The section holding `fields` (each cut to [`FIELD_MAX`]); `None` if
-    /// every field is empty.
+    /// The section holding `fields`, each cut to `FIELD_MAX` (64) bytes;
+    /// `None` if every field is empty.
     pub fn new(fields: &ClientFields<'_>) -> Option<ClientInfo> {
         let each = fields.each().map(field);
         if each.iter().all(Option::is_none) {

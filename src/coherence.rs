@@ -45,11 +45,11 @@ use std::time::{Duration, SystemTime};
 
 use crate::record::UnixMillis;
 use crate::store::TieredStore;
-use crate::sync::{
+use crate::token::StorageKey;
+use edge_session_sync::{
     Checkpoints, ClientSettings, ColdStart, FollowerSettings, FollowerStatus, Invalidation,
     InvalidationKind, StreamFollower,
 };
-use crate::StorageKey;
 
 /// Coherence settings.
 #[derive(Debug, Clone, Copy)]
@@ -94,7 +94,7 @@ fn age_ms(at: Option<SystemTime>, now: SystemTime) -> Option<u64> {
 }
 
 /// The lease the node should use at `now`, given its follower's `status`:
-/// [`lease_for`] of the follower's health as the watchdog reads it.
+/// `lease_for` of the follower's health as the watchdog reads it.
 /// A follower that writes heartbeats is live only while one came back
 /// within `stream.lag_threshold_ms`, whatever its polls say.
 pub fn lease_of(status: &FollowerStatus, now: SystemTime, settings: &CoherenceSettings) -> u64 {

@@ -27,8 +27,8 @@ use serde::Serialize;
 use crate::codec;
 use crate::record::{rfc3339, SessionRecord};
 use crate::store::End;
-use crate::sync::{Change, ChangeKind};
 use crate::token::StorageKey;
+use edge_session_sync::{Change, ChangeKind};
 
 mod emitter;
 mod webhooks;
@@ -187,7 +187,7 @@ mod tests {
     use super::*;
     use crate::client::{ClientFields, ClientInfo};
     use crate::record::Policy;
-    use crate::sync::Image;
+    use edge_session_sync::Image;
 
     fn body(user: Option<&str>) -> Vec<u8> {
         let mut record = SessionRecord::new(&Policy::default(), 1_795_000_000_000);

@@ -1,5 +1,5 @@
 //! `edge-session`: the command line. Thin: configuration, telemetry, then
-//! the [`Application`](edge_session::app::Application).
+//! the [`Application`](edge_session::Application).
 
 use std::io::{BufRead as _, IsTerminal as _};
 use std::path::PathBuf;
@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use edge_session::app::{dynamo_tier, Application};
 use edge_session::config::Config;
-use edge_session::{hash_password, telemetry};
+use edge_session::{dynamo_tier, Application};
+use edge_session::{hash_password, init_logging};
 
 #[derive(Parser)]
 #[command(
@@ -51,11 +51,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Serve { config: None }) {
         Command::Serve { config } => load_config(config).and_then(|config| {
-            telemetry::init_logging(&config.log);
+            init_logging(&config.log);
             actix_web::rt::System::new().block_on(serve(config))
         }),
         Command::Provision { config } => load_config(config).and_then(|config| {
-            telemetry::init_logging(&config.log);
+            init_logging(&config.log);
             actix_web::rt::System::new().block_on(provision(config))
         }),
         Command::HashPassword => hash_from_stdin(),

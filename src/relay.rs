@@ -46,7 +46,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::record::UnixMillis;
 use crate::store::TieredStore;
-use crate::sync::{
+use edge_session_sync::{
     ClientSettings, ColdStart, FollowerSettings, RelaySlot, SlotId, StreamFollower,
     TableCheckpoints,
 };
@@ -367,7 +367,7 @@ impl Relaying {
         slot: u8,
         epoch: u64,
         hubs: &server::Current,
-    ) -> Result<Relaying, crate::sync::DynamoError> {
+    ) -> Result<Relaying, edge_session_sync::DynamoError> {
         let id = SlotId::new(&settings.region, slot);
         let checkpoints = TableCheckpoints::load(store.dynamo().clone(), id).await?;
         // A successor in the slot resumes its predecessor's positions.
@@ -385,7 +385,7 @@ impl Relaying {
             client.build().await,
             client.build_streams().await,
             store.dynamo().table(),
-            Arc::clone(&checkpoints) as Arc<dyn crate::sync::Checkpoints>,
+            Arc::clone(&checkpoints) as Arc<dyn edge_session_sync::Checkpoints>,
             FollowerSettings {
                 poll_interval: settings.poll_interval.max(RELAY_POLL_FLOOR),
                 heartbeat_every: Some(settings.heartbeat_every),
@@ -396,7 +396,7 @@ impl Relaying {
         let status = follower.status();
         let (stop, stopped) = oneshot::channel::<()>();
         let sink_hub = Arc::clone(&hub);
-        let sink = move |batch: Vec<crate::sync::Invalidation>| {
+        let sink = move |batch: Vec<edge_session_sync::Invalidation>| {
             let hub = Arc::clone(&sink_hub);
             async move {
                 hub.publish(Body::Batch {
@@ -445,7 +445,7 @@ async fn stop_relaying(relaying: Option<Relaying>, hubs: &server::Current) {
 /// coverage moves, and open the hub once its position is taken.
 async fn watch_follower(
     hub: Arc<Hub>,
-    status: crate::sync::FollowerStatus,
+    status: edge_session_sync::FollowerStatus,
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(50));

@@ -39,7 +39,7 @@ impl Config {
         if relay.region.is_empty() || relay.region.len() > 64 {
             return bad("relay.region", "must be 1-64 characters".into());
         }
-        if relay.slots == 0 || relay.slots > crate::sync::MAX_RELAY_SLOTS {
+        if relay.slots == 0 || relay.slots > edge_session_sync::MAX_RELAY_SLOTS {
             return bad("relay.slots", "must be 1-4".into());
         }
         if relay.beat_ms < 100 || relay.lease_ms < 3 * relay.beat_ms || relay.lease_ms > 60_000 {
@@ -218,7 +218,7 @@ impl Config {
             return bad("stream.poll_interval_ms", "must be 1-60000".into());
         }
         let partitions = self.stream.journal_partitions;
-        if partitions == 0 || partitions > crate::sync::MAX_PARTITIONS {
+        if partitions == 0 || partitions > edge_session_sync::MAX_PARTITIONS {
             return bad("stream.journal_partitions", "must be 1-16".into());
         }
         self.check_relay()?;

@@ -27,7 +27,7 @@ use tokio::sync::{watch, Mutex};
 use super::webhooks::{self, Hook};
 use super::Event;
 use crate::store::TieredStore;
-use crate::sync::{
+use edge_session_sync::{
     Appended, Change, ClientSettings, ColdStart, DynamoError, DynamoTier, EventLog,
     FollowerSettings, SlotId, StreamFollower, TableCheckpoints,
 };
@@ -156,7 +156,7 @@ async fn hold(
         client.build().await,
         client.build_streams().await,
         tier.table(),
-        Arc::clone(&checkpoints) as Arc<dyn crate::sync::Checkpoints>,
+        Arc::clone(&checkpoints) as Arc<dyn edge_session_sync::Checkpoints>,
         FollowerSettings {
             poll_interval: settings.poll_interval,
             cold_start: ColdStart::Latest,

@@ -33,7 +33,7 @@ use sha2::Sha256;
 use tokio::sync::watch;
 
 use crate::config::WebhookConfig;
-use crate::sync::{DynamoTier, EventLog, LoggedEvent};
+use edge_session_sync::{DynamoTier, EventLog, LoggedEvent};
 
 /// How long one delivery attempt may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);

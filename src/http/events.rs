@@ -29,7 +29,7 @@ use serde::Deserialize;
 
 use super::error::{ApiError, ErrorCode};
 use super::state::AppState;
-use crate::sync::{DynamoTier, EventLog, LoggedEvent};
+use edge_session_sync::{DynamoTier, EventLog, LoggedEvent};
 
 /// How often a waiting feed reads the log.
 const POLL: Duration = Duration::from_millis(250);
@@ -77,7 +77,7 @@ struct FeedQuery {
     wait: Option<String>,
 }
 
-fn dynamo(err: crate::sync::DynamoError) -> ApiError {
+fn dynamo(err: edge_session_sync::DynamoError) -> ApiError {
     crate::store::Error::Dynamo(err).into()
 }
 

@@ -84,7 +84,7 @@ async fn probe(state: &AppState) -> bool {
     let cache = match state
         .store
         .cache()
-        .is_tombstoned(&crate::StorageKey([0; 32]))
+        .is_tombstoned(&crate::token::StorageKey([0; 32]))
     {
         Ok(_) => true,
         Err(err) => {

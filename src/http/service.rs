@@ -23,8 +23,8 @@ use super::throttle::client_addr;
 use crate::client::ClientInfo;
 use crate::record::{now, secs};
 use crate::store::{Destroyed, End, NewSession, Session, SessionChange, UserBinding};
-use crate::sync::RotateConflict;
 use crate::token::SessionToken;
+use edge_session_sync::RotateConflict;
 
 /// The most keys a session's data may hold.
 const MAX_DATA_KEYS: usize = 256;

@@ -58,7 +58,7 @@ pub struct AppState {
     /// What a sign-in records about its client (`session.record_client`).
     pub client: Recorder,
     /// The region's event log, when `events.enabled` (`GET /v1/events`).
-    pub events: Option<crate::sync::EventLog>,
+    pub events: Option<edge_session_sync::EventLog>,
 }
 
 impl AppState {
@@ -100,7 +100,7 @@ impl AppState {
             events: config
                 .events
                 .enabled
-                .then(|| crate::sync::EventLog::new(&config.relay.region)),
+                .then(|| edge_session_sync::EventLog::new(&config.relay.region)),
         })
     }
 

@@ -14,7 +14,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::sync::SID_LEN;
+use edge_session_sync::SID_LEN;
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -24,7 +24,7 @@ use super::server::Lines;
 use super::SlotSeen;
 use crate::record::UnixMillis;
 use crate::store::TieredStore;
-use crate::sync::{Invalidation, InvalidationKind};
+use edge_session_sync::{Invalidation, InvalidationKind};
 
 /// What the watchdog reads of a link.
 #[derive(Debug, Default, Clone)]
@@ -143,7 +143,7 @@ pub async fn follow(
 
 /// One connection to `target`'s feed, until it ends.
 async fn connect(
-    target: &crate::sync::RelaySlot,
+    target: &edge_session_sync::RelaySlot,
     slots: &mut watch::Receiver<Vec<SlotSeen>>,
     link: &Link,
     cx: &Context,
@@ -255,7 +255,7 @@ impl Drop for AbortOnDrop {
 /// Verify and act on one line.
 async fn take(
     line: &[u8],
-    target: &crate::sync::RelaySlot,
+    target: &edge_session_sync::RelaySlot,
     nonce: &str,
     hello_seen: &mut bool,
     link: &Link,

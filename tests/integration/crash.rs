@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use edge_session::store::StoreSettings;
+use edge_session::StoreSettings;
 use reqwest::header::COOKIE;
 use reqwest::StatusCode;
 

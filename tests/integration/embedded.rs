@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use edge_session::embedded::{EmbeddedDynamo, STREAM_RETENTION};
-use edge_session::store::{NewSession, StoreSettings};
-use edge_session::sync::{DynamoTier, Endpoint};
+use edge_session::{EmbeddedDynamo, STREAM_RETENTION};
+use edge_session::{NewSession, StoreSettings};
 use edge_session::{SledCache, TieredStore};
+use edge_session_sync::{DynamoTier, Endpoint};
 
 use crate::harness::{client_settings, now, table_name};
 

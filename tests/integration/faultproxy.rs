@@ -149,8 +149,8 @@ impl FaultProxy {
     /// caller then skips its test.
     pub async fn to_harness() -> Option<FaultProxy> {
         let url = match crate::harness::endpoint() {
-            edge_session::sync::Endpoint::Embedded(url) => url,
-            edge_session::sync::Endpoint::Url(url) => url,
+            edge_session_sync::Endpoint::Embedded(url) => url,
+            edge_session_sync::Endpoint::Url(url) => url,
             _ => return None,
         };
         let upstream = socket_of(&url)?;

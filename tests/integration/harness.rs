@@ -16,10 +16,10 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use edge_session::embedded::EmbeddedDynamo;
-use edge_session::store::StoreSettings;
-use edge_session::sync::{ClientSettings, DynamoTier, Endpoint};
+use edge_session::EmbeddedDynamo;
+use edge_session::StoreSettings;
 use edge_session::{SessionToken, SledCache, TieredStore};
+use edge_session_sync::{ClientSettings, DynamoTier, Endpoint};
 use reqwest::header::COOKIE;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -310,7 +310,7 @@ impl TestNode {
     /// is `dir` (kept until the node is dropped).
     pub async fn spawn_toml(dir: tempfile::TempDir, toml: &str) -> Self {
         let config = edge_session::config::Config::from_toml(toml).expect("test config");
-        let app = edge_session::app::Application::build(config)
+        let app = edge_session::Application::build(config)
             .await
             .expect("node builds");
         let url = app.url();
@@ -575,7 +575,7 @@ where
 }
 
 /// A tier over `table` whose endpoint refuses every connection.
-pub async fn dead_tier(table: &str, breaker: edge_session::sync::BreakerSettings) -> DynamoTier {
+pub async fn dead_tier(table: &str, breaker: edge_session_sync::BreakerSettings) -> DynamoTier {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);

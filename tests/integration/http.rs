@@ -867,7 +867,7 @@ async fn dynamodb_unreachable_is_503_store_unavailable() {
         .replace("provision_on_start = true", "provision_on_start = false")
         .replace(&endpoint_line(), &format!("endpoint = \"{url}\"\naccess_key_id = \"x\"\nsecret_access_key = \"y\"\nconnect_timeout_ms = 200"));
     let config = edge_session::config::Config::from_toml(&toml).unwrap();
-    let app = edge_session::app::Application::build(config).await.unwrap();
+    let app = edge_session::Application::build(config).await.unwrap();
     let url = app.url();
     let handle = app.handle();
     let task = tokio::spawn(app.run_until_stopped());

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use edge_session::store::{NewSession, TieredStore};
-use edge_session::sync::{DynamoTier, Endpoint, Item, SID_LEN};
+use edge_session::{NewSession, TieredStore};
+use edge_session_sync::{DynamoTier, Endpoint, Item, SID_LEN};
 
 use crate::faultproxy::{Fault, FaultProxy};
 use crate::harness::{client_settings, now, proxied_node_toml, Cluster, TestNode};

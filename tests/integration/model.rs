@@ -4,10 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use edge_session::store::{
-    Destroyed, NewSession, Session, SessionChange, StoreSettings, UserBinding,
-};
 use edge_session::SessionToken;
+use edge_session::{Destroyed, NewSession, Session, SessionChange, StoreSettings, UserBinding};
 use proptest::prelude::*;
 
 use crate::harness::{now, Cluster};

@@ -341,7 +341,7 @@ async fn apply(
 /// The harness's DynamoDB URL (the replicas are tables there).
 fn harness_url() -> Option<String> {
     match endpoint() {
-        edge_session::sync::Endpoint::Embedded(url) | edge_session::sync::Endpoint::Url(url) => {
+        edge_session_sync::Endpoint::Embedded(url) | edge_session_sync::Endpoint::Url(url) => {
             Some(url)
         }
         _ => None,

@@ -13,7 +13,7 @@ use crate::child::Node;
 use crate::coherence::{percentile, start, start_proxied, status, terminate_all, until_refused};
 use crate::faultproxy::{Fault, FaultProxy};
 use crate::harness::{client, client_settings, eventually, metric, service_login, v1, Cluster};
-use edge_session::sync::{DynamoTier, Endpoint, Item, SlotId, SID_LEN};
+use edge_session_sync::{DynamoTier, Endpoint, Item, SlotId, SID_LEN};
 
 const SECRET: &str = "relay-test-secret-0123456789abcdef";
 

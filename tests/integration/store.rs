@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
-use edge_session::cache::FillOutcome;
-use edge_session::store::{Destroyed, NewSession, SessionChange, StoreSettings, UserBinding};
-use edge_session::sync::RotateConflict;
+use edge_session::FillOutcome;
 use edge_session::{codec, Policy, SessionToken, SledCache, TieredStore};
+use edge_session::{Destroyed, NewSession, SessionChange, StoreSettings, UserBinding};
+use edge_session_sync::RotateConflict;
 
 use crate::harness::{dead_tier, now, Cluster};
 
@@ -476,7 +476,7 @@ async fn tombstones_survive_restart() {
         assert!(node.cache().is_tombstoned(key).unwrap());
         let mut record = edge_session::SessionRecord::new(&Policy::default(), t);
         record.user_id = Some("alice".into());
-        let item = edge_session::sync::Item {
+        let item = edge_session_sync::Item {
             sid: key.0,
             uid: record.user_id.as_deref().map(str::to_owned),
             ver: record.version,
@@ -634,14 +634,14 @@ async fn logout_everywhere_outlaws_sessions_bound_concurrently() {
     let mut stale = edge_session::SessionRecord::new(&Policy::default(), t);
     stale.user_id = Some("uma".into());
     let straggler = SessionToken::generate();
-    let item = edge_session::sync::Item {
+    let item = edge_session_sync::Item {
         sid: straggler.storage_key().0,
         uid: Some("uma".into()),
         ver: 1,
         exp: stale.ttl_epoch_secs(),
         body: codec::encode(&stale),
     };
-    let guard = edge_session::sync::EpochGuard {
+    let guard = edge_session_sync::EpochGuard {
         sid: edge_session::StorageKey::user_epoch("uma").0,
         epoch: 0,
         adds: 1,
@@ -745,7 +745,7 @@ async fn login_on_a_node_that_missed_logout_everywhere_binds_under_the_new_epoch
     let straggler = SessionToken::generate();
     cluster
         .tier
-        .create(&edge_session::sync::Item {
+        .create(&edge_session_sync::Item {
             sid: straggler.storage_key().0,
             uid: Some("vic".into()),
             ver: record.version,
@@ -755,7 +755,7 @@ async fn login_on_a_node_that_missed_logout_everywhere_binds_under_the_new_epoch
         .await
         .unwrap()
         .unwrap();
-    let stale = edge_session::store::Session {
+    let stale = edge_session::Session {
         key: straggler.storage_key(),
         record,
     };
@@ -819,7 +819,7 @@ async fn outbox_replay_never_cancels_a_regenerate_in_flight() {
 
 #[tokio::test]
 async fn outage_past_the_lease_follows_on_unreachable() {
-    use edge_session::store::OnUnreachable;
+    use edge_session::OnUnreachable;
     let cluster = Cluster::new().await;
     let cache = SledCache::temporary().unwrap();
     let lease = StoreSettings {
@@ -831,7 +831,7 @@ async fn outage_past_the_lease_follows_on_unreachable() {
     let (token, _) = live.create(NewSession::default(), t).await.unwrap();
     assert!(live.load(&token, t).await.unwrap().is_some());
 
-    let never_open = edge_session::sync::BreakerSettings {
+    let never_open = edge_session_sync::BreakerSettings {
         failures_to_open: 0,
         ..Default::default()
     };
@@ -880,7 +880,7 @@ async fn outage_past_the_lease_follows_on_unreachable() {
 
 #[tokio::test]
 async fn circuit_breaker_fails_fast_while_dynamodb_is_down() {
-    let breaker = edge_session::sync::BreakerSettings {
+    let breaker = edge_session_sync::BreakerSettings {
         failures_to_open: 2,
         cooldown: Duration::from_secs(60),
     };

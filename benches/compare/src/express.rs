@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use anyhow::Context as _;
-use edge_session::embedded::EmbeddedDynamo;
+use edge_session::EmbeddedDynamo;
 use edge_session_bench::child::{Node, OnDrop, Options};
 use hyper::StatusCode;
 

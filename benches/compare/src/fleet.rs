@@ -23,10 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use edge_session::coherence::{lease_of, CoherenceSettings};
 use edge_session::config::{CacheConfig, StreamSource};
-use edge_session::embedded::EmbeddedDynamo;
-use edge_session::sync::{
+use edge_session::EmbeddedDynamo;
+use edge_session::{lease_of, CoherenceSettings};
+use edge_session_sync::{
     ClientSettings, DynamoTier, Endpoint, FollowerSettings, FollowerStatus, Invalidation,
     InvalidationKind, Item, MemoryCheckpoints, StreamFollower, SID_LEN,
 };

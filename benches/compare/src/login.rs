@@ -18,13 +18,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use aws_sdk_dynamodb::types::StreamSpecification;
-use edge_session::cache::Tombstone;
-use edge_session::embedded::EmbeddedDynamo;
 use edge_session::now;
-use edge_session::store::{NewSession, StoreSettings, UserBinding};
-use edge_session::sync::{ClientSettings, DynamoTier, Endpoint};
+use edge_session::EmbeddedDynamo;
+use edge_session::Tombstone;
+use edge_session::{NewSession, StoreSettings, UserBinding};
 use edge_session::{SessionRecord, SessionToken, SledCache, StorageKey, TieredStore};
 use edge_session_bench::raw::{item, login_transaction};
+use edge_session_sync::{ClientSettings, DynamoTier, Endpoint};
 
 use crate::load::{drain, Sample};
 use crate::peers::USER_ID;
@@ -93,7 +93,7 @@ impl LoginBench {
         without_stream(&tier).await?;
         let cache = SledCache::open(&dir.join("cache")).context("opening sled")?;
         // As a node does: the store's metrics go to a real recorder.
-        let _ = edge_session::telemetry::metrics_handle();
+        let _ = edge_session::metrics_handle();
         Ok(LoginBench {
             store: TieredStore::new(cache, tier, StoreSettings::default()),
             embedded: Some(embedded),

@@ -13,9 +13,9 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
-use edge_session::store::item_of;
-use edge_session::sync::{journal_entry, DynamoTier, Item, JournalChange};
+use edge_session::item_of;
 use edge_session::{codec, SessionRecord, StorageKey};
+use edge_session_sync::{journal_entry, DynamoTier, Item, JournalChange};
 
 /// The key attribute map of item `sid`.
 pub fn key_map(sid: &[u8; 32]) -> HashMap<String, AttributeValue> {

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodbstreams::error::ProvideErrorMetadata as _;
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
-use edge_session::embedded::EmbeddedDynamo;
-use edge_session::sync::{ClientSettings, DynamoTier, Endpoint};
+use edge_session::EmbeddedDynamo;
 use edge_session_bench::streams_limits::{OpCounts, StreamsLimitProxy, StreamsLimits};
+use edge_session_sync::{ClientSettings, DynamoTier, Endpoint};
 
 const TABLE: &str = "sessions";
 const THROTTLED: &str = "LimitExceededException";
