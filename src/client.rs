@@ -27,7 +27,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::wire::{self, Reader, WireError};
+use crate::wire::{self, Reader, WireError};
 
 pub mod geo;
 

@@ -17,6 +17,8 @@
 //!   blake3 derivation, the only key either tier stores).
 //! - `record`: [`SessionRecord`], the pure expiry rules, and [`now`], the
 //!   wall clock; [`SessionData`], the application data, decoded on first use.
+//! - `wire`: the primitive byte forms (varints, length-prefixed strings) that
+//!   record format 2 and its client section are written in.
 //! - `client`: what a sign-in records about its client (address, parsed
 //!   `User-Agent`, place) under `session.record_client`.
 //! - [`codec`]: the versioned record envelope: formats 3 and 2 (fixed
@@ -65,6 +67,7 @@ mod relay;
 mod store;
 mod telemetry;
 mod token;
+mod wire;
 
 pub use adapter::USER_ID_KEY;
 pub use app::{dynamo_tier, Application};

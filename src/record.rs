@@ -3,8 +3,8 @@
 //! clock callers read it from.
 //!
 //! `data.rs` holds [`SessionData`], the application data that stays in its
-//! stored bytes until it is used; `wire.rs` the byte forms (varints,
-//! strings) that record format 2 and the data section share.
+//! stored bytes until it is used, written in the byte forms of
+//! `src/wire.rs` that record format 2 and its sections share.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,7 +12,6 @@ use crate::client::ClientInfo;
 
 mod data;
 mod text;
-pub(crate) mod wire;
 
 pub use data::SessionData;
 pub use text::Text;

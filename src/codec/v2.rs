@@ -14,11 +14,11 @@
 //! | varint, then bytes | format 3 only: the client section's length, then the section ([`ClientInfo`]) |
 //! | the rest | `data`: the data section ([`SessionData`]), kept as bytes until used |
 //!
-//! Varints are unsigned LEB128 in their shortest form (`record/wire.rs`).
+//! Varints are unsigned LEB128 in their shortest form (`src/wire.rs`).
 
 use crate::client::ClientInfo;
-use crate::record::wire::{self, Reader, WireError};
 use crate::record::{SessionData, SessionRecord, Text};
+use crate::wire::{self, Reader, WireError};
 
 /// The fixed-width part: six u64 fields.
 const FIXED: usize = 48;

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, OnceLock};
 
-use super::wire::{self, Reader, WireError};
+use crate::wire::{self, Reader, WireError};
 
 type Map = BTreeMap<String, String>;
 

@@ -22,6 +22,10 @@ type HmacSha256 = Hmac<Sha256>;
 /// invalidations is about 150 KB).
 pub const MAX_LINE: usize = 4 << 20;
 
+/// The header a subscriber names itself in (its public address), for the
+/// relay's log: it is not signed and grants nothing.
+pub const NODE_HEADER: &str = "x-edge-session-node";
+
 /// The label a subscription request's MAC covers, with the nonce.
 const SUBSCRIBE: &[u8] = b"edge-session relay subscribe\n";
 

@@ -161,7 +161,7 @@ fn handle(
     let start = if resumed { sub.after } else { hub.head() };
     let node = req
         .headers()
-        .get(super::subscribe::NODE_HEADER)
+        .get(frame::NODE_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("unnamed");
     tracing::debug!(node, resumed, start, "relay: a node subscribed");

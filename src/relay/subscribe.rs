@@ -19,7 +19,7 @@ use hyper::body::Body as _;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
-use super::frame::{self, Body, Frame, Refused};
+use super::frame::{self, Body, Frame, Refused, NODE_HEADER};
 use super::server::Lines;
 use super::SlotSeen;
 use crate::record::UnixMillis;
@@ -96,10 +96,6 @@ pub struct Context {
     /// This node's name for the relays ([`NODE_HEADER`]).
     pub node: Arc<str>,
 }
-
-/// The header a subscriber names itself in (its public address), for the
-/// relay's log: it is not signed and grants nothing.
-pub const NODE_HEADER: &str = "x-edge-session-node";
 
 /// Why a connection ended.
 #[derive(Debug)]

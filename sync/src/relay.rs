@@ -46,7 +46,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::error::{classify, conditional, DynamoError, ErrorKind, CONDITION_FAILED};
 use crate::item::{self, EXP, SID, SID_LEN, VER};
-use crate::stream::{CheckpointError, Checkpoints, MemoryCheckpoints};
+use crate::stream::checkpoints::{CheckpointError, Checkpoints, MemoryCheckpoints};
 use crate::tier::Timed as _;
 use crate::DynamoTier;
 

@@ -116,7 +116,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-mod checkpoints;
+pub(crate) mod checkpoints;
 mod fetch;
 mod follow;
 mod heartbeat;
