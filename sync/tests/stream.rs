@@ -1,5 +1,5 @@
-//! The stream follower against dynoxide (started in-process on 127.0.0.1:0)
-//! through the official SDKs, with a small HTTP proxy in front of it where a
+//! The stream follower against the embedded server (the node's own,
+//! file-backed, one per test, on 127.0.0.1:0) through the official SDKs, with a small HTTP proxy in front of it where a
 //! test needs a fault the emulator cannot produce (an expired iterator,
 //! trimmed data, throttling).
 
@@ -15,8 +15,10 @@ use edge_session_sync::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-mod common;
-use common::*;
+use edge_session_test_support::dynamo::{
+    self, create_and_delete, delete_with_clock_behind, item, table,
+};
+use edge_session_test_support::follower::{Running, WAIT};
 
 /// A fault the proxy answers instead of forwarding.
 #[derive(Debug)]
@@ -28,7 +30,7 @@ struct Fault {
     times: usize,
 }
 
-/// An HTTP/1.1 proxy to dynoxide, one request per connection, that answers
+/// An HTTP/1.1 proxy to the embedded server, one request per connection, that answers
 /// queued faults instead of forwarding and logs every request body.
 struct Proxy {
     url: String,
@@ -211,7 +213,7 @@ async fn follow(
     checkpoints: Arc<MemoryCheckpoints>,
     settings_: FollowerSettings,
 ) -> Running {
-    let client_settings = settings(url);
+    let client_settings = dynamo::settings(url);
     let follower = StreamFollower::new(
         client_settings.build().await,
         client_settings.build_streams().await,
@@ -252,10 +254,10 @@ async fn wait_for_checkpoint(checkpoints: &MemoryCheckpoints, sequence: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletes_and_version_raises_are_invalidations_and_inserts_are_not() {
-    let server = Dynoxide::start();
-    let tier = table(&server.url).await;
+    let server = dynamo::temporary();
+    let tier = table(&server.url()).await;
     let mut follower = follow(
-        &server.url,
+        &server.url(),
         tier.table(),
         Arc::new(MemoryCheckpoints::new()),
         fast(),
@@ -294,11 +296,11 @@ async fn deletes_and_version_raises_are_invalidations_and_inserts_are_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_follower_resumes_after_its_checkpoint_missing_and_repeating_nothing() {
-    let server = Dynoxide::start();
-    let tier = table(&server.url).await;
+    let server = dynamo::temporary();
+    let tier = table(&server.url()).await;
     let checkpoints = Arc::new(MemoryCheckpoints::new());
 
-    let mut a = follow(&server.url, tier.table(), checkpoints.clone(), fast()).await;
+    let mut a = follow(&server.url(), tier.table(), checkpoints.clone(), fast()).await;
     a.ready().await;
     for byte in 1..=3 {
         create_and_delete(&tier, byte).await;
@@ -312,7 +314,7 @@ async fn a_restarted_follower_resumes_after_its_checkpoint_missing_and_repeating
     for byte in 4..=6 {
         create_and_delete(&tier, byte).await;
     }
-    let mut b = follow(&server.url, tier.table(), checkpoints.clone(), fast()).await;
+    let mut b = follow(&server.url(), tier.table(), checkpoints.clone(), fast()).await;
     let resumed = b.take(3).await;
     assert_eq!(sids(&resumed), vec![4, 5, 6], "{resumed:?}");
     b.ready().await;
@@ -334,10 +336,10 @@ async fn a_restarted_follower_resumes_after_its_checkpoint_missing_and_repeating
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_the_consumer_failed_is_redelivered_and_not_checkpointed() {
-    let server = Dynoxide::start();
-    let tier = table(&server.url).await;
+    let server = dynamo::temporary();
+    let tier = table(&server.url()).await;
     let checkpoints = Arc::new(MemoryCheckpoints::new());
-    let client_settings = settings(&server.url);
+    let client_settings = dynamo::settings(&server.url());
     let follower = StreamFollower::new(
         client_settings.build().await,
         client_settings.build_streams().await,
@@ -417,13 +419,13 @@ async fn a_batch_the_consumer_failed_is_redelivered_and_not_checkpointed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_start_begins_at_latest() {
-    let server = Dynoxide::start();
-    let tier = table(&server.url).await;
+    let server = dynamo::temporary();
+    let tier = table(&server.url()).await;
     create_and_delete(&tier, 1).await;
 
     let started = SystemTime::now();
     let mut follower = follow(
-        &server.url,
+        &server.url(),
         tier.table(),
         Arc::new(MemoryCheckpoints::new()),
         fast(),
@@ -444,8 +446,8 @@ async fn a_cold_start_begins_at_latest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resuming_follower_reads_an_unknown_shard_from_the_trim_horizon_and_drops_stale_checkpoints(
 ) {
-    let server = Dynoxide::start();
-    let tier = table(&server.url).await;
+    let server = dynamo::temporary();
+    let tier = table(&server.url()).await;
     create_and_delete(&tier, 1).await;
 
     // The store holds a checkpoint of a shard that has since expired: this
@@ -458,7 +460,7 @@ async fn a_resuming_follower_reads_an_unknown_shard_from_the_trim_horizon_and_dr
         "100000000000000000001",
     )
     .unwrap();
-    let mut follower = follow(&server.url, tier.table(), checkpoints.clone(), fast()).await;
+    let mut follower = follow(&server.url(), tier.table(), checkpoints.clone(), fast()).await;
     let got = follower.take(1).await;
     assert_eq!(sids(&got), vec![1]);
     wait_for_checkpoint(&checkpoints, &got[0].sequence_number).await;
@@ -473,9 +475,9 @@ async fn a_resuming_follower_reads_an_unknown_shard_from_the_trim_horizon_and_dr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_iterator_is_reacquired_after_the_checkpoint_without_loss_or_repeat() {
-    let server = Dynoxide::start();
-    let proxy = Proxy::start(&server.url).await;
-    let tier = table(&server.url).await;
+    let server = dynamo::temporary();
+    let proxy = Proxy::start(&server.url()).await;
+    let tier = table(&server.url()).await;
     let mut follower = follow(
         &proxy.url,
         tier.table(),
@@ -509,9 +511,9 @@ async fn an_expired_iterator_is_reacquired_after_the_checkpoint_without_loss_or_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trimmed_data_is_reported_as_a_gap_and_reading_goes_on_from_the_trim_horizon() {
-    let server = Dynoxide::start();
-    let proxy = Proxy::start(&server.url).await;
-    let tier = table(&server.url).await;
+    let server = dynamo::temporary();
+    let proxy = Proxy::start(&server.url()).await;
+    let tier = table(&server.url()).await;
     let mut follower = follow(
         &proxy.url,
         tier.table(),
@@ -527,8 +529,9 @@ async fn trimmed_data_is_reported_as_a_gap_and_reading_goes_on_from_the_trim_hor
     let lost_at = SystemTime::now();
     proxy.inject("GetRecords", "TrimmedDataAccessException", 1);
     create_and_delete(&tier, 2).await;
-    // dynoxide never trims, so its trim horizon is the shard's first record:
-    // session 1 comes again (at-least-once), then 2.
+    // The embedded server trims only records a day old, so its trim horizon
+    // is the shard's first record: session 1 comes again (at-least-once),
+    // then 2.
     let got = follower.take(2).await;
     assert_eq!(sids(&got), vec![1, 2], "{got:?}");
     assert_eq!(follower.status.gaps(), 1);
@@ -546,9 +549,9 @@ async fn trimmed_data_is_reported_as_a_gap_and_reading_goes_on_from_the_trim_hor
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_backs_off_and_loses_nothing() {
-    let server = Dynoxide::start();
-    let proxy = Proxy::start(&server.url).await;
-    let tier = table(&server.url).await;
+    let server = dynamo::temporary();
+    let proxy = Proxy::start(&server.url()).await;
+    let tier = table(&server.url()).await;
     let mut follower = follow(
         &proxy.url,
         tier.table(),
@@ -593,8 +596,8 @@ async fn a_table_without_a_stream_is_an_error_at_start_up() {
     use aws_sdk_dynamodb::types::{
         AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
     };
-    let server = Dynoxide::start();
-    let client = settings(&server.url).build().await;
+    let server = dynamo::temporary();
+    let client = dynamo::settings(&server.url()).build().await;
     client
         .create_table()
         .table_name("no-stream")
@@ -617,7 +620,7 @@ async fn a_table_without_a_stream_is_an_error_at_start_up() {
         .await
         .unwrap();
     let follower = follow(
-        &server.url,
+        &server.url(),
         "no-stream",
         Arc::new(MemoryCheckpoints::new()),
         fast(),
@@ -637,10 +640,10 @@ async fn a_table_without_a_stream_is_an_error_at_start_up() {
 async fn a_session_rotated_away_in_a_transaction_is_invalidated_everywhere() {
     use aws_sdk_dynamodb::primitives::Blob;
     use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
-    let server = Dynoxide::start();
-    let tier = table(&server.url).await;
+    let server = dynamo::temporary();
+    let tier = table(&server.url()).await;
     let mut follower = follow(
-        &server.url,
+        &server.url(),
         tier.table(),
         Arc::new(MemoryCheckpoints::new()),
         fast(),
@@ -685,8 +688,8 @@ async fn a_keys_only_stream_invalidates_every_modify_and_remove() {
         AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
         StreamSpecification, StreamViewType,
     };
-    let server = Dynoxide::start();
-    let client = settings(&server.url).build().await;
+    let server = dynamo::temporary();
+    let client = dynamo::settings(&server.url()).build().await;
     client
         .create_table()
         .table_name("keys-only")
@@ -717,7 +720,7 @@ async fn a_keys_only_stream_invalidates_every_modify_and_remove() {
         .unwrap();
     let tier = DynamoTier::new(client, "keys-only");
     let mut follower = follow(
-        &server.url,
+        &server.url(),
         "keys-only",
         Arc::new(MemoryCheckpoints::new()),
         fast(),
@@ -741,10 +744,10 @@ async fn a_keys_only_stream_invalidates_every_modify_and_remove() {
 /// follower hands over; the version raise after it is handed over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn touches_are_not_broadcast() {
-    let server = Dynoxide::start();
-    let tier = table(&server.url).await;
+    let server = dynamo::temporary();
+    let tier = table(&server.url()).await;
     let mut follower = follow(
-        &server.url,
+        &server.url(),
         tier.table(),
         Arc::new(MemoryCheckpoints::new()),
         fast(),
@@ -782,10 +785,10 @@ async fn touches_are_not_broadcast() {
 /// follower hands it over all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_with_a_skewed_clock_loses_no_revocation() {
-    let server = Dynoxide::start();
-    let tier = table(&server.url).await;
+    let server = dynamo::temporary();
+    let tier = table(&server.url()).await;
     let mut follower = follow(
-        &server.url,
+        &server.url(),
         tier.table(),
         Arc::new(MemoryCheckpoints::new()),
         fast(),

@@ -12,8 +12,11 @@
 //!   limits in front of the embedded server, which enforces none (the bench
 //!   harness's fleet runs, and its own tests here).
 //! - [`dynamo`]: the endpoint every test of one process shares (the
-//!   integration suite's; `EDGE_SESSION_TEST_DYNAMODB_ENDPOINT` names
-//!   another), which the fault proxy stands in front of.
+//!   integration suite's; `EDGE_SESSION_TEST_DYNAMODB_ENDPOINT` names another),
+//!   a file-backed embedded server of a test's own, fresh tables and items
+//!   (the sync crate's tests and the integration tests).
+//! - [`follower`]: a follower of the stream or the journal run for a test,
+//!   and the waits on it (the sync crate's tests).
 //!
 //! It is no part of the node: only the workspace's tests and the bench crate
 //! depend on it, and it uses none of the node's test hooks.
@@ -21,4 +24,5 @@
 pub mod child;
 pub mod dynamo;
 pub mod faultproxy;
+pub mod follower;
 pub mod streams_limits;

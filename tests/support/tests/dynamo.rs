@@ -1,12 +1,13 @@
 //! The shared endpoint's contract: unless `EDGE_SESSION_TEST_DYNAMODB_ENDPOINT`
 //! names another, it is one embedded server for the whole process, on a
 //! file under Cargo's temporary directory, in a directory of this process's
-//! own.
+//! own; and a fresh table's name is never given twice.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use edge_session::sync::Endpoint;
-use edge_session_test_support::dynamo::{endpoint, ENDPOINT_VAR};
+use edge_session_test_support::dynamo::{endpoint, unique_name, ENDPOINT_VAR};
 
 #[test]
 fn the_shared_server_is_one_per_process_on_a_file_under_cargos_temporary_directory() {
@@ -29,4 +30,11 @@ fn the_shared_server_is_one_per_process_on_a_file_under_cargos_temporary_directo
         "its file is in {}",
         mine.display()
     );
+}
+
+#[test]
+fn unique_names_are_unique() {
+    let names: HashSet<String> = (0..1000).map(|_| unique_name("t")).collect();
+    assert_eq!(names.len(), 1000);
+    assert!(names.iter().all(|name| name.starts_with("t-")));
 }
