@@ -183,7 +183,8 @@ pub async fn create_and_delete(tier: &DynamoTier, byte: u8) {
 }
 
 /// Delete session `byte` and put `item` (its attributes) in one
-/// `TransactWriteItems`, as the tier writes a delete with its journal entry.
+/// `TransactWriteItems`, as the tier writes a rotation, or a delete with its
+/// journal entry.
 async fn delete_and_put(tier: &DynamoTier, byte: u8, item: HashMap<String, AttributeValue>) {
     let delete = Delete::builder()
         .table_name(tier.table())
@@ -202,6 +203,12 @@ async fn delete_and_put(tier: &DynamoTier, byte: u8, item: HashMap<String, Attri
         .send()
         .await
         .expect("the transaction commits");
+}
+
+/// Rotate session `old` to `new` as one `TransactWriteItems` (delete the old
+/// key, put the new item), as a regenerate does.
+pub async fn rotate_in_a_transaction(tier: &DynamoTier, old: u8, new: &Item) {
+    delete_and_put(tier, old, new.to_attributes()).await;
 }
 
 /// Delete session `byte` as a writer whose clock is `skew` behind true

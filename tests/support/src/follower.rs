@@ -1,16 +1,24 @@
 //! Followers under test: a follower (of the stream or the journal) run on a
 //! task of its own whose sink forwards every batch to the test, and the
-//! waits on it (its first read, its invalidations).
+//! waits a test of the stream follower needs (its first read, its
+//! invalidations, its checkpoint).
 //!
 //! Every wait gives up after [`WAIT`] with a panic that says what it was
 //! waiting for.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use edge_session::sync::{DynamoError, FollowerStatus, Invalidation};
+use edge_session::embedded::EmbeddedDynamo;
+use edge_session::sync::{
+    DynamoError, DynamoTier, FollowerSettings, FollowerStatus, Invalidation, MemoryCheckpoints,
+    StreamFollower,
+};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::dynamo;
 
 /// How long any wait here waits.
 pub const WAIT: Duration = Duration::from_secs(15);
@@ -115,4 +123,91 @@ pub async fn polled(status: &FollowerStatus) {
     })
     .await
     .expect("the follower polls within the deadline");
+}
+
+/// Follower settings for tests: a short poll interval and backoff.
+pub fn fast() -> FollowerSettings {
+    FollowerSettings {
+        poll_interval: Duration::from_millis(50),
+        discover_every: Duration::from_secs(1),
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        ..FollowerSettings::default()
+    }
+}
+
+/// A stream follower of `table`, reading from the embedded server at `url`
+/// (or a proxy in front of it) with its own clients, not yet running.
+pub async fn stream_follower(
+    url: &str,
+    table: &str,
+    checkpoints: Arc<MemoryCheckpoints>,
+    settings: FollowerSettings,
+) -> StreamFollower {
+    let client_settings = dynamo::settings(url);
+    StreamFollower::new(
+        client_settings.build().await,
+        client_settings.build_streams().await,
+        table,
+        checkpoints,
+        settings,
+    )
+}
+
+/// [`stream_follower`] run with a forwarding sink.
+pub async fn follow(
+    url: &str,
+    table: &str,
+    checkpoints: Arc<MemoryCheckpoints>,
+    settings: FollowerSettings,
+) -> Running {
+    let follower = stream_follower(url, table, checkpoints, settings).await;
+    let status = follower.status();
+    Running::spawn(status, |sink, shutdown| follower.run(sink, shutdown))
+}
+
+/// A fresh table on `server`, and a follower of its stream with checkpoints
+/// of its own and [`fast`] settings, past its first read: it begins at
+/// LATEST, so it sees every write the test makes from here on.
+pub async fn followed_table(server: &EmbeddedDynamo) -> (DynamoTier, Running) {
+    followed_through(server, &server.url()).await
+}
+
+/// As [`followed_table`], the follower reading through `via` (a proxy in
+/// front of `server`).
+pub async fn followed_through(server: &EmbeddedDynamo, via: &str) -> (DynamoTier, Running) {
+    let tier = dynamo::table(&server.url()).await;
+    let checkpoints = Arc::new(MemoryCheckpoints::new());
+    let follower = follow(via, tier.table(), checkpoints, fast()).await;
+    follower.ready().await;
+    (tier, follower)
+}
+
+/// The first byte of each invalidation's key, in order.
+pub fn sids(invalidations: &[Invalidation]) -> Vec<u8> {
+    invalidations.iter().map(|i| i.sid[0]).collect()
+}
+
+/// The checkpoint of the one shard a test table's stream has, if any.
+pub fn shard_checkpoint(checkpoints: &MemoryCheckpoints) -> Option<String> {
+    checkpoints.snapshot().into_values().next()
+}
+
+/// Sequence numbers are decimal strings that only grow within a shard.
+fn at_or_past(checkpoint: Option<&str>, sequence: &str) -> bool {
+    let number = |s: &str| s.parse::<u128>().expect("a decimal sequence number");
+    checkpoint.is_some_and(|c| number(c) >= number(sequence))
+}
+
+/// Wait until the checkpoint is at `sequence` or past it (each revocation
+/// is followed in the stream by its journal entry's INSERT, which the
+/// follower checkpoints without handing it over).
+pub async fn wait_for_checkpoint(checkpoints: &MemoryCheckpoints, sequence: &str) {
+    tokio::time::timeout(WAIT, async {
+        while !at_or_past(shard_checkpoint(checkpoints).as_deref(), sequence) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the checkpoint reaches the last accepted record");
 }
