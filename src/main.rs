@@ -8,8 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use edge_session::config::Config;
-use edge_session::{dynamo_tier, Application};
-use edge_session::{hash_password, init_logging};
+use edge_session::{dynamo_tier, hash_password, init_logging, Application};
 
 #[derive(Parser)]
 #[command(

@@ -1,16 +1,16 @@
-//! The change journal's entries against dynoxide through the official SDK:
-//! with the journal written, every invalidating write adds its entry in the
-//! same transaction (what nodes of an older build read during an upgrade);
-//! with it off, none does; `provision` adds the index to an old table; a
-//! node with another partition count is refused.
+//! The change journal's entries against the embedded server through the
+//! official SDK: with the journal written, every invalidating write adds its
+//! entry in the same transaction (what nodes of an older build read during
+//! an upgrade); with it off, none does; `provision` adds the index to an old
+//! table; a node with another partition count is refused.
 
 use edge_session_sync::{
     journal_entry_of, DynamoTier, EpochGuard, Invalidation, InvalidationKind, JournalSettings,
     JOURNAL_INDEX, SID_LEN,
 };
-
-mod common;
-use common::*;
+use edge_session_test_support::dynamo::{
+    self, attribute, create_and_delete, hash_key, item, sid_table, stream_of, table,
+};
 
 fn quick() -> JournalSettings {
     JournalSettings {
@@ -83,8 +83,8 @@ async fn write_everything(tier: &DynamoTier) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_journal_written_every_invalidating_write_adds_its_entry_and_nothing_else_does() {
-    let server = Dynoxide::start();
-    let tier = table(&server.url).await.with_journal(quick());
+    let server = dynamo::temporary();
+    let tier = table(&server.url()).await.with_journal(quick());
     write_everything(&tier).await;
     let got = entries(&tier).await;
     assert_eq!(kinds_of(&got, 1), vec![InvalidationKind::Removed]);
@@ -117,8 +117,8 @@ async fn with_the_journal_written_every_invalidating_write_adds_its_entry_and_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_journal_off_no_write_adds_an_entry() {
-    let server = Dynoxide::start();
-    let tier = table(&server.url).await.with_journal(JournalSettings {
+    let server = dynamo::temporary();
+    let tier = table(&server.url()).await.with_journal(JournalSettings {
         write: false,
         ..quick()
     });
@@ -136,37 +136,17 @@ async fn with_the_journal_off_no_write_adds_an_entry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provision_adds_the_journal_index_to_a_table_made_without_it() {
     use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-        Projection, ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+        GlobalSecondaryIndex, Projection, ProjectionType, ScalarAttributeType, StreamViewType,
     };
-    let server = Dynoxide::start();
-    let client = settings(&server.url).build().await;
-    let attr = |name: &str, ty| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ty)
-            .build()
-            .unwrap()
-    };
-    let hash = |name: &str| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(KeyType::Hash)
-            .build()
-            .unwrap()
-    };
+    let server = dynamo::temporary();
+    let client = dynamo::settings(&server.url()).build().await;
     // The shape an earlier version made: no journal index.
-    client
-        .create_table()
-        .table_name("older")
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr("sid", ScalarAttributeType::B))
-        .attribute_definitions(attr("uid", ScalarAttributeType::S))
-        .key_schema(hash("sid"))
+    sid_table(&client, "older")
+        .attribute_definitions(attribute("uid", ScalarAttributeType::S))
         .global_secondary_indexes(
             GlobalSecondaryIndex::builder()
                 .index_name("uid-index")
-                .key_schema(hash("uid"))
+                .key_schema(hash_key("uid"))
                 .projection(
                     Projection::builder()
                         .projection_type(ProjectionType::All)
@@ -175,13 +155,7 @@ async fn provision_adds_the_journal_index_to_a_table_made_without_it() {
                 .build()
                 .unwrap(),
         )
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewAndOldImages)
-                .build()
-                .unwrap(),
-        )
+        .stream_specification(stream_of(StreamViewType::NewAndOldImages))
         .send()
         .await
         .unwrap();
@@ -207,8 +181,8 @@ async fn provision_adds_the_journal_index_to_a_table_made_without_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_another_journal_partition_count_is_refused() {
-    let server = Dynoxide::start();
-    let two = table(&server.url).await.with_journal(quick());
+    let server = dynamo::temporary();
+    let two = table(&server.url()).await.with_journal(quick());
     assert_eq!(quick().partitions, 2);
     two.claim_journal_partitions()
         .await

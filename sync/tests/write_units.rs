@@ -1,14 +1,12 @@
-//! Write units per operation, as DynamoDB (here dynoxide, which follows
-//! DynamoDB's capacity rules) reports them through `ReturnConsumedCapacity`:
-//! with the change journal off, each operation costs only its own item
-//! changes; with it on, each invalidating write pays a transaction with its
-//! entry and the entry's index write. Printed for docs/performance.md
-//! (`cargo test -p edge-session-sync --test write_units -- --nocapture`).
+//! Write units per operation, as DynamoDB (here the embedded server,
+//! dynoxide, which follows DynamoDB's capacity rules) reports them through
+//! `ReturnConsumedCapacity`: with the change journal off, each operation
+//! costs only its own item changes; with it on, each invalidating write pays
+//! a transaction with its entry and the entry's index write. Printed for
+//! docs/performance.md (`cargo test -p edge-session-sync --test write_units -- --nocapture`).
 
 use edge_session_sync::{DynamoTier, JournalSettings, SID_LEN};
-
-mod common;
-use common::*;
+use edge_session_test_support::dynamo::{self, item, table};
 
 /// The units each operation consumed, in order: create, touch, update,
 /// rotate (login), epoch raise, delete (logout).
@@ -42,8 +40,8 @@ async fn units(tier: &DynamoTier) -> Vec<(&'static str, f64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_journal_each_operation_costs_only_its_own_items() {
-    let server = Dynoxide::start();
-    let plain = table(&server.url).await;
+    let server = dynamo::temporary();
+    let plain = table(&server.url()).await;
     assert!(
         !plain.journal().write,
         "the journal is off unless asked for"
@@ -80,8 +78,8 @@ async fn without_the_journal_each_operation_costs_only_its_own_items() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_events_cost_one_unit_for_the_reason_and_one_per_log_write() {
-    let server = Dynoxide::start();
-    let tier = table(&server.url).await;
+    let server = dynamo::temporary();
+    let tier = table(&server.url()).await;
     let log = edge_session_sync::EventLog::new("eu");
     let mut last = tier.consumed_write_units();
     let mut note = |tier: &DynamoTier| {
@@ -128,8 +126,8 @@ async fn session_events_cost_one_unit_for_the_reason_and_one_per_log_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_events_is_one_transaction_at_two_units_each() {
-    let server = Dynoxide::start();
-    let tier = table(&server.url).await;
+    let server = dynamo::temporary();
+    let tier = table(&server.url()).await;
     let log = edge_session_sync::EventLog::new("eu");
     let entries: Vec<(String, String)> = (0..3)
         .map(|i| (format!("evt_{i}"), format!("{{\"n\":{i}}}")))

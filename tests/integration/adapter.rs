@@ -13,9 +13,9 @@ use actix_session::storage::{SessionKey, SessionStore};
 use actix_session::{Session, SessionMiddleware};
 use actix_web::cookie::{time, Cookie, CookieJar, Key};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use edge_session::Policy;
-use edge_session::{codec, SessionRecord, SessionToken, TieredStore, USER_ID_KEY};
-use edge_session::{NewSession, StoreSettings};
+use edge_session::{
+    codec, NewSession, Policy, SessionRecord, SessionToken, StoreSettings, TieredStore, USER_ID_KEY,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::harness::{now, Cluster};

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use edge_session::{EmbeddedDynamo, STREAM_RETENTION};
-use edge_session::{NewSession, StoreSettings};
-use edge_session::{SledCache, TieredStore};
+use edge_session::{
+    EmbeddedDynamo, NewSession, SledCache, StoreSettings, TieredStore, STREAM_RETENTION,
+};
 use edge_session_sync::{DynamoTier, Endpoint};
 
 use crate::harness::{client_settings, now, table_name};

@@ -14,8 +14,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use edge_session::SessionToken;
-use edge_session::{NewSession, StoreSettings};
+use edge_session::{NewSession, SessionToken, StoreSettings};
 use reqwest::header::COOKIE;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};

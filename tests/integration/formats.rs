@@ -8,8 +8,10 @@
 use std::collections::BTreeMap;
 
 use edge_session::codec::{self, Format};
-use edge_session::{item_of, CacheLookup, NewSession, SessionChange, StoreSettings};
-use edge_session::{Policy, SessionRecord, SessionToken, SledCache, StorageKey, TieredStore};
+use edge_session::{
+    item_of, CacheLookup, NewSession, Policy, SessionChange, SessionRecord, SessionToken,
+    SledCache, StorageKey, StoreSettings, TieredStore,
+};
 use edge_session_sync::BreakerSettings;
 
 use crate::harness::{dead_tier, now, Cluster};

@@ -16,48 +16,15 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use edge_session::EmbeddedDynamo;
-use edge_session::StoreSettings;
-use edge_session::{SessionToken, SledCache, TieredStore};
+use edge_session::{SessionToken, SledCache, StoreSettings, TieredStore};
 use edge_session_sync::{ClientSettings, DynamoTier, Endpoint};
 use reqwest::header::COOKIE;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-static EMBEDDED: OnceLock<EmbeddedDynamo> = OnceLock::new();
-
-/// The endpoint every test in this binary uses.
-pub fn endpoint() -> Endpoint {
-    match std::env::var("EDGE_SESSION_TEST_DYNAMODB_ENDPOINT") {
-        Ok(url) if url == "aws" => Endpoint::Aws,
-        Ok(url) if !url.is_empty() => Endpoint::Url(url),
-        _ => {
-            let server = EMBEDDED.get_or_init(|| {
-                EmbeddedDynamo::start_file(&embedded_file(), Duration::from_secs(1))
-                    .expect("embedded DynamoDB starts")
-            });
-            Endpoint::Embedded(server.url())
-        }
-    }
-}
-
-/// The embedded server's file: under Cargo's temporary directory for this
-/// package, one directory per test process. A static is never dropped, so
-/// each run removes what earlier runs (processes no longer alive) left.
-fn embedded_file() -> std::path::PathBuf {
-    let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("integration-dynamodb");
-    if let Ok(entries) = std::fs::read_dir(&root) {
-        for entry in entries.flatten() {
-            let pid = entry.file_name();
-            if !std::path::Path::new("/proc").join(&pid).exists() {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    }
-    let mine = root.join(std::process::id().to_string());
-    let _ = std::fs::remove_dir_all(&mine);
-    mine.join("dynamodb.sqlite3")
-}
+/// The endpoint every test in this binary uses: the test support crate's,
+/// shared with the fault proxy.
+pub use edge_session_test_support::dynamo::endpoint;
 
 /// Client settings for `endpoint`, with short timeouts so a fault shows fast.
 pub fn client_settings(endpoint: Endpoint) -> ClientSettings {

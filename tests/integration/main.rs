@@ -1,14 +1,20 @@
 //! Integration tests: one binary. Every test talks to a real DynamoDB-wire
 //! server through the official AWS SDK: the embedded dynoxide server started
-//! by the harness on 127.0.0.1:0, or the endpoint named by
-//! `EDGE_SESSION_TEST_DYNAMODB_ENDPOINT` (see `harness`).
+//! on 127.0.0.1:0 once per binary, or the endpoint named by
+//! `EDGE_SESSION_TEST_DYNAMODB_ENDPOINT` (see `harness`, and
+//! `edge_session_test_support::dynamo`).
+//!
+//! The child-process node (`crate::child`) and the fault proxy
+//! (`crate::faultproxy`) are the test support crate's (`tests/support`),
+//! which the bench harness uses too.
+
+use edge_session_test_support::{child, faultproxy};
 
 mod adapter;
 mod coherence;
 mod crash;
 mod embedded;
 mod events;
-mod faultproxy;
 mod faults;
 mod formats;
 mod forward_auth;
@@ -21,11 +27,6 @@ mod limits;
 mod login_throttle;
 mod mmdb;
 mod model;
-// The child-process helper the bench harness uses too; the tests use part
-// of it.
-#[allow(dead_code)]
-#[path = "../../benches/compare/src/child.rs"]
-mod child;
 mod openapi;
 mod process;
 mod recognise;

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use edge_session::SessionToken;
-use edge_session::{Destroyed, NewSession, Session, SessionChange, StoreSettings, UserBinding};
+use edge_session::{
+    Destroyed, NewSession, Session, SessionChange, SessionToken, StoreSettings, UserBinding,
+};
 use proptest::prelude::*;
 
 use crate::harness::{now, Cluster};

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
-use edge_session::FillOutcome;
-use edge_session::{codec, Policy, SessionToken, SledCache, TieredStore};
-use edge_session::{Destroyed, NewSession, SessionChange, StoreSettings, UserBinding};
+use edge_session::{
+    codec, Destroyed, FillOutcome, NewSession, Policy, SessionChange, SessionToken, SledCache,
+    StoreSettings, TieredStore, UserBinding,
+};
 use edge_session_sync::RotateConflict;
 
 use crate::harness::{dead_tier, now, Cluster};

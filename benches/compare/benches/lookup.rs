@@ -43,12 +43,10 @@ use aws_sdk_dynamodb::types::StreamSpecification;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use edge_session::EmbeddedDynamo;
 use edge_session::{
-    codec, Policy, SessionRecord, SessionToken, SledCache, StorageKey, TieredStore,
+    codec, parse_agent, CacheLookup, ClientMode, EmbeddedDynamo, NewSession, Policy, Recorder,
+    SessionRecord, SessionToken, SledCache, StorageKey, StoreSettings, TieredStore, UserBinding,
 };
-use edge_session::{parse_agent, ClientMode, Recorder};
-use edge_session::{CacheLookup, NewSession, StoreSettings, UserBinding};
 use edge_session_bench::raw::{item, login_transaction};
 use edge_session_sync::{ClientSettings, DynamoTier, Endpoint};
 use hdrhistogram::Histogram;

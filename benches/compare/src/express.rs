@@ -14,7 +14,7 @@ use std::time::Duration;
 use actix_web::web::Bytes;
 use anyhow::Context as _;
 use edge_session::EmbeddedDynamo;
-use edge_session_bench::child::{Node, OnDrop, Options};
+use edge_session_test_support::child::{Node, OnDrop, Options};
 use hyper::StatusCode;
 
 use crate::names::{EXPRESS_DYNAMODB, EXPRESS_REDIS};

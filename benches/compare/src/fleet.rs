@@ -24,15 +24,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use edge_session::config::{CacheConfig, StreamSource};
-use edge_session::EmbeddedDynamo;
-use edge_session::{lease_of, CoherenceSettings};
+use edge_session::{lease_of, CoherenceSettings, EmbeddedDynamo};
 use edge_session_sync::{
     ClientSettings, DynamoTier, Endpoint, FollowerSettings, FollowerStatus, Invalidation,
     InvalidationKind, Item, MemoryCheckpoints, StreamFollower, SID_LEN,
 };
+use edge_session_test_support::streams_limits::{OpCounts, StreamsLimitProxy, StreamsLimits};
 use tokio::sync::{mpsc, watch};
-
-use crate::streams_limits::{StreamsLimitProxy, StreamsLimits};
 
 /// One fleet run.
 #[derive(Debug, Clone)]
@@ -201,11 +199,7 @@ async fn start_node(
 }
 
 /// Sum the proxy's counts into per-node rates over `elapsed`.
-fn rates(
-    counts: &BTreeMap<(String, String), crate::streams_limits::OpCounts>,
-    nodes: usize,
-    elapsed: Duration,
-) -> Rates {
+fn rates(counts: &BTreeMap<(String, String), OpCounts>, nodes: usize, elapsed: Duration) -> Rates {
     let mut out = Rates::default();
     for ((reader, op), c) in counts {
         if !reader.starts_with("node-") {
@@ -229,10 +223,7 @@ fn rates(
 }
 
 /// The writer's calls a second over `elapsed`.
-fn writer_rate(
-    counts: &BTreeMap<(String, String), crate::streams_limits::OpCounts>,
-    elapsed: Duration,
-) -> f64 {
+fn writer_rate(counts: &BTreeMap<(String, String), OpCounts>, elapsed: Duration) -> f64 {
     let calls: u64 = counts
         .iter()
         .filter(|((reader, _), _)| reader == "writer")

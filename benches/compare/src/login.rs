@@ -18,11 +18,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use aws_sdk_dynamodb::types::StreamSpecification;
-use edge_session::now;
-use edge_session::EmbeddedDynamo;
-use edge_session::Tombstone;
-use edge_session::{NewSession, StoreSettings, UserBinding};
-use edge_session::{SessionRecord, SessionToken, SledCache, StorageKey, TieredStore};
+use edge_session::{
+    now, EmbeddedDynamo, NewSession, SessionRecord, SessionToken, SledCache, StorageKey,
+    StoreSettings, TieredStore, Tombstone, UserBinding,
+};
 use edge_session_bench::raw::{item, login_transaction};
 use edge_session_sync::{ClientSettings, DynamoTier, Endpoint};
 

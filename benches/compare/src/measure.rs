@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web::Bytes;
-use edge_session_bench::child::Node;
+use edge_session_test_support::child::Node;
 use hyper::header::HeaderValue;
 use hyper::{Method, StatusCode};
 

@@ -17,7 +17,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use anyhow::Context as _;
-use edge_session_bench::child::LISTENING;
+use edge_session_test_support::child::LISTENING;
 
 /// One in-process server.
 pub struct InProcess {

@@ -13,8 +13,7 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
-use edge_session::item_of;
-use edge_session::{codec, SessionRecord, StorageKey};
+use edge_session::{codec, item_of, SessionRecord, StorageKey};
 use edge_session_sync::{journal_entry, DynamoTier, Item, JournalChange};
 
 /// The key attribute map of item `sid`.

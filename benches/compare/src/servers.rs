@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use edge_session_bench::child::{capture, stop, Node, OnDrop, Options};
+use edge_session_test_support::child::{capture, stop, Node, OnDrop, Options};
 
 /// Output kept of a child (the tail), to show when it fails.
 const KEEP_OUTPUT: usize = 64 * 1024;

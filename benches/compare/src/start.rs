@@ -11,7 +11,7 @@ use std::path::Path;
 
 use actix_web::web::Bytes;
 use anyhow::Context as _;
-use edge_session_bench::child::Node;
+use edge_session_test_support::child::Node;
 use hyper::StatusCode;
 
 use crate::args::BenchArgs;

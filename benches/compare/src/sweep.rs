@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::Args;
 use edge_session::config::StreamSource;
 use edge_session_bench::fleet::{run, FleetReport, FleetSpec};
-use edge_session_bench::streams_limits::StreamsLimits;
+use edge_session_test_support::streams_limits::StreamsLimits;
 
 /// `fleet` flags.
 #[derive(Debug, Args)]

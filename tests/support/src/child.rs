@@ -14,8 +14,8 @@
 //!   thread panics (or [`Options::show_output`] is set) the tail of its
 //!   output is printed to stderr.
 //!
-//! Only std and anyhow: the integration tests include this file as a module
-//! of their own, and the bench harness uses it as part of its crate.
+//! The integration tests start the `edge-session` binary with it, and the
+//! bench harness starts every server it measures with it.
 
 use std::io::{BufRead as _, BufReader, Read};
 use std::net::SocketAddr;
@@ -30,8 +30,8 @@ use anyhow::Context as _;
 /// follows it.
 pub const LISTENING: &str = "edge-session listening on ";
 
-/// The same line, as the other servers the harness starts print it (the
-/// Express peers).
+/// The same line, as the other servers the bench harness starts print it
+/// (the Express peers).
 pub const OTHER_LISTENING: &str = "listening on ";
 
 /// Lines of output printed when a dropped node shows its output.

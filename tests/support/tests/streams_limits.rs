@@ -10,8 +10,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodbstreams::error::ProvideErrorMetadata as _;
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
 use edge_session::EmbeddedDynamo;
-use edge_session_bench::streams_limits::{OpCounts, StreamsLimitProxy, StreamsLimits};
 use edge_session_sync::{ClientSettings, DynamoTier, Endpoint};
+use edge_session_test_support::streams_limits::{OpCounts, StreamsLimitProxy, StreamsLimits};
 
 const TABLE: &str = "sessions";
 const THROTTLED: &str = "LimitExceededException";

@@ -1,5 +1,5 @@
 //! A fault-injecting TCP proxy between a node's AWS SDK client and the
-//! harness's DynamoDB-wire server: the narrow seam where the failure tests
+//! tests' DynamoDB-wire server: the narrow seam where the failure tests
 //! inject faults. It listens on 127.0.0.1:0 and forwards bytes unchanged in
 //! [`Fault::Pass`]; [`FaultProxy::set`] switches the fault at run time.
 //!
@@ -144,11 +144,12 @@ fn shared_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
 }
 
 impl FaultProxy {
-    /// A proxy in front of the harness's DynamoDB endpoint, or `None` when
-    /// that endpoint is not a plain `http://` URL (real AWS over TLS): the
-    /// caller then skips its test.
+    /// A proxy in front of the tests' shared DynamoDB endpoint
+    /// ([`crate::dynamo::endpoint`]), or `None` when that endpoint is not a
+    /// plain `http://` URL (real AWS over TLS): the caller then skips its
+    /// test.
     pub async fn to_harness() -> Option<FaultProxy> {
-        let url = match crate::harness::endpoint() {
+        let url = match crate::dynamo::endpoint() {
             edge_session_sync::Endpoint::Embedded(url) => url,
             edge_session_sync::Endpoint::Url(url) => url,
             _ => return None,
