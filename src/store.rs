@@ -35,7 +35,7 @@
 //!   session's home on a miss, and where its touches and logouts are
 //!   written.
 //!
-//! This file holds the public types and the shared state; `known_epochs.rs`,
+//! This file holds the public types and the shared state; `epochs/known.rs`,
 //! `single_flight.rs`, `in_flight.rs` and `unknown.rs` (the negative cache)
 //! hold the parts of that state that take a lock, each behind a narrow API.
 //!
@@ -77,11 +77,11 @@ use crate::client::{ClientInfo, ClientMode};
 use crate::codec::{self, DecodeError, Format};
 use crate::record::{Policy, SessionRecord, UnixMillis};
 use crate::token::StorageKey;
+use epochs::Epochs;
 #[cfg(feature = "test-support")]
 pub use hold::RegenerateHold;
 pub use homes::Homes;
 use in_flight::RevokingSet;
-use known_epochs::Epochs;
 use single_flight::SingleFlight;
 use unknown::UnknownKeys;
 
@@ -108,7 +108,6 @@ mod epochs;
 mod hold;
 mod homes;
 mod in_flight;
-mod known_epochs;
 mod single_flight;
 mod unknown;
 

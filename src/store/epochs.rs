@@ -12,8 +12,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{End, Error, TieredStore};
+
+mod known;
+
 use crate::record::{SessionRecord, UnixMillis};
 use crate::token::StorageKey;
+pub(super) use known::Epochs;
 
 impl TieredStore {
     /// A user's current revocation epoch: from memory if read within the

@@ -20,11 +20,11 @@ use crate::token::StorageKey;
 /// only (a login, a bound session's load, a "log out everywhere"), so this
 /// is far above the users active on one node within a lease, and small
 /// enough (see the module doc) to keep without a setting.
-pub(super) const MAX_USERS: usize = 65_536;
+pub(in crate::store) const MAX_USERS: usize = 65_536;
 
 /// Users' revocation epochs as this node last read them.
 #[derive(Default)]
-pub(super) struct Epochs {
+pub(in crate::store) struct Epochs {
     maps: Mutex<Maps>,
 }
 
@@ -42,7 +42,7 @@ impl Epochs {
     }
 
     /// `user_id`'s epoch if it was read less than `revalidate_after_ms` before `now`.
-    pub(super) fn known(
+    pub(in crate::store) fn known(
         &self,
         user_id: &str,
         now: UnixMillis,
@@ -57,7 +57,7 @@ impl Epochs {
 
     /// Whether `user_id`'s epoch, as last read (however long ago), is above
     /// `epoch`: a session bound under `epoch` is outlawed.
-    pub(super) fn outlaws(&self, user_id: &str, epoch: u64) -> bool {
+    pub(in crate::store) fn outlaws(&self, user_id: &str, epoch: u64) -> bool {
         self.lock()
             .by_user
             .get(user_id)
@@ -65,7 +65,7 @@ impl Epochs {
     }
 
     /// Remember `user_id`'s epoch as read at `now` (keeping the higher one).
-    pub(super) fn note(&self, user_id: &str, epoch: u64, now: UnixMillis) {
+    pub(in crate::store) fn note(&self, user_id: &str, epoch: u64, now: UnixMillis) {
         let mut maps = self.lock();
         if maps.by_user.len() >= MAX_USERS && !maps.by_user.contains_key(user_id) {
             maps.shrink();
@@ -82,13 +82,13 @@ impl Epochs {
 
     /// The user whose epoch item is stored under `key`, if this node has
     /// noted that user's epoch.
-    pub(super) fn user_of(&self, key: &StorageKey) -> Option<String> {
+    pub(in crate::store) fn user_of(&self, key: &StorageKey) -> Option<String> {
         self.lock().by_key.get(key).cloned()
     }
 
     /// Forget when `user_id`'s epoch was read, so the next check reads it
     /// (the epoch itself still outlaws older sessions: epochs only grow).
-    pub(super) fn forget(&self, user_id: &str) {
+    pub(in crate::store) fn forget(&self, user_id: &str) {
         if let Some(entry) = self.lock().by_user.get_mut(user_id) {
             entry.1 = 0;
         }
