@@ -12,8 +12,8 @@ use reqwest::{Method, StatusCode};
 use crate::child::Node;
 use crate::faultproxy::{Fault, FaultProxy, IndexLag};
 use crate::harness::{
-    client, eventually, metric, node_toml, proxied_node_toml, service_login, table_name, v1,
-    Cluster,
+    client, end_session, eventually, metric, node_toml, proxied_node_toml, service_login,
+    table_name, v1, v1_session, Cluster,
 };
 use crate::process;
 
@@ -51,8 +51,7 @@ pub(crate) async fn terminate_all(nodes: impl IntoIterator<Item = Node>) {
 }
 
 pub(crate) async fn status(c: &reqwest::Client, node: &Node, token: &str) -> StatusCode {
-    v1((c, &node.url), Method::GET, "/v1/session")
-        .header("x-session-token", token)
+    v1_session((c, &node.url), Method::GET, "/v1/session", token)
         .send()
         .await
         .unwrap()
@@ -139,12 +138,10 @@ async fn revocation_on_one_node_reaches_the_others() {
                     StatusCode::OK,
                     "C reads it (and caches it)"
                 );
-                let res = v1((&c, &a.url), Method::DELETE, "/v1/session")
-                    .header("x-session-token", &token)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(res.status(), StatusCode::NO_CONTENT);
+                assert_eq!(
+                    end_session((&c, &a.url), &token).await,
+                    StatusCode::NO_CONTENT
+                );
                 assert_eq!(
                     status(&c, a, &token).await,
                     StatusCode::NOT_FOUND,
@@ -199,12 +196,10 @@ async fn with_the_follower_off_the_lease_bounds_staleness() {
         let token = service_login((&c, &a.url), &format!("lease-{i}")).await;
         assert_eq!(status(&c, &b, &token).await, StatusCode::OK);
         let cached_at = Instant::now();
-        let res = v1((&c, &a.url), Method::DELETE, "/v1/session")
-            .header("x-session-token", &token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            end_session((&c, &a.url), &token).await,
+            StatusCode::NO_CONTENT
+        );
         // B may serve its copy until the lease runs out, never after.
         let waited = until_refused(&c, &b, &token, Duration::from_millis(lease_ms + 1000)).await;
         let since_cached = cached_at.elapsed();
@@ -246,8 +241,7 @@ async fn follower_restart_misses_no_revocation() {
         tokens.push(token);
     }
     // Revoke one while B runs, so B has a checkpoint to resume from.
-    v1((&c, &a.url), Method::DELETE, "/v1/session")
-        .header("x-session-token", &tokens[0])
+    v1_session((&c, &a.url), Method::DELETE, "/v1/session", &tokens[0])
         .send()
         .await
         .unwrap();
@@ -259,12 +253,10 @@ async fn follower_restart_misses_no_revocation() {
     assert!(status_b.success());
     // While B is down, A revokes half of them.
     for token in tokens.iter().skip(1).step_by(2) {
-        let res = v1((&c, &a.url), Method::DELETE, "/v1/session")
-            .header("x-session-token", token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            end_session((&c, &a.url), token).await,
+            StatusCode::NO_CONTENT
+        );
     }
     let b = start(db.path(), &table, &extra);
     for (i, token) in tokens.iter().enumerate().skip(1) {
@@ -332,12 +324,10 @@ async fn cold_start_revocation(source: &str, first_read: &'static str) {
         assert_eq!(status(&c, &b, token).await, StatusCode::OK, "B caches it");
     }
     for token in &tokens {
-        let res = v1((&c, &a.url), Method::DELETE, "/v1/session")
-            .header("x-session-token", token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            end_session((&c, &a.url), token).await,
+            StatusCode::NO_CONTENT
+        );
     }
     // B's follower is still waiting for its position: the revocations are
     // before it, in no record B will read.
@@ -396,12 +386,10 @@ async fn a_revocation_committed_late_is_not_missed() {
     // A's writes now reach the table three seconds after A sends them.
     let late = Duration::from_secs(3);
     proxy.set(Fault::SlowRequestsTo("TransactWriteItems", late));
-    let res = v1((&c, &a.url), Method::DELETE, "/v1/session")
-        .header("x-session-token", &token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        end_session((&c, &a.url), &token).await,
+        StatusCode::NO_CONTENT
+    );
     // A answers once the revocation is durable here (its outbox retries the
     // delete); the delete commits seconds later. From the commit, B must
     // refuse within its follower's delivery time, far inside the lease.
@@ -482,12 +470,10 @@ async fn index_or_stream_delay_loses_no_revocation() {
     for i in 0..3 {
         let token = service_login((&c, &a.url), &format!("delayed-{i}")).await;
         assert_eq!(status(&c, &b, &token).await, StatusCode::OK, "B caches it");
-        let res = v1((&c, &a.url), Method::DELETE, "/v1/session")
-            .header("x-session-token", &token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            end_session((&c, &a.url), &token).await,
+            StatusCode::NO_CONTENT
+        );
         let took = until_refused(&c, &b, &token, delay + Duration::from_secs(5)).await;
         eprintln!("with the feed {delay:?} late, B refused the logout after {took:?}");
     }

@@ -12,8 +12,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::harness::{
-    anonymous_token, browser_login, client, cookie, eventually, logout, metric, node_toml,
-    service_login, table_name, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
+    anonymous_token, browser_login, client, cookie, end_session, eventually, logout, metric,
+    node_toml, service_login, table_name, v1_session, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
 };
 
 /// The secret node and receiver share.
@@ -175,21 +175,16 @@ async fn every_kind_of_session_end_emits_one_event() {
 
     // created, then signed in (its previous session named), signed out.
     let anon = anonymous_token(&node).await;
-    let res = node
-        .v1(Method::POST, "/v1/session/regenerate")
-        .header("x-session-token", &anon)
+    let res = v1_session(&node, Method::POST, "/v1/session/regenerate", &anon)
         .json(&json!({"user_id": "dora"}))
         .send()
         .await
         .unwrap();
     let dora: Value = res.json().await.unwrap();
-    let res = node
-        .v1(Method::DELETE, "/v1/session")
-        .header("x-session-token", dora["token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        end_session(&node, dora["token"].as_str().unwrap()).await,
+        StatusCode::NO_CONTENT
+    );
 
     // Revoked by the user from another session, and by an admin.
     let first = browser_login(&node, "alice", ALICE_PASSWORD).await;

@@ -23,8 +23,8 @@ use serde_json::{json, Value};
 use crate::faultproxy::{Fault, FaultProxy};
 use crate::harness::{
     browser_login, cookie, eventually, login_form, logout, metric, metrics_text, now,
-    outbox_pending, proxied_node_toml, readyz, session_cookie, session_set_cookie, token, whoami,
-    Cluster, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
+    outbox_pending, proxied_node_toml, readyz, session_cookie, session_set_cookie, token,
+    v1_session, whoami, Cluster, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
 };
 
 /// The lease of the nodes under test: long enough for the in-lease checks,
@@ -164,9 +164,7 @@ async fn during_the_fault(node: &TestNode, s: &Sessions, fault: Fault) {
         &format!("{fault:?}: login (regenerate)"),
     )
     .await;
-    let res = node
-        .v1(Method::POST, "/v1/session/regenerate")
-        .header("x-session-token", &s.service)
+    let res = v1_session(node, Method::POST, "/v1/session/regenerate", &s.service)
         .json(&json!({"user_id": "carol"}))
         .send()
         .await

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{node_toml, table_name, TestNode, API_KEY};
+use crate::harness::{node_toml, table_name, v1_session, TestNode, API_KEY};
 
 async fn node_with(server: &str, extra: &str) -> TestNode {
     let dir = tempfile::tempdir().unwrap();
@@ -217,9 +217,7 @@ async fn oversized_record_is_refused_before_dynamodb() {
         .unwrap()
         .to_owned();
     // Grown past the cap by one PATCH: refused, and nothing changed.
-    let res = node
-        .v1(Method::PATCH, "/v1/session")
-        .header("x-session-token", &token)
+    let res = v1_session(&node, Method::PATCH, "/v1/session", &token)
         .json(&json!({"data": {"big": big}}))
         .send()
         .await
@@ -229,9 +227,7 @@ async fn oversized_record_is_refused_before_dynamodb() {
         res.json::<Value>().await.unwrap()["error"],
         "record_too_large"
     );
-    let res = node
-        .v1(Method::GET, "/v1/session")
-        .header("x-session-token", &token)
+    let res = v1_session(&node, Method::GET, "/v1/session", &token)
         .send()
         .await
         .unwrap();

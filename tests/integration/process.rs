@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::child::{Node, OnDrop, Options};
 use crate::harness::{
-    browser_login, client, cookie, metric, session_cookie, whoami, ALICE_PASSWORD,
+    browser_login, client, cookie, metric, session_cookie, session_status, whoami, ALICE_PASSWORD,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge-session");
@@ -428,12 +428,10 @@ async fn unknown_token_costs_one_read_per_negative_ttl() {
             .await
             .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
-        let res = crate::harness::v1((&c, &node.url), Method::GET, "/v1/session")
-            .header("x-session-token", &unknown)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            session_status((&c, &node.url), &unknown).await.unwrap(),
+            StatusCode::NOT_FOUND
+        );
     }
     let windows = 1 + started.elapsed().as_millis() / TTL_MS;
     let reads = gets().await - before;

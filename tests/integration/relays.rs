@@ -12,7 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::child::Node;
 use crate::coherence::{percentile, start, start_proxied, status, terminate_all, until_refused};
 use crate::faultproxy::{Fault, FaultProxy};
-use crate::harness::{client, client_settings, eventually, metric, service_login, v1, Cluster};
+use crate::harness::{
+    client, client_settings, end_session, eventually, metric, service_login, v1_session, Cluster,
+};
 use edge_session::sync::{DynamoTier, Endpoint, Item, SlotId, SID_LEN};
 
 const SECRET: &str = "relay-test-secret-0123456789abcdef";
@@ -48,12 +50,10 @@ async fn holding(c: &reqwest::Client, node: &Node) -> bool {
 }
 
 async fn revoke(c: &reqwest::Client, node: &Node, token: &str) {
-    let res = v1((c, &node.url), Method::DELETE, "/v1/session")
-        .header("x-session-token", token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        end_session((c, &node.url), token).await,
+        StatusCode::NO_CONTENT
+    );
 }
 
 /// `n` relay nodes over `table`, the first `candidates` of them candidates.
@@ -478,8 +478,7 @@ async fn dynamodb_calls(c: &reqwest::Client, url: &String) -> f64 {
 async fn refused_after(c: reqwest::Client, url: String, token: String) -> Duration {
     let started = Instant::now();
     loop {
-        let res = v1((&c, &url), Method::GET, "/v1/session")
-            .header("x-session-token", &token)
+        let res = v1_session((&c, &url), Method::GET, "/v1/session", &token)
             .send()
             .await
             .unwrap();

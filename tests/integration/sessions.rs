@@ -10,19 +10,9 @@ use serde_json::Value;
 
 use crate::faultproxy::{Fault, FaultProxy, IndexLag};
 use crate::harness::{
-    browser_login, cookie, eventually, metric, proxied_node_toml, service_login, table_name,
-    whoami, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
+    browser_login, cookie, eventually, metric, proxied_node_toml, read_session, service_login,
+    table_name, whoami, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
 };
-
-/// `GET /v1/session` with `token`: its status.
-async fn service_status(node: &TestNode, token: &str) -> StatusCode {
-    node.v1(Method::GET, "/v1/session")
-        .header("x-session-token", token)
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
 
 /// One page: its items and its `Link` header, if any.
 async fn page(res: reqwest::Response) -> (Vec<Value>, Option<String>) {
@@ -86,7 +76,7 @@ async fn sessions_past_max_per_user_evict_the_oldest() {
         }
         assert_eq!(whoami(n, &browser[2]).await.unwrap(), StatusCode::OK);
         for token in &service {
-            assert_eq!(service_status(n, token).await, StatusCode::OK);
+            assert_eq!(read_session(n, token).await.0, StatusCode::OK);
         }
         assert_eq!(
             whoami(n, &bob).await.unwrap(),

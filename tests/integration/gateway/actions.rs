@@ -9,7 +9,9 @@ use serde_json::Value;
 
 use super::{gateway_node, gateway_node_through, upstream_saw, Express, ALICE, BOB};
 use crate::faultproxy::{Fault, FaultProxy};
-use crate::harness::{cookie, metrics_text, session_cookie, session_set_cookie, TestNode};
+use crate::harness::{
+    cookie, metrics_text, session_cookie, session_set_cookie, session_status, TestNode,
+};
 
 /// `POST <path>` through `node` with the session cookie `carried` and a
 /// form.
@@ -139,14 +141,8 @@ async fn attackers_own_session_planted_in_a_victims_browser_is_dead_after_the_vi
         .to_owned();
     let victim = app_login(&node, Some(&anonymous), "alice", ALICE).await;
     assert_ne!(victim, anonymous);
-    let res = node
-        .v1(Method::GET, "/v1/session")
-        .header("x-session-token", &anonymous)
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        res.status(),
+        session_status(&node, &anonymous).await.unwrap(),
         StatusCode::NOT_FOUND,
         "the planted anonymous session lives on"
     );
