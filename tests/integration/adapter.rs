@@ -234,6 +234,22 @@ impl TestApp {
         self.send(req, cookie).await
     }
 
+    /// A new session with state (`POST /bump` with no cookie): its cookie
+    /// and the session token inside.
+    async fn new_session(&self) -> (Cookie<'static>, SessionToken) {
+        let cookie = self.post("/bump", None).await.cookie();
+        let token = self.token_of(&cookie);
+        (cookie, token)
+    }
+
+    /// `user` signed in with no cookie before (`POST /login`): the new
+    /// cookie and the session token inside.
+    async fn signed_in(&self, user: &str) -> (Cookie<'static>, SessionToken) {
+        let cookie = self.login(user, None).await.cookie();
+        let token = self.token_of(&cookie);
+        (cookie, token)
+    }
+
     /// The session token inside a cookie this app set.
     fn token_of(&self, cookie: &Cookie<'_>) -> SessionToken {
         let mut jar = CookieJar::new();

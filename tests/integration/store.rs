@@ -21,7 +21,7 @@ use edge_session::store::{NewSession, Session, StoreSettings, UserBinding};
 use edge_session::sync::Item;
 use edge_session::{codec, Policy, SessionRecord, SessionToken, StorageKey, TieredStore};
 
-use crate::harness::Cluster;
+use crate::harness::{now, Cluster};
 
 /// A minute in milliseconds.
 const MIN: u64 = 60_000;
@@ -66,6 +66,14 @@ fn lease(ms: u64) -> StoreSettings {
         revalidate_after_ms: ms,
         ..StoreSettings::default()
     }
+}
+
+/// Two nodes with `settings` over a fresh table, and the time now.
+async fn two_nodes(settings: StoreSettings) -> (Cluster, TieredStore, TieredStore, u64) {
+    let cluster = Cluster::new().await;
+    let a = cluster.node(settings);
+    let b = cluster.node(settings);
+    (cluster, a, b, now())
 }
 
 /// A new anonymous session with no data on `node` at `t`.

@@ -22,8 +22,7 @@ async fn session_renew_kills_the_pre_login_key() {
     let store = cluster.node(StoreSettings::default());
     let app = spawn_app(store.clone(), key.clone(), None);
 
-    let pre_login = app.post("/bump", None).await.cookie();
-    let old = app.token_of(&pre_login);
+    let (pre_login, old) = app.new_session().await;
 
     let logged_in = app.login("ferris", Some(&pre_login)).await;
     assert_eq!(logged_in.status, 200);
@@ -55,8 +54,7 @@ async fn session_purge_kills_the_key_in_both_tiers() {
     let cluster = Cluster::new().await;
     let (store, app) = fresh_app(&cluster, None);
 
-    let cookie = app.login("ferris", None).await.cookie();
-    let token = app.token_of(&cookie);
+    let (cookie, token) = app.signed_in("ferris").await;
     assert_eq!(app.get("/", Some(&cookie)).await.visit(), ferris(0));
 
     let out = app.post("/logout", Some(&cookie)).await;
@@ -142,8 +140,7 @@ async fn revoked_mid_request_session_is_not_resurrected() {
     let cluster = Cluster::new().await;
     let (_, app) = fresh_app(&cluster, None);
 
-    let cookie = app.login("ferris", None).await.cookie();
-    let token = app.token_of(&cookie);
+    let (cookie, token) = app.signed_in("ferris").await;
 
     let req = app
         .http
@@ -199,8 +196,7 @@ async fn binding_a_planted_key_without_renew_is_refused() {
     let cluster = Cluster::new().await;
     let (store, app) = fresh_app(&cluster, None);
 
-    let planted = app.post("/bump", None).await.cookie();
-    let token = app.token_of(&planted);
+    let (planted, token) = app.new_session().await;
     let before = stored(&cluster, &token).await.expect("stored");
     let res = app
         .login_at("/bind_in_place", "ferris", Some(&planted))

@@ -104,8 +104,7 @@ async fn ttl_is_extended_on_every_request() {
     let cluster = Cluster::new().await;
     let (store, app) = fresh_app(&cluster, persistent(60, TtlExtensionPolicy::OnEveryRequest));
 
-    let cookie = app.post("/bump", None).await.cookie();
-    let token = app.token_of(&cookie);
+    let (cookie, token) = app.new_session().await;
     let v1 = stored(&cluster, &token).await.expect("stored");
 
     // A read-only request extends the session too, and re-sets the cookie.
@@ -138,8 +137,7 @@ async fn expired_session_is_not_loaded() {
     let cluster = Cluster::new().await;
     let (store, app) = fresh_app(&cluster, persistent(1, TtlExtensionPolicy::OnStateChanges));
 
-    let cookie = app.post("/bump", None).await.cookie();
-    let old = app.token_of(&cookie);
+    let (cookie, old) = app.new_session().await;
     assert_eq!(app.get("/", Some(&cookie)).await.visit(), anonymous(1));
 
     tokio::time::sleep(Duration::from_millis(1_200)).await;
@@ -173,8 +171,7 @@ async fn adapter_sessions_obey_the_idle_policy() {
     // The middleware's default lifecycle: a browser session, state TTL 1 day.
     let app = spawn_app(store.clone(), Key::generate(), None);
 
-    let cookie = app.post("/bump", None).await.cookie();
-    let token = app.token_of(&cookie);
+    let (cookie, token) = app.new_session().await;
     let record = stored(&cluster, &token).await.expect("stored");
     assert_eq!(record.idle_timeout_ms, 1_500, "the node's idle timeout");
     assert_eq!(app.post("/bump", Some(&cookie)).await.visit(), anonymous(2));
@@ -235,8 +232,7 @@ async fn an_empty_session_is_never_stored() {
     let cluster = Cluster::new().await;
     let (store, app) = fresh_app(&cluster, None);
 
-    let cookie = app.post("/bump", None).await.cookie();
-    let old = app.token_of(&cookie);
+    let (cookie, old) = app.new_session().await;
     let reset = app.post("/reset", Some(&cookie)).await;
     assert_eq!(reset.status, 200);
     let handed = app.token_of(&reset.cookie());

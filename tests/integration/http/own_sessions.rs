@@ -45,6 +45,14 @@ async fn end_mine(
     crate::harness::status_and_body(req.send().await.unwrap()).await
 }
 
+/// Ending the session `handle` with the cookie `value` works (204), and
+/// the cookie `ended` of that session is refused from then on.
+async fn assert_ends(node: &TestNode, value: &str, handle: &str, ended: &str) {
+    let (status, _) = end_mine(node, value, handle, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(whoami(node, ended).await.unwrap(), StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn handle_of_another_user_cannot_be_revoked() {
     let node = TestNode::spawn().await;
@@ -68,12 +76,7 @@ async fn handle_of_another_user_cannot_be_revoked() {
     assert_eq!(mine.len(), 2);
     assert_eq!(mine.iter().filter(|s| s["current"] == true).count(), 1);
     let phone = my_handle(&node, &alice_laptop, false).await;
-    let (status, _) = end_mine(&node, &alice_laptop, &phone, None).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(
-        whoami(&node, &alice_phone).await.unwrap(),
-        StatusCode::UNAUTHORIZED
-    );
+    assert_ends(&node, &alice_laptop, &phone, &alice_phone).await;
     assert_eq!(whoami(&node, &alice_laptop).await.unwrap(), StatusCode::OK);
     // The service API refuses a handle under the wrong user too.
     let res = node
@@ -128,21 +131,11 @@ async fn revoking_other_sessions_needs_a_recent_authentication() {
 
     // Signing the laptop itself out needs nothing.
     let own = my_handle(&node, &laptop, true).await;
-    let (status, _) = end_mine(&node, &laptop, &own, None).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(
-        whoami(&node, &laptop).await.unwrap(),
-        StatusCode::UNAUTHORIZED
-    );
+    assert_ends(&node, &laptop, &own, &laptop).await;
 
     // Within the window, no password is asked.
     let tablet = browser_login(&node, "alice", ALICE_PASSWORD).await;
     let fresh = browser_login(&node, "alice", ALICE_PASSWORD).await;
     let tablet_handle = my_handle(&node, &fresh, false).await;
-    let (status, _) = end_mine(&node, &fresh, &tablet_handle, None).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(
-        whoami(&node, &tablet).await.unwrap(),
-        StatusCode::UNAUTHORIZED
-    );
+    assert_ends(&node, &fresh, &tablet_handle, &tablet).await;
 }

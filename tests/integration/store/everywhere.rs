@@ -9,16 +9,13 @@ use edge_session::store::Session;
 use edge_session::sync::{EpochGuard, RotateConflict};
 use edge_session::{SessionToken, StorageKey};
 
-use super::{anonymous, binding, bound, in_dynamodb, lease, straggler};
+use super::{anonymous, binding, bound, in_dynamodb, lease, straggler, two_nodes};
 use crate::harness::{now, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn logout_everywhere_outlaws_sessions_bound_concurrently() {
     let settings = lease(5_000);
-    let cluster = Cluster::new().await;
-    let a = cluster.node(settings);
-    let b = cluster.node(settings);
-    let t = now();
+    let (cluster, a, b, t) = two_nodes(settings).await;
 
     // Sessions B issued before the revoke, one of them hot in B's cache.
     let (early, _) = b.create(bound("uma"), t).await.unwrap();
@@ -162,10 +159,7 @@ async fn login_on_a_node_that_missed_logout_everywhere_binds_under_the_new_epoch
 #[tokio::test]
 async fn a_sign_in_racing_the_end_of_every_session_is_outlawed() {
     let settings = lease(600_000);
-    let cluster = Cluster::new().await;
-    let a = cluster.node(settings);
-    let b = cluster.node(settings);
-    let t = now();
+    let (_cluster, a, b, t) = two_nodes(settings).await;
     // B signs someone in: it reads the global epoch (0), kept for its lease.
     b.create(bound("vi"), t).await.unwrap();
     assert_eq!(a.revoke_everyone(t).await.unwrap(), 1);

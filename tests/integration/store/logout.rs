@@ -7,7 +7,7 @@ use edge_session::cache::FillOutcome;
 use edge_session::store::{Destroyed, Session, SessionChange, StoreSettings};
 use edge_session::TieredStore;
 
-use super::{anonymous, assert_gone_from_both_tiers, data, lease};
+use super::{anonymous, assert_gone_from_both_tiers, data, lease, two_nodes};
 use crate::harness::{now, Cluster};
 
 /// Whether `node` refuses a write to `session`, loaded before a logout.
@@ -52,10 +52,7 @@ async fn logout_race_cannot_resurrect_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cache_fill_never_overwrites_tombstone() {
-    let cluster = Cluster::new().await;
-    let writer = cluster.node(StoreSettings::default());
-    let node = cluster.node(StoreSettings::default());
-    let t = now();
+    let (_cluster, writer, node, t) = two_nodes(StoreSettings::default()).await;
     let mut loaded_before_destroy = 0;
     for i in 0..200 {
         let (token, _) = anonymous(&writer, t).await;

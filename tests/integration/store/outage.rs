@@ -11,6 +11,18 @@ use edge_session::{SledCache, TieredStore};
 use super::{anonymous, assert_gone_from_both_tiers, in_dynamodb, lease};
 use crate::harness::{dead_tier, now, Cluster};
 
+/// A node on `cache` whose DynamoDB is unreachable (a port nothing
+/// listens on), its breaker as `breaker` says.
+async fn cut_off(
+    cache: &SledCache,
+    cluster: &Cluster,
+    breaker: BreakerSettings,
+    settings: StoreSettings,
+) -> TieredStore {
+    let tier = dead_tier(cluster.tier.table(), breaker).await;
+    TieredStore::new(cache.clone(), tier, settings)
+}
+
 #[tokio::test]
 async fn logout_during_dynamodb_outage_is_queued_and_replayed() {
     let cluster = Cluster::new().await;
@@ -21,11 +33,13 @@ async fn logout_during_dynamodb_outage_is_queued_and_replayed() {
         StoreSettings::default(),
     );
     // The same node, its DynamoDB unreachable: a port nothing listens on.
-    let down = TieredStore::new(
-        cache.clone(),
-        dead_tier(cluster.tier.table(), Default::default()).await,
+    let down = cut_off(
+        &cache,
+        &cluster,
+        Default::default(),
         StoreSettings::default(),
-    );
+    )
+    .await;
     let t = now();
     let (token, _) = anonymous(&live, t).await;
     assert!(live.load(&token, t).await.unwrap().is_some());
@@ -69,11 +83,7 @@ async fn outage_past_the_lease_follows_on_unreachable() {
         failures_to_open: 0,
         ..Default::default()
     };
-    let reject = TieredStore::new(
-        cache.clone(),
-        dead_tier(cluster.tier.table(), never_open).await,
-        lease,
-    );
+    let reject = cut_off(&cache, &cluster, never_open, lease).await;
     assert!(
         reject.load(&token, t + 500).await.unwrap().is_some(),
         "within the lease: served"
@@ -87,11 +97,7 @@ async fn outage_past_the_lease_follows_on_unreachable() {
         },
         ..lease
     };
-    let serving = TieredStore::new(
-        cache.clone(),
-        dead_tier(cluster.tier.table(), never_open).await,
-        serve,
-    );
+    let serving = cut_off(&cache, &cluster, never_open, serve).await;
     assert!(
         serving.load(&token, t + 2_000).await.unwrap().is_some(),
         "serve_cached: served"

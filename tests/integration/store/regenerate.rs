@@ -6,11 +6,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use edge_session::codec;
+use edge_session::store::Session;
 use edge_session::store::{Destroyed, NewSession, SessionChange, StoreSettings};
 use edge_session::sync::RotateConflict;
+use edge_session::{codec, SessionToken, TieredStore};
 
-use super::{alice, anonymous, assert_gone_from_both_tiers, binding, data};
+use super::{alice, anonymous, assert_gone_from_both_tiers, binding, data, two_nodes};
 use crate::harness::{now, Cluster};
 
 #[tokio::test]
@@ -70,21 +71,29 @@ async fn pre_login_token_is_dead_after_regenerate() {
     }
 }
 
-#[tokio::test]
-async fn regenerate_is_all_or_nothing() {
-    let cluster = Cluster::new().await;
-    let a = cluster.node(StoreSettings::default());
-    let b = cluster.node(StoreSettings::default());
-    let t = now();
-    let (token, _) = anonymous(&a, t).await;
+/// A session made and loaded on `a`, then written on `b` behind `a`'s back:
+/// its token, `a`'s copy (now one version behind), and `b`'s write.
+async fn changed_behind_a(
+    a: &TieredStore,
+    b: &TieredStore,
+    t: u64,
+) -> (SessionToken, Session, Session) {
+    let (token, _) = anonymous(a, t).await;
     let on_a = a.load(&token, t).await.unwrap().unwrap();
-    // Node B writes the session meanwhile: A's copy is now one version behind.
     let on_b = b.load(&token, t).await.unwrap().unwrap();
     let written = b
         .update(&on_b, SessionChange::data(data(&[("k", "from b")])), t)
         .await
         .unwrap()
         .unwrap();
+    (token, on_a, written)
+}
+
+#[tokio::test]
+async fn regenerate_is_all_or_nothing() {
+    let (cluster, a, b, t) = two_nodes(StoreSettings::default()).await;
+    // Node B writes the session meanwhile: A's copy is now one version behind.
+    let (token, on_a, written) = changed_behind_a(&a, &b, t).await;
 
     let outcome = a.regenerate(&on_a, alice(), false, t).await.unwrap();
     assert_eq!(outcome.map(|_| ()), Err(RotateConflict::OldChanged));
@@ -169,18 +178,9 @@ async fn outbox_replay_never_cancels_a_regenerate_in_flight() {
 /// coordinator's one test seam, so the interleaving is exact.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_during_a_failing_regenerate_is_not_lost() {
-    let cluster = Cluster::new().await;
-    let a = cluster.node(StoreSettings::default());
-    let b = cluster.node(StoreSettings::default());
-    let t = now();
-    let (token, _) = anonymous(&a, t).await;
-    let on_a = a.load(&token, t).await.unwrap().unwrap();
+    let (cluster, a, b, t) = two_nodes(StoreSettings::default()).await;
     // Another writer changes the session: A's regenerate will meet a conflict.
-    let on_b = b.load(&token, t).await.unwrap().unwrap();
-    b.update(&on_b, SessionChange::data(data(&[("k", "from b")])), t)
-        .await
-        .unwrap()
-        .unwrap();
+    let (token, on_a, _) = changed_behind_a(&a, &b, t).await;
 
     let hold = a.hold_regenerate(on_a.key);
     let regenerating = tokio::spawn({
