@@ -12,8 +12,8 @@ use reqwest::{Method, StatusCode};
 use crate::child::Node;
 use crate::faultproxy::{Fault, FaultProxy, IndexLag};
 use crate::harness::{
-    client, end_session, eventually, metric, node_toml, proxied_node_toml, service_login,
-    table_name, v1, v1_session, Cluster,
+    client, end_session, eventually, fault_proxy, metric, node_toml, proxied_node_toml,
+    service_login, table_name, v1, v1_session, Cluster,
 };
 use crate::process;
 
@@ -41,12 +41,23 @@ pub(crate) fn start_proxied(dir: &Path, table: &str, proxy: &FaultProxy, extra: 
 }
 
 /// Stop every node with SIGTERM; each must exit cleanly.
+/// SIGTERM to the node process `node`, and wait (off the runtime's
+/// threads) until it exits, which it must do cleanly: what it wrote.
+pub(crate) async fn terminate_cleanly(node: Node) -> String {
+    let (status, output) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        status.success(),
+        "exit status {status:?}; output:\n{output}"
+    );
+    output
+}
+
+/// [`terminate_cleanly`] each of `nodes`.
 pub(crate) async fn terminate_all(nodes: impl IntoIterator<Item = Node>) {
     for node in nodes {
-        let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
-            .await
-            .unwrap();
-        assert!(status.success());
+        terminate_cleanly(node).await;
     }
 }
 
@@ -171,12 +182,7 @@ async fn revocation_on_one_node_reaches_the_others() {
         times.last().unwrap()
     );
     let nodes = std::sync::Arc::try_unwrap(nodes).ok().unwrap();
-    for node in nodes {
-        let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
-            .await
-            .unwrap();
-        assert!(status.success());
-    }
+    terminate_all(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -215,12 +221,7 @@ async fn with_the_follower_off_the_lease_bounds_staleness() {
         percentile(&times, 0.5),
         times.last().unwrap()
     );
-    for node in [a, b] {
-        let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
-            .await
-            .unwrap();
-        assert!(status.success());
-    }
+    terminate_all([a, b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -247,10 +248,7 @@ async fn follower_restart_misses_no_revocation() {
         .unwrap();
     until_refused(&c, &b, &tokens[0], Duration::from_secs(10)).await;
 
-    let (status_b, _) = tokio::task::spawn_blocking(move || b.terminate().unwrap())
-        .await
-        .unwrap();
-    assert!(status_b.success());
+    terminate_cleanly(b).await;
     // While B is down, A revokes half of them.
     for token in tokens.iter().skip(1).step_by(2) {
         assert_eq!(
@@ -273,12 +271,7 @@ async fn follower_restart_misses_no_revocation() {
             );
         }
     }
-    for node in [a, b] {
-        let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
-            .await
-            .unwrap();
-        assert!(status.success());
-    }
+    terminate_all([a, b]).await;
 }
 
 /// A cold-starting node serves (and caches) sessions before its follower has
@@ -298,8 +291,7 @@ async fn revocation_during_a_stream_followers_cold_start_is_not_missed() {
 /// B starts while A revokes, its follower (reading `source`) held at its
 /// first `first_read` until the revocations are done.
 async fn cold_start_revocation(source: &str, first_read: &'static str) {
-    let Some(proxy) = FaultProxy::to_harness().await else {
-        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+    let Some(proxy) = fault_proxy().await else {
         return;
     };
     let table = table_name();
@@ -352,12 +344,7 @@ async fn cold_start_revocation(source: &str, first_read: &'static str) {
             "refused for good"
         );
     }
-    for node in [a, b] {
-        let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
-            .await
-            .unwrap();
-        assert!(status.success());
-    }
+    terminate_all([a, b]).await;
 }
 
 /// A logout whose transaction reaches DynamoDB seconds after its node built
@@ -367,8 +354,7 @@ async fn cold_start_revocation(source: &str, first_read: &'static str) {
 /// B served the logged-out token for its whole lease.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revocation_committed_late_is_not_missed() {
-    let Some(proxy) = FaultProxy::to_harness().await else {
-        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+    let Some(proxy) = fault_proxy().await else {
         return;
     };
     let cluster = Cluster::new().await;
@@ -411,8 +397,7 @@ async fn a_revocation_committed_late_is_not_missed() {
 /// feed flows again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stuck_feed_shortens_the_lease() {
-    let Some(proxy) = FaultProxy::to_harness().await else {
-        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+    let Some(proxy) = fault_proxy().await else {
         return;
     };
     let table = Cluster::new().await.tier.table().to_owned();
@@ -454,8 +439,7 @@ async fn a_stuck_feed_shortens_the_lease() {
 /// past its window by the time the index showed it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn index_or_stream_delay_loses_no_revocation() {
-    let Some(proxy) = FaultProxy::to_harness().await else {
-        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+    let Some(proxy) = fault_proxy().await else {
         return;
     };
     let table = Cluster::new().await.tier.table().to_owned();
@@ -488,8 +472,7 @@ async fn index_or_stream_delay_loses_no_revocation() {
 /// that revoked and on the node that made them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_session_the_index_has_not_seen_is_ended_with_its_user() {
-    let Some(proxy) = FaultProxy::to_harness().await else {
-        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+    let Some(proxy) = fault_proxy().await else {
         return;
     };
     let table = Cluster::new().await.tier.table().to_owned();

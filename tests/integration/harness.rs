@@ -201,6 +201,16 @@ pub fn table_name() -> String {
     format!("edge-session-test-{:016x}", getrandom::u64().unwrap())
 }
 
+/// A fault proxy in front of the harness's DynamoDB; `None`, said on
+/// stderr, when the endpoint is not plain http (the test is then skipped).
+pub async fn fault_proxy() -> Option<crate::faultproxy::FaultProxy> {
+    let proxy = crate::faultproxy::FaultProxy::to_harness().await;
+    if proxy.is_none() {
+        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+    }
+    proxy
+}
+
 /// A node running in this process on 127.0.0.1:0.
 pub struct TestNode {
     pub url: String,
@@ -222,6 +232,14 @@ impl TestNode {
     pub async fn spawn_on(table: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let toml = node_toml(dir.path(), table, extra);
+        Self::spawn_toml(dir, &toml).await
+    }
+
+    /// A node over `table` reaching DynamoDB through the proxy at
+    /// `proxy_url`, its config as [`proxied_node_toml`] writes it.
+    pub async fn spawn_proxied(table: &str, proxy_url: &str, dynamodb: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = proxied_node_toml(dir.path(), table, proxy_url, dynamodb, extra);
         Self::spawn_toml(dir, &toml).await
     }
 

@@ -5,7 +5,8 @@
 //! dropped connection; no error body echoes the live token; the node keeps
 //! serving, and the live session survives all of it.
 //!
-//! The hand-picked cases are `http::hostile_input_gets_documented_statuses_and_the_node_keeps_serving`.
+//! The hand-picked cases are in `http::bad_input`
+//! (`hostile_input_gets_documented_statuses_and_the_node_keeps_serving`).
 //! The parsers underneath have their own properties: `SessionToken::parse`
 //! (`token::tests::parse_never_panics`) and the record codec on random bytes
 //! (`codec::tests::random_bytes_never_panic`,
@@ -22,8 +23,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::harness::{
-    browser_login, session_status, sled_entries, table_items, v1_session, whoami, TestNode,
-    ALICE_PASSWORD,
+    browser_login, session_status, sled_entries, table_items, token_with_data, v1_session, whoami,
+    TestNode, ALICE_PASSWORD,
 };
 
 /// Cases per test unless `PROPTEST_CASES` says otherwise.
@@ -47,19 +48,7 @@ impl Target {
             .build()
             .unwrap();
         let node = rt.block_on(TestNode::spawn());
-        let live = rt.block_on(async {
-            let res = node
-                .v1(Method::POST, "/v1/sessions")
-                .json(&json!({"data": {"cart": "3"}}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), StatusCode::CREATED);
-            res.json::<Value>().await.unwrap()["token"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        });
+        let live = rt.block_on(async { token_with_data(&node, json!({"cart": "3"})).await });
         Target { rt, node, live }
     }
 

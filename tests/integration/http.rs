@@ -14,20 +14,14 @@ mod operations;
 mod own_sessions;
 mod service;
 
-use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use reqwest::StatusCode;
 
-use crate::harness::{whoami, TestNode};
+use crate::harness::{anonymous_token, whoami, TestNode};
 
 /// A real, live pre-login session (`POST /v1/sessions`): what an attacker
 /// who wants to plant a known identifier can obtain. (`GET /` issues none.)
 async fn anonymous(node: &TestNode) -> String {
-    let res = node.v1(Method::POST, "/v1/sessions").send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let token = res.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = anonymous_token(&node).await;
     assert_eq!(
         whoami(node, &token).await.unwrap(),
         StatusCode::UNAUTHORIZED

@@ -123,16 +123,37 @@ pub async fn browser_login(node: impl HttpNode, user: &str, password: &str) -> S
     session_cookie(&res)
 }
 
-/// An anonymous session made through the service API; its token.
+/// An anonymous session made through the service API (201); its token.
 pub async fn anonymous_token(node: impl HttpNode) -> String {
     let res = v1(&node, Method::POST, "/v1/sessions")
         .send()
         .await
         .unwrap();
-    res.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    created_token(res).await
+}
+
+/// An anonymous session holding `data`, made through the service API
+/// (201); its token.
+pub async fn token_with_data(node: impl HttpNode, data: Value) -> String {
+    let res = v1(&node, Method::POST, "/v1/sessions")
+        .json(&json!({ "data": data }))
+        .send()
+        .await
+        .unwrap();
+    created_token(res).await
+}
+
+/// The token of the session a `201 Created` answer made.
+async fn created_token(res: reqwest::Response) -> String {
+    let (status, body) = status_and_body(res).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}
+
+/// A `/v1` request with no body and no session token: its status and JSON
+/// body.
+pub async fn v1_call(node: impl HttpNode, method: Method, path: &str) -> (StatusCode, Value) {
+    status_and_body(v1(node, method, path).send().await.unwrap()).await
 }
 
 /// A session bound to `user` through the service API (create, then
@@ -154,6 +175,13 @@ pub fn v1_session(node: impl HttpNode, method: Method, path: &str, token: &str) 
 pub async fn status_and_body(res: reqwest::Response) -> (StatusCode, Value) {
     let status = res.status();
     (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// `res` answers `status` with the JSON error `code`.
+pub async fn assert_error(res: reqwest::Response, status: StatusCode, code: &str) {
+    let (got, body) = status_and_body(res).await;
+    assert_eq!(got, status, "{body}");
+    assert_eq!(body["error"], code);
 }
 
 /// `GET /v1/session` for `token`: its status and JSON body.
@@ -184,26 +212,29 @@ pub async fn end_session(node: impl HttpNode, token: &str) -> StatusCode {
         .status()
 }
 
+/// A `/v1` request for the session `token` with the JSON `body`: its
+/// status and JSON body.
+async fn session_call(
+    node: impl HttpNode,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let req = v1_session(node, method, path, token).json(&body);
+    status_and_body(req.send().await.unwrap()).await
+}
+
 /// `POST /v1/session/regenerate` for `token` with the JSON `body`: its
 /// status and JSON body.
 pub async fn regenerate(node: impl HttpNode, token: &str, body: Value) -> (StatusCode, Value) {
-    let res = v1_session(node, Method::POST, "/v1/session/regenerate", token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    status_and_body(res).await
+    session_call(node, Method::POST, "/v1/session/regenerate", token, body).await
 }
 
 /// `PATCH /v1/session` for `token` with the JSON `body`: its status and
 /// JSON body.
 pub async fn patch_session(node: impl HttpNode, token: &str, body: Value) -> (StatusCode, Value) {
-    let res = v1_session(node, Method::PATCH, "/v1/session", token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    status_and_body(res).await
+    session_call(node, Method::PATCH, "/v1/session", token, body).await
 }
 
 /// `POST /logout` with the session cookie `value`: its status, or the error

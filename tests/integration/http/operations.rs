@@ -5,8 +5,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::harness::{
-    browser_login, client, dynamodb_toml, metrics_text, node_toml, session_set_cookie,
-    unreachable_url, TestNode, ALICE_PASSWORD, API_KEY,
+    assert_error, browser_login, client, dynamodb_toml, metrics_text, node_toml,
+    session_set_cookie, unreachable_url, TestNode, ALICE_PASSWORD, API_KEY,
 };
 
 #[tokio::test]
@@ -49,11 +49,7 @@ async fn dynamodb_unreachable_is_503_store_unavailable() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"],
-        "store_unavailable"
-    );
+    assert_error(res, StatusCode::SERVICE_UNAVAILABLE, "store_unavailable").await;
     let res = c
         .post(format!("{url}/login"))
         .form(&[("username", "alice"), ("password", ALICE_PASSWORD)])

@@ -12,7 +12,7 @@ use super::{all_live, cached_everywhere_then_revoked, holding, relay_toml, SECRE
 use crate::child::Node;
 use crate::coherence::{percentile, start_proxied, terminate_all};
 use crate::faultproxy::{Fault, FaultProxy};
-use crate::harness::{client, client_settings, session_status, Cluster};
+use crate::harness::{client, client_settings, fault_proxy, session_status, Cluster};
 
 /// Every DynamoDB call the node at `url` has made, by its metrics.
 async fn dynamodb_calls(c: &reqwest::Client, url: &String) -> f64 {
@@ -144,8 +144,7 @@ async fn a_fleet_on_relays_gets_every_revocation() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5)
         .max(3);
-    let Some(proxy) = FaultProxy::to_harness().await else {
-        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+    let Some(proxy) = fault_proxy().await else {
         return;
     };
     proxy.set(Fault::FeedDelay(Duration::from_millis(300)));
