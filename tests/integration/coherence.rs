@@ -12,8 +12,8 @@ use reqwest::{Method, StatusCode};
 use crate::child::Node;
 use crate::faultproxy::{Fault, FaultProxy, IndexLag};
 use crate::harness::{
-    client, eventually, metric, node_toml, proxied_node_toml, service_login, table_name, v1,
-    Cluster,
+    client, end_session, eventually, fault_proxy, metric, node_toml, proxied_node_toml,
+    service_login, table_name, v1, v1_session, Cluster,
 };
 use crate::process;
 
@@ -41,18 +41,28 @@ pub(crate) fn start_proxied(dir: &Path, table: &str, proxy: &FaultProxy, extra: 
 }
 
 /// Stop every node with SIGTERM; each must exit cleanly.
+/// SIGTERM to the node process `node`, and wait (off the runtime's
+/// threads) until it exits, which it must do cleanly: what it wrote.
+pub(crate) async fn terminate_cleanly(node: Node) -> String {
+    let (status, output) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        status.success(),
+        "exit status {status:?}; output:\n{output}"
+    );
+    output
+}
+
+/// [`terminate_cleanly`] each of `nodes`.
 pub(crate) async fn terminate_all(nodes: impl IntoIterator<Item = Node>) {
     for node in nodes {
-        let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
-            .await
-            .unwrap();
-        assert!(status.success());
+        terminate_cleanly(node).await;
     }
 }
 
 pub(crate) async fn status(c: &reqwest::Client, node: &Node, token: &str) -> StatusCode {
-    v1((c, &node.url), Method::GET, "/v1/session")
-        .header("x-session-token", token)
+    v1_session((c, &node.url), Method::GET, "/v1/session", token)
         .send()
         .await
         .unwrap()
@@ -139,12 +149,10 @@ async fn revocation_on_one_node_reaches_the_others() {
                     StatusCode::OK,
                     "C reads it (and caches it)"
                 );
-                let res = v1((&c, &a.url), Method::DELETE, "/v1/session")
-                    .header("x-session-token", &token)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(res.status(), StatusCode::NO_CONTENT);
+                assert_eq!(
+                    end_session((&c, &a.url), &token).await,
+                    StatusCode::NO_CONTENT
+                );
                 assert_eq!(
                     status(&c, a, &token).await,
                     StatusCode::NOT_FOUND,
@@ -174,12 +182,7 @@ async fn revocation_on_one_node_reaches_the_others() {
         times.last().unwrap()
     );
     let nodes = std::sync::Arc::try_unwrap(nodes).ok().unwrap();
-    for node in nodes {
-        let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
-            .await
-            .unwrap();
-        assert!(status.success());
-    }
+    terminate_all(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -199,12 +202,10 @@ async fn with_the_follower_off_the_lease_bounds_staleness() {
         let token = service_login((&c, &a.url), &format!("lease-{i}")).await;
         assert_eq!(status(&c, &b, &token).await, StatusCode::OK);
         let cached_at = Instant::now();
-        let res = v1((&c, &a.url), Method::DELETE, "/v1/session")
-            .header("x-session-token", &token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            end_session((&c, &a.url), &token).await,
+            StatusCode::NO_CONTENT
+        );
         // B may serve its copy until the lease runs out, never after.
         let waited = until_refused(&c, &b, &token, Duration::from_millis(lease_ms + 1000)).await;
         let since_cached = cached_at.elapsed();
@@ -220,12 +221,7 @@ async fn with_the_follower_off_the_lease_bounds_staleness() {
         percentile(&times, 0.5),
         times.last().unwrap()
     );
-    for node in [a, b] {
-        let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
-            .await
-            .unwrap();
-        assert!(status.success());
-    }
+    terminate_all([a, b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -246,25 +242,19 @@ async fn follower_restart_misses_no_revocation() {
         tokens.push(token);
     }
     // Revoke one while B runs, so B has a checkpoint to resume from.
-    v1((&c, &a.url), Method::DELETE, "/v1/session")
-        .header("x-session-token", &tokens[0])
+    v1_session((&c, &a.url), Method::DELETE, "/v1/session", &tokens[0])
         .send()
         .await
         .unwrap();
     until_refused(&c, &b, &tokens[0], Duration::from_secs(10)).await;
 
-    let (status_b, _) = tokio::task::spawn_blocking(move || b.terminate().unwrap())
-        .await
-        .unwrap();
-    assert!(status_b.success());
+    terminate_cleanly(b).await;
     // While B is down, A revokes half of them.
     for token in tokens.iter().skip(1).step_by(2) {
-        let res = v1((&c, &a.url), Method::DELETE, "/v1/session")
-            .header("x-session-token", token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            end_session((&c, &a.url), token).await,
+            StatusCode::NO_CONTENT
+        );
     }
     let b = start(db.path(), &table, &extra);
     for (i, token) in tokens.iter().enumerate().skip(1) {
@@ -281,12 +271,7 @@ async fn follower_restart_misses_no_revocation() {
             );
         }
     }
-    for node in [a, b] {
-        let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
-            .await
-            .unwrap();
-        assert!(status.success());
-    }
+    terminate_all([a, b]).await;
 }
 
 /// A cold-starting node serves (and caches) sessions before its follower has
@@ -306,8 +291,7 @@ async fn revocation_during_a_stream_followers_cold_start_is_not_missed() {
 /// B starts while A revokes, its follower (reading `source`) held at its
 /// first `first_read` until the revocations are done.
 async fn cold_start_revocation(source: &str, first_read: &'static str) {
-    let Some(proxy) = FaultProxy::to_harness().await else {
-        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+    let Some(proxy) = fault_proxy().await else {
         return;
     };
     let table = table_name();
@@ -332,12 +316,10 @@ async fn cold_start_revocation(source: &str, first_read: &'static str) {
         assert_eq!(status(&c, &b, token).await, StatusCode::OK, "B caches it");
     }
     for token in &tokens {
-        let res = v1((&c, &a.url), Method::DELETE, "/v1/session")
-            .header("x-session-token", token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            end_session((&c, &a.url), token).await,
+            StatusCode::NO_CONTENT
+        );
     }
     // B's follower is still waiting for its position: the revocations are
     // before it, in no record B will read.
@@ -362,12 +344,7 @@ async fn cold_start_revocation(source: &str, first_read: &'static str) {
             "refused for good"
         );
     }
-    for node in [a, b] {
-        let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
-            .await
-            .unwrap();
-        assert!(status.success());
-    }
+    terminate_all([a, b]).await;
 }
 
 /// A logout whose transaction reaches DynamoDB seconds after its node built
@@ -377,8 +354,7 @@ async fn cold_start_revocation(source: &str, first_read: &'static str) {
 /// B served the logged-out token for its whole lease.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revocation_committed_late_is_not_missed() {
-    let Some(proxy) = FaultProxy::to_harness().await else {
-        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+    let Some(proxy) = fault_proxy().await else {
         return;
     };
     let cluster = Cluster::new().await;
@@ -396,12 +372,10 @@ async fn a_revocation_committed_late_is_not_missed() {
     // A's writes now reach the table three seconds after A sends them.
     let late = Duration::from_secs(3);
     proxy.set(Fault::SlowRequestsTo("TransactWriteItems", late));
-    let res = v1((&c, &a.url), Method::DELETE, "/v1/session")
-        .header("x-session-token", &token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        end_session((&c, &a.url), &token).await,
+        StatusCode::NO_CONTENT
+    );
     // A answers once the revocation is durable here (its outbox retries the
     // delete); the delete commits seconds later. From the commit, B must
     // refuse within its follower's delivery time, far inside the lease.
@@ -423,8 +397,7 @@ async fn a_revocation_committed_late_is_not_missed() {
 /// feed flows again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stuck_feed_shortens_the_lease() {
-    let Some(proxy) = FaultProxy::to_harness().await else {
-        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+    let Some(proxy) = fault_proxy().await else {
         return;
     };
     let table = Cluster::new().await.tier.table().to_owned();
@@ -466,8 +439,7 @@ async fn a_stuck_feed_shortens_the_lease() {
 /// past its window by the time the index showed it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn index_or_stream_delay_loses_no_revocation() {
-    let Some(proxy) = FaultProxy::to_harness().await else {
-        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+    let Some(proxy) = fault_proxy().await else {
         return;
     };
     let table = Cluster::new().await.tier.table().to_owned();
@@ -482,12 +454,10 @@ async fn index_or_stream_delay_loses_no_revocation() {
     for i in 0..3 {
         let token = service_login((&c, &a.url), &format!("delayed-{i}")).await;
         assert_eq!(status(&c, &b, &token).await, StatusCode::OK, "B caches it");
-        let res = v1((&c, &a.url), Method::DELETE, "/v1/session")
-            .header("x-session-token", &token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            end_session((&c, &a.url), &token).await,
+            StatusCode::NO_CONTENT
+        );
         let took = until_refused(&c, &b, &token, delay + Duration::from_secs(5)).await;
         eprintln!("with the feed {delay:?} late, B refused the logout after {took:?}");
     }
@@ -502,8 +472,7 @@ async fn index_or_stream_delay_loses_no_revocation() {
 /// that revoked and on the node that made them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_session_the_index_has_not_seen_is_ended_with_its_user() {
-    let Some(proxy) = FaultProxy::to_harness().await else {
-        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+    let Some(proxy) = fault_proxy().await else {
         return;
     };
     let table = Cluster::new().await.tier.table().to_owned();

@@ -15,15 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edge_session::StoreSettings;
-use reqwest::header::COOKIE;
 use reqwest::StatusCode;
 
 use crate::child::Node;
 use crate::faultproxy::{Fault, FaultProxy};
 use crate::faults::proxied_node;
 use crate::harness::{
-    client, cookie, eventually, login_form, logout, now, outbox_pending, proxied_node_toml, readyz,
-    session_cookie, token, whoami, Cluster, ALICE_PASSWORD, BOB_PASSWORD,
+    client, eventually, fault_proxy, login_form, logout, now, outbox_pending, proxied_node_toml,
+    readyz, session_cookie, token, whoami, Cluster, ALICE_PASSWORD, BOB_PASSWORD,
 };
 use crate::process;
 
@@ -66,8 +65,7 @@ async fn kill_9(node: Node) {
 /// including one that had it cached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_during_outage_is_not_lost() {
-    let Some(proxy) = FaultProxy::to_harness().await else {
-        eprintln!("skipped: the harness endpoint is not plain http");
+    let Some(proxy) = fault_proxy().await else {
         return;
     };
     let cluster = Cluster::new().await;
@@ -98,13 +96,10 @@ async fn logout_during_outage_is_not_lost() {
     );
 
     proxy.set(Fault::Refuse);
-    let res = c
-        .post(a.at("/logout"))
-        .header(COOKIE, cookie(&t))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        logout(&(&c, &a.url), &t).await.unwrap(),
+        StatusCode::SEE_OTHER
+    );
     assert_eq!(
         whoami((&c, &a.url), &t).await.unwrap(),
         StatusCode::UNAUTHORIZED
@@ -357,6 +352,127 @@ where
 
 const KILLS: usize = 24;
 
+/// A fault for one run between kills: some runs with DynamoDB slow or
+/// unreachable, so logouts queue up.
+fn random_fault(rng: &mut Rng) -> Fault {
+    match rng.range(0, 100) {
+        0..=49 => Fault::Pass,
+        50..=69 => Fault::Latency(Duration::from_millis(rng.range(20, 300))),
+        70..=84 => Fault::Refuse,
+        _ => Fault::BlackHole,
+    }
+}
+
+/// Four client loops against `node` for a random while, then kill -9 in
+/// their midst; the node's outbox, last read before the kill, if read.
+async fn clients_then_kill_9(
+    node: Node,
+    c: &reqwest::Client,
+    ledger: &Arc<Mutex<Ledger>>,
+    rng: &mut Rng,
+) -> Option<f64> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (ledger, stop) = (Arc::clone(ledger), Arc::clone(&stop));
+            tokio::spawn(client_loop(node.url.clone(), ledger, rng.next(), stop))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(rng.range(50, 700))).await;
+    let pending = outbox_pending((c, &node.url)).await;
+    kill_9(node).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in clients {
+        task.await.unwrap();
+    }
+    pending
+}
+
+/// Those of the cookie values `values` whose `/whoami` on the node at `url`
+/// is not `expected`.
+async fn whoami_not(
+    c: &reqwest::Client,
+    url: &str,
+    values: &[String],
+    expected: StatusCode,
+) -> Vec<String> {
+    let (c, url) = (c.clone(), url.to_owned());
+    failing(values, move |v| {
+        let (c, url) = (c.clone(), url.clone());
+        async move { whoami((&c, &url), &v).await.ok() == Some(expected) }
+    })
+    .await
+}
+
+/// Those of the session tokens `values` whose item DynamoDB holds
+/// (`stored`) or lacks (not `stored`) against that.
+async fn stored_not(cluster: &Cluster, values: &[String], stored: bool) -> Vec<String> {
+    let tier = cluster.tier.clone();
+    failing(values, move |v| {
+        let tier = tier.clone();
+        async move {
+            let item = tier.get(token(&v).storage_key().as_bytes()).await.unwrap();
+            item.is_some() == stored
+        }
+    })
+    .await
+}
+
+/// Logouts (and logins carrying a session) whose answer never came, or was
+/// a refusal: log those sessions out again on the node at `url`; now they
+/// count as logged out. Returns how many were sent again.
+async fn log_out_the_unsure(c: &reqwest::Client, url: &str, ledger: &Mutex<Ledger>) -> usize {
+    let unsure = std::mem::take(&mut ledger.lock().unwrap().unsure);
+    for value in &unsure {
+        assert_eq!(
+            logout((c, url), value).await.unwrap(),
+            StatusCode::SEE_OTHER
+        );
+        ledger.lock().unwrap().dead.push(value.clone());
+    }
+    unsure.len()
+}
+
+/// After the restart that followed kill `kill`, with DynamoDB answering and
+/// the outbox drained: the client saw no violation, every acknowledged
+/// login works on the node at `url`, and DynamoDB holds every live session
+/// and no logged-out one. Returns how many live and logged-out tokens
+/// were checked.
+async fn assert_agreement(
+    kill: usize,
+    c: &reqwest::Client,
+    url: &str,
+    cluster: &Cluster,
+    ledger: &Mutex<Ledger>,
+) -> (usize, usize) {
+    let (live, dead, violations) = {
+        let ledger = ledger.lock().unwrap();
+        (
+            ledger.live.clone(),
+            ledger.dead.clone(),
+            ledger.violations.clone(),
+        )
+    };
+    assert!(violations.is_empty(), "kill {kill}: {violations:?}");
+    let lost = whoami_not(c, url, &live, StatusCode::OK).await;
+    assert!(
+        lost.is_empty(),
+        "kill {kill}: {} acknowledged login(s) unusable after restart",
+        lost.len()
+    );
+    assert!(
+        stored_not(cluster, &live, true).await.is_empty(),
+        "kill {kill}: live sessions missing in DynamoDB"
+    );
+    let kept = stored_not(cluster, &dead, false).await;
+    assert!(
+        kept.is_empty(),
+        "kill {kill}: {} logged-out session(s) still in DynamoDB after the outbox drained",
+        kept.len()
+    );
+    (live.len(), dead.len())
+}
+
 /// kill -9 at random moments of a client loop of logins, reads and logouts,
 /// DynamoDB sometimes slow or down. After every restart: no token whose
 /// logout was acknowledged is accepted (checked before DynamoDB is back),
@@ -364,8 +480,7 @@ const KILLS: usize = 24;
 /// DynamoDB answers, leaving DynamoDB in agreement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_no_logout_and_no_login() {
-    let Some(proxy) = FaultProxy::to_harness().await else {
-        eprintln!("skipped: the harness endpoint is not plain http");
+    let Some(proxy) = fault_proxy().await else {
         return;
     };
     let seed = std::env::var("EDGE_SESSION_CRASH_SEED")
@@ -385,33 +500,10 @@ async fn kill_9_at_random_moments_loses_no_logout_and_no_login() {
 
     let mut node = start(&config).await;
     for kill in 0..KILLS {
-        // Some runs with DynamoDB slow or unreachable, so logouts queue up.
-        let fault = match rng.range(0, 100) {
-            0..=49 => Fault::Pass,
-            50..=69 => Fault::Latency(Duration::from_millis(rng.range(20, 300))),
-            70..=84 => Fault::Refuse,
-            _ => Fault::BlackHole,
-        };
+        let fault = random_fault(&mut rng);
         proxy.set(fault);
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let clients: Vec<_> = (0..4)
-            .map(|_| {
-                tokio::spawn(client_loop(
-                    node.url.clone(),
-                    Arc::clone(&ledger),
-                    rng.next(),
-                    Arc::clone(&stop),
-                ))
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_millis(rng.range(50, 700))).await;
-        if let Some(pending) = outbox_pending((&c, &node.url)).await {
+        if let Some(pending) = clients_then_kill_9(node, &c, &ledger, &mut rng).await {
             most_pending = most_pending.max(pending);
-        }
-        kill_9(node).await;
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for task in clients {
-            task.await.unwrap();
         }
 
         // Restart, half the time with DynamoDB still down if it was.
@@ -427,13 +519,7 @@ async fn kill_9_at_random_moments_loses_no_logout_and_no_login() {
         // Tombstones are local and durable: no logged-out token comes back,
         // whatever DynamoDB says.
         let dead = ledger.lock().unwrap().dead.clone();
-        let cc = c.clone();
-        let u = url.clone();
-        let resurrected = failing(&dead, move |v| {
-            let (c, u) = (cc.clone(), u.clone());
-            async move { whoami((&c, &u), &v).await.ok() == Some(StatusCode::UNAUTHORIZED) }
-        })
-        .await;
+        let resurrected = whoami_not(&c, &url, &dead, StatusCode::UNAUTHORIZED).await;
         assert!(
             resurrected.is_empty(),
             "kill {kill}: {} logged-out token(s) accepted after restart",
@@ -446,80 +532,14 @@ async fn kill_9_at_random_moments_loses_no_logout_and_no_login() {
             readyz((&c, &url)).await.ok() == Some(StatusCode::OK)
         })
         .await;
-        // Logouts (and logins carrying a session) whose answer never came,
-        // or was a refusal: log those sessions out again; now they count.
-        let unsure = std::mem::take(&mut ledger.lock().unwrap().unsure);
-        resent += unsure.len();
-        for value in unsure {
-            let res = c
-                .post(format!("{url}/logout"))
-                .header(COOKIE, cookie(&value))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), StatusCode::SEE_OTHER);
-            ledger.lock().unwrap().dead.push(value);
-        }
+        resent += log_out_the_unsure(&c, &url, &ledger).await;
         eventually("the outbox drains once DynamoDB answers", || async {
             outbox_pending((&c, &url)).await == Some(0.0)
         })
         .await;
-
-        let (live, dead, violations) = {
-            let ledger = ledger.lock().unwrap();
-            (
-                ledger.live.clone(),
-                ledger.dead.clone(),
-                ledger.violations.clone(),
-            )
-        };
-        assert!(violations.is_empty(), "kill {kill}: {violations:?}");
-        live_checked += live.len();
-        dead_checked += dead.len();
-        let cc = c.clone();
-        let u = url.clone();
-        let lost = failing(&live, move |v| {
-            let (c, u) = (cc.clone(), u.clone());
-            async move { whoami((&c, &u), &v).await.ok() == Some(StatusCode::OK) }
-        })
-        .await;
-        assert!(
-            lost.is_empty(),
-            "kill {kill}: {} acknowledged login(s) unusable after restart",
-            lost.len()
-        );
-        // DynamoDB agrees: it holds every live session and no logged-out one.
-        let tier = cluster.tier.clone();
-        let missing = failing(&live, move |v| {
-            let tier = tier.clone();
-            async move {
-                tier.get(token(&v).storage_key().as_bytes())
-                    .await
-                    .unwrap()
-                    .is_some()
-            }
-        })
-        .await;
-        assert!(
-            missing.is_empty(),
-            "kill {kill}: live sessions missing in DynamoDB"
-        );
-        let tier = cluster.tier.clone();
-        let kept = failing(&dead, move |v| {
-            let tier = tier.clone();
-            async move {
-                tier.get(token(&v).storage_key().as_bytes())
-                    .await
-                    .unwrap()
-                    .is_none()
-            }
-        })
-        .await;
-        assert!(
-            kept.is_empty(),
-            "kill {kill}: {} logged-out session(s) still in DynamoDB after the outbox drained",
-            kept.len()
-        );
+        let (live, dead) = assert_agreement(kill, &c, &url, &cluster, &ledger).await;
+        live_checked += live;
+        dead_checked += dead;
     }
     kill_9(node).await;
     let ledger = ledger.lock().unwrap();

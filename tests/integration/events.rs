@@ -12,8 +12,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::harness::{
-    anonymous_token, browser_login, client, cookie, eventually, logout, metric, node_toml,
-    service_login, table_name, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
+    anonymous_token, browser, browser_login, client, cookie, end_session, eventually, logout,
+    metric, node_toml, service_login, table_name, v1_call, v1_session, TestNode, ALICE_PASSWORD,
+    BOB_PASSWORD,
 };
 
 /// The secret node and receiver share.
@@ -175,29 +176,21 @@ async fn every_kind_of_session_end_emits_one_event() {
 
     // created, then signed in (its previous session named), signed out.
     let anon = anonymous_token(&node).await;
-    let res = node
-        .v1(Method::POST, "/v1/session/regenerate")
-        .header("x-session-token", &anon)
+    let res = v1_session(&node, Method::POST, "/v1/session/regenerate", &anon)
         .json(&json!({"user_id": "dora"}))
         .send()
         .await
         .unwrap();
     let dora: Value = res.json().await.unwrap();
-    let res = node
-        .v1(Method::DELETE, "/v1/session")
-        .header("x-session-token", dora["token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        end_session(&node, dora["token"].as_str().unwrap()).await,
+        StatusCode::NO_CONTENT
+    );
 
     // Revoked by the user from another session, and by an admin.
     let first = browser_login(&node, "alice", ALICE_PASSWORD).await;
     let second = browser_login(&node, "alice", ALICE_PASSWORD).await;
-    let listed: Vec<Value> = node
-        .client
-        .get(node.at("/me/sessions"))
-        .header(COOKIE, cookie(&second))
+    let listed: Vec<Value> = browser(&node, Method::GET, "/me/sessions", Some(&second))
         .send()
         .await
         .unwrap()
@@ -242,12 +235,12 @@ async fn every_kind_of_session_end_emits_one_event() {
         crate::harness::whoami(&node, &b1).await.unwrap() == StatusCode::UNAUTHORIZED
     })
     .await;
-    let res = node
-        .v1(Method::DELETE, "/v1/users/bob/sessions")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        v1_call(&node, Method::DELETE, "/v1/users/bob/sessions")
+            .await
+            .0,
+        StatusCode::OK
+    );
 
     let expected: BTreeMap<(&str, &str), usize> = BTreeMap::from([
         (("session.created", ""), 1),
@@ -507,12 +500,13 @@ async fn the_feed_streams_server_sent_events_and_refuses_bad_cursors() {
     assert!(text.contains("event: session.signed_in\ndata: {"), "{text}");
     assert!(text.starts_with("id: "), "{text}");
     for bad in ["after=x", "limit=0", "limit=101", "wait=31", "nope=1"] {
-        let res = node
-            .v1(Method::GET, &format!("/v1/events?{bad}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(
+            v1_call(&node, Method::GET, &format!("/v1/events?{bad}"))
+                .await
+                .0,
+            StatusCode::BAD_REQUEST,
+            "{bad}"
+        );
     }
     // A node without events says so.
     let off = TestNode::spawn().await;

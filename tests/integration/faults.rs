@@ -15,15 +15,15 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use edge_session::{NewSession, SessionToken, StoreSettings};
-use reqwest::header::COOKIE;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::faultproxy::{Fault, FaultProxy};
 use crate::harness::{
-    browser_login, cookie, eventually, login_form, logout, metric, metrics_text, now,
-    outbox_pending, proxied_node_toml, readyz, session_cookie, session_set_cookie, token, whoami,
-    Cluster, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
+    anonymous_token, browser, browser_login, eventually, fault_proxy, login_form, logout, metric,
+    metrics_text, now, outbox_pending, proxied_node_toml, readyz, session_cookie,
+    session_set_cookie, token, v1_call, v1_session, whoami, Cluster, TestNode, ALICE_PASSWORD,
+    BOB_PASSWORD,
 };
 
 /// The lease of the nodes under test: long enough for the in-lease checks,
@@ -33,17 +33,11 @@ const LEASE_MS: u64 = 4_000;
 /// A node behind `proxy` over `table`: stream off (the lease alone bounds
 /// staleness, so the timing below is exact), the given `on_unreachable`.
 pub async fn proxied_node(proxy: &FaultProxy, table: &str, on_unreachable: &str) -> TestNode {
-    let dir = tempfile::tempdir().unwrap();
-    let toml = proxied_node_toml(
-        dir.path(),
-        table,
-        &proxy.url(),
-        &format!(
-            "breaker_failures = 3\nbreaker_cooldown_ms = 500\non_unreachable = \"{on_unreachable}\"\nmax_stale_ms = 60000"
-        ),
-        &format!("[cache]\nrevalidate_after_ms = {LEASE_MS}\n[stream]\nenabled = false\n"),
+    let dynamodb = format!(
+        "breaker_failures = 3\nbreaker_cooldown_ms = 500\non_unreachable = \"{on_unreachable}\"\nmax_stale_ms = 60000"
     );
-    TestNode::spawn_toml(dir, &toml).await
+    let extra = format!("[cache]\nrevalidate_after_ms = {LEASE_MS}\n[stream]\nenabled = false\n");
+    TestNode::spawn_proxied(table, &proxy.url(), &dynamodb, &extra).await
 }
 
 /// Every `sid` in the table, read directly.
@@ -103,18 +97,8 @@ async fn prepare(node: &TestNode) -> Sessions {
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let victim = session_cookie(&res);
     // A pre-login session an attacker obtained (GET / issues none).
-    let res = node.v1(Method::POST, "/v1/sessions").send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let planted = res.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let res = node.v1(Method::POST, "/v1/sessions").send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let service = res.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let planted = anonymous_token(&node).await;
+    let service = anonymous_token(&node).await;
     Sessions {
         keep,
         victim,
@@ -163,9 +147,7 @@ async fn during_the_fault(node: &TestNode, s: &Sessions, fault: Fault) {
         &format!("{fault:?}: login (regenerate)"),
     )
     .await;
-    let res = node
-        .v1(Method::POST, "/v1/session/regenerate")
-        .header("x-session-token", &s.service)
+    let res = v1_session(node, Method::POST, "/v1/session/regenerate", &s.service)
         .json(&json!({"user_id": "carol"}))
         .send()
         .await
@@ -202,8 +184,7 @@ async fn tiers_agree(cluster: &Cluster, node: &TestNode, value: &str, what: &str
 }
 
 async fn outage_semantics_hold(fault: Fault) {
-    let Some(proxy) = FaultProxy::to_harness().await else {
-        eprintln!("skipped: the harness endpoint is not plain http");
+    let Some(proxy) = fault_proxy().await else {
         return;
     };
     let cluster = Cluster::new().await;
@@ -230,10 +211,7 @@ async fn outage_semantics_hold(fault: Fault) {
     if let Some(wait) = past.checked_sub(filled.elapsed()) {
         tokio::time::sleep(wait).await;
     }
-    let res = reject
-        .client
-        .get(reject.at("/whoami"))
-        .header(COOKIE, cookie(&r.keep))
+    let res = browser(&reject, Method::GET, "/whoami", Some(&r.keep))
         .send()
         .await
         .unwrap();
@@ -343,8 +321,7 @@ async fn responses_cut_halfway_follow_the_outage_semantics() {
 /// once DynamoDB answers, not fail every call fast for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_probe_does_not_wedge_the_circuit_breaker() {
-    let Some(proxy) = FaultProxy::to_harness().await else {
-        eprintln!("skipped: the harness endpoint is not plain http");
+    let Some(proxy) = fault_proxy().await else {
         return;
     };
     let cluster = Cluster::new().await;
@@ -384,8 +361,10 @@ async fn abandoned_probe_does_not_wedge_the_circuit_breaker() {
         readyz(&node).await.unwrap() == StatusCode::OK
     })
     .await;
-    let res = node.v1(Method::POST, "/v1/sessions").send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(
+        v1_call(&node, Method::POST, "/v1/sessions").await.0,
+        StatusCode::CREATED
+    );
     node.stop().await;
 }
 
@@ -409,12 +388,7 @@ async fn planted_behind_a_proxy() -> Option<(FaultProxy, Cluster, TestNode, Stri
     let proxy = FaultProxy::to_harness().await?;
     let cluster = Cluster::new().await;
     let node = proxied_node(&proxy, cluster.tier.table(), "reject").await;
-    let res = node.v1(Method::POST, "/v1/sessions").send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let planted = res.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let planted = anonymous_token(&node).await;
     Some((proxy, cluster, node, planted))
 }
 
@@ -564,20 +538,17 @@ fn tombstones(node: &TestNode) -> usize {
 async fn random_token_logouts_during_an_outage_are_bounded() {
     const CAP: usize = 40;
     const N: usize = 400;
-    let Some(proxy) = FaultProxy::to_harness().await else {
-        eprintln!("skipped: the harness endpoint is not plain http");
+    let Some(proxy) = fault_proxy().await else {
         return;
     };
     let cluster = Cluster::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let toml = proxied_node_toml(
-        dir.path(),
+    let node = TestNode::spawn_proxied(
         cluster.tier.table(),
         &proxy.url(),
         "breaker_failures = 3\nbreaker_cooldown_ms = 500",
         &format!("[cache]\nmax_unverified_revocations = {CAP}\n[stream]\nenabled = false\n"),
-    );
-    let node = TestNode::spawn_toml(dir, &toml).await;
+    )
+    .await;
     // A session this node caches, and one only another node ever loaded.
     let cached = browser_login(&node, "bob", BOB_PASSWORD).await;
     let (elsewhere, _) = cluster

@@ -19,8 +19,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::harness::{
-    browser_login, cookie, logout, node_toml, service_login, sled_entries, table_items, table_name,
-    HttpNode, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
+    anonymous_token, browser, browser_login, cookie, logout, node_toml, service_login,
+    sled_entries, table_items, table_name, HttpNode, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
 };
 
 /// The five identity headers, as the node names them.
@@ -232,12 +232,7 @@ async fn role_query_admits_the_role_and_refuses_another() {
 #[tokio::test]
 async fn anonymous_and_logged_out_sessions_are_401() {
     let node = TestNode::spawn().await;
-    let res = node.v1(Method::POST, "/v1/sessions").send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let anonymous = res.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let anonymous = anonymous_token(&node).await;
     let res = ask(&node, Method::GET, "/auth/check", Some(&anonymous)).await;
     assert_refused(res, "an anonymous session").await;
 
@@ -272,10 +267,7 @@ async fn every_method_and_the_envoy_path_are_the_same_check() {
         }
     }
     // A body (which the check never reads) changes nothing.
-    let res = node
-        .client
-        .post(node.at("/auth/check/orders"))
-        .header(COOKIE, cookie(&bob))
+    let res = browser(&node, Method::POST, "/auth/check/orders", Some(&bob))
         .json(&serde_json::json!({"order": 7}))
         .send()
         .await

@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{node_toml, table_name, TestNode, API_KEY};
+use crate::harness::{
+    assert_error, node_toml, table_name, token_with_data, v1_session, TestNode, API_KEY,
+};
 
 async fn node_with(server: &str, extra: &str) -> TestNode {
     let dir = tempfile::tempdir().unwrap();
@@ -199,39 +201,17 @@ async fn oversized_record_is_refused_before_dynamodb() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"],
-        "record_too_large"
-    );
+    assert_error(res, StatusCode::PAYLOAD_TOO_LARGE, "record_too_large").await;
 
-    let res = node
-        .v1(Method::POST, "/v1/sessions")
-        .json(&json!({"data": {"small": "1"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let token = res.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = token_with_data(&node, json!({"small": "1"})).await;
     // Grown past the cap by one PATCH: refused, and nothing changed.
-    let res = node
-        .v1(Method::PATCH, "/v1/session")
-        .header("x-session-token", &token)
+    let res = v1_session(&node, Method::PATCH, "/v1/session", &token)
         .json(&json!({"data": {"big": big}}))
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"],
-        "record_too_large"
-    );
-    let res = node
-        .v1(Method::GET, "/v1/session")
-        .header("x-session-token", &token)
+    assert_error(res, StatusCode::PAYLOAD_TOO_LARGE, "record_too_large").await;
+    let res = v1_session(&node, Method::GET, "/v1/session", &token)
         .send()
         .await
         .unwrap();

@@ -7,20 +7,18 @@
 //! `EDGE_SESSION_TEST_DYNAMODB_REGION`, default us-east-1) to run the same
 //! suite there; credentials then come from the standard AWS chain.
 //!
-//! The request helpers at the end talk to a node as a browser or a service
-//! would. Those that only send return what the node answered, or the error
-//! if it did not (a test may have killed it); those that also check what it
-//! answered panic when the check fails.
+//! The request helpers (in [`requests`], re-exported here) talk to a node
+//! as a browser or a service would.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use edge_session::{SessionToken, SledCache, StoreSettings, TieredStore};
+use edge_session::{SledCache, StoreSettings, TieredStore};
 use edge_session_sync::{ClientSettings, DynamoTier, Endpoint};
-use reqwest::header::COOKIE;
-use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+
+mod requests;
+pub use requests::*;
 
 /// The endpoint every test in this binary uses: the test support crate's,
 /// shared with the fault proxy.
@@ -68,20 +66,10 @@ impl Cluster {
         )
     }
 
-    /// A node whose cache lives in `dir` (restart tests). A dropped node's
-    /// background work (the eviction a login spawns past the per-user cap)
-    /// may hold the cache's lock for a moment: opening waits up to 10 s.
+    /// A node whose cache lives in `dir` (restart tests: the node before it
+    /// on `dir` is closed first, `TieredStore::close`).
     pub fn node_at(&self, dir: &std::path::Path, settings: StoreSettings) -> TieredStore {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let cache = loop {
-            match SledCache::open(dir) {
-                Ok(cache) => break cache,
-                Err(_) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(err) => panic!("open sled: {err:?}"),
-            }
-        };
+        let cache = SledCache::open(dir).expect("open sled");
         TieredStore::new(cache, self.tier.clone(), settings)
     }
 
@@ -170,6 +158,16 @@ pub fn table_name() -> String {
     format!("edge-session-test-{:016x}", getrandom::u64().unwrap())
 }
 
+/// A fault proxy in front of the harness's DynamoDB; `None`, said on
+/// stderr, when the endpoint is not plain http (the test is then skipped).
+pub async fn fault_proxy() -> Option<crate::faultproxy::FaultProxy> {
+    let proxy = crate::faultproxy::FaultProxy::to_harness().await;
+    if proxy.is_none() {
+        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+    }
+    proxy
+}
+
 /// A node running in this process on 127.0.0.1:0.
 pub struct TestNode {
     pub url: String,
@@ -191,6 +189,14 @@ impl TestNode {
     pub async fn spawn_on(table: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let toml = node_toml(dir.path(), table, extra);
+        Self::spawn_toml(dir, &toml).await
+    }
+
+    /// A node over `table` reaching DynamoDB through the proxy at
+    /// `proxy_url`, its config as [`proxied_node_toml`] writes it.
+    pub async fn spawn_proxied(table: &str, proxy_url: &str, dynamodb: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = proxied_node_toml(dir.path(), table, proxy_url, dynamodb, extra);
         Self::spawn_toml(dir, &toml).await
     }
 
@@ -295,191 +301,6 @@ impl TestNode {
     }
 }
 
-/// A node the request helpers below send to: the client to send with and
-/// the node's base URL. A [`TestNode`] is one; a node known by its URL (a
-/// child process, which a test may kill) is one as `(&client, url)`.
-pub trait HttpNode {
-    /// The client to send with.
-    fn client(&self) -> &reqwest::Client;
-    /// The node's base URL, `http://host:port`.
-    fn url(&self) -> &str;
-}
-
-impl HttpNode for TestNode {
-    fn client(&self) -> &reqwest::Client {
-        &self.client
-    }
-
-    fn url(&self) -> &str {
-        &self.url
-    }
-}
-
-impl<N: HttpNode + ?Sized> HttpNode for &N {
-    fn client(&self) -> &reqwest::Client {
-        (**self).client()
-    }
-
-    fn url(&self) -> &str {
-        (**self).url()
-    }
-}
-
-impl<S: AsRef<str>> HttpNode for (&reqwest::Client, S) {
-    fn client(&self) -> &reqwest::Client {
-        self.0
-    }
-
-    fn url(&self) -> &str {
-        self.1.as_ref()
-    }
-}
-
-/// The `Cookie` header value carrying the session cookie `value`.
-pub fn cookie(value: &str) -> String {
-    format!("__Host-sid={value}")
-}
-
-/// The token a node issued as the cookie or token `value`.
-pub fn token(value: &str) -> SessionToken {
-    SessionToken::parse(value).expect("the node issued a well-formed token")
-}
-
-/// A `/v1` request to `node` with the API key.
-pub fn v1(node: impl HttpNode, method: Method, path: &str) -> reqwest::RequestBuilder {
-    node.client()
-        .request(method, format!("{}{path}", node.url()))
-        .bearer_auth(API_KEY)
-}
-
-/// A browser request to `node`, carrying the session cookie `carried` if any.
-fn browser(
-    node: &impl HttpNode,
-    method: Method,
-    path: &str,
-    carried: Option<&str>,
-) -> reqwest::RequestBuilder {
-    let req = node
-        .client()
-        .request(method, format!("{}{path}", node.url()));
-    match carried {
-        Some(value) => req.header(COOKIE, cookie(value)),
-        None => req,
-    }
-}
-
-/// `GET /whoami` with the session cookie `value`: its status, or the error
-/// if the node did not answer.
-pub async fn whoami(node: impl HttpNode, value: &str) -> reqwest::Result<StatusCode> {
-    let res = browser(&node, Method::GET, "/whoami", Some(value))
-        .send()
-        .await?;
-    Ok(res.status())
-}
-
-/// `GET /whoami` with the session cookie `value`: its status and JSON body
-/// (`Null` if it has none).
-pub async fn whoami_body(node: impl HttpNode, value: &str) -> (StatusCode, Value) {
-    let res = browser(&node, Method::GET, "/whoami", Some(value))
-        .send()
-        .await
-        .unwrap();
-    let status = res.status();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
-/// `POST /login` with a form for `user`, carrying the session cookie
-/// `carried` if any: the answer, or the error if the node did not answer.
-pub async fn login_form(
-    node: impl HttpNode,
-    carried: Option<&str>,
-    user: &str,
-    password: &str,
-) -> reqwest::Result<reqwest::Response> {
-    browser(&node, Method::POST, "/login", carried)
-        .form(&[("username", user), ("password", password)])
-        .send()
-        .await
-}
-
-/// A browser login of `user` (303); its session cookie's value.
-pub async fn browser_login(node: impl HttpNode, user: &str, password: &str) -> String {
-    let res = login_form(node, None, user, password).await.unwrap();
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    session_cookie(&res)
-}
-
-/// An anonymous session made through the service API; its token.
-pub async fn anonymous_token(node: impl HttpNode) -> String {
-    let res = v1(&node, Method::POST, "/v1/sessions")
-        .send()
-        .await
-        .unwrap();
-    res.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-/// A session bound to `user` through the service API (create, then
-/// regenerate); its token.
-pub async fn service_login(node: impl HttpNode, user: &str) -> String {
-    let anon = anonymous_token(&node).await;
-    let res = v1(&node, Method::POST, "/v1/session/regenerate")
-        .header("x-session-token", &anon)
-        .json(&json!({"user_id": user}))
-        .send()
-        .await
-        .unwrap();
-    let code = res.status();
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(code, StatusCode::OK, "{body}");
-    body["token"].as_str().unwrap().to_owned()
-}
-
-/// `POST /logout` with the session cookie `value`: its status, or the error
-/// if the node did not answer.
-pub async fn logout(node: impl HttpNode, value: &str) -> reqwest::Result<StatusCode> {
-    let res = browser(&node, Method::POST, "/logout", Some(value))
-        .send()
-        .await?;
-    Ok(res.status())
-}
-
-/// `GET /readyz`: its status, or the error if the node did not answer.
-pub async fn readyz(node: impl HttpNode) -> reqwest::Result<StatusCode> {
-    let res = browser(&node, Method::GET, "/readyz", None).send().await?;
-    Ok(res.status())
-}
-
-/// A metric's value from the node's `/metrics` (the first sample whose line
-/// starts with `name`), `None` if absent or if the node did not answer.
-pub async fn metric(node: impl HttpNode, name: &str) -> Option<f64> {
-    let text = metrics_text(node).await.ok()?;
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// The node's whole `/metrics` page.
-pub async fn metrics_text(node: impl HttpNode) -> reqwest::Result<String> {
-    browser(&node, Method::GET, "/metrics", None)
-        .send()
-        .await?
-        .text()
-        .await
-}
-
-/// The node's `edge_session_outbox_pending` (see [`metric`]).
-pub async fn outbox_pending(node: impl HttpNode) -> Option<f64> {
-    metric(node, "edge_session_outbox_pending").await
-}
-
 /// How many items the node's table holds (sessions and users' epochs, not
 /// the change journal's entries).
 pub async fn table_items(node: &TestNode) -> usize {
@@ -541,11 +362,16 @@ where
     }
 }
 
+/// A URL on 127.0.0.1 where nothing listens: a port that was free a
+/// moment ago.
+pub fn unreachable_url() -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", closed.local_addr().unwrap())
+}
+
 /// A tier over `table` whose endpoint refuses every connection.
 pub async fn dead_tier(table: &str, breaker: edge_session_sync::BreakerSettings) -> DynamoTier {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let url = unreachable_url();
     let client = ClientSettings {
         endpoint: Endpoint::Embedded(url),
         connect_timeout: Duration::from_millis(200),

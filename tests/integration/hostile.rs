@@ -5,7 +5,8 @@
 //! dropped connection; no error body echoes the live token; the node keeps
 //! serving, and the live session survives all of it.
 //!
-//! The hand-picked cases are `http::hostile_input_gets_documented_statuses_and_the_node_keeps_serving`.
+//! The hand-picked cases are in `http::bad_input`
+//! (`hostile_input_gets_documented_statuses_and_the_node_keeps_serving`).
 //! The parsers underneath have their own properties: `SessionToken::parse`
 //! (`token::tests::parse_never_panics`) and the record codec on random bytes
 //! (`codec::tests::random_bytes_never_panic`,
@@ -21,7 +22,10 @@ use reqwest::header::{HeaderValue, CONTENT_TYPE, COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::{browser_login, sled_entries, table_items, whoami, TestNode, ALICE_PASSWORD};
+use crate::harness::{
+    browser_login, session_status, sled_entries, table_items, token_with_data, v1_session, whoami,
+    TestNode, ALICE_PASSWORD,
+};
 
 /// Cases per test unless `PROPTEST_CASES` says otherwise.
 const CASES: u32 = 96;
@@ -44,19 +48,7 @@ impl Target {
             .build()
             .unwrap();
         let node = rt.block_on(TestNode::spawn());
-        let live = rt.block_on(async {
-            let res = node
-                .v1(Method::POST, "/v1/sessions")
-                .json(&json!({"data": {"cart": "3"}}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), StatusCode::CREATED);
-            res.json::<Value>().await.unwrap()["token"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        });
+        let live = rt.block_on(async { token_with_data(&node, json!({"cart": "3"})).await });
         Target { rt, node, live }
     }
 
@@ -129,13 +121,11 @@ impl Target {
     fn finish(self) {
         let Target { rt, node, live } = self;
         rt.block_on(async {
-            let res = node
-                .v1(Method::GET, "/v1/session")
-                .header("x-session-token", &live)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), StatusCode::OK, "the live session survived");
+            assert_eq!(
+                session_status(&node, &live).await.unwrap(),
+                StatusCode::OK,
+                "the live session survived"
+            );
             node.stop().await;
         });
     }
@@ -402,10 +392,7 @@ fn hostile_json_bodies_get_documented_statuses() {
                 (
                     // The live session: a valid body is a real change.
                     "PATCH /v1/session",
-                    json(
-                        n.v1(Method::PATCH, "/v1/session")
-                            .header("x-session-token", &t.live),
-                    ),
+                    json(v1_session(n, Method::PATCH, "/v1/session", &t.live)),
                     vec![
                         S::OK,
                         S::BAD_REQUEST,
@@ -416,10 +403,12 @@ fn hostile_json_bodies_get_documented_statuses() {
                 ),
                 (
                     "POST /v1/session/regenerate",
-                    json(
-                        n.v1(Method::POST, "/v1/session/regenerate")
-                            .header("x-session-token", &unknown),
-                    ),
+                    json(v1_session(
+                        n,
+                        Method::POST,
+                        "/v1/session/regenerate",
+                        &unknown,
+                    )),
                     vec![
                         S::BAD_REQUEST,
                         S::NOT_FOUND,
@@ -493,13 +482,10 @@ async fn cookieless_visitors_write_nothing() {
             let res = c.get(node.at(path)).header(COOKIE, &cookie).send().await;
             assert_eq!(res.unwrap().status(), expected, "{path}");
         }
-        let res = node
-            .v1(Method::GET, "/v1/session")
-            .header("x-session-token", &unknown)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            session_status(&node, &unknown).await.unwrap(),
+            StatusCode::NOT_FOUND
+        );
         // The same unknown token again (the negative cache answers).
         if i % 5 == 0 {
             assert_eq!(

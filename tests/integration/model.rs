@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use edge_session::{
-    Destroyed, NewSession, Session, SessionChange, SessionToken, StoreSettings, UserBinding,
+    Destroyed, NewSession, Session, SessionChange, SessionToken, StoreSettings, TieredStore,
+    UserBinding,
 };
 use proptest::prelude::*;
 
@@ -60,162 +61,211 @@ struct Slot {
     stale: Session,
 }
 
-fn value(v: u8) -> BTreeMap<String, String> {
+/// Session data.
+type Data = BTreeMap<String, String>;
+
+fn value(v: u8) -> Data {
     BTreeMap::from([("v".to_owned(), v.to_string())])
 }
 
-async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let cluster = Cluster::new().await;
-    // Every write runs on A, so A's cache is never stale and A must agree
-    // with the model. B is a second node with no lease (it revalidates every
-    // hit against DynamoDB), so it must agree at once too. (A node with a
-    // lease may serve another node's revocation late, within the lease: that
-    // bound is tested in `store::stale_cache_is_revalidated_after_the_lease`.)
-    let a = cluster.node(StoreSettings::default());
-    let b = cluster.node(StoreSettings {
-        revalidate_after_ms: 0,
-        ..StoreSettings::default()
-    });
-    let t = now();
-    let mut slots: Vec<Slot> = Vec::new();
-    let mut model: Vec<Model> = Vec::new();
-    for (step, op) in ops.into_iter().enumerate() {
+/// Two nodes over one table, the tokens issued so far, and the model of
+/// each. Every write runs on A, so A's cache is never stale and A must agree
+/// with the model. B is a second node with no lease (it revalidates every
+/// hit against DynamoDB), so it must agree at once too. (A node with a lease
+/// may serve another node's revocation late, within the lease: that bound
+/// is tested in `store::logout::stale_cache_is_revalidated_after_the_lease`.)
+struct World {
+    a: TieredStore,
+    b: TieredStore,
+    t: u64,
+    slots: Vec<Slot>,
+    model: Vec<Model>,
+}
+
+impl World {
+    async fn new() -> Self {
+        let cluster = Cluster::new().await;
+        let a = cluster.node(StoreSettings::default());
+        let b = cluster.node(StoreSettings {
+            revalidate_after_ms: 0,
+            ..StoreSettings::default()
+        });
+        World {
+            a,
+            b,
+            t: now(),
+            slots: Vec::new(),
+            model: Vec::new(),
+        }
+    }
+
+    /// A newly issued live session, at version 1.
+    fn issued(&mut self, token: SessionToken, s: Session, user: Option<String>, data: Data) {
+        let live = Model {
+            alive: true,
+            version: 1,
+            user,
+            data,
+        };
+        self.model.push(live);
+        self.slots.push(Slot {
+            token,
+            current: s.clone(),
+            stale: s,
+        });
+    }
+
+    async fn apply(&mut self, step: usize, op: Op) -> Result<(), TestCaseError> {
         match op {
             Op::Create(v) => {
-                let (token, s) = a.create(NewSession::anonymous(value(v)), t).await.unwrap();
-                model.push(Model {
-                    alive: true,
-                    version: 1,
-                    user: None,
-                    data: value(v),
-                });
-                slots.push(Slot {
-                    token,
-                    current: s.clone(),
-                    stale: s,
-                });
+                let new = NewSession::anonymous(value(v));
+                let (token, s) = self.a.create(new, self.t).await.unwrap();
+                self.issued(token, s, None, value(v));
+                Ok(())
             }
-            Op::Load { slot, on_b } => {
-                let Some(s) = slots.get_mut(slot) else {
-                    continue;
-                };
-                let node = if on_b { &b } else { &a };
-                let got = node.load(&s.token, t).await.unwrap();
-                let m = &model[slot];
-                prop_assert_eq!(got.is_some(), m.alive, "step {}: load liveness", step);
-                if let Some(got) = got {
-                    prop_assert_eq!(got.record.version, m.version, "step {}: version", step);
-                    prop_assert_eq!(
-                        got.record.user_id.as_deref(),
-                        m.user.as_deref(),
-                        "step {}: user",
-                        step
-                    );
-                    prop_assert_eq!(&got.record.data, &m.data, "step {}: data", step);
-                    s.current = got;
-                }
-            }
+            Op::Load { slot, on_b } => self.load(step, slot, on_b).await,
             Op::LoadPlanted => {
-                prop_assert!(a
-                    .load(&SessionToken::generate(), t)
-                    .await
-                    .unwrap()
-                    .is_none());
+                let planted = self.a.load(&SessionToken::generate(), self.t).await;
+                prop_assert!(planted.unwrap().is_none());
+                Ok(())
             }
             Op::Update {
                 slot,
                 stale,
                 value: v,
-            } => {
-                let Some(s) = slots.get_mut(slot) else {
-                    continue;
-                };
-                let handle = if stale {
-                    s.stale.clone()
-                } else {
-                    s.current.clone()
-                };
-                let m = &mut model[slot];
-                let expect_ok = m.alive && handle.record.version == m.version;
-                let got = a
-                    .update(&handle, SessionChange::data(value(v)), t)
-                    .await
-                    .unwrap();
-                prop_assert_eq!(got.is_ok(), expect_ok, "step {}: update outcome", step);
-                if let Ok(new) = got {
-                    m.version += 1;
-                    m.data = value(v);
-                    s.stale = std::mem::replace(&mut s.current, new);
-                }
-            }
+            } => self.update(step, slot, stale, v).await,
             Op::Regenerate {
                 slot,
                 user,
                 keep_data,
-            } => {
-                let Some(s) = slots.get(slot) else { continue };
-                let handle = s.current.clone();
-                let m = model[slot].clone();
-                let expect_ok = m.alive && handle.record.version == m.version;
-                let binding = user.map(|u| UserBinding {
-                    user_id: format!("user-{u}"),
-                    role: None,
-                    client: None,
-                });
-                let got = a
-                    .regenerate(&handle, binding.clone(), keep_data, t)
-                    .await
-                    .unwrap();
-                prop_assert_eq!(got.is_ok(), expect_ok, "step {}: regenerate outcome", step);
-                if let Ok((token, new)) = got {
-                    model[slot].alive = false;
-                    let user = binding.map(|b| b.user_id).or(m.user.clone());
-                    let data = if keep_data {
-                        m.data.clone()
-                    } else {
-                        BTreeMap::new()
-                    };
-                    prop_assert_eq!(new.record.user_id.as_deref(), user.as_deref());
-                    prop_assert_eq!(&new.record.data, &data);
-                    model.push(Model {
-                        alive: true,
-                        version: 1,
-                        user,
-                        data,
-                    });
-                    slots.push(Slot {
-                        token,
-                        current: new.clone(),
-                        stale: new,
-                    });
-                }
-            }
-            Op::Destroy(slot) => {
-                let Some(s) = slots.get(slot) else { continue };
-                let got = a.destroy(&s.token, t).await.unwrap();
-                let m = &mut model[slot];
-                if m.alive {
-                    prop_assert_eq!(got, Destroyed::Confirmed, "step {}: destroy", step);
-                } else {
-                    prop_assert!(
-                        matches!(got, Destroyed::NotFound | Destroyed::AlreadyRevoked),
-                        "step {}: destroy of a dead session gave {:?}",
-                        step,
-                        got
-                    );
-                }
-                m.alive = false;
-            }
+            } => self.regenerate(step, slot, user, keep_data).await,
+            Op::Destroy(slot) => self.destroy(step, slot).await,
         }
     }
-    // Final sweep: every slot agrees on both nodes.
-    for (i, s) in slots.iter().enumerate() {
-        for node in [&a, &b] {
-            let got = node.load(&s.token, t).await.unwrap();
-            prop_assert_eq!(got.is_some(), model[i].alive, "final: slot {}", i);
+
+    async fn load(&mut self, step: usize, slot: usize, on_b: bool) -> Result<(), TestCaseError> {
+        let Some(s) = self.slots.get_mut(slot) else {
+            return Ok(());
+        };
+        let node = if on_b { &self.b } else { &self.a };
+        let got = node.load(&s.token, self.t).await.unwrap();
+        let m = &self.model[slot];
+        prop_assert_eq!(got.is_some(), m.alive, "step {}: load liveness", step);
+        if let Some(got) = got {
+            prop_assert_eq!(got.record.version, m.version, "step {}: version", step);
+            prop_assert_eq!(
+                got.record.user_id.as_deref(),
+                m.user.as_deref(),
+                "step {}: user",
+                step
+            );
+            prop_assert_eq!(&got.record.data, &m.data, "step {}: data", step);
+            s.current = got;
         }
+        Ok(())
     }
-    Ok(())
+
+    async fn update(
+        &mut self,
+        step: usize,
+        slot: usize,
+        stale: bool,
+        v: u8,
+    ) -> Result<(), TestCaseError> {
+        let Some(s) = self.slots.get_mut(slot) else {
+            return Ok(());
+        };
+        let handle = if stale {
+            s.stale.clone()
+        } else {
+            s.current.clone()
+        };
+        let m = &mut self.model[slot];
+        let expect_ok = m.alive && handle.record.version == m.version;
+        let change = SessionChange::data(value(v));
+        let got = self.a.update(&handle, change, self.t).await.unwrap();
+        prop_assert_eq!(got.is_ok(), expect_ok, "step {}: update outcome", step);
+        if let Ok(new) = got {
+            m.version += 1;
+            m.data = value(v);
+            s.stale = std::mem::replace(&mut s.current, new);
+        }
+        Ok(())
+    }
+
+    async fn regenerate(
+        &mut self,
+        step: usize,
+        slot: usize,
+        user: Option<u8>,
+        keep_data: bool,
+    ) -> Result<(), TestCaseError> {
+        let Some(s) = self.slots.get(slot) else {
+            return Ok(());
+        };
+        let handle = s.current.clone();
+        let m = self.model[slot].clone();
+        let expect_ok = m.alive && handle.record.version == m.version;
+        let binding = user.map(|u| UserBinding {
+            user_id: format!("user-{u}"),
+            role: None,
+            client: None,
+        });
+        let got = self
+            .a
+            .regenerate(&handle, binding.clone(), keep_data, self.t)
+            .await
+            .unwrap();
+        prop_assert_eq!(got.is_ok(), expect_ok, "step {}: regenerate outcome", step);
+        if let Ok((token, new)) = got {
+            self.model[slot].alive = false;
+            let user = binding.map(|b| b.user_id).or(m.user.clone());
+            let data = if keep_data { m.data } else { BTreeMap::new() };
+            prop_assert_eq!(new.record.user_id.as_deref(), user.as_deref());
+            prop_assert_eq!(&new.record.data, &data);
+            self.issued(token, new, user, data);
+        }
+        Ok(())
+    }
+
+    async fn destroy(&mut self, step: usize, slot: usize) -> Result<(), TestCaseError> {
+        let Some(s) = self.slots.get(slot) else {
+            return Ok(());
+        };
+        let got = self.a.destroy(&s.token, self.t).await.unwrap();
+        let m = &mut self.model[slot];
+        if m.alive {
+            prop_assert_eq!(got, Destroyed::Confirmed, "step {}: destroy", step);
+        } else {
+            prop_assert!(
+                matches!(got, Destroyed::NotFound | Destroyed::AlreadyRevoked),
+                "step {}: destroy of a dead session gave {:?}",
+                step,
+                got
+            );
+        }
+        m.alive = false;
+        Ok(())
+    }
+
+    /// Every slot agrees with the model on both nodes.
+    async fn final_sweep(&self) -> Result<(), TestCaseError> {
+        for (i, s) in self.slots.iter().enumerate() {
+            for node in [&self.a, &self.b] {
+                let got = node.load(&s.token, self.t).await.unwrap();
+                prop_assert_eq!(got.is_some(), self.model[i].alive, "final: slot {}", i);
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut world = World::new().await;
+    for (step, op) in ops.into_iter().enumerate() {
+        world.apply(step, op).await?;
+    }
+    world.final_sweep().await
 }
 
 #[test]

@@ -6,13 +6,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use reqwest::header::COOKIE;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::child::{Node, OnDrop, Options};
+use crate::coherence::terminate_cleanly;
 use crate::harness::{
-    browser_login, client, cookie, metric, session_cookie, whoami, ALICE_PASSWORD,
+    browser, browser_login, client, metric, session_cookie, session_status, whoami, ALICE_PASSWORD,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge-session");
@@ -76,9 +76,7 @@ async fn sigterm_drains_and_restart_keeps_sessions_and_revocations() {
     let node = start(&config, "info");
     let logged_in = browser_login((&c, &node.url), "alice", ALICE_PASSWORD).await;
     let logged_out = browser_login((&c, &node.url), "alice", ALICE_PASSWORD).await;
-    let res = c
-        .post(node.at("/logout"))
-        .header(COOKIE, cookie(&logged_out))
+    let res = browser(&(&c, &node.url), Method::POST, "/logout", Some(&logged_out))
         .send()
         .await
         .unwrap();
@@ -98,13 +96,7 @@ async fn sigterm_drains_and_restart_keeps_sessions_and_revocations() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let (status, output) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        status.success(),
-        "exit status {status:?}; output:\n{output}"
-    );
+    terminate_cleanly(node).await;
     let mut drained = 0;
     for req in in_flight {
         if let Ok(res) = req.await.unwrap() {
@@ -129,10 +121,7 @@ async fn sigterm_drains_and_restart_keeps_sessions_and_revocations() {
         StatusCode::UNAUTHORIZED,
         "logged-out session stays dead"
     );
-    let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
-        .await
-        .unwrap();
-    assert!(status.success());
+    terminate_cleanly(node).await;
 }
 
 #[tokio::test]
@@ -156,9 +145,7 @@ async fn tokens_never_appear_in_logs_or_locations() {
         .unwrap()
         .to_owned();
     tokens.push(anon.clone());
-    let res = c
-        .post(node.at("/login"))
-        .header(COOKIE, cookie(&anon))
+    let res = browser(&(&c, &node.url), Method::POST, "/login", Some(&anon))
         .form(&[("username", "alice"), ("password", ALICE_PASSWORD)])
         .send()
         .await
@@ -169,12 +156,15 @@ async fn tokens_never_appear_in_logs_or_locations() {
     assert_eq!(location, "/");
     let _ = whoami((&c, &node.url), &signed_in).await.unwrap();
     let _ = whoami((&c, &node.url), &anon).await.unwrap();
-    let _ = c
-        .get(node.at("/me/sessions"))
-        .header(COOKIE, cookie(&signed_in))
-        .send()
-        .await
-        .unwrap();
+    let _ = browser(
+        &(&c, &node.url),
+        Method::GET,
+        "/me/sessions",
+        Some(&signed_in),
+    )
+    .send()
+    .await
+    .unwrap();
 
     let v1 = |m: Method, p: &str| crate::harness::v1((&c, &node.url), m, p);
     let res = v1(Method::POST, "/v1/sessions")
@@ -216,17 +206,12 @@ async fn tokens_never_appear_in_logs_or_locations() {
         .send()
         .await
         .unwrap();
-    let _ = c
-        .post(node.at("/logout"))
-        .header(COOKIE, cookie(&signed_in))
+    let _ = browser(&(&c, &node.url), Method::POST, "/logout", Some(&signed_in))
         .send()
         .await
         .unwrap();
 
-    let (status, output) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
-        .await
-        .unwrap();
-    assert!(status.success());
+    let output = terminate_cleanly(node).await;
     assert!(
         output.lines().count() > 20,
         "debug logging produced output to search:\n{output}"
@@ -421,19 +406,15 @@ async fn unknown_token_costs_one_read_per_negative_ttl() {
             whoami((&c, &node.url), &unknown).await.unwrap(),
             StatusCode::UNAUTHORIZED
         );
-        let res = c
-            .get(node.at("/"))
-            .header(COOKIE, cookie(&unknown))
+        let res = browser(&(&c, &node.url), Method::GET, "/", Some(&unknown))
             .send()
             .await
             .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
-        let res = crate::harness::v1((&c, &node.url), Method::GET, "/v1/session")
-            .header("x-session-token", &unknown)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            session_status((&c, &node.url), &unknown).await.unwrap(),
+            StatusCode::NOT_FOUND
+        );
     }
     let windows = 1 + started.elapsed().as_millis() / TTL_MS;
     let reads = gets().await - before;
@@ -486,10 +467,7 @@ async fn unknown_cookie_logouts_cost_no_read_within_the_negative_ttl() {
         deletes,
         "nothing deleted for a cookie nobody holds"
     );
-    let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
-        .await
-        .unwrap();
-    assert!(status.success());
+    terminate_cleanly(node).await;
 }
 
 #[tokio::test]
@@ -503,10 +481,7 @@ async fn a_node_with_another_journal_partition_count_than_the_table_will_not_sta
         crate::harness::readyz((&c, &node.url)).await.ok() == Some(reqwest::StatusCode::OK)
     })
     .await;
-    let (status, output) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
-        .await
-        .unwrap();
-    assert!(status.success(), "{output}");
+    terminate_cleanly(node).await;
 
     let log = dir.path().join("second.log");
     let mut second = Command::new(BIN)

@@ -11,7 +11,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::harness::{
-    anonymous_token, cookie, node_toml, session_cookie, table_name, token, TestNode, ALICE_PASSWORD,
+    anonymous_token, cookie, node_toml, session_cookie, table_name, token, v1_session, TestNode,
+    ALICE_PASSWORD,
 };
 use crate::mmdb::write_city_db;
 
@@ -207,9 +208,7 @@ async fn a_v1_sign_in_records_the_client_the_app_names() {
     let dir = tempfile::tempdir().unwrap();
     let node = node_recording("full", dir.path()).await;
     let anon = anonymous_token(&node).await;
-    let res = node
-        .v1(Method::POST, "/v1/session/regenerate")
-        .header("x-session-token", &anon)
+    let res = v1_session(&node, Method::POST, "/v1/session/regenerate", &anon)
         .json(&json!({"user_id": "carol", "client": {"address": "203.0.113.9", "user_agent": SAFARI_IPHONE}}))
         .send()
         .await
@@ -219,9 +218,7 @@ async fn a_v1_sign_in_records_the_client_the_app_names() {
     assert_eq!(listed[0]["client"]["city"], "Berlin");
     assert_eq!(listed[0]["client"]["device"], "iPhone");
     // An address that is not one is refused, not recorded.
-    let res = node
-        .v1(Method::POST, "/v1/session/regenerate")
-        .header("x-session-token", &anon)
+    let res = v1_session(&node, Method::POST, "/v1/session/regenerate", &anon)
         .json(&json!({"user_id": "carol", "client": {"address": "<script>"}}))
         .send()
         .await

@@ -8,21 +8,11 @@ use reqwest::header::{COOKIE, LINK};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::faultproxy::{Fault, FaultProxy, IndexLag};
+use crate::faultproxy::{Fault, IndexLag};
 use crate::harness::{
-    browser_login, cookie, eventually, metric, proxied_node_toml, service_login, table_name,
-    whoami, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
+    browser, browser_login, cookie, eventually, fault_proxy, metric, read_session, service_login,
+    table_name, v1_call, whoami, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
 };
-
-/// `GET /v1/session` with `token`: its status.
-async fn service_status(node: &TestNode, token: &str) -> StatusCode {
-    node.v1(Method::GET, "/v1/session")
-        .header("x-session-token", token)
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
 
 /// One page: its items and its `Link` header, if any.
 async fn page(res: reqwest::Response) -> (Vec<Value>, Option<String>) {
@@ -57,9 +47,9 @@ async fn sessions_past_max_per_user_evict_the_oldest() {
     let node = TestNode::spawn_on(&table, extra).await;
     // Five logins of one user: three through the login form (a session
     // created bound), two through /v1/session/regenerate.
-    let mut browser = Vec::new();
+    let mut signed_in = Vec::new();
     for _ in 0..3 {
-        browser.push(browser_login(&node, "alice", ALICE_PASSWORD).await);
+        signed_in.push(browser_login(&node, "alice", ALICE_PASSWORD).await);
     }
     let mut service = Vec::new();
     for _ in 0..2 {
@@ -68,7 +58,7 @@ async fn sessions_past_max_per_user_evict_the_oldest() {
     let bob = browser_login(&node, "bob", BOB_PASSWORD).await;
 
     // Each login's eviction runs after its answer: wait for the last.
-    for (i, oldest) in browser[..2].iter().enumerate() {
+    for (i, oldest) in signed_in[..2].iter().enumerate() {
         eventually(
             &format!("login {i}, among the two oldest, signed out"),
             || async { whoami(&node, oldest).await.unwrap() == StatusCode::UNAUTHORIZED },
@@ -77,16 +67,16 @@ async fn sessions_past_max_per_user_evict_the_oldest() {
     }
     let fresh = TestNode::spawn_on(&table, extra).await;
     for n in [&node, &fresh] {
-        for (i, oldest) in browser[..2].iter().enumerate() {
+        for (i, oldest) in signed_in[..2].iter().enumerate() {
             assert_eq!(
                 whoami(n, oldest).await.unwrap(),
                 StatusCode::UNAUTHORIZED,
                 "login {i} is among the two oldest: signed out"
             );
         }
-        assert_eq!(whoami(n, &browser[2]).await.unwrap(), StatusCode::OK);
+        assert_eq!(whoami(n, &signed_in[2]).await.unwrap(), StatusCode::OK);
         for token in &service {
-            assert_eq!(service_status(n, token).await, StatusCode::OK);
+            assert_eq!(read_session(n, token).await.0, StatusCode::OK);
         }
         assert_eq!(
             whoami(n, &bob).await.unwrap(),
@@ -104,10 +94,7 @@ async fn sessions_past_max_per_user_evict_the_oldest() {
     .await;
     assert_eq!(listed.len(), 3);
     assert_eq!(link, None);
-    let res = fresh
-        .client
-        .get(fresh.at("/me/sessions"))
-        .header(COOKIE, cookie(&browser[2]))
+    let res = browser(&fresh, Method::GET, "/me/sessions", Some(&signed_in[2]))
         .send()
         .await
         .unwrap();
@@ -237,12 +224,15 @@ async fn listing_parameters_out_of_range_are_400() {
                 .send()
                 .await
                 .unwrap(),
-            node.client
-                .get(node.at(&format!("/me/sessions?{query}")))
-                .header(COOKIE, cookie(&bob))
-                .send()
-                .await
-                .unwrap(),
+            browser(
+                &node,
+                Method::GET,
+                &format!("/me/sessions?{query}"),
+                Some(&bob),
+            )
+            .send()
+            .await
+            .unwrap(),
         ] {
             let url = res.url().to_string();
             assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{url}");
@@ -253,12 +243,17 @@ async fn listing_parameters_out_of_range_are_400() {
     // In range, and an `after` that names no session: a page, not an error.
     let handle = "A".repeat(43);
     for query in ["limit=1", "limit=1000", &format!("after={handle}")] {
-        let res = node
-            .v1(Method::GET, &format!("/v1/users/bob/sessions?{query}"))
-            .send()
+        assert_eq!(
+            v1_call(
+                &node,
+                Method::GET,
+                &format!("/v1/users/bob/sessions?{query}")
+            )
             .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::OK, "{query}");
+            .0,
+            StatusCode::OK,
+            "{query}"
+        );
     }
     node.stop().await;
 }
@@ -270,10 +265,7 @@ async fn signed_in_page_shows_one_page_and_links_to_the_rest() {
     for _ in 0..20 {
         service_login(&node, "alice").await;
     }
-    let res = node
-        .client
-        .get(node.at("/"))
-        .header(COOKIE, cookie(&alice))
+    let res = browser(&node, Method::GET, "/", Some(&alice))
         .send()
         .await
         .unwrap();
@@ -306,8 +298,7 @@ async fn signed_in_page_shows_one_page_and_links_to_the_rest() {
 /// queries.)
 #[tokio::test]
 async fn a_login_under_the_cap_lists_no_sessions() {
-    let Some(proxy) = FaultProxy::to_harness().await else {
-        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+    let Some(proxy) = fault_proxy().await else {
         return;
     };
     proxy.set(Fault::IndexDelay(IndexLag::None));
@@ -315,9 +306,7 @@ async fn a_login_under_the_cap_lists_no_sessions() {
     let extra = "[session]\nmax_per_user = 3\n";
     // A node straight to DynamoDB makes the table.
     TestNode::spawn_on(&table, extra).await.stop().await;
-    let dir = tempfile::tempdir().unwrap();
-    let toml = proxied_node_toml(dir.path(), &table, &proxy.url(), "", extra);
-    let node = TestNode::spawn_toml(dir, &toml).await;
+    let node = TestNode::spawn_proxied(&table, &proxy.url(), "", extra).await;
     let mut logins = Vec::new();
     for _ in 0..3 {
         logins.push(browser_login(&node, "alice", ALICE_PASSWORD).await);

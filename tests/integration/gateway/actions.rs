@@ -8,8 +8,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use super::{gateway_node, gateway_node_through, upstream_saw, Express, ALICE, BOB};
-use crate::faultproxy::{Fault, FaultProxy};
-use crate::harness::{cookie, metrics_text, session_cookie, session_set_cookie, TestNode};
+use crate::faultproxy::Fault;
+use crate::harness::{
+    browser, cookie, fault_proxy, metrics_text, session_cookie, session_set_cookie, session_status,
+    TestNode,
+};
 
 /// `POST <path>` through `node` with the session cookie `carried` and a
 /// form.
@@ -122,10 +125,7 @@ async fn attackers_own_session_planted_in_a_victims_browser_is_dead_after_the_vi
         None,
         "the planted session lives on"
     );
-    let res = node
-        .client
-        .get(node.at("/.edge/whoami"))
-        .header(COOKIE, cookie(&planted))
+    let res = browser(&node, Method::GET, "/.edge/whoami", Some(&planted))
         .send()
         .await
         .unwrap();
@@ -139,14 +139,8 @@ async fn attackers_own_session_planted_in_a_victims_browser_is_dead_after_the_vi
         .to_owned();
     let victim = app_login(&node, Some(&anonymous), "alice", ALICE).await;
     assert_ne!(victim, anonymous);
-    let res = node
-        .v1(Method::GET, "/v1/session")
-        .header("x-session-token", &anonymous)
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        res.status(),
+        session_status(&node, &anonymous).await.unwrap(),
         StatusCode::NOT_FOUND,
         "the planted anonymous session lives on"
     );
@@ -245,8 +239,7 @@ async fn unsigned_or_replayed_actions_are_ignored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_login_action_returns_503_and_no_cookie() {
-    let Some(proxy) = FaultProxy::to_harness().await else {
-        eprintln!("skipped: the harness endpoint is not plain http");
+    let Some(proxy) = fault_proxy().await else {
         return;
     };
     let express = Express::start();

@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use super::{gateway_node, raw_request, Express};
-use crate::harness::{cookie, session_cookie, TestNode, ALICE_PASSWORD};
+use crate::harness::{browser, cookie, session_cookie, TestNode, ALICE_PASSWORD};
 
 const PROTECT: &str = "protect = [\"/admin\"]";
 
@@ -100,10 +100,7 @@ async fn protected_paths_send_browsers_to_login_and_others_get_401() {
     assert!(res.text().await.unwrap().contains("Welcome, alice"));
 
     // The node's own signed-in page links under /.edge.
-    let res = node
-        .client
-        .get(node.at("/.edge/"))
-        .header(COOKIE, cookie(&alice))
+    let res = browser(&node, Method::GET, "/.edge/", Some(&alice))
         .send()
         .await
         .unwrap();
@@ -263,10 +260,7 @@ async fn deny_by_default_protects_unlisted_paths() {
     // Signed in, unlisted paths open.
     let res = edge_login(&node, "/").await;
     let alice = session_cookie(&res);
-    let res = node
-        .client
-        .get(node.at("/admin"))
-        .header(COOKIE, cookie(&alice))
+    let res = browser(&node, Method::GET, "/admin", Some(&alice))
         .send()
         .await
         .unwrap();

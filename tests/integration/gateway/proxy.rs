@@ -6,13 +6,13 @@
 use std::time::{Duration, Instant};
 
 use reqwest::header::COOKIE;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use super::upstreams;
 use super::{gateway_node, gateway_node_through, raw_request, upstream_saw, Express};
-use crate::faultproxy::{Fault, FaultProxy};
-use crate::harness::{cookie, metric, service_login};
+use crate::faultproxy::Fault;
+use crate::harness::{assert_error, browser, cookie, fault_proxy, metric, service_login};
 
 /// Every header the upstream received whose name, read with `_` as `-`,
 /// starts with `x-edge-`, as `(name, value)`.
@@ -140,10 +140,7 @@ async fn the_nodes_own_routes_are_not_proxied() {
     let express = Express::start();
     let node = gateway_node(&express.url, "", "").await;
     let token = service_login(&node, "alice").await;
-    let res = node
-        .client
-        .get(node.at("/.edge/whoami"))
-        .header(COOKIE, cookie(&token))
+    let res = browser(&node, Method::GET, "/.edge/whoami", Some(&token))
         .send()
         .await
         .unwrap();
@@ -327,11 +324,7 @@ async fn unreachable_upstream_is_502_and_a_silent_one_504() {
     let started = Instant::now();
     let res = node.client.get(node.at("/anything")).send().await.unwrap();
     let took = started.elapsed();
-    assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"],
-        "upstream_timeout"
-    );
+    assert_error(res, StatusCode::GATEWAY_TIMEOUT, "upstream_timeout").await;
     assert!(
         took >= Duration::from_millis(500) && took < Duration::from_secs(5),
         "{took:?}"
@@ -342,8 +335,7 @@ async fn unreachable_upstream_is_502_and_a_silent_one_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_whose_session_cannot_be_read_is_refused_not_sent_anonymously() {
-    let Some(proxy) = FaultProxy::to_harness().await else {
-        eprintln!("skipped: the harness endpoint is not plain http");
+    let Some(proxy) = fault_proxy().await else {
         return;
     };
     let express = Express::start();
@@ -352,18 +344,11 @@ async fn request_whose_session_cannot_be_read_is_refused_not_sent_anonymously() 
     proxy.set(Fault::Refuse);
     // A cookie this node has not cached: only DynamoDB could say whose it is.
     let unknown = "A".repeat(43);
-    let res = node
-        .client
-        .get(node.at("/headers"))
-        .header(COOKIE, cookie(&unknown))
+    let res = browser(&node, Method::GET, "/headers", Some(&unknown))
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"],
-        "store_unavailable"
-    );
+    assert_error(res, StatusCode::SERVICE_UNAVAILABLE, "store_unavailable").await;
     // Without a cookie there is nothing to read: the app answers.
     let saw = upstream_saw(&node, None, &[]).await;
     assert!(saw.get("x-edge-user").is_none());

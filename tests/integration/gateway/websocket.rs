@@ -14,7 +14,7 @@ use awc::ws::{CloseCode, Frame, Message};
 use reqwest::{Method, StatusCode};
 
 use super::{gateway_node, gateway_node_on, Express, ALICE};
-use crate::harness::{cookie, session_cookie, table_name, TestNode};
+use crate::harness::{cookie, session_cookie, table_name, v1_call, TestNode};
 
 type Socket = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
 
@@ -173,12 +173,12 @@ async fn websocket_is_closed_when_its_session_is_revoked() {
     );
 
     // Revoked on the OTHER node.
-    let res = b
-        .v1(Method::DELETE, "/v1/users/alice/sessions")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        v1_call(&b, Method::DELETE, "/v1/users/alice/sessions")
+            .await
+            .0,
+        StatusCode::OK
+    );
     let revoked = Instant::now();
     let reason = loop {
         match next(&mut socket).await {

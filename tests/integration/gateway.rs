@@ -25,7 +25,7 @@ use reqwest::header::COOKIE;
 use serde_json::Value;
 
 use crate::faultproxy::FaultProxy;
-use crate::harness::{node_toml, proxied_node_toml, table_name, Cluster, TestNode};
+use crate::harness::{node_toml, table_name, Cluster, TestNode};
 
 /// The action secret shared by the test nodes and the Express example.
 pub const SECRET: &str = "gateway-test-secret-0123456789abcdef";
@@ -118,10 +118,8 @@ pub async fn gateway_node_on(table: &str, upstream: &str, gateway: &str, server:
 /// the node does not provision through a proxy.
 pub async fn gateway_node_through(proxy: &FaultProxy, upstream: &str) -> TestNode {
     let cluster = Cluster::new().await;
-    let dir = tempfile::tempdir().unwrap();
     let gateway = format!("[gateway]\nupstream = \"{upstream}\"\naction_secret = \"{SECRET}\"\n");
-    let toml = proxied_node_toml(dir.path(), cluster.tier.table(), &proxy.url(), "", &gateway);
-    TestNode::spawn_toml(dir, &toml).await
+    TestNode::spawn_proxied(cluster.tier.table(), &proxy.url(), "", &gateway).await
 }
 
 /// `GET /headers` through `node` with the session cookie `cookie` (if any)

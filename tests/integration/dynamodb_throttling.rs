@@ -9,8 +9,9 @@
 use reqwest::{header, Method, StatusCode};
 use serde_json::Value;
 
-use crate::faultproxy::{Fault, FaultProxy};
-use crate::harness::{client, metric, proxied_node_toml, v1, Cluster};
+use crate::coherence::terminate_cleanly;
+use crate::faultproxy::Fault;
+use crate::harness::{client, fault_proxy, metric, proxied_node_toml, v1, Cluster};
 use crate::process;
 
 /// The value of `name{labels...}` in the node's `/metrics` (`None`: absent).
@@ -32,8 +33,7 @@ async fn labelled(c: &reqwest::Client, url: &str, name: &str, labels: &[&str]) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_does_not_open_the_breaker() {
-    let Some(proxy) = FaultProxy::to_harness().await else {
-        eprintln!("skipped: the DynamoDB endpoint is not plain http");
+    let Some(proxy) = fault_proxy().await else {
         return;
     };
     let cluster = Cluster::new().await;
@@ -110,8 +110,5 @@ async fn throttling_does_not_open_the_breaker() {
         StatusCode::CREATED,
         "the first call after the throttling stops succeeds"
     );
-    let (status, _) = tokio::task::spawn_blocking(move || node.terminate().unwrap())
-        .await
-        .unwrap();
-    assert!(status.success());
+    terminate_cleanly(node).await;
 }
