@@ -257,6 +257,41 @@ fn load_tls(config: &crate::config::TlsConfig) -> anyhow::Result<rustls::ServerC
     .context("`server.tls.cert` and `server.tls.key` do not form a usable pair")
 }
 
+/// The store's settings from the config's `[session]`, `[cache]` and `[events]`.
+fn store_settings(config: &Config) -> StoreSettings {
+    let s = &config.session;
+    StoreSettings {
+        policy: Policy {
+            idle_timeout_ms: s.idle_timeout_secs * 1000,
+            absolute_timeout_ms: s.absolute_timeout_secs * 1000,
+            touch_interval_ms: s.touch_interval_secs * 1000,
+        },
+        revalidate_after_ms: config.cache.revalidate_after_ms,
+        on_unreachable: config.on_unreachable(),
+        max_unverified_revocations: config.cache.max_unverified_revocations,
+        max_per_user: s.max_per_user,
+        max_record_bytes: s.max_record_bytes,
+        negative_ttl_ms: config.cache.negative_ttl_ms,
+        negative_max_entries: config.cache.negative_max_entries,
+        // Checked by `Config::validate`.
+        record_format: Format::from_byte(s.record_format).unwrap_or_default(),
+        record_client: s.record_client,
+        end_reasons: config.events.enabled,
+    }
+}
+
+/// The stream follower's settings from `[stream]` and `[cache]`.
+fn coherence_settings(config: &Config) -> CoherenceSettings {
+    CoherenceSettings {
+        poll_interval: Duration::from_millis(config.stream.poll_interval_ms),
+        heartbeat_every: (config.stream.heartbeat_interval_ms > 0)
+            .then(|| Duration::from_millis(config.stream.heartbeat_interval_ms)),
+        lag_threshold_ms: config.stream.lag_threshold_ms,
+        revalidate_after_ms: config.cache.revalidate_after_ms,
+        revalidate_after_lagging_ms: config.cache.revalidate_after_lagging_ms,
+    }
+}
+
 impl Application {
     /// Build a node: open both tiers, bind the listener (port 0 allowed).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
@@ -266,26 +301,7 @@ impl Application {
         let cache_dir = config.data_dir.join("cache");
         let cache = SledCache::open(&cache_dir)
             .with_context(|| format!("opening the sled cache at {}", cache_dir.display()))?;
-        let s = &config.session;
-        let settings = StoreSettings {
-            policy: Policy {
-                idle_timeout_ms: s.idle_timeout_secs * 1000,
-                absolute_timeout_ms: s.absolute_timeout_secs * 1000,
-                touch_interval_ms: s.touch_interval_secs * 1000,
-            },
-            revalidate_after_ms: config.cache.revalidate_after_ms,
-            on_unreachable: config.on_unreachable(),
-            max_unverified_revocations: config.cache.max_unverified_revocations,
-            max_per_user: s.max_per_user,
-            max_record_bytes: s.max_record_bytes,
-            negative_ttl_ms: config.cache.negative_ttl_ms,
-            negative_max_entries: config.cache.negative_max_entries,
-            // Checked by `Config::validate`.
-            record_format: Format::from_byte(s.record_format).unwrap_or_default(),
-            record_client: s.record_client,
-            end_reasons: config.events.enabled,
-        };
-        let store = TieredStore::new(cache, tier, settings);
+        let store = TieredStore::new(cache, tier, store_settings(&config));
         if let Some(homes) = homes(&config, &client_settings).await {
             store.set_homes(homes);
         }
@@ -353,18 +369,10 @@ impl Application {
                     stopped_follower,
                 ));
             }
-            let settings = CoherenceSettings {
-                poll_interval: Duration::from_millis(config.stream.poll_interval_ms),
-                heartbeat_every: (config.stream.heartbeat_interval_ms > 0)
-                    .then(|| Duration::from_millis(config.stream.heartbeat_interval_ms)),
-                lag_threshold_ms: config.stream.lag_threshold_ms,
-                revalidate_after_ms: config.cache.revalidate_after_ms,
-                revalidate_after_lagging_ms: config.cache.revalidate_after_lagging_ms,
-            };
             tokio::spawn(coherence::run(
                 store.clone(),
                 client_settings,
-                settings,
+                coherence_settings(&config),
                 now,
                 stopped_follower,
             ))

@@ -230,6 +230,55 @@ fn interleaved_ratio(
     (ratios[rounds / 2], ratios[0], ratios[rounds - 1])
 }
 
+/// The cache hit beside the raw tree get in alternating batches (their
+/// ratio), then each lookup kind timed one by one (its tail), over `n`
+/// cached sessions.
+fn ratio_and_tails(
+    n: usize,
+    raw: &sled::Db,
+    cache: &SledCache,
+    store: &TieredStore,
+    raw_keys: &[[u8; 32]],
+    tokens: &[SessionToken],
+) -> (Percentiles, Percentiles, Percentiles) {
+    // The same two operations in alternating batches: the machine's
+    // other load falls on both alike.
+    let (rounds, batch) = (21, 20_000);
+    let ratio = interleaved_ratio(
+        rounds,
+        batch,
+        |j| {
+            black_box(cache.raw_get(&raw_keys[(j * 7919) % n]).unwrap());
+        },
+        |j| {
+            let key = tokens[(j * 7919) % n].storage_key();
+            black_box(store.lookup_cached(&key, NOW).unwrap());
+        },
+    );
+    eprintln!(
+        "lookup: {n} sessions, cache_hit ÷ raw_tree_get over {rounds} alternating rounds of {batch} each: median {:.2}× (lowest {:.2}×, highest {:.2}×)",
+        ratio.0, ratio.1, ratio.2
+    );
+
+    // Tails: the same operations, each timed on its own.
+    let ops = 300_000;
+    let raw_tail = percentiles(ops, |j| {
+        black_box(raw.get(raw_keys[(j * 7919) % n]).unwrap());
+    });
+    let tree_tail = percentiles(ops, |j| {
+        black_box(cache.raw_get(&raw_keys[(j * 7919) % n]).unwrap());
+    });
+    let hit_tail = percentiles(ops, |j| {
+        let key = tokens[(j * 7919) % n].storage_key();
+        black_box(store.lookup_cached(&key, NOW).unwrap());
+    });
+    eprintln!(
+        "lookup: {n} sessions, {ops} lookups timed one by one: raw_sled_get p50 {:.2} µs p99 {:.2} µs p99.9 {:.2} µs | raw_tree_get p50 {:.2} µs p99 {:.2} µs p99.9 {:.2} µs | cache_hit p50 {:.2} µs p99 {:.2} µs p99.9 {:.2} µs",
+        raw_tail.p50, raw_tail.p99, raw_tail.p999, tree_tail.p50, tree_tail.p99, tree_tail.p999, hit_tail.p50, hit_tail.p99, hit_tail.p999
+    );
+    (raw_tail, tree_tail, hit_tail)
+}
+
 fn bench_lookup(c: &mut Criterion) {
     if ![
         "lookup/cache_hit",
@@ -320,41 +369,8 @@ fn bench_lookup(c: &mut Criterion) {
         );
         group.finish();
 
-        // The same two operations in alternating batches: the machine's
-        // other load falls on both alike.
-        let (rounds, batch) = (21, 20_000);
-        let ratio = interleaved_ratio(
-            rounds,
-            batch,
-            |j| {
-                black_box(cache.raw_get(&raw_keys[(j * 7919) % n]).unwrap());
-            },
-            |j| {
-                let key = tokens[(j * 7919) % n].storage_key();
-                black_box(store.lookup_cached(&key, NOW).unwrap());
-            },
-        );
-        eprintln!(
-            "lookup: {n} sessions, cache_hit ÷ raw_tree_get over {rounds} alternating rounds of {batch} each: median {:.2}× (lowest {:.2}×, highest {:.2}×)",
-            ratio.0, ratio.1, ratio.2
-        );
-
-        // Tails: the same operations, each timed on its own.
-        let ops = 300_000;
-        let raw_tail = percentiles(ops, |j| {
-            black_box(raw.get(raw_keys[(j * 7919) % n]).unwrap());
-        });
-        let tree_tail = percentiles(ops, |j| {
-            black_box(cache.raw_get(&raw_keys[(j * 7919) % n]).unwrap());
-        });
-        let hit_tail = percentiles(ops, |j| {
-            let key = tokens[(j * 7919) % n].storage_key();
-            black_box(store.lookup_cached(&key, NOW).unwrap());
-        });
-        eprintln!(
-            "lookup: {n} sessions, {ops} lookups timed one by one: raw_sled_get p50 {:.2} µs p99 {:.2} µs p99.9 {:.2} µs | raw_tree_get p50 {:.2} µs p99 {:.2} µs p99.9 {:.2} µs | cache_hit p50 {:.2} µs p99 {:.2} µs p99.9 {:.2} µs",
-            raw_tail.p50, raw_tail.p99, raw_tail.p999, tree_tail.p50, tree_tail.p99, tree_tail.p999, hit_tail.p50, hit_tail.p99, hit_tail.p999
-        );
+        let (raw_tail, tree_tail, hit_tail) =
+            ratio_and_tails(n, &raw, &cache, &store, &raw_keys, &tokens);
         tails.push((n, raw_tail, tree_tail, hit_tail));
     }
     if let (Some((small, s_raw, s_tree, s_hit)), Some((large, l_raw, l_tree, l_hit))) =
