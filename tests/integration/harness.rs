@@ -192,6 +192,19 @@ impl TestNode {
         Self::spawn_toml(dir, &toml).await
     }
 
+    /// A node over a fresh table whose `[server]` section also gets the
+    /// lines `server`, and whose `[auth]` login budgets are `budgets` (the
+    /// tests' defaults, [`TEST_BUDGETS`], when `None`).
+    pub async fn spawn_with(server: &str, budgets: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut toml = node_toml(dir.path(), &table_name(), "");
+        if let Some(budgets) = budgets {
+            toml = toml.replace(TEST_BUDGETS, budgets);
+        }
+        let toml = toml.replace("[server]\n", &format!("[server]\n{server}\n"));
+        Self::spawn_toml(dir, &toml).await
+    }
+
     /// A node over `table` reaching DynamoDB through the proxy at
     /// `proxy_url`, its config as [`proxied_node_toml`] writes it.
     pub async fn spawn_proxied(table: &str, proxy_url: &str, dynamodb: &str, extra: &str) -> Self {
@@ -206,6 +219,11 @@ impl TestNode {
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
         }
+    }
+
+    /// The node's `host:port`, for a raw TCP connection.
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
     }
 
     pub fn at(&self, path: &str) -> String {
