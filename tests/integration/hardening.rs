@@ -16,7 +16,7 @@ const HEAD_TIMEOUTS: &str =
     "client_request_timeout_ms = 1000\nkeep_alive_ms = 1000\nclient_disconnect_timeout_ms = 500";
 
 /// Request bodies get a second, plus one per KiB.
-const BODY_TIMEOUTS: &str = "client_body_timeout_ms = 1000\nclient_body_min_rate = 1024";
+pub(crate) const BODY_TIMEOUTS: &str = "client_body_timeout_ms = 1000\nclient_body_min_rate = 1024";
 
 /// `GET url` with the node's client.
 async fn get(node: &TestNode, url: &str) -> reqwest::Response {
