@@ -153,6 +153,21 @@ pub fn node_toml(data_dir: &std::path::Path, table: &str, extra: &str) -> String
     )
 }
 
+/// Run `openssl` with `args`: what it wrote to stdout. The test fails, with
+/// openssl's stderr, if it cannot run or does not succeed.
+pub fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs (installed by .ci/run)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A fresh table name.
 pub fn table_name() -> String {
     format!("edge-session-test-{:016x}", getrandom::u64().unwrap())
