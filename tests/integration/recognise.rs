@@ -74,6 +74,12 @@ async fn my_sessions(node: &TestNode, value: &str) -> Vec<Value> {
         .unwrap()
 }
 
+/// `GET /` as the laptop: the signed-in page.
+async fn laptop_page(node: &TestNode, value: &str) -> String {
+    let res = browse(node, "/", value, "203.0.113.7").await;
+    res.text().await.unwrap()
+}
+
 /// `GET /v1/users/{user}/sessions`: the listing.
 async fn user_sessions(node: &TestNode, user: &str) -> Vec<Value> {
     node.v1(Method::GET, &format!("/v1/users/{user}/sessions"))
@@ -118,11 +124,7 @@ async fn your_sessions_shows_device_address_and_last_activity() {
     assert!(there["client"].get("city").is_none(), "{there}");
 
     // The signed-in page says it in words.
-    let page = browse(&node, "/", &laptop, "203.0.113.7")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = laptop_page(&node, &laptop).await;
     assert!(
         page.contains("Firefox 133 on Linux · 203.0.113.7 · Berlin, DE"),
         "{page}"
@@ -192,11 +194,7 @@ async fn client_metadata_off_stores_nothing() {
     let cached = node.store.cache().get(&key).unwrap().expect("cached");
     assert_eq!(cached.bytes(), &item.body[..]);
     // The page says nothing either.
-    let page = browse(&node, "/", &laptop, "203.0.113.7")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = laptop_page(&node, &laptop).await;
     assert!(
         page.contains("Unknown device") && !page.contains("Firefox"),
         "{page}"
