@@ -10,8 +10,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SignJWT, createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import * as lib from './lib.mjs';
@@ -24,22 +23,16 @@ const ISSUER = 'edge-session';
 const AUDIENCE = 'edge-session-upstream';
 const TTL_SECS = 60;
 
-let work;
-let users;
-let config;
-let node;
+let work, users, config, node;
 
 before(async () => {
-  work = mkdtempSync(join(tmpdir(), 'edge-session-assertion-'));
+  work = lib.workDir('assertion');
   users = ['[[auth.users]]', `user_id = "${USER}"`, `password_hash = "${lib.hashPassword(PASSWORD)}"`, 'role = "admin"'];
   config = lib.writeConfig(work, users);
   node = await lib.startNode(config);
 });
 
-after(async () => {
-  await lib.stopNode(node);
-  if (work) rmSync(work, { recursive: true, force: true });
-});
+after(() => lib.tearDown({ nodes: [node], work }));
 
 /** Sign in through the node's JSON login; the session token. */
 async function signIn(base) {

@@ -11,9 +11,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import * as lib from './lib.mjs';
 import { COOKIE } from './lib.mjs';
 
@@ -23,14 +20,10 @@ const BOB = `bob-${randomBytes(12).toString('hex')}`;
 // 128 bits, base64url (unpadded, or padded to 24).
 const NONCE = /^[A-Za-z0-9_-]{22}(==)?$/;
 
-let work;
-let app;
-let node;
-let base;
-let browser;
+let work, app, node, base, browser;
 
 before(async () => {
-  work = mkdtempSync(join(tmpdir(), 'edge-session-gateway-'));
+  work = lib.workDir('gateway');
   app = await lib.startExpressApp({
     EDGE_ACTION_SECRET: SECRET,
     EXAMPLE_USERS: `alice:admin:${ALICE},bob:member:${BOB}`,
@@ -43,25 +36,11 @@ before(async () => {
   browser = await lib.launchBrowser(work);
 });
 
-after(async () => {
-  await browser?.close();
-  await lib.stopNode(node);
-  await lib.stopProcess(app);
-  if (work) rmSync(work, { recursive: true, force: true });
-});
+after(() => lib.tearDown({ browser, nodes: [node], processes: [app], work }));
 
-async function newPage() {
-  const context = await browser.newContext({ viewport: { width: 960, height: 720 } });
-  return { context, page: await context.newPage() };
-}
-
-function sessionCookie(context) {
-  return lib.sessionCookie(context, base);
-}
-
-async function heading(page) {
-  return (await page.locator('h1').textContent()).trim();
-}
+const newPage = () => lib.newPage(browser);
+const sessionCookie = (context) => lib.sessionCookie(context, base);
+const { heading } = lib;
 
 /** The app's one-line account of who is signed in. */
 async function status(page) {
@@ -145,13 +124,11 @@ test('sign in and out through the Express app behind the node, in a real browser
   // 2. The app's own login page (the node's moved to /.edge/login).
   await Promise.all([page.waitForURL(`${base}/login`), page.getByRole('link', { name: 'Sign in' }).click()]);
   assert.equal(await heading(page), 'Sign in');
-  await page.getByLabel('Username').fill('alice');
-  await page.getByLabel('Password').fill('not the password');
+  await lib.fillSignIn(page, 'alice', 'not the password');
   await Promise.all([page.waitForURL(`${base}/login`), page.getByRole('button', { name: 'Sign in' }).click()]);
   assert.equal(await page.getByRole('alert').textContent(), 'Wrong username or password.');
   assert.equal(await sessionCookie(context), undefined, 'a failed login sets no cookie');
-  await page.getByLabel('Username').fill('alice');
-  await page.getByLabel('Password').fill(ALICE);
+  await lib.fillSignIn(page, 'alice', ALICE);
   await Promise.all([page.waitForURL(`${base}/`), page.getByRole('button', { name: 'Sign in' }).click()]);
   assert.equal(await status(page), 'Signed in as alice (admin)');
 

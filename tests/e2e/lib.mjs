@@ -1,13 +1,16 @@
 // What the end-to-end tests share: the node binary and how to start and stop
 // it, the Express example, Debian's Chromium with the flags this machine
-// needs, and the session cookie as the browser keeps it.
+// needs, the session cookie as the browser keeps it, and the steps the
+// test files share: a work directory and its removal, a fresh page, a
+// page's heading and the login form's fields.
 //
 //   EDGE_SESSION_BIN=...   node binary (default ../../target/debug/edge-session)
 //   CHROMIUM=...           browser (default /usr/bin/chromium)
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -144,4 +147,35 @@ export function setSessionToken(res) {
     if (pair.slice(0, eq).trim() === COOKIE) return pair.slice(eq + 1).trim();
   }
   return undefined;
+}
+
+/** A fresh temporary directory for one test file's node, config and profile. */
+export function workDir(name) {
+  return mkdtempSync(join(tmpdir(), `edge-session-${name}-`));
+}
+
+/** Close the browser, stop the nodes and other processes, remove `work`:
+ * each only if it was started, so a failed `before` still cleans up. */
+export async function tearDown({ browser, nodes = [], processes = [], work }) {
+  await browser?.close();
+  for (const node of nodes) await stopNode(node);
+  for (const proc of processes) await stopProcess(proc);
+  if (work) rmSync(work, { recursive: true, force: true });
+}
+
+/** A new browser context (960 by 720) and a page in it. */
+export async function newPage(browser) {
+  const context = await browser.newContext({ viewport: { width: 960, height: 720 } });
+  return { context, page: await context.newPage() };
+}
+
+/** The page's first heading, trimmed. */
+export async function heading(page) {
+  return (await page.locator('h1').textContent()).trim();
+}
+
+/** Fill a sign-in form's username and password (without sending it). */
+export async function fillSignIn(page, username, password) {
+  await page.getByLabel('Username').fill(username);
+  await page.getByLabel('Password').fill(password);
 }

@@ -12,8 +12,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import * as lib from './lib.mjs';
@@ -24,13 +23,10 @@ const USER = 'alice';
 const PASSWORD = `e2e-${randomBytes(12).toString('hex')}`;
 const API_KEY = `e2e-${randomBytes(16).toString('hex')}`;
 
-let work;
-let node;
-let base;
-let browser;
+let work, node, base, browser;
 
 before(async () => {
-  work = mkdtempSync(join(tmpdir(), 'edge-session-e2e-'));
+  work = lib.workDir('e2e');
   const config = lib.writeConfig(work, [
     '[api]', `keys = ["${API_KEY}"]`,
     '[[auth.users]]', `user_id = "${USER}"`, `password_hash = "${lib.hashPassword(PASSWORD)}"`, 'role = "admin"',
@@ -41,28 +37,14 @@ before(async () => {
   mkdirSync(SHOTS, { recursive: true });
 });
 
-after(async () => {
-  await browser?.close();
-  await lib.stopNode(node);
-  if (work) rmSync(work, { recursive: true, force: true });
-});
+after(() => lib.tearDown({ browser, nodes: [node], work }));
 
-async function newPage() {
-  const context = await browser.newContext({ viewport: { width: 960, height: 720 } });
-  return { context, page: await context.newPage() };
-}
-
-function sessionCookie(context) {
-  return lib.sessionCookie(context, base);
-}
-
-async function heading(page) {
-  return (await page.locator('h1').textContent()).trim();
-}
+const newPage = () => lib.newPage(browser);
+const sessionCookie = (context) => lib.sessionCookie(context, base);
+const { heading } = lib;
 
 async function signIn(page) {
-  await page.getByLabel('Username').fill(USER);
-  await page.getByLabel('Password').fill(PASSWORD);
+  await lib.fillSignIn(page, USER, PASSWORD);
   await Promise.all([page.waitForURL(`${base}/`), page.getByRole('button', { name: 'Sign in' }).click()]);
   assert.equal(await heading(page), 'Signed in');
 }
@@ -205,8 +187,7 @@ test('the login page works with JavaScript turned off', { timeout: 60_000 }, asy
   const page = await context.newPage();
   await page.goto(`${base}/`);
   assert.equal(await heading(page), 'Sign in');
-  await page.getByLabel('Username').fill(USER);
-  await page.getByLabel('Password').fill('not the password');
+  await lib.fillSignIn(page, USER, 'not the password');
   await Promise.all([page.waitForURL(`${base}/login`), page.getByRole('button', { name: 'Sign in' }).click()]);
   assert.equal(await page.getByRole('alert').textContent(), 'Wrong username or password.');
   await signIn(page);

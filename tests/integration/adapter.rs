@@ -325,6 +325,12 @@ async fn stored(cluster: &Cluster, token: &SessionToken) -> Option<SessionRecord
     Some(codec::decode(&item.body).expect("decodable record"))
 }
 
+/// Whether every entry of `store`'s sled cache, as (tree, key, value),
+/// passes `check`.
+fn every_cached(store: &TieredStore, check: impl Fn(&(String, Vec<u8>, Vec<u8>)) -> bool) -> bool {
+    store.cache().dump().expect("sled").iter().all(check)
+}
+
 fn counter_of(record: &SessionRecord) -> Option<&str> {
     record.data.get("counter").map(String::as_str)
 }

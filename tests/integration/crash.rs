@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edge_session::StoreSettings;
+use edge_session_sync::DynamoTier;
 use reqwest::StatusCode;
 
 use crate::child::Node;
@@ -122,12 +123,7 @@ async fn logout_during_outage_is_not_lost() {
         "the revocation survived the restart in the outbox"
     );
     assert!(
-        cluster
-            .tier
-            .get(token(&t).storage_key().as_bytes())
-            .await
-            .unwrap()
-            .is_some(),
+        in_dynamodb(&cluster.tier, &t).await,
         "DynamoDB has not seen the logout yet"
     );
 
@@ -137,15 +133,7 @@ async fn logout_during_outage_is_not_lost() {
         outbox_pending((&c, &a.url)).await == Some(0.0)
     })
     .await;
-    assert!(
-        cluster
-            .tier
-            .get(token(&t).storage_key().as_bytes())
-            .await
-            .unwrap()
-            .is_none(),
-        "gone in DynamoDB"
-    );
+    assert!(!in_dynamodb(&cluster.tier, &t).await, "gone in DynamoDB");
     let learned = eventually("the node that had it cached refuses it", || async {
         whoami((&c, &b.url), &t).await.ok() == Some(StatusCode::UNAUTHORIZED)
     })
@@ -404,16 +392,19 @@ async fn whoami_not(
     .await
 }
 
+/// Whether DynamoDB holds the item of the session token `value`.
+async fn in_dynamodb(tier: &DynamoTier, value: &str) -> bool {
+    let item = tier.get(token(value).storage_key().as_bytes()).await;
+    item.unwrap().is_some()
+}
+
 /// Those of the session tokens `values` whose item DynamoDB holds
 /// (`stored`) or lacks (not `stored`) against that.
 async fn stored_not(cluster: &Cluster, values: &[String], stored: bool) -> Vec<String> {
     let tier = cluster.tier.clone();
     failing(values, move |v| {
         let tier = tier.clone();
-        async move {
-            let item = tier.get(token(&v).storage_key().as_bytes()).await.unwrap();
-            item.is_some() == stored
-        }
+        async move { in_dynamodb(&tier, &v).await == stored }
     })
     .await
 }

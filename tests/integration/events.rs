@@ -12,9 +12,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::harness::{
-    anonymous_token, browser, browser_login, client, cookie, end_session, eventually, logout,
-    metric, node_toml, service_login, table_name, v1_call, v1_session, TestNode, ALICE_PASSWORD,
-    BOB_PASSWORD,
+    anonymous_token, browser_login, client, cookie, end_session, eventually, logout, metric,
+    my_sessions, node_toml, service_login, table_name, v1_call, v1_session, TestNode,
+    ALICE_PASSWORD, BOB_PASSWORD,
 };
 
 /// The secret node and receiver share.
@@ -94,10 +94,15 @@ fn events_toml(hooks: &[(String, &str)]) -> String {
     toml
 }
 
-/// A node with events on over `table`, its data in `dir`.
-async fn events_node(table: &str, dir: tempfile::TempDir, extra: &str) -> TestNode {
-    let toml = node_toml(dir.path(), table, extra);
-    TestNode::spawn_toml(dir, &toml).await
+/// A node over `table` with the config `extra` (events on, as a test's
+/// [`events_toml`] writes them).
+async fn events_node(table: &str, extra: &str) -> TestNode {
+    TestNode::spawn_on(table, extra).await
+}
+
+/// A node over a fresh table with events on and no webhook.
+async fn events_node_without_hooks() -> TestNode {
+    events_node(&table_name(), &events_toml(&[])).await
 }
 
 /// One page of the feed after `after` (JSON, long poll of `wait` s).
@@ -171,7 +176,7 @@ fn kinds(events: &[Value]) -> Vec<(String, String)> {
 async fn every_kind_of_session_end_emits_one_event() {
     let table = table_name();
     let extra = format!("{}[session]\nmax_per_user = 2\n", events_toml(&[]));
-    let node = events_node(&table, tempfile::tempdir().unwrap(), &extra).await;
+    let node = events_node(&table, &extra).await;
     let cursor = emitting(&node).await;
 
     // created, then signed in (its previous session named), signed out.
@@ -190,13 +195,7 @@ async fn every_kind_of_session_end_emits_one_event() {
     // Revoked by the user from another session, and by an admin.
     let first = browser_login(&node, "alice", ALICE_PASSWORD).await;
     let second = browser_login(&node, "alice", ALICE_PASSWORD).await;
-    let listed: Vec<Value> = browser(&node, Method::GET, "/me/sessions", Some(&second))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = my_sessions(&node, &second).await;
     let other = listed.iter().find(|s| s["current"] == false).unwrap();
     let res = node
         .client
@@ -286,7 +285,7 @@ async fn ttl_expiry_emits_session_expired() {
         "{}[session]\nidle_timeout_secs = 2\ntouch_interval_secs = 1\n",
         events_toml(&[])
     );
-    let node = events_node(&table_name(), tempfile::tempdir().unwrap(), &extra).await;
+    let node = events_node(&table_name(), &extra).await;
     let cursor = emitting(&node).await;
     let token = service_login(&node, "erin").await;
     let key = edge_session::SessionToken::parse(&token)
@@ -315,7 +314,7 @@ async fn webhook_signature_verifies_with_the_reference_library() {
     // A second receiver that knows another secret refuses every delivery.
     let other = Receiver::start("whsec_c2VjcmV0LW9mLWFub3RoZXItbm9kZS1zZWNyZXQ=");
     let extra = events_toml(&[(good.endpoint(), SECRET), (other.endpoint(), SECRET)]);
-    let node = events_node(&table_name(), tempfile::tempdir().unwrap(), &extra).await;
+    let node = events_node(&table_name(), &extra).await;
     emitting(&node).await;
     let cookie = browser_login(&node, "alice", ALICE_PASSWORD).await;
     assert_eq!(logout(&node, &cookie).await.unwrap(), StatusCode::SEE_OTHER);
@@ -373,7 +372,6 @@ async fn a_webhook_receiver_down_for_a_while_loses_no_event() {
     let receiver = Receiver::start(SECRET);
     let node = events_node(
         &table_name(),
-        tempfile::tempdir().unwrap(),
         &events_toml(&[(receiver.endpoint(), SECRET)]),
     )
     .await;
@@ -448,8 +446,8 @@ async fn two_nodes_emit_each_event_once() {
     let receiver = Receiver::start(SECRET);
     let table = table_name();
     let extra = events_toml(&[(receiver.endpoint(), SECRET)]);
-    let a = events_node(&table, tempfile::tempdir().unwrap(), &extra).await;
-    let b = events_node(&table, tempfile::tempdir().unwrap(), &extra).await;
+    let a = events_node(&table, &extra).await;
+    let b = events_node(&table, &extra).await;
     emitting(&a).await;
     sign_ins_and_outs(&a, 3).await;
     sign_ins_and_outs(&b, 3).await;
@@ -472,12 +470,7 @@ async fn two_nodes_emit_each_event_once() {
 
 #[tokio::test]
 async fn the_feed_streams_server_sent_events_and_refuses_bad_cursors() {
-    let node = events_node(
-        &table_name(),
-        tempfile::tempdir().unwrap(),
-        &events_toml(&[]),
-    )
-    .await;
+    let node = events_node_without_hooks().await;
     let cursor = emitting(&node).await;
     let mut res = node
         .v1(Method::GET, &format!("/v1/events?after={cursor}"))
@@ -527,7 +520,7 @@ async fn delivery_latency_from_a_logout_to_the_webhook() {
         "beat_ms = 200\nlease_ms = 1000\npoll_interval_ms = 100\n",
         "",
     );
-    let node = events_node(&table_name(), tempfile::tempdir().unwrap(), &defaults).await;
+    let node = events_node(&table_name(), &defaults).await;
     emitting(&node).await;
     let mut took = Vec::new();
     for _ in 0..30 {
@@ -569,12 +562,7 @@ async fn delivery_latency_from_a_logout_to_the_webhook() {
 /// with `-- --nocapture`: how long the log took to hold them all).
 #[tokio::test]
 async fn a_burst_of_sessions_is_logged_once_each() {
-    let node = events_node(
-        &table_name(),
-        tempfile::tempdir().unwrap(),
-        &events_toml(&[]),
-    )
-    .await;
+    let node = events_node_without_hooks().await;
     let cursor = emitting(&node).await;
     let started = std::time::Instant::now();
     let burst = 400;

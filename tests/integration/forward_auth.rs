@@ -7,7 +7,6 @@ mod proxies;
 mod through;
 
 use std::path::Path;
-use std::process::Command;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -19,7 +18,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::harness::{
-    anonymous_token, browser, browser_login, cookie, logout, node_toml, service_login,
+    anonymous_token, browser, browser_login, cookie, logout, node_toml, openssl, service_login,
     sled_entries, table_items, table_name, HttpNode, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
 };
 
@@ -307,29 +306,28 @@ async fn a_restarted_node_publishes_the_same_key() {
 /// The public key of the Ed25519 key in `pem`, unpadded base64url, as
 /// openssl derives it.
 fn openssl_public_x(pem: &Path) -> String {
-    let out = Command::new("openssl")
-        .args(["pkey", "-pubout", "-outform", "DER", "-in"])
-        .arg(pem)
-        .output()
-        .expect("openssl runs (installed by .ci/run)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    URL_SAFE_NO_PAD.encode(&out.stdout[out.stdout.len() - 32..])
+    let der = openssl(&[
+        "pkey",
+        "-pubout",
+        "-outform",
+        "DER",
+        "-in",
+        pem.to_str().unwrap(),
+    ]);
+    URL_SAFE_NO_PAD.encode(&der[der.len() - 32..])
 }
 
 #[tokio::test]
 async fn published_keys_join_the_jwk_set() {
     let dir = tempfile::tempdir().unwrap();
     let previous = dir.path().join("previous.pem");
-    let status = Command::new("openssl")
-        .args(["genpkey", "-algorithm", "ed25519", "-out"])
-        .arg(&previous)
-        .status()
-        .expect("openssl runs (installed by .ci/run)");
-    assert!(status.success());
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "ed25519",
+        "-out",
+        previous.to_str().unwrap(),
+    ]);
     let extra = format!("[gateway]\npublished_keys = [\"{}\"]\n", previous.display());
     let node = TestNode::spawn_on(&table_name(), &extra).await;
 

@@ -25,7 +25,7 @@ use reqwest::header::COOKIE;
 use serde_json::Value;
 
 use crate::faultproxy::FaultProxy;
-use crate::harness::{node_toml, table_name, Cluster, TestNode};
+use crate::harness::{fault_proxy, node_toml, table_name, Cluster, TestNode};
 
 /// The action secret shared by the test nodes and the Express example.
 pub const SECRET: &str = "gateway-test-secret-0123456789abcdef";
@@ -103,6 +103,14 @@ pub async fn gateway_node(upstream: &str, gateway: &str, server: &str) -> TestNo
     gateway_node_on(&table_name(), upstream, gateway, server).await
 }
 
+/// The Express example and a node on a fresh table in front of it (as
+/// [`gateway_node`] makes it); the example stops when its half is dropped.
+pub async fn express_gateway(gateway: &str, server: &str) -> (Express, TestNode) {
+    let express = Express::start();
+    let node = gateway_node(&express.url, gateway, server).await;
+    (express, node)
+}
+
 /// As [`gateway_node`], over `table` (nodes may share one).
 pub async fn gateway_node_on(table: &str, upstream: &str, gateway: &str, server: &str) -> TestNode {
     let dir = tempfile::tempdir().unwrap();
@@ -113,13 +121,18 @@ pub async fn gateway_node_on(table: &str, upstream: &str, gateway: &str, server:
     TestNode::spawn_toml(dir, &toml).await
 }
 
-/// A node on a fresh table in front of `upstream`, reaching DynamoDB
-/// through `proxy` (to inject faults); the table is provisioned first, as
-/// the node does not provision through a proxy.
-pub async fn gateway_node_through(proxy: &FaultProxy, upstream: &str) -> TestNode {
+/// The Express example and a node on a fresh table in front of it,
+/// reaching DynamoDB through a fault proxy (returned, to inject faults);
+/// the table is provisioned first, as the node does not provision through
+/// a proxy. `None` when [`fault_proxy`] is (the test is then skipped).
+pub async fn express_gateway_through_faults() -> Option<(FaultProxy, Express, TestNode)> {
+    let proxy = fault_proxy().await?;
+    let express = Express::start();
     let cluster = Cluster::new().await;
+    let upstream = &express.url;
     let gateway = format!("[gateway]\nupstream = \"{upstream}\"\naction_secret = \"{SECRET}\"\n");
-    TestNode::spawn_proxied(cluster.tier.table(), &proxy.url(), "", &gateway).await
+    let node = TestNode::spawn_proxied(cluster.tier.table(), &proxy.url(), "", &gateway).await;
+    Some((proxy, express, node))
 }
 
 /// `GET /headers` through `node` with the session cookie `cookie` (if any)
@@ -139,6 +152,25 @@ pub async fn upstream_saw(
     let res = req.send().await.unwrap();
     assert_eq!(res.status(), 200, "GET /headers through the node");
     res.json().await.unwrap()
+}
+
+/// `method /_test/sign?action={action}` through `node` with the extra
+/// `headers`: the Express example answers with `action` signed, for the
+/// node to carry out (or refuse).
+pub async fn sign_request(
+    node: &TestNode,
+    method: reqwest::Method,
+    action: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = node
+        .client
+        .request(method, node.at("/_test/sign"))
+        .query(&[("action", action)]);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.send().await.unwrap()
 }
 
 /// A response read off a raw socket.

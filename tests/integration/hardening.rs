@@ -9,15 +9,28 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{
-    assert_error, node_toml, table_name, token_with_data, v1_session, TestNode, API_KEY,
-};
+use crate::harness::{assert_error, table_name, token_with_data, v1_session, TestNode, API_KEY};
 
-async fn node_with(server: &str, extra: &str) -> TestNode {
-    let dir = tempfile::tempdir().unwrap();
-    let toml = node_toml(dir.path(), &table_name(), extra)
-        .replace("[server]\n", &format!("[server]\n{server}\n"));
-    TestNode::spawn_toml(dir, &toml).await
+/// Request heads get a second, kept-alive connections a second idle.
+const HEAD_TIMEOUTS: &str =
+    "client_request_timeout_ms = 1000\nkeep_alive_ms = 1000\nclient_disconnect_timeout_ms = 500";
+
+/// Request bodies get a second, plus one per KiB.
+pub(crate) const BODY_TIMEOUTS: &str = "client_body_timeout_ms = 1000\nclient_body_min_rate = 1024";
+
+/// `GET url` with the node's client.
+async fn get(node: &TestNode, url: &str) -> reqwest::Response {
+    node.client.get(url).send().await.unwrap()
+}
+
+/// A node with its ops routes on a listener of their own: the node and
+/// that listener's `http://host:port`.
+async fn node_with_ops_listener() -> (TestNode, String) {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ops_addr = free.local_addr().unwrap();
+    drop(free);
+    let node = TestNode::spawn_with(&format!("ops_listen = \"{ops_addr}\""), None).await;
+    (node, format!("http://{ops_addr}"))
 }
 
 /// Read `stream` until `needle` has arrived; false if it closed first.
@@ -78,17 +91,13 @@ async fn drip(
 
 #[tokio::test]
 async fn trickled_request_head_is_cut_off() {
-    let node = node_with(
-        "client_request_timeout_ms = 1000\nkeep_alive_ms = 1000\nclient_disconnect_timeout_ms = 500",
-        "",
-    )
-    .await;
-    let addr = node.url.trim_start_matches("http://").to_owned();
+    let node = TestNode::spawn_with(HEAD_TIMEOUTS, None).await;
+    let addr = node.addr();
     // Well past keep-alive + request timeout: the server must have acted.
     let give_up = Duration::from_secs(30);
 
     // The first request on a connection.
-    let first = TcpStream::connect(&addr).await.unwrap();
+    let first = TcpStream::connect(addr).await.unwrap();
     let answered = trickle(first, give_up)
         .await
         .expect("the connection is closed");
@@ -99,7 +108,7 @@ async fn trickled_request_head_is_cut_off() {
     );
 
     // A later request on a kept-alive connection.
-    let mut kept = TcpStream::connect(&addr).await.unwrap();
+    let mut kept = TcpStream::connect(addr).await.unwrap();
     kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
@@ -125,18 +134,13 @@ pub(crate) async fn trickle_body(addr: &str, head: &str, give_up: Duration) -> O
 /// closed.
 #[tokio::test]
 async fn trickled_body_to_the_node_is_cut_off() {
-    let node = node_with(
-        "client_body_timeout_ms = 1000\nclient_body_min_rate = 1024",
-        "",
-    )
-    .await;
-    let addr = node.url.trim_start_matches("http://").to_owned();
+    let node = TestNode::spawn_with(BODY_TIMEOUTS, None).await;
     let head = format!(
         "POST /v1/sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n\
          Content-Type: application/json\r\nContent-Length: 10000\r\n\r\n"
     );
     // 10,000 bytes at 10 a second would take 1,000 s.
-    let answered = trickle_body(&addr, &head, Duration::from_secs(30))
+    let answered = trickle_body(node.addr(), &head, Duration::from_secs(30))
         .await
         .expect("the node closed the connection");
     let text = String::from_utf8_lossy(&answered);
@@ -167,32 +171,32 @@ async fn html_cannot_be_framed() {
     }
 }
 
+/// The status of `POST /v1/sessions` with the API key under `scheme`.
+async fn create_under_scheme(node: &TestNode, scheme: &str) -> StatusCode {
+    let res = node
+        .client
+        .post(node.at("/v1/sessions"))
+        .header("authorization", format!("{scheme} {API_KEY}"))
+        .send()
+        .await
+        .unwrap();
+    res.status()
+}
+
 #[tokio::test]
 async fn bearer_scheme_is_case_insensitive() {
     let node = TestNode::spawn().await;
     for scheme in ["bearer", "BEARER", "Bearer"] {
-        let res = node
-            .client
-            .post(node.at("/v1/sessions"))
-            .header("authorization", format!("{scheme} {API_KEY}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::CREATED, "{scheme}");
+        let status = create_under_scheme(&node, scheme).await;
+        assert_eq!(status, StatusCode::CREATED, "{scheme}");
     }
-    let res = node
-        .client
-        .post(node.at("/v1/sessions"))
-        .header("authorization", format!("Basic {API_KEY}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let status = create_under_scheme(&node, "Basic").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
 async fn oversized_record_is_refused_before_dynamodb() {
-    let node = node_with("", "[session]\nmax_record_bytes = 2048\n").await;
+    let node = TestNode::spawn_on(&table_name(), "[session]\nmax_record_bytes = 2048\n").await;
     let big = "x".repeat(3000);
     // Within the 16 KiB body limit, over the record cap.
     let res = node
@@ -224,11 +228,7 @@ async fn oversized_record_is_refused_before_dynamodb() {
 
 #[tokio::test]
 async fn ops_routes_live_only_on_the_ops_listener() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let ops_addr = free.local_addr().unwrap();
-    drop(free);
-    let node = node_with(&format!("ops_listen = \"{ops_addr}\""), "").await;
-    let ops = format!("http://{ops_addr}");
+    let (node, ops) = node_with_ops_listener().await;
     for path in ["/healthz", "/readyz", "/metrics"] {
         let main = node.client.get(node.at(path)).send().await.unwrap();
         assert_eq!(
@@ -236,12 +236,7 @@ async fn ops_routes_live_only_on_the_ops_listener() {
             StatusCode::NOT_FOUND,
             "{path} on the main listener"
         );
-        let there = node
-            .client
-            .get(format!("{ops}{path}"))
-            .send()
-            .await
-            .unwrap();
+        let there = get(&node, &format!("{ops}{path}")).await;
         assert_eq!(there.status(), StatusCode::OK, "{path} on the ops listener");
     }
     let res = node.client.get(format!("{ops}/")).send().await.unwrap();
@@ -255,10 +250,7 @@ async fn ops_routes_live_only_on_the_ops_listener() {
 /// route) is refused like the plain one.
 #[tokio::test]
 async fn encoded_ops_path_on_the_public_listener_is_refused() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let ops_addr = free.local_addr().unwrap();
-    drop(free);
-    let node = node_with(&format!("ops_listen = \"{ops_addr}\""), "").await;
+    let (node, ops) = node_with_ops_listener().await;
     for path in [
         "/%6Detrics",
         "/%6detrics",
@@ -279,13 +271,7 @@ async fn encoded_ops_path_on_the_public_listener_is_refused() {
             "{path} served the metrics on the public listener"
         );
     }
-    let ops = format!("http://{ops_addr}");
-    let res = node
-        .client
-        .get(format!("{ops}/%6Detrics"))
-        .send()
-        .await
-        .unwrap();
+    let res = get(&node, &format!("{ops}/%6Detrics")).await;
     assert_eq!(
         res.status(),
         StatusCode::OK,

@@ -153,6 +153,21 @@ pub fn node_toml(data_dir: &std::path::Path, table: &str, extra: &str) -> String
     )
 }
 
+/// Run `openssl` with `args`: what it wrote to stdout. The test fails, with
+/// openssl's stderr, if it cannot run or does not succeed.
+pub fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs (installed by .ci/run)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A fresh table name.
 pub fn table_name() -> String {
     format!("edge-session-test-{:016x}", getrandom::u64().unwrap())
@@ -192,6 +207,19 @@ impl TestNode {
         Self::spawn_toml(dir, &toml).await
     }
 
+    /// A node over a fresh table whose `[server]` section also gets the
+    /// lines `server`, and whose `[auth]` login budgets are `budgets` (the
+    /// tests' defaults, [`TEST_BUDGETS`], when `None`).
+    pub async fn spawn_with(server: &str, budgets: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut toml = node_toml(dir.path(), &table_name(), "");
+        if let Some(budgets) = budgets {
+            toml = toml.replace(TEST_BUDGETS, budgets);
+        }
+        let toml = toml.replace("[server]\n", &format!("[server]\n{server}\n"));
+        Self::spawn_toml(dir, &toml).await
+    }
+
     /// A node over `table` reaching DynamoDB through the proxy at
     /// `proxy_url`, its config as [`proxied_node_toml`] writes it.
     pub async fn spawn_proxied(table: &str, proxy_url: &str, dynamodb: &str, extra: &str) -> Self {
@@ -206,6 +234,11 @@ impl TestNode {
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
         }
+    }
+
+    /// The node's `host:port`, for a raw TCP connection.
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
     }
 
     pub fn at(&self, path: &str) -> String {

@@ -8,17 +8,28 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 
 use crate::harness::{
-    browser_login, client, logout, node_toml, table_name, whoami, TestNode, ALICE_PASSWORD,
-    BOB_PASSWORD, TEST_BUDGETS,
+    browser_login, client, logout, whoami, TestNode, ALICE_PASSWORD, BOB_PASSWORD, TEST_BUDGETS,
 };
+
+/// Two guesses from an address, then one a minute; accounts out of the way.
+const TWO_GUESSES_AN_ADDRESS: &str = "per_ip_per_minute = 1\nper_ip_burst = 2\n\
+     per_account_per_minute = 1000\nper_account_burst = 1000";
+
+/// The `[server]` line that trusts the loopback peer as a proxy.
+const TRUST_LOOPBACK: &str = "trusted_proxies = [\"127.0.0.1\"]";
 
 /// A node whose `[auth]` budgets are `auth` and whose `[server]` gets `server`.
 async fn node_with(auth: &str, server: &str) -> TestNode {
-    let dir = tempfile::tempdir().unwrap();
-    let toml = node_toml(dir.path(), &table_name(), "")
-        .replace(TEST_BUDGETS, auth)
-        .replace("[server]\n", &format!("[server]\n{server}\n"));
-    TestNode::spawn_toml(dir, &toml).await
+    TestNode::spawn_with(server, Some(auth)).await
+}
+
+/// Budgets that leave addresses alone: an account gets `burst` guesses at
+/// once, then `per_minute` a minute.
+fn account_budget(per_minute: u32, burst: u32) -> String {
+    format!(
+        "per_ip_per_minute = 1000\nper_ip_burst = 1000\n\
+         per_account_per_minute = {per_minute}\nper_account_burst = {burst}"
+    )
 }
 
 /// A wrong-password form login of `user`, claiming `forwarded` as the
@@ -59,8 +70,7 @@ async fn password_flood_cannot_starve_logout() {
     // Budgets out of the way: this is about the hash threads and their queue.
     let node = Arc::new(
         node_with(
-            "hash_workers = 1\nhash_queue = 4\nper_ip_per_minute = 1000000\nper_ip_burst = 1000000\n\
-             per_account_per_minute = 1000000\nper_account_burst = 1000000",
+            &format!("hash_workers = 1\nhash_queue = 4\n{TEST_BUDGETS}"),
             "",
         )
         .await,
@@ -137,11 +147,7 @@ async fn password_flood_cannot_starve_logout() {
 
 #[tokio::test]
 async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
-    let node = node_with(
-        "per_ip_per_minute = 1\nper_ip_burst = 2\nper_account_per_minute = 1000\nper_account_burst = 1000",
-        "",
-    )
-    .await;
+    let node = node_with(TWO_GUESSES_AN_ADDRESS, "").await;
     // The peer (127.0.0.1) is no proxy: each claimed address is the same client.
     assert_eq!(
         guess(&node, "alice", Some("203.0.113.1")).await.0,
@@ -162,7 +168,7 @@ async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
 #[tokio::test]
 async fn forwarded_for_from_a_trusted_proxy_names_the_client() {
     let node = node_with(
-        "per_ip_per_minute = 1\nper_ip_burst = 2\nper_account_per_minute = 1000\nper_account_burst = 1000",
+        TWO_GUESSES_AN_ADDRESS,
         "trusted_proxies = [\"127.0.0.0/8\"]",
     )
     .await;
@@ -188,11 +194,7 @@ async fn forwarded_for_from_a_trusted_proxy_names_the_client() {
 
 #[tokio::test]
 async fn account_budget_applies_across_addresses() {
-    let node = node_with(
-        "per_ip_per_minute = 1000\nper_ip_burst = 1000\nper_account_per_minute = 1\nper_account_burst = 3",
-        "trusted_proxies = [\"127.0.0.1\"]",
-    )
-    .await;
+    let node = node_with(&account_budget(1, 3), TRUST_LOOPBACK).await;
     for i in 1..=3 {
         let from = format!("203.0.113.{i}");
         assert_eq!(
@@ -230,13 +232,7 @@ async fn account_budget_applies_across_addresses() {
 /// has never seen, both sign in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn filling_the_budget_tables_locks_out_no_one_else() {
-    let node = Arc::new(
-        node_with(
-            "max_tracked = 64\nhash_queue = 4",
-            "trusted_proxies = [\"127.0.0.1\"]",
-        )
-        .await,
-    );
+    let node = Arc::new(node_with("max_tracked = 64\nhash_queue = 4", TRUST_LOOPBACK).await);
     // A client known before the flood.
     let known = Some("192.0.2.1");
     assert_eq!(
@@ -283,11 +279,7 @@ async fn filling_the_budget_tables_locks_out_no_one_else() {
 /// signs in.
 #[tokio::test]
 async fn one_address_cannot_lock_an_account_forever() {
-    let node = node_with(
-        "per_ip_per_minute = 1000\nper_ip_burst = 1000\nper_account_per_minute = 10\nper_account_burst = 5",
-        "trusted_proxies = [\"127.0.0.1\"]",
-    )
-    .await;
+    let node = node_with(&account_budget(10, 5), TRUST_LOOPBACK).await;
     let mut tried = 0;
     for _ in 0..20 {
         match guess(&node, "alice", Some("203.0.113.66")).await.0 {
@@ -309,10 +301,9 @@ async fn one_address_cannot_lock_an_account_forever() {
 async fn logins_past_the_in_flight_cap_are_refused_before_their_body_is_read() {
     use tokio::io::AsyncWriteExt;
     let node = node_with("max_logins_in_flight = 2", "").await;
-    let addr = node.url.trim_start_matches("http://").to_owned();
     let mut held = Vec::new();
     for _ in 0..2 {
-        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let mut stream = tokio::net::TcpStream::connect(node.addr()).await.unwrap();
         stream
             .write_all(
                 b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\

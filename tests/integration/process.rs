@@ -7,12 +7,13 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::child::{Node, OnDrop, Options};
 use crate::coherence::terminate_cleanly;
 use crate::harness::{
-    browser, browser_login, client, metric, session_cookie, session_status, whoami, ALICE_PASSWORD,
+    anonymous_token, browser, browser_login, client, logout, metric, openssl, regenerate,
+    session_cookie, session_status, token_with_data, v1_session, whoami, ALICE_PASSWORD,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge-session");
@@ -67,20 +68,25 @@ pub(crate) fn start(config: &Path, log_filter: &str) -> Node {
     Node::spawn(command, options).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// A fresh directory with a config in it ([`write_config_with`], `extra`
+/// added) and a node started on it as [`start`] does, logging at
+/// `log_filter`: the directory (to keep while the node runs), the config's
+/// path (to start it again) and the node.
+fn start_fresh(extra: &str, log_filter: &str) -> (tempfile::TempDir, std::path::PathBuf, Node) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config_with(dir.path(), extra);
+    let node = start(&config, log_filter);
+    (dir, config, node)
+}
+
 #[tokio::test]
 async fn sigterm_drains_and_restart_keeps_sessions_and_revocations() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
+    let (_dir, config, node) = start_fresh("", "info");
     let c = client();
-
-    let node = start(&config, "info");
     let logged_in = browser_login((&c, &node.url), "alice", ALICE_PASSWORD).await;
     let logged_out = browser_login((&c, &node.url), "alice", ALICE_PASSWORD).await;
-    let res = browser(&(&c, &node.url), Method::POST, "/logout", Some(&logged_out))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let status = logout((&c, &node.url), &logged_out).await.unwrap();
+    assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(
         whoami((&c, &node.url), &logged_out).await.unwrap(),
         StatusCode::UNAUTHORIZED
@@ -126,24 +132,15 @@ async fn sigterm_drains_and_restart_keeps_sessions_and_revocations() {
 
 #[tokio::test]
 async fn tokens_never_appear_in_logs_or_locations() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
-    let c = client();
     // Everything at debug, every crate: actix, hyper, the AWS SDK, dynoxide.
-    let node = start(&config, "debug");
+    let (_dir, _, node) = start_fresh("", "debug");
+    let c = client();
     let mut tokens = Vec::new();
 
     let res = c.get(node.at("/")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     // A pre-login session (GET / issues none).
-    let res = crate::harness::v1((&c, &node.url), Method::POST, "/v1/sessions")
-        .send()
-        .await
-        .unwrap();
-    let anon = res.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let anon = anonymous_token((&c, &node.url)).await;
     tokens.push(anon.clone());
     let res = browser(&(&c, &node.url), Method::POST, "/login", Some(&anon))
         .form(&[("username", "alice"), ("password", ALICE_PASSWORD)])
@@ -166,46 +163,21 @@ async fn tokens_never_appear_in_logs_or_locations() {
     .await
     .unwrap();
 
-    let v1 = |m: Method, p: &str| crate::harness::v1((&c, &node.url), m, p);
-    let res = v1(Method::POST, "/v1/sessions")
-        .json(&json!({"data": {"k": "v"}}))
-        .send()
-        .await
-        .unwrap();
-    let t1 = res.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let v1 = |m: Method, p: &str, token: &str| v1_session((&c, &node.url), m, p, token);
+    let t1 = token_with_data((&c, &node.url), json!({"k": "v"})).await;
     tokens.push(t1.clone());
-    let res = v1(Method::POST, "/v1/session/regenerate")
-        .header("x-session-token", &t1)
-        .json(&json!({"user_id": "zed"}))
-        .send()
-        .await
-        .unwrap();
-    let t2 = res.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, regenerated) = regenerate((&c, &node.url), &t1, json!({"user_id": "zed"})).await;
+    let t2 = regenerated["token"].as_str().unwrap().to_owned();
     tokens.push(t2.clone());
-    let res = v1(Method::GET, "/v1/session")
-        .header("x-session-token", &t1)
-        .send()
-        .await
-        .unwrap();
+    let res = v1(Method::GET, "/v1/session", &t1).send().await.unwrap();
     let body = res.text().await.unwrap();
     assert!(!body.contains(&t1), "error body echoes the token");
-    let _ = v1(Method::PATCH, "/v1/session")
-        .header("x-session-token", &t2)
+    let _ = v1(Method::PATCH, "/v1/session", &t2)
         .json(&json!({"data": {"a": "b"}, "version": 99}))
         .send()
         .await
         .unwrap();
-    let _ = v1(Method::DELETE, "/v1/session")
-        .header("x-session-token", &t2)
-        .send()
-        .await
-        .unwrap();
+    let _ = v1(Method::DELETE, "/v1/session", &t2).send().await.unwrap();
     let _ = browser(&(&c, &node.url), Method::POST, "/logout", Some(&signed_in))
         .send()
         .await
@@ -224,18 +196,26 @@ async fn tokens_never_appear_in_logs_or_locations() {
     }
 }
 
+/// `serve --config config` with `env` set, which must fail: its stderr.
+fn serve_fails(config: &Path, env: &[(&str, &str)]) -> String {
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{} was served", config.display());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn bad_config_exits_nonzero_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("EDGE_SESSION__SERVER__LISTEN", "not-an-address")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = serve_fails(
+        &config,
+        &[("EDGE_SESSION__SERVER__LISTEN", "not-an-address")],
+    );
     assert!(stderr.contains("server.listen"), "{stderr}");
 
     std::fs::write(
@@ -243,22 +223,11 @@ fn bad_config_exits_nonzero_naming_the_key() {
         "[session]\nidle_timeout_secs = \"soon\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(dir.path().join("bad.toml"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = serve_fails(&dir.path().join("bad.toml"), &[]);
     assert!(stderr.contains("idle_timeout_secs"), "{stderr}");
 
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(dir.path().join("missing.toml"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    let stderr = serve_fails(&dir.path().join("missing.toml"), &[]);
+    assert!(stderr.contains("does not exist"), "{stderr}");
 }
 
 #[test]
@@ -295,35 +264,25 @@ fn hash_password_prints_an_argon2id_phc_string() {
 fn tls_serves_https_with_the_configured_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is installed (.ci/run installs it)");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]);
     let config = write_config(dir.path());
     let mut text = std::fs::read_to_string(&config).unwrap();
     text = text.replace(
@@ -374,29 +333,34 @@ fn tls_serves_https_with_the_configured_certificate() {
     assert!(status.success());
 }
 
+/// How long the negative-cache tests' nodes remember a token is unknown.
+const NEGATIVE_TTL_MS: u128 = 60_000;
+
+/// A child node whose negative cache keeps an unknown token for
+/// [`NEGATIVE_TTL_MS`] (and its directory, to keep while it runs), and a
+/// client for it.
+fn node_with_negative_ttl() -> (tempfile::TempDir, Node, reqwest::Client) {
+    let cache = format!("[cache]\nnegative_ttl_ms = {NEGATIVE_TTL_MS}\n");
+    let (dir, _, node) = start_fresh(&cache, "warn");
+    (dir, node, client())
+}
+
+/// How many DynamoDB calls of `op` (`get`, `delete`, ...) the node at `url`
+/// has made, from its `/metrics`.
+async fn dynamodb_calls(c: &reqwest::Client, url: &str, op: &str) -> f64 {
+    let name = format!("edge_session_dynamodb_call_duration_seconds_count{{op=\"{op}\"}}");
+    metric((c, url), &name).await.unwrap_or(0.0)
+}
+
 /// One unknown token, presented again and again (a client replaying a dead
 /// or forged cookie, on every read route): DynamoDB is asked at most once
 /// per `cache.negative_ttl_ms`, not once per request. A child process, so
 /// `/metrics` counts this node's calls alone.
 #[tokio::test]
 async fn unknown_token_costs_one_read_per_negative_ttl() {
-    const TTL_MS: u128 = 60_000;
     const N: usize = 40;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config_with(
-        dir.path(),
-        &format!("[cache]\nnegative_ttl_ms = {TTL_MS}\n"),
-    );
-    let c = client();
-    let node = start(&config, "warn");
-    let gets = || async {
-        metric(
-            (&c, &node.url),
-            "edge_session_dynamodb_call_duration_seconds_count{op=\"get\"}",
-        )
-        .await
-        .unwrap_or(0.0)
-    };
+    let (_dir, node, c) = node_with_negative_ttl();
+    let gets = || dynamodb_calls(&c, &node.url, "get");
 
     let unknown = edge_session::SessionToken::generate().expose();
     let before = gets().await;
@@ -416,7 +380,7 @@ async fn unknown_token_costs_one_read_per_negative_ttl() {
             StatusCode::NOT_FOUND
         );
     }
-    let windows = 1 + started.elapsed().as_millis() / TTL_MS;
+    let windows = 1 + started.elapsed().as_millis() / NEGATIVE_TTL_MS;
     let reads = gets().await - before;
     assert!(reads >= 1.0, "the first lookup asks DynamoDB");
     assert!(
@@ -431,51 +395,31 @@ async fn unknown_token_costs_one_read_per_negative_ttl() {
 /// `cache.negative_ttl_ms`, and nothing is written.
 #[tokio::test]
 async fn unknown_cookie_logouts_cost_no_read_within_the_negative_ttl() {
-    const TTL_MS: u128 = 60_000;
     const N: usize = 40;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config_with(
-        dir.path(),
-        &format!("[cache]\nnegative_ttl_ms = {TTL_MS}\n"),
-    );
-    let c = client();
-    let node = start(&config, "warn");
-    let calls = |op: &'static str| {
-        let (c, url) = (&c, &node.url);
-        async move {
-            let name = format!("edge_session_dynamodb_call_duration_seconds_count{{op=\"{op}\"}}");
-            metric((c, url), &name).await.unwrap_or(0.0)
-        }
-    };
+    let (_dir, node, c) = node_with_negative_ttl();
+    let calls = |op: &'static str| dynamodb_calls(&c, &node.url, op);
     let unknown = edge_session::SessionToken::generate().expose();
     let (gets, deletes) = (calls("get").await, calls("delete").await);
     let started = std::time::Instant::now();
     for _ in 0..N {
-        let status = crate::harness::logout((&c, &node.url), &unknown)
-            .await
-            .unwrap();
+        let status = logout((&c, &node.url), &unknown).await.unwrap();
         assert_eq!(status, StatusCode::SEE_OTHER);
     }
-    let windows = 1 + started.elapsed().as_millis() / TTL_MS;
+    let windows = 1 + started.elapsed().as_millis() / NEGATIVE_TTL_MS;
     let reads = calls("get").await - gets;
     assert!(
         reads <= windows as f64,
         "{reads} DynamoDB reads for {N} logouts of one unknown cookie in {windows} negative TTL(s)"
     );
-    assert_eq!(
-        calls("delete").await,
-        deletes,
-        "nothing deleted for a cookie nobody holds"
-    );
+    let deleted = calls("delete").await - deletes;
+    assert_eq!(deleted, 0.0, "nothing deleted for a cookie nobody holds");
     terminate_cleanly(node).await;
 }
 
 #[tokio::test]
 async fn a_node_with_another_journal_partition_count_than_the_table_will_not_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
     // The first node records the table's count (the default, 1).
-    let node = start(&config, "warn");
+    let (dir, config, node) = start_fresh("", "warn");
     let c = client();
     crate::harness::eventually("the first node is ready", || async {
         crate::harness::readyz((&c, &node.url)).await.ok() == Some(reqwest::StatusCode::OK)

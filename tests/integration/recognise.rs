@@ -65,6 +65,15 @@ async fn node_recording(mode: &str, dir: &std::path::Path) -> TestNode {
     TestNode::spawn_toml(data, &toml).await
 }
 
+/// A node recording clients in `mode` (and its directory, to keep while
+/// it runs), and the session cookie of a laptop signed in from Berlin.
+async fn laptop_signed_in(mode: &str) -> (tempfile::TempDir, TestNode, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_recording(mode, dir.path()).await;
+    let laptop = login_from(&node, FIREFOX_LINUX, "203.0.113.7").await;
+    (dir, node, laptop)
+}
+
 /// `GET /me/sessions` as the laptop: the listing.
 async fn my_sessions(node: &TestNode, value: &str) -> Vec<Value> {
     browse(node, "/me/sessions", value, "203.0.113.7")
@@ -72,6 +81,12 @@ async fn my_sessions(node: &TestNode, value: &str) -> Vec<Value> {
         .json()
         .await
         .unwrap()
+}
+
+/// `GET /` as the laptop: the signed-in page.
+async fn laptop_page(node: &TestNode, value: &str) -> String {
+    let res = browse(node, "/", value, "203.0.113.7").await;
+    res.text().await.unwrap()
 }
 
 /// `GET /v1/users/{user}/sessions`: the listing.
@@ -87,9 +102,7 @@ async fn user_sessions(node: &TestNode, user: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn your_sessions_shows_device_address_and_last_activity() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = node_recording("full", dir.path()).await;
-    let laptop = login_from(&node, FIREFOX_LINUX, "203.0.113.7").await;
+    let (dir, node, laptop) = laptop_signed_in("full").await;
     let phone = login_from(&node, SAFARI_IPHONE, "198.51.100.20").await;
 
     let res = browse(&node, "/me/sessions", &laptop, "203.0.113.7").await;
@@ -118,11 +131,7 @@ async fn your_sessions_shows_device_address_and_last_activity() {
     assert!(there["client"].get("city").is_none(), "{there}");
 
     // The signed-in page says it in words.
-    let page = browse(&node, "/", &laptop, "203.0.113.7")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = laptop_page(&node, &laptop).await;
     assert!(
         page.contains("Firefox 133 on Linux · 203.0.113.7 · Berlin, DE"),
         "{page}"
@@ -150,9 +159,7 @@ async fn your_sessions_shows_device_address_and_last_activity() {
 
 #[tokio::test]
 async fn truncated_keeps_the_network_and_the_browser_family_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = node_recording("truncated", dir.path()).await;
-    let laptop = login_from(&node, FIREFOX_LINUX, "203.0.113.7").await;
+    let (_dir, node, laptop) = laptop_signed_in("truncated").await;
     let listed = my_sessions(&node, &laptop).await;
     assert_eq!(
         listed[0]["client"],
@@ -162,9 +169,7 @@ async fn truncated_keeps_the_network_and_the_browser_family_only() {
 
 #[tokio::test]
 async fn client_metadata_off_stores_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = node_recording("off", dir.path()).await;
-    let laptop = login_from(&node, FIREFOX_LINUX, "203.0.113.7").await;
+    let (_dir, node, laptop) = laptop_signed_in("off").await;
     let listed = my_sessions(&node, &laptop).await;
     assert_eq!(listed.len(), 1);
     assert!(listed[0].get("client").is_none(), "{listed:?}");
@@ -192,11 +197,7 @@ async fn client_metadata_off_stores_nothing() {
     let cached = node.store.cache().get(&key).unwrap().expect("cached");
     assert_eq!(cached.bytes(), &item.body[..]);
     // The page says nothing either.
-    let page = browse(&node, "/", &laptop, "203.0.113.7")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = laptop_page(&node, &laptop).await;
     assert!(
         page.contains("Unknown device") && !page.contains("Firefox"),
         "{page}"

@@ -85,9 +85,14 @@ async fn anonymous(node: &TieredStore, t: u64) -> (SessionToken, Session) {
         .unwrap()
 }
 
+/// The item DynamoDB holds under `key`, if any.
+async fn dynamodb_item(cluster: &Cluster, key: &StorageKey) -> Option<Item> {
+    cluster.tier.get(key.as_bytes()).await.unwrap()
+}
+
 /// Whether DynamoDB holds an item under `key`.
 async fn in_dynamodb(cluster: &Cluster, key: &StorageKey) -> bool {
-    cluster.tier.get(key.as_bytes()).await.unwrap().is_some()
+    dynamodb_item(cluster, key).await.is_some()
 }
 
 /// `token`'s session is gone from both tiers: `node` neither loads nor

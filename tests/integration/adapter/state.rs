@@ -12,7 +12,8 @@ use actix_web::cookie::{time, Key};
 use edge_session::{Policy, SessionToken, StoreSettings};
 
 use super::{
-    anonymous, counter_of, fresh_app, persistent, spawn_app, stored, with_other_idle_timeout,
+    anonymous, counter_of, every_cached, fresh_app, persistent, spawn_app, stored,
+    with_other_idle_timeout,
 };
 use crate::harness::{now, Cluster};
 
@@ -238,12 +239,7 @@ async fn an_empty_session_is_never_stored() {
     assert_ne!(handed, old);
     assert!(cluster.scan().await.is_empty(), "nothing in DynamoDB");
     assert!(
-        store
-            .cache()
-            .dump()
-            .expect("sled")
-            .iter()
-            .all(|(tree, _, _)| tree != "sessions"),
+        every_cached(&store, |(tree, _, _)| tree != "sessions"),
         "nothing cached in sled"
     );
     // The handed-out key leads nowhere; the next state gets a key of its own.

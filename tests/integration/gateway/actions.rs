@@ -7,11 +7,12 @@ use reqwest::header::{COOKIE, LOCATION};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use super::{gateway_node, gateway_node_through, upstream_saw, Express, ALICE, BOB};
+use super::{
+    express_gateway, express_gateway_through_faults, sign_request, upstream_saw, ALICE, BOB,
+};
 use crate::faultproxy::Fault;
 use crate::harness::{
-    browser, cookie, fault_proxy, metrics_text, session_cookie, session_set_cookie, session_status,
-    TestNode,
+    browser, cookie, metrics_text, session_cookie, session_set_cookie, session_status, TestNode,
 };
 
 /// `POST <path>` through `node` with the session cookie `carried` and a
@@ -59,8 +60,7 @@ fn expires_cookie(res: &reqwest::Response) -> bool {
 
 #[tokio::test]
 async fn login_and_logout_actions_sign_in_and_out() {
-    let express = Express::start();
-    let node = gateway_node(&express.url, "", "").await;
+    let (_express, node) = express_gateway("", "").await;
 
     let res = post(
         &node,
@@ -86,8 +86,7 @@ async fn login_and_logout_actions_sign_in_and_out() {
 
 #[tokio::test]
 async fn logout_everywhere_action_ends_every_session_of_the_user() {
-    let express = Express::start();
-    let node = gateway_node(&express.url, "", "").await;
+    let (_express, node) = express_gateway("", "").await;
     let laptop = app_login(&node, None, "alice", ALICE).await;
     let phone = app_login(&node, None, "alice", ALICE).await;
     let bob = app_login(&node, None, "bob", BOB).await;
@@ -107,8 +106,7 @@ async fn logout_everywhere_action_ends_every_session_of_the_user() {
 
 #[tokio::test]
 async fn attackers_own_session_planted_in_a_victims_browser_is_dead_after_the_victims_login() {
-    let express = Express::start();
-    let node = gateway_node(&express.url, "", "").await;
+    let (_express, node) = express_gateway("", "").await;
     // The attacker signs in as themself, and plants that cookie in the
     // victim's browser (a sibling subdomain, a shared machine).
     let planted = app_login(&node, None, "bob", BOB).await;
@@ -168,18 +166,11 @@ async fn respond_with(
 
 #[tokio::test]
 async fn unsigned_or_replayed_actions_are_ignored() {
-    let express = Express::start();
-    let node = gateway_node(&express.url, "", "").await;
+    let (_express, node) = express_gateway("", "").await;
     let action = "login; user=alice; role=admin";
 
     // A correctly signed action, for that request's nonce, is carried out.
-    let res = node
-        .client
-        .post(node.at("/_test/sign"))
-        .query(&[("action", action)])
-        .send()
-        .await
-        .unwrap();
+    let res = sign_request(&node, Method::POST, action, &[]).await;
     assert!(
         session_set_cookie(&res).is_some(),
         "a signed action is carried out"
@@ -239,11 +230,9 @@ async fn unsigned_or_replayed_actions_are_ignored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_login_action_returns_503_and_no_cookie() {
-    let Some(proxy) = fault_proxy().await else {
+    let Some((proxy, _express, node)) = express_gateway_through_faults().await else {
         return;
     };
-    let express = Express::start();
-    let node = gateway_node_through(&proxy, &express.url).await;
     let earlier = app_login(&node, None, "bob", BOB).await;
 
     proxy.set(Fault::Refuse);
@@ -269,8 +258,7 @@ async fn failed_login_action_returns_503_and_no_cookie() {
 /// replay one user's session to others.
 #[tokio::test]
 async fn a_response_setting_the_session_cookie_is_never_cacheable() {
-    let express = Express::start();
-    let node = gateway_node(&express.url, "", "").await;
+    let (_express, node) = express_gateway("", "").await;
     let signed = |action: &'static str, carried: Option<String>| {
         let mut req = node
             .client
@@ -315,23 +303,10 @@ fn assert_never_cached(res: &reqwest::Response, what: &str) {
 /// in `gateway.action_origins`, still sign in.
 #[tokio::test]
 async fn cross_site_request_cannot_trigger_a_login_action() {
-    let express = Express::start();
-    let node = gateway_node(
-        &express.url,
-        "action_origins = [\"https://app.example\"]",
-        "",
-    )
-    .await;
+    let (_express, node) = express_gateway("action_origins = [\"https://app.example\"]", "").await;
     let own = node.url.clone();
     let attempt = |method: Method, headers: &'static [(&'static str, &'static str)]| {
-        let mut req = node
-            .client
-            .request(method, node.at("/_test/sign"))
-            .query(&[("action", "login; user=mallory")]);
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        req.send()
+        sign_request(&node, method, "login; user=mallory", headers)
     };
     for (method, headers) in [
         (Method::POST, &[("origin", "https://evil.example")][..]),
@@ -347,7 +322,7 @@ async fn cross_site_request_cannot_trigger_a_login_action() {
         (Method::GET, &[][..]),
         (Method::GET, &[("sec-fetch-site", "same-origin")][..]),
     ] {
-        let res = attempt(method.clone(), headers).await.unwrap();
+        let res = attempt(method.clone(), headers).await;
         assert_eq!(res.status(), StatusCode::FORBIDDEN, "{method} {headers:?}");
         assert!(
             session_set_cookie(&res).is_none(),
@@ -360,18 +335,9 @@ async fn cross_site_request_cannot_trigger_a_login_action() {
         );
     }
     // The node's own origin, and a listed one, are carried out.
-    let res = node
-        .client
-        .post(node.at("/_test/sign"))
-        .query(&[("action", "login; user=mallory")])
-        .header("origin", &own)
-        .header("sec-fetch-site", "same-origin")
-        .send()
-        .await
-        .unwrap();
+    let own_origin = [("origin", own.as_str()), ("sec-fetch-site", "same-origin")];
+    let res = sign_request(&node, Method::POST, "login; user=mallory", &own_origin).await;
     assert!(session_set_cookie(&res).is_some(), "own origin refused");
-    let res = attempt(Method::POST, &[("origin", "https://app.example")])
-        .await
-        .unwrap();
+    let res = attempt(Method::POST, &[("origin", "https://app.example")]).await;
     assert!(session_set_cookie(&res).is_some(), "listed origin refused");
 }

@@ -10,9 +10,36 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use super::upstreams;
-use super::{gateway_node, gateway_node_through, raw_request, upstream_saw, Express};
+use super::{
+    express_gateway, express_gateway_through_faults, gateway_node, raw_request, upstream_saw,
+    Express,
+};
 use crate::faultproxy::Fault;
-use crate::harness::{assert_error, browser, cookie, fault_proxy, metric, service_login};
+use crate::hardening::{trickle_body, BODY_TIMEOUTS};
+use crate::harness::{assert_error, browser, cookie, metric, service_login, TestNode};
+
+/// `clients` connections to `node`, each sending the request head `head`
+/// and then trickling its body (for at most 30 s): what each was answered,
+/// as [`trickle_body`] tells it.
+fn trickle_bodies(
+    node: &TestNode,
+    clients: usize,
+    head: &'static str,
+) -> Vec<tokio::task::JoinHandle<Option<Vec<u8>>>> {
+    (0..clients)
+        .map(|_| {
+            let addr = node.addr().to_owned();
+            tokio::spawn(async move { trickle_body(&addr, head, Duration::from_secs(30)).await })
+        })
+        .collect()
+}
+
+/// `GET /headers` through `node`, from the client a trusted proxy names
+/// `client` in `X-Forwarded-For`.
+async fn headers_from(node: &TestNode, client: &str) -> reqwest::Response {
+    let req = node.client.get(node.at("/headers"));
+    req.header("x-forwarded-for", client).send().await.unwrap()
+}
 
 /// Every header the upstream received whose name, read with `_` as `-`,
 /// starts with `x-edge-`, as `(name, value)`.
@@ -67,8 +94,7 @@ async fn forged_request(url: &str, session: Option<&str>) -> Value {
 
 #[tokio::test]
 async fn forged_identity_headers_never_reach_the_upstream() {
-    let express = Express::start();
-    let node = gateway_node(&express.url, "", "").await;
+    let (_express, node) = express_gateway("", "").await;
 
     // No session: the only X-Edge-* header upstream is the node's nonce.
     let saw = forged_request(&node.url, None).await;
@@ -109,8 +135,7 @@ async fn forged_identity_headers_never_reach_the_upstream() {
 
 #[tokio::test]
 async fn session_token_never_reaches_the_upstream() {
-    let express = Express::start();
-    let node = gateway_node(&express.url, "", "").await;
+    let (_express, node) = express_gateway("", "").await;
     let token = service_login(&node, "alice").await;
 
     let res = node
@@ -137,8 +162,7 @@ async fn session_token_never_reaches_the_upstream() {
 
 #[tokio::test]
 async fn the_nodes_own_routes_are_not_proxied() {
-    let express = Express::start();
-    let node = gateway_node(&express.url, "", "").await;
+    let (_express, node) = express_gateway("", "").await;
     let token = service_login(&node, "alice").await;
     let res = browser(&node, Method::GET, "/.edge/whoami", Some(&token))
         .send()
@@ -165,8 +189,7 @@ async fn the_nodes_own_routes_are_not_proxied() {
 
 #[tokio::test]
 async fn hop_by_hop_headers_stay_on_their_hop() {
-    let express = Express::start();
-    let node = gateway_node(&express.url, "", "").await;
+    let (_express, node) = express_gateway("", "").await;
     let request = "GET /headers HTTP/1.1\r\nHost: app.example\r\n\
         Connection: close, X-Drop-Me\r\nX-Drop-Me: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n\
         Trailer: X-Late\r\nUpgrade: h2c\r\nProxy-Connection: keep-alive\r\n\
@@ -335,11 +358,9 @@ async fn unreachable_upstream_is_502_and_a_silent_one_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_whose_session_cannot_be_read_is_refused_not_sent_anonymously() {
-    let Some(proxy) = fault_proxy().await else {
+    let Some((proxy, _express, node)) = express_gateway_through_faults().await else {
         return;
     };
-    let express = Express::start();
-    let node = gateway_node_through(&proxy, &express.url).await;
 
     proxy.set(Fault::Refuse);
     // A cookie this node has not cached: only DynamoDB could say whose it is.
@@ -362,25 +383,11 @@ async fn request_whose_session_cannot_be_read_is_refused_not_sent_anonymously() 
 /// connection is given up, so another client's request goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn trickled_body_cannot_hold_the_upstream_pool() {
-    let express = Express::start();
-    let node = gateway_node(
-        &express.url,
-        "upstream_max_connections = 2",
-        "client_body_timeout_ms = 1000\nclient_body_min_rate = 1024",
-    )
-    .await;
-    let addr = node.url.trim_start_matches("http://").to_owned();
+    let (_express, node) = express_gateway("upstream_max_connections = 2", BODY_TIMEOUTS).await;
     let head = "POST /headers HTTP/1.1\r\nHost: app.example\r\nContent-Length: 100000\r\n\r\n";
     // Two workers with two upstream connections each: eight tricklers take
     // them all (100,000 bytes at 10 a second would take hours).
-    let tricklers: Vec<_> = (0..8)
-        .map(|_| {
-            let addr = addr.clone();
-            tokio::spawn(async move {
-                crate::hardening::trickle_body(&addr, head, Duration::from_secs(30)).await
-            })
-        })
-        .collect();
+    let tricklers = trickle_bodies(&node, 8, head);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let res = node.client.get(node.at("/headers")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK, "the pool was held");
@@ -399,41 +406,19 @@ async fn trickled_body_cannot_hold_the_upstream_pool() {
 /// upstream, and other clients are not affected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_client_cannot_take_every_upstream_connection() {
-    let express = Express::start();
-    let node = gateway_node(
-        &express.url,
+    let (_express, node) = express_gateway(
         "max_inflight_per_client = 2",
         "client_body_timeout_ms = 5000\ntrusted_proxies = [\"127.0.0.1\"]",
     )
     .await;
-    let addr = node.url.trim_start_matches("http://").to_owned();
     let head = "POST /headers HTTP/1.1\r\nHost: app.example\r\nX-Forwarded-For: 203.0.113.9\r\n\
                 Content-Length: 100000\r\n\r\n";
-    let held: Vec<_> = (0..2)
-        .map(|_| {
-            let addr = addr.clone();
-            tokio::spawn(async move {
-                crate::hardening::trickle_body(&addr, head, Duration::from_secs(30)).await
-            })
-        })
-        .collect();
+    let held = trickle_bodies(&node, 2, head);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let same = node
-        .client
-        .get(node.at("/headers"))
-        .header("x-forwarded-for", "203.0.113.9")
-        .send()
-        .await
-        .unwrap();
+    let same = headers_from(&node, "203.0.113.9").await;
     assert_eq!(same.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(same.headers().get("retry-after").is_some());
-    let other = node
-        .client
-        .get(node.at("/headers"))
-        .header("x-forwarded-for", "203.0.113.10")
-        .send()
-        .await
-        .unwrap();
+    let other = headers_from(&node, "203.0.113.10").await;
     assert_eq!(other.status(), StatusCode::OK);
     for h in held {
         h.await.unwrap();

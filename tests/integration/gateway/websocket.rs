@@ -13,7 +13,7 @@ use awc::error::WsClientError;
 use awc::ws::{CloseCode, Frame, Message};
 use reqwest::{Method, StatusCode};
 
-use super::{gateway_node, gateway_node_on, Express, ALICE};
+use super::{express_gateway, gateway_node_on, Express, ALICE};
 use crate::harness::{cookie, session_cookie, table_name, v1_call, TestNode};
 
 type Socket = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
@@ -68,10 +68,9 @@ async fn app_login(node: &TestNode, user: &str, password: &str) -> String {
 
 #[actix_web::test]
 async fn websocket_frames_pass_both_ways() {
-    let express = Express::start();
     // A short watchdog allowance: a socket must outlive it.
     let server = "keep_alive_ms = 500\nclient_request_timeout_ms = 1000";
-    let node = gateway_node(&express.url, "", server).await;
+    let (_express, node) = express_gateway("", server).await;
     let alice = app_login(&node, "alice", ALICE).await;
 
     let (res, mut socket) = open(&node, Some(&alice), "/ws").await.unwrap();
@@ -212,10 +211,9 @@ async fn websocket_is_closed_when_its_session_is_revoked() {
 /// stop, the session idles out and the socket is closed with it.
 #[actix_web::test]
 async fn an_open_websocket_does_not_keep_an_idle_session_alive() {
-    let express = Express::start();
     let gateway =
         "websocket_check_ms = 250\n[session]\nidle_timeout_secs = 3\ntouch_interval_secs = 1\n";
-    let node = gateway_node(&express.url, gateway, "").await;
+    let (_express, node) = express_gateway(gateway, "").await;
     let alice = app_login(&node, "alice", ALICE).await;
     let (_, mut socket) = open(&node, Some(&alice), "/ws").await.unwrap();
     assert_eq!(

@@ -237,6 +237,16 @@ pub async fn patch_session(node: impl HttpNode, token: &str, body: Value) -> (St
     session_call(node, Method::PATCH, "/v1/session", token, body).await
 }
 
+/// `GET /me/sessions` with the session cookie `value`: the sessions listed.
+pub async fn my_sessions(node: impl HttpNode, value: &str) -> Vec<Value> {
+    let res = browser(&node, Method::GET, "/me/sessions", Some(value))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    res.json().await.unwrap()
+}
+
 /// `POST /logout` with the session cookie `value`: its status, or the error
 /// if the node did not answer.
 pub async fn logout(node: impl HttpNode, value: &str) -> reqwest::Result<StatusCode> {

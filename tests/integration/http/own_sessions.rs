@@ -6,18 +6,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::harness::{
-    browser, browser_login, node_toml, table_name, whoami, TestNode, ALICE_PASSWORD, BOB_PASSWORD,
+    browser, browser_login, my_sessions, node_toml, table_name, whoami, TestNode, ALICE_PASSWORD,
+    BOB_PASSWORD,
 };
-
-/// `GET /me/sessions` with the session cookie `value`: the sessions listed.
-async fn my_sessions(node: &TestNode, value: &str) -> Vec<Value> {
-    let res = browser(&node, Method::GET, "/me/sessions", Some(value))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    res.json().await.unwrap()
-}
 
 /// The handle of a session `GET /me/sessions` lists with the cookie `value`:
 /// the current one, or (`current` false) one of the user's others.

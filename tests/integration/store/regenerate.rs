@@ -11,7 +11,9 @@ use edge_session::{
 };
 use edge_session_sync::RotateConflict;
 
-use super::{alice, anonymous, assert_gone_from_both_tiers, binding, data, two_nodes};
+use super::{
+    alice, anonymous, assert_gone_from_both_tiers, binding, data, dynamodb_item, two_nodes,
+};
 use crate::harness::{now, Cluster};
 
 #[tokio::test]
@@ -50,11 +52,8 @@ async fn pre_login_token_is_dead_after_regenerate() {
         "tombstone written"
     );
     assert_eq!(node.cache().outbox_len(), 0, "revocation confirmed");
-    let new_item = cluster
-        .tier
-        .get(bound.key.as_bytes())
+    let new_item = dynamodb_item(&cluster, &bound.key)
         .await
-        .unwrap()
         .expect("new item stored");
     assert_eq!(new_item.uid.as_deref(), Some("alice"));
 
@@ -101,11 +100,8 @@ async fn regenerate_is_all_or_nothing() {
     // DynamoDB holds exactly B's write: no new item, the old one intact.
     let items = cluster.scan().await;
     assert_eq!(items.len(), 1, "no new item, no half-done state");
-    let item = cluster
-        .tier
-        .get(on_a.key.as_bytes())
+    let item = dynamodb_item(&cluster, &on_a.key)
         .await
-        .unwrap()
         .expect("old item intact");
     assert_eq!(item.ver, written.record.version);
     assert_eq!(item.uid, None, "not elevated");

@@ -534,6 +534,13 @@ mod tests {
         start + Duration::from_millis(millis)
     }
 
+    /// Whether `limiter` admits `reader`'s `GetRecords` on `shard` at `now`.
+    fn reads(limiter: &mut Limiter, reader: &str, shard: &str, now: Instant) -> bool {
+        limiter
+            .admit(&call(reader, GET_RECORDS, Some(shard)), now)
+            .is_none()
+    }
+
     #[test]
     fn calls_are_identified_by_target_access_key_and_iterator() {
         let iterator = base64::engine::general_purpose::STANDARD
@@ -571,28 +578,14 @@ mod tests {
     fn a_third_reader_waits_until_one_of_two_goes_quiet() {
         let start = Instant::now();
         let mut limiter = Limiter::new(StreamsLimits::default(), start);
-        let s = Some("s");
-        assert_eq!(limiter.admit(&call("a", GET_RECORDS, s), start), None);
-        assert_eq!(
-            limiter.admit(&call("b", GET_RECORDS, s), at(start, 100)),
-            None
-        );
-        assert!(limiter
-            .admit(&call("c", GET_RECORDS, s), at(start, 900))
-            .is_some());
+        assert!(reads(&mut limiter, "a", "s", start));
+        assert!(reads(&mut limiter, "b", "s", at(start, 100)));
+        assert!(!reads(&mut limiter, "c", "s", at(start, 900)));
         // Another shard has room.
-        assert_eq!(
-            limiter.admit(&call("c", GET_RECORDS, Some("t")), at(start, 900)),
-            None
-        );
+        assert!(reads(&mut limiter, "c", "t", at(start, 900)));
         // `a` went quiet a window ago; the refused `c` never became active.
-        assert_eq!(
-            limiter.admit(&call("c", GET_RECORDS, s), at(start, 1000)),
-            None
-        );
-        assert!(limiter
-            .admit(&call("a", GET_RECORDS, s), at(start, 1001))
-            .is_some());
+        assert!(reads(&mut limiter, "c", "s", at(start, 1000)));
+        assert!(!reads(&mut limiter, "a", "s", at(start, 1001)));
     }
 
     #[test]
@@ -600,13 +593,7 @@ mod tests {
         let start = Instant::now();
         let mut limiter = Limiter::new(StreamsLimits::default(), start);
         let passed = |limiter: &mut Limiter, shard, now| {
-            (0..20)
-                .filter(|_| {
-                    limiter
-                        .admit(&call("a", GET_RECORDS, Some(shard)), now)
-                        .is_none()
-                })
-                .count()
+            (0..20).filter(|_| reads(limiter, "a", shard, now)).count()
         };
         assert_eq!(passed(&mut limiter, "s", start), 5, "the burst");
         assert_eq!(passed(&mut limiter, "t", start), 5, "another shard's burst");
@@ -637,10 +624,7 @@ mod tests {
         let mut limiter = Limiter::new(StreamsLimits::none(), start);
         for i in 0..100 {
             let reader = format!("r{i}");
-            assert_eq!(
-                limiter.admit(&call(&reader, GET_RECORDS, Some("s")), start),
-                None
-            );
+            assert!(reads(&mut limiter, &reader, "s", start), "{reader}");
             assert_eq!(
                 limiter.admit(&call(&reader, DESCRIBE_STREAM, None), start),
                 None

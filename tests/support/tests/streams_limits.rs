@@ -6,9 +6,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodbstreams::error::ProvideErrorMetadata as _;
+use aws_sdk_dynamodbstreams::operation::describe_stream::DescribeStreamOutput;
+use aws_sdk_dynamodbstreams::operation::get_records::GetRecordsOutput;
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
+use aws_sdk_dynamodbstreams::Client as StreamsClient;
 use edge_session::EmbeddedDynamo;
 use edge_session_sync::{ClientSettings, DynamoTier, Endpoint};
 use edge_session_test_support::streams_limits::{OpCounts, StreamsLimitProxy, StreamsLimits};
@@ -60,12 +64,7 @@ impl Fixture {
             .await
             .unwrap();
         let stream_arn = listed.streams()[0].stream_arn().unwrap().to_owned();
-        let described = streams
-            .describe_stream()
-            .stream_arn(&stream_arn)
-            .send()
-            .await
-            .unwrap();
+        let described = describe(&streams, &stream_arn).await;
         let shards = described.stream_description().unwrap().shards();
         let shard_id = shards[0].shard_id().unwrap().to_owned();
         Fixture {
@@ -94,7 +93,7 @@ impl Fixture {
 }
 
 struct Reader {
-    client: aws_sdk_dynamodbstreams::Client,
+    client: StreamsClient,
     iterator: String,
 }
 
@@ -116,6 +115,24 @@ impl Reader {
                 .map_or_else(|| format!("{err:?}"), str::to_owned)),
         }
     }
+}
+
+/// `DescribeStream` of `stream_arn` with `client`.
+async fn describe(client: &StreamsClient, stream_arn: &str) -> DescribeStreamOutput {
+    let req = client.describe_stream().stream_arn(stream_arn);
+    req.send().await.unwrap()
+}
+
+/// `GetRecords` at `iterator` with `client`.
+async fn records_at(client: &StreamsClient, iterator: &str) -> GetRecordsOutput {
+    let req = client.get_records().shard_iterator(iterator);
+    req.send().await.unwrap()
+}
+
+/// A strongly consistent `GetItem` of the item `sid` with `client`.
+async fn consistent_get(client: &aws_sdk_dynamodb::Client, sid: AttributeValue) -> GetItemOutput {
+    let req = client.get_item().table_name(TABLE).key("sid", sid);
+    req.consistent_read(true).send().await.unwrap()
 }
 
 fn counts(forwarded: u64, throttled: u64) -> OpCounts {
@@ -204,13 +221,7 @@ async fn without_limits_the_proxy_passes_everything() {
         }
     }
     for _ in 0..25 {
-        clients[0]
-            .client
-            .describe_stream()
-            .stream_arn(&fx.stream_arn)
-            .send()
-            .await
-            .unwrap();
+        describe(&clients[0].client, &fx.stream_arn).await;
     }
     let mut expected = BTreeMap::new();
     for id in readers {
@@ -230,40 +241,15 @@ async fn the_proxy_does_not_change_a_forwarded_answer() {
     let direct = settings(&fx.server.url(), "direct").build().await;
     let proxied = settings(&proxy.url(), "proxied").build().await;
     let sid = AttributeValue::B(vec![1u8; 32].into());
-    let via_server = direct
-        .get_item()
-        .table_name(TABLE)
-        .key("sid", sid.clone())
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap();
-    let via_proxy = proxied
-        .get_item()
-        .table_name(TABLE)
-        .key("sid", sid)
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap();
+    let via_server = consistent_get(&direct, sid.clone()).await;
+    let via_proxy = consistent_get(&proxied, sid).await;
     assert!(via_server.item().is_some());
     assert_eq!(via_proxy.item(), via_server.item());
     // A stream read as well: the same records, byte for byte in the images.
     let direct_reader = settings(&fx.server.url(), "direct").build_streams().await;
     let reader = fx.reader(&proxy, "proxied").await;
-    let via_server = direct_reader
-        .get_records()
-        .shard_iterator(&reader.iterator)
-        .send()
-        .await
-        .unwrap();
-    let via_proxy = reader
-        .client
-        .get_records()
-        .shard_iterator(&reader.iterator)
-        .send()
-        .await
-        .unwrap();
+    let via_server = records_at(&direct_reader, &reader.iterator).await;
+    let via_proxy = records_at(&reader.client, &reader.iterator).await;
     assert_eq!(via_proxy.records().len(), 3);
     assert_eq!(via_proxy.records(), via_server.records());
     assert_eq!(
