@@ -10,17 +10,13 @@ use std::time::Duration;
 use edge_session::{NewSession, TieredStore};
 use edge_session_sync::{DynamoTier, Endpoint, Item, SID_LEN};
 
+use edge_session_test_support::dynamo::filler_item;
+
 use crate::faultproxy::{Fault, FaultProxy};
 use crate::harness::{client_settings, fault_proxy, now, Cluster, TestNode};
 
 fn item(sid: [u8; SID_LEN], ver: u64) -> Item {
-    Item {
-        sid,
-        uid: None,
-        ver,
-        exp: u64::MAX / 2,
-        body: vec![0; 16],
-    }
+    filler_item(sid, ver, 16)
 }
 
 /// 40 writes on one key as fast as they go, then one write on each of 40

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use edge_session_sync::{DynamoTier, Endpoint, Item, SID_LEN};
+use edge_session_test_support::dynamo::filler_item;
 use reqwest::StatusCode;
 
 use super::{all_live, cached_everywhere_then_revoked, holding, relay_toml, SECRET};
@@ -42,13 +43,7 @@ async fn refused_after(c: reqwest::Client, url: String, token: String) -> Durati
 fn load_item(n: u64, ver: u64) -> Item {
     let mut sid = [0x5a; SID_LEN];
     sid[..8].copy_from_slice(&n.to_be_bytes());
-    Item {
-        sid,
-        uid: None,
-        ver,
-        exp: u64::MAX / 2,
-        body: vec![0; 64],
-    }
+    filler_item(sid, ver, 64)
 }
 
 /// One of `workers` background writers: worker `w` revokes (creates then

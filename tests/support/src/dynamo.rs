@@ -159,6 +159,19 @@ pub fn sid_table(client: &aws_sdk_dynamodb::Client, name: &str) -> CreateTableFl
         .key_schema(hash_key("sid"))
 }
 
+/// An anonymous session item under `sid`, version `ver`, that never
+/// expires within a test, with a body of `body_len` zero bytes: load that
+/// only needs items of a size.
+pub fn filler_item(sid: [u8; SID_LEN], ver: u64, body_len: usize) -> Item {
+    Item {
+        sid,
+        uid: None,
+        ver,
+        exp: u64::MAX / 2,
+        body: vec![0; body_len],
+    }
+}
+
 /// Session `byte` (every byte of its key), version `ver`, an hour to live,
 /// its body the one byte.
 pub fn item(byte: u8, ver: u64) -> Item {
