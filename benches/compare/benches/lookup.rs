@@ -39,7 +39,6 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::StreamSpecification;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
@@ -47,7 +46,7 @@ use edge_session::{
     codec, parse_agent, CacheLookup, ClientMode, EmbeddedDynamo, NewSession, Policy, Recorder,
     SessionRecord, SessionToken, SledCache, StorageKey, StoreSettings, TieredStore, UserBinding,
 };
-use edge_session_bench::raw::{item, login_transaction};
+use edge_session_bench::raw::{bench_table, item, login_transaction};
 use edge_session_sync::{ClientSettings, DynamoTier, Endpoint};
 use hdrhistogram::Histogram;
 
@@ -435,32 +434,7 @@ fn bench_codec_and_token(c: &mut Criterion) {
 /// A store over the embedded DynamoDB (a temporary file) and a temporary sled.
 fn embedded_store(runtime: &tokio::runtime::Runtime) -> (EmbeddedDynamo, TieredStore) {
     let embedded = EmbeddedDynamo::start_temporary(Duration::from_secs(3600)).unwrap();
-    let client = runtime.block_on(
-        ClientSettings {
-            endpoint: Endpoint::Embedded(embedded.url()),
-            ..ClientSettings::default()
-        }
-        .build(),
-    );
-    let tier = DynamoTier::new(client, "bench");
-    runtime.block_on(tier.provision()).unwrap();
-    // dynoxide 3.2 scans every stream record for the next sequence number,
-    // so with the stream on each write is slower than the last and the
-    // order of the benchmarks would decide their ratio: switch it off.
-    runtime
-        .block_on(
-            tier.client()
-                .update_table()
-                .table_name(tier.table())
-                .stream_specification(
-                    StreamSpecification::builder()
-                        .stream_enabled(false)
-                        .build()
-                        .unwrap(),
-                )
-                .send(),
-        )
-        .unwrap();
+    let tier = runtime.block_on(bench_table(&embedded, "bench")).unwrap();
     let store = TieredStore::new(
         SledCache::temporary().unwrap(),
         tier,

@@ -10,20 +10,18 @@
 //! Set-up (creating the anonymous sessions a login regenerates, or the old
 //! items a raw transaction deletes) is done before each timed batch. Each
 //! login binds a different user, as real traffic does. The table's stream is
-//! off (see [`without_stream`]).
+//! off (see [`bench_table`]).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use aws_sdk_dynamodb::types::StreamSpecification;
 use edge_session::{
     now, EmbeddedDynamo, NewSession, SessionRecord, SessionToken, SledCache, StorageKey,
     StoreSettings, TieredStore, Tombstone, UserBinding,
 };
-use edge_session_bench::raw::{item, login_transaction};
-use edge_session_sync::{ClientSettings, DynamoTier, Endpoint};
+use edge_session_bench::raw::{bench_table, item, login_transaction};
 
 use crate::load::{drain, Sample};
 use crate::peers::USER_ID;
@@ -32,26 +30,6 @@ use crate::peers::USER_ID;
 pub struct LoginBench {
     store: TieredStore,
     embedded: Option<EmbeddedDynamo>,
-}
-
-/// Switch the table's stream off. The embedded store (dynoxide 3.2) finds
-/// the next stream sequence number with a `MAX(CAST(..))` over every stream
-/// record, so with the stream on each write costs more than the one before
-/// (p50 of the raw transaction 1.1 ms → 6 ms over ~4 000 writes here), and
-/// that drift, not edge-session, would decide the ratio.
-async fn without_stream(tier: &DynamoTier) -> anyhow::Result<()> {
-    tier.client()
-        .update_table()
-        .table_name(tier.table())
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(false)
-                .build()?,
-        )
-        .send()
-        .await
-        .context("switching the bench table's stream off")?;
-    Ok(())
 }
 
 /// A fresh user for each login, as real traffic has: one user with
@@ -81,15 +59,7 @@ impl LoginBench {
         let embedded =
             EmbeddedDynamo::start_file(&dir.join("dynamodb.sqlite3"), Duration::from_secs(60))
                 .context("starting the embedded DynamoDB store")?;
-        let client = ClientSettings {
-            endpoint: Endpoint::Embedded(embedded.url()),
-            ..ClientSettings::default()
-        }
-        .build()
-        .await;
-        let tier = DynamoTier::new(client, "bench-login");
-        tier.provision().await.context("provisioning")?;
-        without_stream(&tier).await?;
+        let tier = bench_table(&embedded, "bench-login").await?;
         let cache = SledCache::open(&dir.join("cache")).context("opening sled")?;
         // As a node does: the store's metrics go to a real recorder.
         let _ = edge_session::metrics_handle();
