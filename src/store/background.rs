@@ -4,8 +4,7 @@
 //! go of the cache.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use tokio::task::JoinHandle;
 
@@ -13,24 +12,31 @@ use super::{Error, TieredStore};
 use crate::cache::CacheError;
 
 /// The background tasks of one store.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Background {
     /// Tasks not seen finished yet (finished ones are dropped at each spawn,
-    /// so this holds about as many as are running).
-    running: Mutex<Vec<JoinHandle<()>>>,
-    /// Set by `close`: no new task starts.
-    closed: AtomicBool,
+    /// so this holds about as many as are running); `None` once `close` has
+    /// begun: no new task starts.
+    running: Mutex<Option<Vec<JoinHandle<()>>>>,
+}
+
+impl Default for Background {
+    fn default() -> Self {
+        Background {
+            running: Mutex::new(Some(Vec::new())),
+        }
+    }
 }
 
 impl TieredStore {
     /// Run `work` in the background, unless the store is closing (then it is
     /// dropped: each caller's work is an optimisation another path covers).
     pub(super) fn spawn_background(&self, work: impl Future<Output = ()> + Send + 'static) {
-        let background = &self.inner.background;
-        let mut running = background.running.lock().unwrap_or_else(|e| e.into_inner());
-        if background.closed.load(Ordering::SeqCst) {
+        let running = &self.inner.background.running;
+        let mut guard = running.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(running) = guard.as_mut() else {
             return;
-        }
+        };
         running.retain(|task| !task.is_finished());
         running.push(tokio::spawn(work));
     }
@@ -44,10 +50,12 @@ impl TieredStore {
     /// with one still open this returns an error once the background work
     /// has stopped, and the cache stays open until the last handle goes.
     pub async fn close(self) -> Result<(), Error> {
-        let background = &self.inner.background;
-        background.closed.store(true, Ordering::SeqCst);
-        let tasks =
-            std::mem::take(&mut *background.running.lock().unwrap_or_else(|e| e.into_inner()));
+        let running = &self.inner.background.running;
+        let tasks = running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .unwrap_or_default();
         for task in tasks {
             // A task that panicked has stopped all the same.
             let _ = task.await;
